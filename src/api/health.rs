@@ -1,0 +1,24 @@
+//! Liveness and readiness probes (1.0 paths and bodies).
+
+use actix_web::{HttpResponse, web};
+
+use super::dto::Status;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/health", web::get().to(health))
+        .route("/readiness", web::get().to(readiness));
+}
+
+/// 200 while the process serves HTTP.
+#[utoipa::path(get, path = "/health", tag = "health",
+    responses((status = 200, body = Status, example = json!({"status": "ok"}))))]
+pub async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(Status { status: "ok" })
+}
+
+/// 200 once the broker is loaded, which is before the server accepts its first request.
+#[utoipa::path(get, path = "/readiness", tag = "health",
+    responses((status = 200, body = Status, example = json!({"status": "ready"}))))]
+pub async fn readiness() -> HttpResponse {
+    HttpResponse::Ok().json(Status { status: "ready" })
+}

@@ -1,0 +1,96 @@
+//! The HTTP API: the Rent-A-Bot 1.0 contract, plus the OpenAPI document and explorer.
+//!
+//! Each area is a module with a `configure` function; [`configure`] mounts them all.
+//! The 1.0 paths live under `/api/v1`; the pre-1.0 prefix `/rentabot/api/v1.0` still
+//! answers, with `Deprecation` and `Link` headers pointing at the new path, as 1.0 did.
+
+pub mod dto;
+pub mod error;
+pub mod health;
+pub mod params;
+pub mod resources;
+
+use actix_web::dev::Service;
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, web};
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+pub use error::ApiError;
+
+/// The current API prefix.
+pub const PREFIX: &str = "/api/v1";
+/// The pre-1.0 prefix, still served.
+pub const LEGACY_PREFIX: &str = "/rentabot/api/v1.0";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "rentabot",
+        description = "Resource locking and reservation broker. Speaks the Rent-A-Bot 1.0 API.",
+    ),
+    paths(
+        health::health,
+        health::readiness,
+        resources::list_resources,
+        resources::get_resource,
+        resources::lock_resource,
+        resources::lock_by_criteria,
+        resources::unlock_resource,
+        resources::extend_lock,
+    ),
+    tags(
+        (name = "resources", description = "Lock, unlock and extend (Rent-A-Bot 1.0)"),
+        (name = "health", description = "Probes"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Mounts every API route, the OpenAPI document and the explorer.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    // The document's route must precede the /api/v1 scope, which would otherwise claim
+    // every path under it.
+    cfg.service(
+        SwaggerUi::new("/docs/{_:.*}").url(format!("{PREFIX}/openapi.json"), ApiDoc::openapi()),
+    )
+    .route("/docs", web::get().to(docs_redirect))
+    .configure(health::configure)
+    .service(web::scope(PREFIX).configure(resources::configure))
+    .service(
+        web::scope(LEGACY_PREFIX)
+            .wrap_fn(|req, srv| {
+                let successor = format!("{PREFIX}{}", &req.path()[LEGACY_PREFIX.len()..]);
+                let response = srv.call(req);
+                async move {
+                    let mut response = response.await?;
+                    let headers = response.headers_mut();
+                    headers.insert(
+                        HeaderName::from_static("deprecation"),
+                        HeaderValue::from_static("true"),
+                    );
+                    if let Ok(link) =
+                        HeaderValue::from_str(&format!("<{successor}>; rel=alternate"))
+                    {
+                        headers.insert(actix_web::http::header::LINK, link);
+                    }
+                    Ok(response)
+                }
+            })
+            .configure(resources::configure),
+    );
+}
+
+/// `/docs` without the trailing slash, where 1.0 users bookmarked the explorer.
+async fn docs_redirect() -> HttpResponse {
+    HttpResponse::PermanentRedirect()
+        .insert_header((actix_web::http::header::LOCATION, "/docs/"))
+        .finish()
+}
+
+/// The JSON 404 for paths no route serves.
+pub async fn no_route(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NoRoute {
+        method: req.method().to_string(),
+        path: req.path().to_owned(),
+    })
+}

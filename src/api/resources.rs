@@ -1,0 +1,204 @@
+//! The 1.0 resource endpoints: list, get, lock (by id or by criteria), unlock, extend.
+//!
+//! Handlers are thin: read the request (`params`), make one broker call, render (`dto`).
+//! The rules live in `domain::broker`.
+
+use actix_web::web::{self, Bytes, Data};
+use actix_web::{HttpRequest, HttpResponse};
+
+use super::dto::{
+    ErrorBody, ExtendResponse, LockResponse, MessageResponse, ResourceEnvelope, ResourceList,
+    ResourceView,
+};
+use super::error::ApiError;
+use super::params::{self, Query};
+use crate::domain::{Selector, descriptor};
+use crate::runtime::BrokerHandle;
+
+/// Registers the routes under the current scope. Fixed paths come before `{id}` paths:
+/// actix answers 405 from the first resource whose path matches, whatever its methods.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/resources", web::get().to(list_resources))
+        .route("/resources/lock", web::post().to(lock_by_criteria))
+        .route("/resources/{id}", web::get().to(get_resource))
+        .route("/resources/{id}/lock", web::post().to(lock_resource))
+        .route("/resources/{id}/unlock", web::post().to(unlock_resource))
+        .route("/resources/{id}/extend", web::post().to(extend_lock));
+}
+
+/// Every resource, in id order.
+#[utoipa::path(get, path = "/api/v1/resources", tag = "resources",
+    responses((status = 200, description = "All resources", body = ResourceList)))]
+pub async fn list_resources(broker: Data<BrokerHandle>) -> HttpResponse {
+    let resources = broker.resources();
+    HttpResponse::Ok().json(ResourceList {
+        resources: resources.iter().map(ResourceView::from).collect(),
+    })
+}
+
+/// One resource.
+#[utoipa::path(get, path = "/api/v1/resources/{id}", tag = "resources",
+    params(("id" = u32, Path, description = "Resource id")),
+    responses(
+        (status = 200, body = ResourceEnvelope),
+        (status = 400, description = "The id is not a positive integer", body = ErrorBody),
+        (status = 404, description = "No such resource", body = ErrorBody),
+    ))]
+pub async fn get_resource(
+    broker: Data<BrokerHandle>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let resource = broker.resource(params::resource_id(&id)?)?;
+    Ok(HttpResponse::Ok().json(ResourceEnvelope {
+        resource: ResourceView::from(&resource),
+    }))
+}
+
+/// Locks a resource by id. The optional JSON body `{"ttl": seconds}` sets the lock's
+/// lifetime (default 3600, at most the resource's `max-lock-duration`).
+#[utoipa::path(post, path = "/api/v1/resources/{id}/lock", tag = "resources",
+    params(("id" = u32, Path, description = "Resource id")),
+    request_body(content = Option<LockRequestDoc>, description = "Optional lock lifetime"),
+    responses(
+        (status = 200, description = "Locked", body = LockResponse),
+        (status = 400, description = "Bad TTL, or TTL above max-lock-duration", body = ErrorBody),
+        (status = 403, description = "Already locked", body = ErrorBody),
+        (status = 404, description = "No such resource", body = ErrorBody),
+    ))]
+pub async fn lock_resource(
+    broker: Data<BrokerHandle>,
+    id: web::Path<String>,
+    body: Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let id = params::resource_id(&id)?;
+    let ttl = params::lock_ttl(&body)?;
+    let grant = broker.lock(id, ttl)?;
+    Ok(HttpResponse::Ok().json(LockResponse::from(grant)))
+}
+
+/// Locks the first free resource matching the criteria. Precedence: `id`, then `name`,
+/// then `tag` (repeatable; a resource must carry every tag; lowest id wins).
+#[utoipa::path(post, path = "/api/v1/resources/lock", tag = "resources",
+    params(
+        ("id" = Option<u32>, Query, description = "Resource id"),
+        ("name" = Option<String>, Query, description = "Resource name"),
+        ("tag" = Option<Vec<String>>, Query, description = "Required tag; repeat for several"),
+    ),
+    request_body(content = Option<LockRequestDoc>, description = "Optional lock lifetime"),
+    responses(
+        (status = 200, description = "Locked", body = LockResponse),
+        (status = 400, description = "No criterion, or a bad TTL", body = ErrorBody),
+        (status = 403, description = "Every match is locked", body = ErrorBody),
+        (status = 404, description = "Nothing matches", body = ErrorBody),
+    ))]
+pub async fn lock_by_criteria(
+    broker: Data<BrokerHandle>,
+    req: HttpRequest,
+    body: Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let query = Query::parse(&req)?;
+    let selector = selector(&query)?;
+    let ttl = params::lock_ttl(&body)?;
+    let grant = broker.lock_matching(&selector, ttl)?;
+    Ok(HttpResponse::Ok().json(LockResponse::from(grant)))
+}
+
+/// Releases a lock. The token comes as `?lock-token=` or in the `X-Lock-Token` header.
+#[utoipa::path(post, path = "/api/v1/resources/{id}/unlock", tag = "resources",
+    params(
+        ("id" = u32, Path, description = "Resource id"),
+        ("lock-token" = Option<String>, Query, description = "The token the lock returned"),
+        ("X-Lock-Token" = Option<String>, Header, description = "Alternative to ?lock-token="),
+    ),
+    responses(
+        (status = 200, description = "Unlocked", body = MessageResponse),
+        (status = 403, description = "Not locked, or wrong/missing token", body = ErrorBody),
+        (status = 404, description = "No such resource", body = ErrorBody),
+    ))]
+pub async fn unlock_resource(
+    broker: Data<BrokerHandle>,
+    id: web::Path<String>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let id = params::resource_id(&id)?;
+    let query = Query::parse(&req)?;
+    broker.unlock(id, params::lock_token(&req, &query).as_deref())?;
+    Ok(HttpResponse::Ok().json(MessageResponse {
+        message: "Resource unlocked",
+    }))
+}
+
+/// Moves a lock's expiry to now + `additional-ttl` seconds (not old expiry + it), as long
+/// as the lock, counted from its acquisition, stays within `max-lock-duration`.
+#[utoipa::path(post, path = "/api/v1/resources/{id}/extend", tag = "resources",
+    params(
+        ("id" = u32, Path, description = "Resource id"),
+        ("lock-token" = Option<String>, Query, description = "The token the lock returned"),
+        ("X-Lock-Token" = Option<String>, Header, description = "Alternative to ?lock-token="),
+        ("additional-ttl" = u64, Query, description = "Seconds from now"),
+    ),
+    responses(
+        (status = 200, description = "Extended", body = ExtendResponse),
+        (status = 400, description = "Bad or missing additional-ttl, or the lock would exceed max-lock-duration", body = ErrorBody),
+        (status = 403, description = "Not locked, or wrong/missing token", body = ErrorBody),
+        (status = 404, description = "No such resource", body = ErrorBody),
+    ))]
+pub async fn extend_lock(
+    broker: Data<BrokerHandle>,
+    id: web::Path<String>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let id = params::resource_id(&id)?;
+    let query = Query::parse(&req)?;
+    let additional = query.get("additional-ttl").ok_or_else(|| {
+        ApiError::bad_request(
+            "missing_parameter",
+            "additional-ttl is required: the lock's new lifetime in seconds from now",
+        )
+    })?;
+    let additional = params::ttl_from_query("additional-ttl", additional)?;
+    let lease = broker.extend(id, params::lock_token(&req, &query).as_deref(), additional)?;
+    Ok(HttpResponse::Ok().json(ExtendResponse::new(lease.acquired_at, lease.expires_at)))
+}
+
+/// The 1.0 criteria: `id`, else `name`, else every `tag` (each may also be a
+/// comma-separated list). Empty values count as absent, as in 1.0.
+fn selector(query: &Query) -> Result<Selector, ApiError> {
+    if let Some(id) = query.get("id").filter(|v| !v.is_empty()) {
+        return Ok(Selector::Id(params::resource_id(id)?));
+    }
+    if let Some(name) = query.get("name").filter(|v| !v.is_empty()) {
+        return Ok(Selector::Name(name.to_owned()));
+    }
+    let mut tags: Vec<String> = Vec::new();
+    for value in query.all("tag") {
+        for tag in descriptor::parse_tags(value).0 {
+            if !tags.contains(&tag) {
+                tags.push(tag);
+            }
+        }
+    }
+    if !tags.is_empty() {
+        return Ok(Selector::Tags(tags));
+    }
+    let given: Vec<&str> = query.keys().collect();
+    Err(ApiError::bad_request("no_criterion", "Bad Request").with(
+        "hint",
+        format!(
+            "give one of the query parameters id, name or tag (repeatable); got {}",
+            if given.is_empty() {
+                "none".to_owned()
+            } else {
+                given.join(", ")
+            }
+        ),
+    ))
+}
+
+/// The optional lock request body.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // documentation only: the body is parsed leniently by params::lock_ttl
+pub struct LockRequestDoc {
+    /// Lock lifetime in seconds, 1 to max-lock-duration. Default 3600.
+    ttl: Option<u64>,
+}

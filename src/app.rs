@@ -1,0 +1,183 @@
+//! Building and running the service. `main` and the integration tests share this.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::dev::{Server, Service};
+use actix_web::{App as ActixApp, HttpServer, web};
+use anyhow::Context;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::ServeArgs;
+use crate::config;
+use crate::domain::{Broker, Clock, ResourceSpec};
+use crate::runtime::{BrokerHandle, SystemClock, run_expiry_timer};
+use crate::{api, web as pages};
+
+/// Where and how to serve.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub host: String,
+    /// 0 picks a free port; [`App::port`] tells which.
+    pub port: u16,
+    pub workers: Option<usize>,
+    /// Stop on SIGINT/SIGTERM. Off in tests, where many servers share one process.
+    pub handle_signals: bool,
+}
+
+/// A bound, not yet running service.
+pub struct App {
+    port: u16,
+    server: Server,
+    handle: BrokerHandle,
+    cancel: CancellationToken,
+    timer: JoinHandle<()>,
+}
+
+/// Binds the listener, starts the expiry timer, and prepares the HTTP server. Must be
+/// called inside a Tokio runtime.
+///
+/// # Errors
+/// When the address cannot be bound.
+pub fn build(
+    settings: &Settings,
+    resources: Vec<ResourceSpec>,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<App> {
+    // One broker, built once, outside the per-worker factory: every worker shares it.
+    let handle = BrokerHandle::new(Broker::new(resources), clock);
+    let listener = TcpListener::bind((settings.host.as_str(), settings.port))
+        .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;
+    let port = listener.local_addr()?.port();
+
+    let data = web::Data::new(handle.clone());
+    let mut server = HttpServer::new(move || {
+        ActixApp::new()
+            // Logs each request at debug level: method, path (never the query string,
+            // which may carry a lock token), status and latency.
+            .wrap_fn(|req, srv| {
+                let start = Instant::now();
+                let method = req.method().clone();
+                let path = req.path().to_owned();
+                let response = srv.call(req);
+                async move {
+                    let response = response.await?;
+                    tracing::debug!(
+                        %method,
+                        %path,
+                        status = response.status().as_u16(),
+                        micros = start.elapsed().as_micros() as u64,
+                        "request"
+                    );
+                    Ok(response)
+                }
+            })
+            .app_data(data.clone())
+            .configure(api::configure)
+            .configure(pages::configure)
+            .default_service(web::to(api::no_route))
+    })
+    .listen(listener)?;
+    if let Some(workers) = settings.workers {
+        server = server.workers(workers);
+    }
+    if !settings.handle_signals {
+        server = server.disable_signals();
+    }
+    let server = server.shutdown_timeout(10).run();
+
+    let cancel = CancellationToken::new();
+    let timer = tokio::spawn(run_expiry_timer(handle.clone(), cancel.clone()));
+    Ok(App {
+        port,
+        server,
+        handle,
+        cancel,
+        timer,
+    })
+}
+
+impl App {
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The broker, for tests that sweep or inspect it directly.
+    pub fn handle(&self) -> BrokerHandle {
+        self.handle.clone()
+    }
+
+    /// Serves until the server stops (a signal, or its handle), then stops the timer.
+    ///
+    /// # Errors
+    /// When the server fails.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let served = self.server.await;
+        self.cancel.cancel();
+        if let Err(e) = self.timer.await {
+            tracing::error!(error.cause_chain = ?e, "expiry timer failed");
+        }
+        tracing::info!("stopped");
+        served.context("HTTP server failed")
+    }
+}
+
+/// `rentabot serve`: find and load the descriptor, then serve until SIGINT or SIGTERM.
+///
+/// # Errors
+/// A descriptor that cannot be loaded, an address that cannot be bound.
+pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
+    let cwd = std::env::current_dir().context("reading the working directory")?;
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+    let descriptor = config::discover_descriptor(
+        args.config.as_deref(),
+        &cwd,
+        home.as_deref(),
+        std::env::var_os(config::DESCRIPTOR_ENV),
+    );
+    let resources = match &descriptor {
+        Some(path) => load(path)?,
+        None => {
+            tracing::warn!("no resource descriptor found; starting with no resources");
+            Vec::new()
+        }
+    };
+
+    let settings = Settings {
+        host: args.host.clone(),
+        port: args.port,
+        workers: args.workers.map(usize::from),
+        handle_signals: true,
+    };
+    // The main runtime only runs the accept loop and the timer; actix runs its HTTP
+    // workers on threads of its own.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let app = build(&settings, resources, Arc::new(SystemClock::new()))?;
+        tracing::info!(
+            "listening on http://{}:{} (API explorer at /docs)",
+            settings.host,
+            app.port()
+        );
+        app.run_until_stopped().await
+    })
+}
+
+fn load(path: &Path) -> anyhow::Result<Vec<ResourceSpec>> {
+    let descriptor = config::load_descriptor(path)?;
+    for warning in &descriptor.warnings {
+        tracing::warn!("{}: {warning}", path.display());
+    }
+    tracing::info!(
+        "loaded {} resources from {}",
+        descriptor.resources.len(),
+        path.display()
+    );
+    Ok(descriptor.resources)
+}

@@ -1,0 +1,245 @@
+//! A resource, its lock, and the small value types that name them.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+
+use super::clock::Timestamp;
+
+/// A resource's id: 1, 2, 3... in descriptor order (the 1.0 numbering).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ResourceId(u32);
+
+impl ResourceId {
+    pub const fn new(id: u32) -> Self {
+        ResourceId(id)
+    }
+
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl fmt::Display for ResourceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for ResourceId {
+    type Err = std::num::ParseIntError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse().map(ResourceId)
+    }
+}
+
+/// The secret that proves a caller holds a lock: a random UUID.
+///
+/// It is compared in constant time and deliberately has no `Display`: render it with
+/// [`LockToken::reveal`] only where the holder is the one being answered.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct LockToken(Uuid);
+
+impl LockToken {
+    /// A fresh random token (UUID v4).
+    pub fn generate() -> Self {
+        LockToken(Uuid::new_v4())
+    }
+
+    /// Whether `candidate` (caller input, possibly garbage) is this token.
+    pub fn matches(&self, candidate: &str) -> bool {
+        match Uuid::try_parse(candidate.trim()) {
+            Ok(c) => bool::from(self.0.as_bytes().ct_eq(c.as_bytes())),
+            Err(_) => false,
+        }
+    }
+
+    /// The token as the holder sees it (hyphenated lowercase UUID).
+    pub fn reveal(&self) -> String {
+        self.0.hyphenated().to_string()
+    }
+}
+
+impl fmt::Debug for LockToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LockToken(<redacted>)")
+    }
+}
+
+/// A broker-wide counter stamped on every lock grant. It only grows, so a downstream
+/// system that remembers the highest token it has seen can refuse a holder whose lock
+/// was lost (expired and granted again) in the meantime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FencingToken(u64);
+
+impl FencingToken {
+    pub const fn new(value: u64) -> Self {
+        FencingToken(value)
+    }
+
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+/// A validated lock duration in whole seconds: at least 1 s, at most [`Ttl::MAX_SECS`].
+///
+/// The upper bound keeps every deadline (`now + ttl`) far inside the range of both
+/// [`Timestamp`] and RFC 3339, so no arithmetic on a `Ttl` can overflow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ttl(u64);
+
+impl Ttl {
+    /// 100 years: longer than any lab will hold anything.
+    pub const MAX_SECS: u64 = 100 * 365 * 24 * 3600;
+    /// The lock TTL when a request names none (1.0 behaviour).
+    pub const DEFAULT: Ttl = Ttl(3600);
+    /// The per-resource `max-lock-duration` when a descriptor names none (1.0 behaviour).
+    pub const DEFAULT_MAX: Ttl = Ttl(86_400);
+
+    /// # Errors
+    /// [`TtlOutOfRange`] when `secs` is 0 or above [`Ttl::MAX_SECS`].
+    pub const fn from_secs(secs: u64) -> Result<Ttl, TtlOutOfRange> {
+        if secs == 0 || secs > Self::MAX_SECS {
+            Err(TtlOutOfRange)
+        } else {
+            Ok(Ttl(secs))
+        }
+    }
+
+    pub const fn as_secs(self) -> u64 {
+        self.0
+    }
+
+    pub const fn as_duration(self) -> Duration {
+        Duration::from_secs(self.0)
+    }
+}
+
+/// A duration outside `1..=Ttl::MAX_SECS` seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("must be a whole number of seconds between 1 and {max}", max = Ttl::MAX_SECS)]
+pub struct TtlOutOfRange;
+
+/// A granted lock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub token: LockToken,
+    pub fencing: FencingToken,
+    pub acquired_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// Why a resource is free, which 1.0 shows as `lock-details`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Released {
+    /// Never locked since the broker started.
+    Never,
+    /// Its holder unlocked it.
+    Unlocked,
+    /// Its lock ran out at this deadline.
+    Expired(Timestamp),
+}
+
+/// A resource's lock state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LockState {
+    Free(Released),
+    Locked(Lease),
+}
+
+/// What a descriptor (or, later, the admin API) declares about a resource.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResourceSpec {
+    pub name: String,
+    pub description: String,
+    pub endpoint: String,
+    /// Tags in declaration order, without duplicates.
+    pub tags: Vec<String>,
+    pub max_lock_duration: Ttl,
+}
+
+impl ResourceSpec {
+    /// A spec with only a name, as `the-lone-resource:` in a descriptor.
+    pub fn named(name: impl Into<String>) -> Self {
+        ResourceSpec {
+            name: name.into(),
+            description: String::new(),
+            endpoint: String::new(),
+            tags: Vec::new(),
+            max_lock_duration: Ttl::DEFAULT_MAX,
+        }
+    }
+
+    pub fn with_tags(mut self, tags: &[&str]) -> Self {
+        self.tags = tags.iter().map(|t| t.to_string()).collect();
+        self
+    }
+
+    pub fn with_max_lock_duration(mut self, max: Ttl) -> Self {
+        self.max_lock_duration = max;
+        self
+    }
+}
+
+/// A resource as the broker holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resource {
+    pub id: ResourceId,
+    pub spec: ResourceSpec,
+    pub state: LockState,
+}
+
+impl Resource {
+    pub fn lease(&self) -> Option<&Lease> {
+        match &self.state {
+            LockState::Locked(lease) => Some(lease),
+            LockState::Free(_) => None,
+        }
+    }
+
+    pub fn is_locked(&self) -> bool {
+        self.lease().is_some()
+    }
+
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.spec.tags.iter().any(|t| t == tag)
+    }
+
+    pub fn has_all_tags(&self, tags: &[String]) -> bool {
+        tags.iter().all(|t| self.has_tag(t))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_token_matches_only_itself() {
+        let token = LockToken::generate();
+        assert!(token.matches(&token.reveal()));
+        assert!(token.matches(&token.reveal().to_uppercase()));
+        assert!(!token.matches(&LockToken::generate().reveal()));
+        assert!(!token.matches(""));
+        assert!(!token.matches("not-a-uuid"));
+    }
+
+    #[test]
+    fn lock_token_debug_never_shows_the_secret() {
+        let token = LockToken::generate();
+        assert!(!format!("{token:?}").contains(&token.reveal()));
+    }
+
+    #[test]
+    fn ttl_accepts_one_second_to_a_century() {
+        assert_eq!(Ttl::from_secs(0), Err(TtlOutOfRange));
+        assert_eq!(Ttl::from_secs(1).map(Ttl::as_secs), Ok(1));
+        assert!(Ttl::from_secs(Ttl::MAX_SECS).is_ok());
+        assert_eq!(Ttl::from_secs(Ttl::MAX_SECS + 1), Err(TtlOutOfRange));
+    }
+}
