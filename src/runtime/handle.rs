@@ -8,7 +8,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, broadcast};
 
 use crate::domain::{
     Broker, Clock, DomainError, Event, Lease, LockToken, Resource, ResourceId, Selector, Timestamp,
@@ -29,7 +29,14 @@ struct Shared {
     /// Poked when the earliest deadline moves earlier, so the timer re-plans its nap.
     /// `Notify` keeps one permit when nobody waits, so a poke during a sweep is not lost.
     deadline_changed: Notify,
+    /// Every event, for whoever listens (the load tool today; the event stream, metrics
+    /// and notifications later). Sending never blocks: a receiver that falls more than
+    /// [`EVENT_BUFFER`] events behind is told it lagged and skips ahead.
+    events: broadcast::Sender<Event>,
 }
+
+/// How many events a slow subscriber may fall behind before it misses some.
+pub const EVENT_BUFFER: usize = 4096;
 
 /// A granted lock together with the resource as it stands after the grant.
 #[derive(Debug)]
@@ -46,6 +53,7 @@ impl BrokerHandle {
                 broker: Mutex::new(broker),
                 clock,
                 deadline_changed: Notify::new(),
+                events: broadcast::channel(EVENT_BUFFER).0,
             }),
         }
     }
@@ -117,6 +125,11 @@ impl BrokerHandle {
         })
     }
 
+    /// A receiver of every event published from now on, in the order they happened.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.shared.events.subscribe()
+    }
+
     /// Resolves when the earliest deadline has moved earlier since the last wait.
     pub async fn deadline_changed(&self) {
         self.shared.deadline_changed.notified().await;
@@ -147,7 +160,7 @@ impl BrokerHandle {
         if moved_earlier {
             self.shared.deadline_changed.notify_one();
         }
-        publish(&events);
+        self.publish(events);
         out
     }
 }
@@ -161,35 +174,44 @@ fn grant(b: &Broker, id: ResourceId, token: LockToken, lease: Lease) -> Grant {
     }
 }
 
-/// Fans events out. Today: the log. Lock tokens are never part of an event.
-fn publish(events: &[Event]) {
-    for event in events {
-        match event {
-            Event::Locked {
-                resource,
-                fencing,
-                expires_at,
-                ..
-            } => {
-                tracing::info!(resource = %resource, fencing = fencing.get(), expires_at = %expires_at, "locked")
-            }
-            Event::Extended {
-                resource,
-                fencing,
-                expires_at,
-            } => {
-                tracing::info!(resource = %resource, fencing = fencing.get(), expires_at = %expires_at, "lock extended")
-            }
-            Event::Unlocked {
-                resource, fencing, ..
-            } => tracing::info!(resource = %resource, fencing = fencing.get(), "unlocked"),
-            Event::Expired {
-                resource,
-                fencing,
-                deadline,
-            } => {
-                tracing::info!(resource = %resource, fencing = fencing.get(), deadline = %deadline, "lock expired")
-            }
+impl BrokerHandle {
+    /// Fans events out, after the mutex is released: to the log, then to subscribers.
+    /// Lock tokens are never part of an event, so nothing secret is logged or sent.
+    fn publish(&self, events: Vec<Event>) {
+        for event in events {
+            log(&event);
+            // An error only means nobody is subscribed.
+            let _ = self.shared.events.send(event);
+        }
+    }
+}
+
+fn log(event: &Event) {
+    match event {
+        Event::Locked {
+            resource,
+            fencing,
+            expires_at,
+            ..
+        } => {
+            tracing::info!(resource = %resource, fencing = fencing.get(), expires_at = %expires_at, "locked")
+        }
+        Event::Extended {
+            resource,
+            fencing,
+            expires_at,
+        } => {
+            tracing::info!(resource = %resource, fencing = fencing.get(), expires_at = %expires_at, "lock extended")
+        }
+        Event::Unlocked {
+            resource, fencing, ..
+        } => tracing::info!(resource = %resource, fencing = fencing.get(), "unlocked"),
+        Event::Expired {
+            resource,
+            fencing,
+            deadline,
+        } => {
+            tracing::info!(resource = %resource, fencing = fencing.get(), deadline = %deadline, "lock expired")
         }
     }
 }
