@@ -338,3 +338,6 @@ fn deadline(now: Timestamp, ttl: Ttl) -> Timestamp {
     now.checked_add(ttl.as_duration())
         .expect("a Ttl is capped far below Timestamp's range")
 }
+
+#[cfg(test)]
+mod tests;

@@ -32,3 +32,94 @@ pub async fn run_expiry_timer(handle: BrokerHandle, cancel: CancellationToken) {
     }
     tracing::debug!("expiry timer stopped");
 }
+
+#[cfg(test)]
+mod tests {
+    //! The timer loop, on its own, in Tokio's paused time: the runtime jumps straight to
+    //! the next timer, so these run instantly and measure lateness exactly.
+
+    use std::sync::Arc;
+
+    use tokio::sync::broadcast::Receiver;
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::domain::{Broker, Clock, Event, ResourceId, ResourceSpec, Timestamp, Ttl};
+
+    const T0: Timestamp = Timestamp::from_millis(1_764_000_000_000);
+
+    /// Broker time that follows Tokio's (paused) clock, so the timer's naps and the
+    /// broker's deadlines are on one time line.
+    struct TokioClock(Instant);
+
+    impl Clock for TokioClock {
+        fn now(&self) -> Timestamp {
+            T0.checked_add(self.0.elapsed()).unwrap()
+        }
+    }
+
+    fn start() -> (BrokerHandle, Receiver<Event>, CancellationToken) {
+        let specs = [ResourceSpec::named("a"), ResourceSpec::named("b")];
+        let handle = BrokerHandle::new(Broker::new(specs), Arc::new(TokioClock(Instant::now())));
+        let events = handle.subscribe();
+        let cancel = CancellationToken::new();
+        tokio::spawn(run_expiry_timer(handle.clone(), cancel.clone()));
+        (handle, events, cancel)
+    }
+
+    /// The next expiry, and the broker time at which the timer published it.
+    async fn next_expiry(
+        events: &mut Receiver<Event>,
+        handle: &BrokerHandle,
+    ) -> (ResourceId, Timestamp, Timestamp) {
+        loop {
+            match events.recv().await.unwrap() {
+                Event::Expired {
+                    resource, deadline, ..
+                } => return (resource, deadline, handle.now()),
+                _ => continue,
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timer_releases_a_lock_exactly_at_its_deadline() {
+        let (handle, mut events, cancel) = start();
+        tokio::task::yield_now().await; // the timer takes its first, deadline-free nap
+        handle
+            .lock(ResourceId::new(1), Ttl::from_secs(1).unwrap())
+            .unwrap();
+
+        let (resource, deadline, seen_at) = next_expiry(&mut events, &handle).await;
+        assert_eq!(resource, ResourceId::new(1));
+        assert_eq!(deadline, Timestamp::from_millis(T0.as_millis() + 1_000));
+        assert_eq!(seen_at, deadline, "neither early nor late");
+        cancel.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timer_wakes_early_when_an_earlier_deadline_appears() {
+        let (handle, mut events, cancel) = start();
+        handle
+            .lock(ResourceId::new(1), Ttl::from_secs(3_600).unwrap())
+            .unwrap();
+        tokio::task::yield_now().await; // the timer now naps towards the far deadline
+        handle
+            .lock(ResourceId::new(2), Ttl::from_secs(2).unwrap())
+            .unwrap();
+
+        let (resource, deadline, seen_at) = next_expiry(&mut events, &handle).await;
+        assert_eq!(resource, ResourceId::new(2));
+        assert_eq!(seen_at, deadline, "not at the end of a {MAX_NAP:?} nap");
+        cancel.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timer_stops_when_cancelled() {
+        let handle = BrokerHandle::new(Broker::new([]), Arc::new(TokioClock(Instant::now())));
+        let cancel = CancellationToken::new();
+        let timer = tokio::spawn(run_expiry_timer(handle, cancel.clone()));
+        cancel.cancel();
+        timer.await.unwrap();
+    }
+}
