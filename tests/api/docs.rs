@@ -1,0 +1,130 @@
+//! The OpenAPI document and the embedded API explorer.
+
+use crate::helpers::spawn_app;
+
+#[tokio::test]
+async fn openapi_document_lists_every_resource_path_when_fetched() {
+    let app = spawn_app().await;
+
+    let reply = app.get("/api/v1/openapi.json").await;
+
+    assert_eq!(reply.header("content-type"), "application/json");
+    let doc = reply.expect_json(200);
+    let version = doc["openapi"].as_str().expect("an openapi version");
+    assert!(version.starts_with("3."), "{version}");
+    assert_eq!(doc["info"]["title"], "rentabot");
+    let mut paths: Vec<&str> = doc["paths"]
+        .as_object()
+        .expect("paths is an object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    paths.sort_unstable();
+    assert_eq!(
+        paths,
+        [
+            "/api/v1/resources",
+            "/api/v1/resources/lock",
+            "/api/v1/resources/{id}",
+            "/api/v1/resources/{id}/extend",
+            "/api/v1/resources/{id}/lock",
+            "/api/v1/resources/{id}/unlock",
+            "/health",
+            "/readiness",
+        ]
+    );
+    let methods = |path: &str| -> Vec<String> {
+        let mut m: Vec<String> = doc["paths"][path]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        m.sort_unstable();
+        m
+    };
+    assert_eq!(methods("/api/v1/resources"), ["get"]);
+    assert_eq!(methods("/api/v1/resources/{id}"), ["get"]);
+    assert_eq!(methods("/api/v1/resources/{id}/lock"), ["post"]);
+    assert_eq!(methods("/api/v1/resources/lock"), ["post"]);
+    assert_eq!(methods("/api/v1/resources/{id}/unlock"), ["post"]);
+    assert_eq!(methods("/api/v1/resources/{id}/extend"), ["post"]);
+}
+
+#[tokio::test]
+async fn openapi_document_describes_the_1_0_resource_keys_when_fetched() {
+    let app = spawn_app().await;
+
+    let doc = app.get("/api/v1/openapi.json").await.expect_json(200);
+
+    let properties = doc["components"]["schemas"]["ResourceView"]["properties"]
+        .as_object()
+        .expect("a ResourceView schema");
+    let mut keys: Vec<&str> = properties.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    let mut expected = crate::helpers::RESOURCE_KEYS;
+    expected.sort_unstable();
+    assert_eq!(keys, expected);
+}
+
+#[tokio::test]
+async fn docs_redirects_to_docs_with_a_slash_when_the_slash_is_missing() {
+    let app = spawn_app().await;
+
+    let reply = app.get("/docs").await;
+
+    assert_eq!(reply.status, 308);
+    assert_eq!(reply.header("location"), "/docs/");
+}
+
+#[tokio::test]
+async fn docs_serves_the_explorer_from_embedded_assets_when_fetched() {
+    // Arrange
+    let app = spawn_app().await;
+
+    // Act
+    let page = app.get("/docs/").await;
+
+    // Assert
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert!(page.header("content-type").starts_with("text/html"));
+    assert!(
+        page.text.contains("<div id=\"swagger-ui\"></div>"),
+        "{}",
+        page.text
+    );
+    assert!(
+        !page.text.contains("//"),
+        "nothing from elsewhere: {}",
+        page.text.replace("<!--", "")
+    );
+    for asset in [
+        "swagger-ui.css",
+        "swagger-ui-bundle.js",
+        "swagger-ui-standalone-preset.js",
+        "swagger-initializer.js",
+    ] {
+        assert!(
+            page.text.contains(&format!("./{asset}")),
+            "{asset} referenced"
+        );
+        let reply = app.get(&format!("/docs/{asset}")).await;
+        assert_eq!(reply.status, 200, "{asset}");
+        assert!(reply.text.len() > 100, "{asset} has content");
+    }
+}
+
+#[tokio::test]
+async fn docs_explorer_loads_the_local_openapi_document_when_initialised() {
+    let app = spawn_app().await;
+
+    let script = app.get("/docs/swagger-initializer.js").await;
+
+    assert_eq!(script.status, 200);
+    assert!(
+        script.text.contains("\"url\": \"/api/v1/openapi.json\""),
+        "{}",
+        script.text
+    );
+    assert!(!script.text.contains("https://"), "{}", script.text);
+}

@@ -1,0 +1,295 @@
+//! `spawn_app()`: the real service on 127.0.0.1, a port of its own, a manual clock and a
+//! small lab of resources; and [`TestApp`], typed helpers to talk to it.
+
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use reqwest::header::HeaderMap;
+use reqwest::{Client, RequestBuilder, StatusCode};
+use serde_json::Value;
+
+use rentabot::app::{self, Settings};
+use rentabot::domain::{ResourceSpec, Timestamp, descriptor};
+use rentabot::runtime::{BrokerHandle, ManualClock};
+
+/// Where every test app's clock starts: 2026-01-15T10:00:00Z.
+pub const T0: Timestamp = Timestamp::from_millis(1_768_471_200_000);
+
+/// The test lab. Ids follow file order.
+const LAB: &str = r#"
+coffee-machine:
+    description: "Kitchen coffee machine"
+    endpoint: "tcp://192.168.1.50"
+    tags: "coffee,kitchen,food"
+board-arm-1:
+    description: "Raspberry Pi 4"
+    endpoint: "ssh://pi@10.0.10.11"
+    tags: "ci,linux,arm"
+    max-lock-duration: 7200
+board-x86-1:
+    description: "Intel NUC"
+    endpoint: "ssh://ci@10.0.10.21"
+    tags: "ci,linux,x86"
+    max-lock-duration: 7200
+board-arm-2:
+    description: "Raspberry Pi 5"
+    endpoint: "ssh://pi@10.0.10.12"
+    tags: "ci,linux,arm"
+    max-lock-duration: 7200
+printer:
+    description: "Label printer <lab> & co"
+    max-lock-duration: 60
+"#;
+
+/// Resource ids in [`LAB`].
+pub const COFFEE: u32 = 1;
+pub const ARM_1: u32 = 2;
+pub const X86_1: u32 = 3;
+pub const ARM_2: u32 = 4;
+pub const PRINTER: u32 = 5;
+/// An id no resource has.
+pub const UNKNOWN: u32 = 99;
+
+/// The lab as the service loads it.
+pub fn lab() -> Vec<ResourceSpec> {
+    descriptor::parse(LAB)
+        .expect("the test lab is a valid descriptor")
+        .resources
+}
+
+/// A running service and what a test needs to drive it.
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`.
+    pub address: String,
+    /// One client for the whole test. It never follows redirects, so tests see them.
+    /// Not shared between tests: its pooled connections belong to the runtime of the
+    /// test that opened them, and every `#[tokio::test]` has a runtime of its own.
+    pub client: Client,
+    /// The service's clock. Advance it instead of sleeping.
+    pub clock: Arc<ManualClock>,
+    /// The service's broker, to sweep or subscribe to events directly.
+    pub broker: BrokerHandle,
+}
+
+/// Starts the service over [`lab`].
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(lab()).await
+}
+
+/// Starts the service over `resources`, with its clock at [`T0`].
+pub async fn spawn_app_with(resources: Vec<ResourceSpec>) -> TestApp {
+    init_test_log();
+    let clock = Arc::new(ManualClock::new(T0));
+    let settings = Settings {
+        host: "127.0.0.1".to_owned(),
+        port: 0,
+        // One worker is plenty for sequential requests and keeps the thread count down:
+        // the tests of this binary run in parallel, each with its own server.
+        workers: Some(1),
+        handle_signals: false,
+    };
+    let app = app::build(&settings, resources, clock.clone()).expect("the test app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let broker = app.handle();
+    // The server lives as long as this test's runtime.
+    tokio::spawn(app.run_until_stopped());
+    let client = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("the test client builds");
+    TestApp {
+        address,
+        client,
+        clock,
+        broker,
+    }
+}
+
+/// Logs go nowhere unless `TEST_LOG` is set, then to stdout at debug level.
+fn init_test_log() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            rentabot::telemetry::init("debug").expect("the test log subscriber installs");
+        }
+    });
+}
+
+/// A response, read to the end.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub text: String,
+}
+
+impl Reply {
+    /// The body as JSON, after checking the status. Panics with the body otherwise.
+    pub fn expect_json(&self, status: u16) -> Value {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.text);
+        serde_json::from_str(&self.text)
+            .unwrap_or_else(|e| panic!("the body is not JSON ({e}): {}", self.text))
+    }
+
+    /// A header's value; panics if it is missing or not text.
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} header in {:?}", self.headers))
+            .to_str()
+            .expect("header is text")
+    }
+}
+
+/// Reads a response to the end.
+pub async fn read(response: reqwest::Response) -> Reply {
+    Reply {
+        status: response.status(),
+        headers: response.headers().clone(),
+        text: response.text().await.expect("the body can be read"),
+    }
+}
+
+/// A lock granted through [`TestApp::locked`].
+#[derive(Debug)]
+pub struct Held {
+    pub token: String,
+    pub fencing: u64,
+    /// The whole lock response.
+    pub body: Value,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn send(&self, request: RequestBuilder) -> Reply {
+        read(request.send().await.expect("the request reaches the app")).await
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(self.client.get(self.url(path))).await
+    }
+
+    /// POST without a body.
+    pub async fn post(&self, path: &str) -> Reply {
+        self.send(self.client.post(self.url(path))).await
+    }
+
+    /// POST `body` with the given content type, or none.
+    pub async fn post_body(&self, path: &str, body: &[u8], content_type: Option<&str>) -> Reply {
+        let mut request = self.client.post(self.url(path)).body(body.to_vec());
+        if let Some(content_type) = content_type {
+            request = request.header(reqwest::header::CONTENT_TYPE, content_type);
+        }
+        self.send(request).await
+    }
+
+    /// `GET /api/v1/resources/{id}`, expected to succeed: the `resource` object.
+    pub async fn resource(&self, id: u32) -> Value {
+        let body = self
+            .get(&format!("/api/v1/resources/{id}"))
+            .await
+            .expect_json(200);
+        body["resource"].clone()
+    }
+
+    /// `POST /api/v1/resources/{id}/lock` without a body (the default TTL).
+    pub async fn lock(&self, id: u32) -> Reply {
+        self.post(&format!("/api/v1/resources/{id}/lock")).await
+    }
+
+    /// `POST /api/v1/resources/{id}/lock` with `{"ttl": ttl}` as JSON.
+    pub async fn lock_for(&self, id: u32, ttl: u64) -> Reply {
+        let url = self.url(&format!("/api/v1/resources/{id}/lock"));
+        let body = serde_json::json!({ "ttl": ttl });
+        self.send(self.client.post(url).json(&body)).await
+    }
+
+    /// `POST /api/v1/resources/{id}/lock` with this raw body and no content type.
+    pub async fn lock_with_body(&self, id: u32, body: &str) -> Reply {
+        self.post_body(
+            &format!("/api/v1/resources/{id}/lock"),
+            body.as_bytes(),
+            None,
+        )
+        .await
+    }
+
+    /// Locks `id` for `ttl` seconds, expecting success.
+    pub async fn locked(&self, id: u32, ttl: u64) -> Held {
+        held(self.lock_for(id, ttl).await)
+    }
+
+    /// `POST /api/v1/resources/lock?{query}` without a body.
+    pub async fn lock_where(&self, query: &str) -> Reply {
+        self.post(&format!("/api/v1/resources/lock?{query}")).await
+    }
+
+    /// `POST /api/v1/resources/{id}/unlock?lock-token={token}`.
+    pub async fn unlock(&self, id: u32, token: &str) -> Reply {
+        let url = self.url(&format!("/api/v1/resources/{id}/unlock"));
+        self.send(self.client.post(url).query(&[("lock-token", token)]))
+            .await
+    }
+
+    /// `POST /api/v1/resources/{id}/unlock` with the token in `X-Lock-Token`.
+    pub async fn unlock_with_header(&self, id: u32, token: &str) -> Reply {
+        let url = self.url(&format!("/api/v1/resources/{id}/unlock"));
+        self.send(self.client.post(url).header("X-Lock-Token", token))
+            .await
+    }
+
+    /// `POST /api/v1/resources/{id}/extend?lock-token={token}&additional-ttl={additional}`.
+    pub async fn extend(&self, id: u32, token: &str, additional: &str) -> Reply {
+        let url = self.url(&format!("/api/v1/resources/{id}/extend"));
+        let query = [("lock-token", token), ("additional-ttl", additional)];
+        self.send(self.client.post(url).query(&query)).await
+    }
+
+    /// Moves the service's clock forward.
+    pub fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+    }
+}
+
+/// The token and fencing token of a successful lock response.
+pub fn held(reply: Reply) -> Held {
+    let body = reply.expect_json(200);
+    Held {
+        token: body["lock-token"]
+            .as_str()
+            .expect("lock-token is a string")
+            .to_owned(),
+        fencing: body["fencing-token"]
+            .as_u64()
+            .expect("fencing-token is a number"),
+        body,
+    }
+}
+
+/// The object's keys, in order.
+pub fn keys(value: &Value) -> Vec<&str> {
+    value
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {value}"))
+        .keys()
+        .map(String::as_str)
+        .collect()
+}
+
+/// The 1.0 resource keys, in 1.0 order, plus rentabot's `fencing-token`.
+pub const RESOURCE_KEYS: [&str; 11] = [
+    "id",
+    "name",
+    "description",
+    "lock-token",
+    "lock-details",
+    "endpoint",
+    "tags",
+    "lock-acquired-at",
+    "lock-expires-at",
+    "max-lock-duration",
+    "fencing-token",
+];

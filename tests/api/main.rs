@@ -1,0 +1,15 @@
+//! HTTP tests of the Rent-A-Bot 1.0 contract (reference/API-COMPAT.md), against the real
+//! service on 127.0.0.1 with a manual clock. One binary, so the crate links once.
+
+mod helpers;
+
+mod criteria;
+mod docs;
+mod expiry;
+mod extend;
+mod fencing;
+mod health;
+mod legacy;
+mod locking;
+mod resources;
+mod unlock;
