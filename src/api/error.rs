@@ -20,6 +20,11 @@ pub enum ApiError {
     #[error("no route for {method} {path}")]
     NoRoute { method: String, path: String },
 
+    /// 413: the request body is over `limit` bytes. Answered here rather than by
+    /// actix's extractor, whose refusal is plain text: every error body is JSON.
+    #[error("the request body is over {limit} bytes")]
+    BodyTooLarge { limit: usize },
+
     /// 400: a parameter, header or body the caller must fix. `message` says how.
     #[error("{message}")]
     BadRequest {
@@ -51,6 +56,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest { code, .. } => code,
             ApiError::NoRoute { .. } => "no_route",
+            ApiError::BodyTooLarge { .. } => "body_too_large",
             ApiError::Domain(e) => match e {
                 DomainError::ResourceNotFound(_) | DomainError::NameNotFound(_) => {
                     "resource_not_found"
@@ -78,6 +84,14 @@ impl ApiError {
                         "Not Found: no route for {method} {path}; the API is described at /docs"
                     ),
                     vec![("path", json!(path))],
+                );
+            }
+            ApiError::BodyTooLarge { limit } => {
+                return (
+                    format!(
+                        "the request body must be at most {limit} bytes: a lock body is {{\"ttl\": seconds}}"
+                    ),
+                    vec![("limit", json!(limit))],
                 );
             }
             ApiError::Domain(e) => e,
@@ -163,6 +177,7 @@ impl ResponseError for ApiError {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Domain(e) => match e {
                 DomainError::ResourceNotFound(_)
                 | DomainError::NameNotFound(_)

@@ -4,7 +4,7 @@
 //! [`ApiError`] with the 1.0 body and a message that says what to fix.
 
 use actix_web::HttpRequest;
-use actix_web::web::Bytes;
+use actix_web::web::{Bytes, Payload};
 use serde_json::Value;
 
 use super::error::ApiError;
@@ -105,6 +105,28 @@ fn invalid_ttl(field: &'static str, given: Value) -> ApiError {
         ),
     )
     .with(field, given)
+}
+
+/// The most a request body may hold: actix's default for `Bytes`, kept as it was. A lock
+/// body (`{"ttl": 3600}`) is a few bytes.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// Reads the request body, up to [`MAX_BODY_BYTES`].
+///
+/// # Errors
+/// `BodyTooLarge` (413) over the limit; `BadRequest` when the body cannot be read (the
+/// client broke off mid-body, a malformed chunked encoding).
+pub async fn read_body(payload: Payload) -> Result<Bytes, ApiError> {
+    match payload.to_bytes_limited(MAX_BODY_BYTES).await {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(e)) => Err(ApiError::bad_request(
+            "invalid_body",
+            format!("the request body could not be read: {e}"),
+        )),
+        Err(_over_limit) => Err(ApiError::BodyTooLarge {
+            limit: MAX_BODY_BYTES,
+        }),
+    }
 }
 
 /// The optional lock body `{"ttl": seconds}`. No body, an empty body, `{}` and

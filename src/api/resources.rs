@@ -3,7 +3,7 @@
 //! Handlers are thin: read the request (`params`), make one broker call, render (`dto`).
 //! The rules live in `domain::broker`.
 
-use actix_web::web::{self, Bytes, Data};
+use actix_web::web::{self, Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 
 use super::dto::{
@@ -64,14 +64,15 @@ pub async fn get_resource(
         (status = 400, description = "Bad TTL, or TTL above max-lock-duration", body = ErrorBody),
         (status = 403, description = "Already locked", body = ErrorBody),
         (status = 404, description = "No such resource", body = ErrorBody),
+        (status = 413, description = "Body over 256 KiB", body = ErrorBody),
     ))]
 pub async fn lock_resource(
     broker: Data<BrokerHandle>,
     id: web::Path<String>,
-    body: Bytes,
+    body: Payload,
 ) -> Result<HttpResponse, ApiError> {
     let id = params::resource_id(&id)?;
-    let ttl = params::lock_ttl(&body)?;
+    let ttl = params::lock_ttl(&params::read_body(body).await?)?;
     let grant = broker.lock(id, ttl)?;
     Ok(HttpResponse::Ok().json(LockResponse::from(grant)))
 }
@@ -90,15 +91,16 @@ pub async fn lock_resource(
         (status = 400, description = "No criterion, or a bad TTL", body = ErrorBody),
         (status = 403, description = "Every match is locked", body = ErrorBody),
         (status = 404, description = "Nothing matches", body = ErrorBody),
+        (status = 413, description = "Body over 256 KiB", body = ErrorBody),
     ))]
 pub async fn lock_by_criteria(
     broker: Data<BrokerHandle>,
     req: HttpRequest,
-    body: Bytes,
+    body: Payload,
 ) -> Result<HttpResponse, ApiError> {
     let query = Query::parse(&req)?;
     let selector = selector(&query)?;
-    let ttl = params::lock_ttl(&body)?;
+    let ttl = params::lock_ttl(&params::read_body(body).await?)?;
     let grant = broker.lock_matching(&selector, ttl)?;
     Ok(HttpResponse::Ok().json(LockResponse::from(grant)))
 }

@@ -390,3 +390,30 @@ async fn lock_grants_exactly_one_request_when_many_race_for_one_resource() {
     );
     assert_eq!(winner.fencing, 1);
 }
+
+#[tokio::test]
+async fn lock_returns_a_json_413_when_the_body_is_too_large() {
+    let cases = [
+        ("/api/v1/resources/1/lock", "lock by id"),
+        ("/api/v1/resources/lock?tag=coffee", "lock by criteria"),
+    ];
+    // 1 MiB of blanks: valid JSON whitespace, far over any sensible lock body.
+    let body = vec![b' '; 1024 * 1024];
+    for (path, why) in cases {
+        let app = spawn_app().await;
+
+        let reply = app.post_body(path, &body, None).await;
+
+        assert_eq!(reply.header("content-type"), "application/json", "{why}");
+        assert_eq!(
+            reply.expect_json(413),
+            json!({
+                "limit": 262_144,
+                "message": "the request body must be at most 262144 bytes: a lock body is {\"ttl\": seconds}",
+                "code": "body_too_large",
+            }),
+            "{why}"
+        );
+        assert_eq!(app.resource(COFFEE).await["lock-token"], "", "{why}");
+    }
+}
