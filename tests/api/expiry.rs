@@ -122,7 +122,7 @@ async fn lock_by_tags_picks_the_expired_resource_when_it_is_the_lowest_free_matc
 }
 
 #[tokio::test]
-async fn lock_by_tags_returns_403_until_a_match_expires_and_grants_after() {
+async fn lock_by_tags_grants_the_expired_match_when_every_match_was_locked_until_now() {
     let app = spawn_app().await;
     app.locked(ARM_1, 30).await;
     app.locked(ARM_2, 60).await;
@@ -168,7 +168,7 @@ async fn extend_returns_403_not_locked_when_the_lock_has_expired() {
 }
 
 #[tokio::test]
-async fn extended_lock_outlives_its_first_deadline_and_expires_at_the_new_one() {
+async fn lock_expires_at_the_new_deadline_not_the_first_when_it_was_extended() {
     // Arrange: 30 s lock, extended 20 s in by 30 s: due at 10:00:50.
     let app = spawn_app().await;
     let held = app.locked(COFFEE, 30).await;
@@ -191,7 +191,7 @@ async fn extended_lock_outlives_its_first_deadline_and_expires_at_the_new_one() 
 }
 
 #[tokio::test]
-async fn shortened_lock_expires_at_its_new_earlier_deadline() {
+async fn lock_expires_at_the_earlier_deadline_when_extend_shortened_it() {
     let app = spawn_app().await;
     let held = app.locked(COFFEE, 600).await;
     app.extend(COFFEE, &held.token, "10").await.expect_json(200);

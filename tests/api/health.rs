@@ -25,7 +25,7 @@ async fn readiness_returns_ready_when_the_broker_is_loaded() {
 }
 
 #[tokio::test]
-async fn index_page_lists_every_resource_with_its_lock_status_description_endpoint_and_tags() {
+async fn index_page_lists_name_status_description_endpoint_and_tags_when_resources_exist() {
     // Arrange
     let app = spawn_app().await;
     app.locked(ARM_1, 600).await;

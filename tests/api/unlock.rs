@@ -263,3 +263,32 @@ async fn unlock_returns_400_when_the_id_is_not_an_integer() {
 
     assert_eq!(reply.expect_json(400)["code"], "invalid_resource_id");
 }
+
+#[tokio::test]
+async fn unlock_uses_the_query_token_when_both_query_and_header_carry_one() {
+    let cases = [
+        (true, false, 200, "right in the query, wrong in the header"),
+        (false, true, 403, "wrong in the query, right in the header"),
+    ];
+    for (query_is_right, header_is_right, status, why) in cases {
+        // Arrange
+        let app = spawn_app().await;
+        let held = app.locked(COFFEE, 600).await;
+        let wrong = "6f1c2b8e-5a43-4b7e-9d2a-0c1e2f3a4b5c";
+        let pick = |right: bool| if right { held.token.as_str() } else { wrong };
+        let url = app.url(&format!("/api/v1/resources/{COFFEE}/unlock"));
+
+        // Act
+        let reply = app
+            .send(
+                app.client
+                    .post(url)
+                    .query(&[("lock-token", pick(query_is_right))])
+                    .header("X-Lock-Token", pick(header_is_right)),
+            )
+            .await;
+
+        // Assert
+        assert_eq!(reply.status, status, "{why}: {}", reply.text);
+    }
+}
