@@ -49,9 +49,11 @@ impl Query {
     }
 }
 
-/// A resource id from the path or the query. Ids are positive integers.
+/// A resource id from the path or the query: decimal digits only (no sign, no spaces).
 pub fn resource_id(raw: &str) -> Result<ResourceId, ApiError> {
-    raw.trim().parse().map_err(|_| {
+    let digits_only = !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit());
+    let parsed = if digits_only { raw.parse().ok() } else { None };
+    parsed.ok_or_else(|| {
         ApiError::bad_request(
             "invalid_resource_id",
             format!("resource id must be a positive integer, got {raw:?}"),

@@ -137,6 +137,8 @@ async fn get_returns_400_when_the_id_is_not_an_integer() {
         ("abc", "abc", "letters"),
         ("1.5", "1.5", "fractional"),
         ("-1", "-1", "negative"),
+        ("%2B1", "+1", "a sign"),
+        ("%201", " 1", "padded"),
         ("1e3", "1e3", "exponent notation"),
         ("4294967296", "4294967296", "beyond any id"),
         ("%20", " ", "blank"),
