@@ -20,6 +20,10 @@ pub enum ApiError {
     #[error("no route for {method} {path}")]
     NoRoute { method: String, path: String },
 
+    /// 405: the path exists, but not for this method.
+    #[error("{method} is not allowed on {path}")]
+    MethodNotAllowed { method: String, path: String },
+
     /// 413: the request body is over `limit` bytes. Answered here rather than by
     /// actix's extractor, whose refusal is plain text: every error body is JSON.
     #[error("the request body is over {limit} bytes")]
@@ -56,6 +60,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest { code, .. } => code,
             ApiError::NoRoute { .. } => "no_route",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::BodyTooLarge { .. } => "body_too_large",
             ApiError::Domain(e) => match e {
                 DomainError::ResourceNotFound(_) | DomainError::NameNotFound(_) => {
@@ -84,6 +89,14 @@ impl ApiError {
                         "Not Found: no route for {method} {path}; the API is described at /docs"
                     ),
                     vec![("path", json!(path))],
+                );
+            }
+            ApiError::MethodNotAllowed { method, path } => {
+                return (
+                    format!(
+                        "Method Not Allowed: {method} is not served on {path}; the API is described at /docs"
+                    ),
+                    vec![("path", json!(path)), ("method", json!(method))],
                 );
             }
             ApiError::BodyTooLarge { limit } => {
@@ -177,6 +190,7 @@ impl ResponseError for ApiError {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Domain(e) => match e {
                 DomainError::ResourceNotFound(_)

@@ -3,10 +3,11 @@
 use actix_web::{HttpResponse, web};
 
 use super::dto::Status;
+use super::only;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/health", web::get().to(health))
-        .route("/readiness", web::get().to(readiness));
+    cfg.service(only("/health", web::get().to(health)))
+        .service(only("/readiness", web::get().to(readiness)));
 }
 
 /// 200 while the process serves HTTP.

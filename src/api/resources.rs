@@ -11,6 +11,7 @@ use super::dto::{
     ResourceView,
 };
 use super::error::ApiError;
+use super::only;
 use super::params::{self, Query};
 use crate::domain::{Selector, descriptor};
 use crate::runtime::BrokerHandle;
@@ -18,12 +19,15 @@ use crate::runtime::BrokerHandle;
 /// Registers the routes under the current scope. Fixed paths come before `{id}` paths:
 /// actix answers 405 from the first resource whose path matches, whatever its methods.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/resources", web::get().to(list_resources))
-        .route("/resources/lock", web::post().to(lock_by_criteria))
-        .route("/resources/{id}", web::get().to(get_resource))
-        .route("/resources/{id}/lock", web::post().to(lock_resource))
-        .route("/resources/{id}/unlock", web::post().to(unlock_resource))
-        .route("/resources/{id}/extend", web::post().to(extend_lock));
+    cfg.service(only("/resources", web::get().to(list_resources)))
+        .service(only("/resources/lock", web::post().to(lock_by_criteria)))
+        .service(only("/resources/{id}", web::get().to(get_resource)))
+        .service(only("/resources/{id}/lock", web::post().to(lock_resource)))
+        .service(only(
+            "/resources/{id}/unlock",
+            web::post().to(unlock_resource),
+        ))
+        .service(only("/resources/{id}/extend", web::post().to(extend_lock)));
 }
 
 /// Every resource, in id order.

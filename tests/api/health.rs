@@ -79,14 +79,6 @@ async fn unknown_route_returns_a_json_404_when_no_route_serves_the_method_and_pa
         ("GET", "/nope", "unknown path"),
         ("GET", "/api/v1/nope", "unknown path under the API prefix"),
         ("GET", "/api/v1/resources/", "trailing slash"),
-        ("GET", "/api/v1/resources/1/lock", "lock is POST only"),
-        ("POST", "/api/v1/resources", "the list is GET only"),
-        ("POST", "/health", "probes are GET only"),
-        (
-            "DELETE",
-            "/api/v1/resources/1",
-            "resources cannot be deleted",
-        ),
         (
             "POST",
             "/api/v1/reservations",
@@ -110,6 +102,50 @@ async fn unknown_route_returns_a_json_404_when_no_route_serves_the_method_and_pa
                 "path": path,
                 "message": format!("Not Found: no route for {method} {path}; the API is described at /docs"),
                 "code": "no_route",
+            }),
+            "{why}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn known_path_returns_a_json_405_when_the_method_is_not_served() {
+    let cases = [
+        ("GET", "/api/v1/resources/1/lock", "lock is POST only"),
+        (
+            "GET",
+            "/api/v1/resources/lock",
+            "lock by criteria is POST only",
+        ),
+        ("POST", "/api/v1/resources", "the list is GET only"),
+        ("POST", "/health", "probes are GET only"),
+        (
+            "DELETE",
+            "/api/v1/resources/1",
+            "resources cannot be deleted",
+        ),
+        (
+            "PUT",
+            "/rentabot/api/v1.0/resources/1/unlock",
+            "the legacy prefix too",
+        ),
+    ];
+    let app = spawn_app().await;
+    for (method, path, why) in cases {
+        // Act
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let reply = app
+            .send(app.client.request(method.clone(), app.url(path)))
+            .await;
+
+        // Assert
+        assert_eq!(
+            reply.expect_json(405),
+            json!({
+                "path": path,
+                "method": method.as_str(),
+                "message": format!("Method Not Allowed: {method} is not served on {path}; the API is described at /docs"),
+                "code": "method_not_allowed",
             }),
             "{why}"
         );
