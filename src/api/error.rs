@@ -8,11 +8,11 @@ use actix_web::{HttpResponse, ResponseError};
 use serde_json::{Map, Value, json};
 
 use super::dto::ResourceView;
-use crate::domain::{DomainError, TokenUse};
+use crate::domain::{Criteria, DomainError, ReservationStatus, TokenUse};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// The broker refused: 404, 403 or 400 as 1.0 answered.
+    /// The broker refused: 404, 403, 409, 410 or 400, as 1.0 answered.
     #[error(transparent)]
     Domain(#[from] DomainError),
 
@@ -36,6 +36,42 @@ pub enum ApiError {
         code: &'static str,
         context: Vec<(&'static str, Value)>,
     },
+
+    /// 422: an `Idempotency-Key` reused for a different request.
+    #[error("Idempotency-Key reused for a different request")]
+    IdempotencyKeyReused,
+}
+
+/// Everything a response needs from an error.
+struct Parts {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    context: Vec<(&'static str, Value)>,
+}
+
+impl Parts {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Parts {
+            status,
+            code,
+            message: message.into(),
+            context: Vec::new(),
+        }
+    }
+
+    fn with(mut self, key: &'static str, value: impl Into<Value>) -> Self {
+        self.context.push((key, value.into()));
+        self
+    }
+
+    /// The criteria as 1.0 showed tags (`"tags": [...]`), or as `"expr"`.
+    fn with_criteria(self, criteria: &Criteria) -> Self {
+        match criteria {
+            Criteria::Tags(tags) => self.with("tags", json!(tags)),
+            Criteria::Expr(expr) => self.with("expr", expr.to_string()),
+        }
+    }
 }
 
 impl ApiError {
@@ -57,164 +93,245 @@ impl ApiError {
 
     /// The stable name clients match on.
     pub fn code(&self) -> &'static str {
-        match self {
-            ApiError::BadRequest { code, .. } => code,
-            ApiError::NoRoute { .. } => "no_route",
-            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
-            ApiError::BodyTooLarge { .. } => "body_too_large",
-            ApiError::Domain(e) => match e {
-                DomainError::ResourceNotFound(_) | DomainError::NameNotFound(_) => {
-                    "resource_not_found"
-                }
-                DomainError::NoTagMatch(_) => "no_tag_match",
-                DomainError::AllMatchesLocked(_) => "all_matches_locked",
-                DomainError::AlreadyLocked(_) => "already_locked",
-                DomainError::NotLocked(..) => "not_locked",
-                DomainError::InvalidToken { .. } => "invalid_lock_token",
-                DomainError::TtlAboveMax { .. } => "ttl_above_max",
-                DomainError::TotalAboveMax { .. } => "total_above_max",
-            },
-        }
+        self.parts().code
     }
 
-    /// The 1.0 message and context fields.
-    fn message_and_context(&self) -> (String, Vec<(&'static str, Value)>) {
-        let e = match self {
+    fn parts(&self) -> Parts {
+        use StatusCode as S;
+        match self {
             ApiError::BadRequest {
-                message, context, ..
-            } => return (message.clone(), context.clone()),
-            ApiError::NoRoute { method, path } => {
-                return (
-                    format!(
-                        "Not Found: no route for {method} {path}; the API is described at /docs"
-                    ),
-                    vec![("path", json!(path))],
-                );
-            }
-            ApiError::MethodNotAllowed { method, path } => {
-                return (
-                    format!(
-                        "Method Not Allowed: {method} is not served on {path}; the API is described at /docs"
-                    ),
-                    vec![("path", json!(path)), ("method", json!(method))],
-                );
-            }
-            ApiError::BodyTooLarge { limit } => {
-                return (
-                    format!(
-                        "the request body must be at most {limit} bytes: a lock body is {{\"ttl\": seconds}}"
-                    ),
-                    vec![("limit", json!(limit))],
-                );
-            }
-            ApiError::Domain(e) => e,
-        };
-        match e {
-            DomainError::ResourceNotFound(id) => (
-                "Resource not found".into(),
-                vec![("resource_id", json!(id.get()))],
-            ),
-            DomainError::NameNotFound(name) => (
-                "Resource not found".into(),
-                vec![("resource_name", json!(name))],
-            ),
-            DomainError::NoTagMatch(tags) => (
-                "No resource found matching the tag(s)".into(),
-                vec![("tags", json!(tags))],
-            ),
-            DomainError::AllMatchesLocked(tags) => (
-                "No available resource found matching the tag(s)".into(),
-                vec![("tags", json!(tags))],
-            ),
-            DomainError::AlreadyLocked(id) => (
-                "Cannot lock the requested resource, resource is already locked".into(),
-                vec![("resource_id", json!(id.get()))],
-            ),
-            DomainError::NotLocked(id, used_for) => (
-                match used_for {
-                    TokenUse::Unlock => "Resource is already unlocked",
-                    TokenUse::Extend => "Cannot extend lock on unlocked resource",
-                }
-                .into(),
-                vec![("resource_id", json!(id.get()))],
-            ),
-            DomainError::InvalidToken {
-                resource,
-                provided,
-                used_for,
-            } => (
-                match used_for {
-                    TokenUse::Unlock => "Cannot unlock resource, the lock token is not valid.",
-                    TokenUse::Extend => "Cannot extend lock, the lock token is not valid.",
-                }
-                .into(),
-                // 1.0 echoed the holder's real token here; the view is redacted.
-                vec![
-                    ("resource", json!(ResourceView::redacted(resource))),
-                    ("invalid-lock-token", json!(provided)),
-                ],
-            ),
-            DomainError::TtlAboveMax { id, ttl, max } => (
+                message,
+                code,
+                context,
+            } => Parts {
+                status: S::BAD_REQUEST,
+                code,
+                message: message.clone(),
+                context: context.clone(),
+            },
+            ApiError::NoRoute { method, path } => Parts::new(
+                S::NOT_FOUND,
+                "no_route",
+                format!("Not Found: no route for {method} {path}; the API is described at /docs"),
+            )
+            .with("path", path.as_str()),
+            ApiError::MethodNotAllowed { method, path } => Parts::new(
+                S::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
                 format!(
-                    "Requested TTL ({}s) exceeds maximum allowed duration ({}s)",
-                    ttl.as_secs(),
-                    max.as_secs()
+                    "Method Not Allowed: {method} is not served on {path}; the API is described at /docs"
                 ),
-                vec![
-                    ("resource_id", json!(id.get())),
-                    ("ttl", json!(ttl.as_secs())),
-                    ("max_lock_duration", json!(max.as_secs())),
-                ],
+            )
+            .with("path", path.as_str())
+            .with("method", method.as_str()),
+            ApiError::BodyTooLarge { limit } => Parts::new(
+                S::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the request body must be at most {limit} bytes"),
+            )
+            .with("limit", *limit),
+            ApiError::IdempotencyKeyReused => Parts::new(
+                S::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "this Idempotency-Key was used for a different request: use a new key for a new request",
             ),
-            DomainError::TotalAboveMax {
-                id,
-                total_secs,
-                max,
-            } => (
+            ApiError::Domain(e) => domain_parts(e),
+        }
+    }
+}
+
+/// The 1.0 status, message and context fields of each broker refusal.
+fn domain_parts(e: &DomainError) -> Parts {
+    use StatusCode as S;
+    match e {
+        DomainError::ResourceNotFound(id) => {
+            Parts::new(S::NOT_FOUND, "resource_not_found", "Resource not found").with("resource_id", id.get())
+        }
+        DomainError::NameNotFound(name) => Parts::new(S::NOT_FOUND, "resource_not_found", "Resource not found")
+            .with("resource_name", name.as_str()),
+        DomainError::NoMatch(criteria) => Parts::new(
+            S::NOT_FOUND,
+            "no_match",
+            "No resource found matching the tag(s)",
+        )
+        .with_criteria(criteria),
+        DomainError::AllMatchesLocked { criteria, held_for } => {
+            let parts = Parts::new(
+                S::FORBIDDEN,
+                "all_matches_locked",
+                "No available resource found matching the tag(s)",
+            )
+            .with_criteria(criteria);
+            if held_for.is_empty() {
+                parts
+            } else {
+                let ids: Vec<String> = held_for.iter().map(ToString::to_string).collect();
+                parts.with("held_for", json!(ids))
+            }
+        }
+        DomainError::AlreadyLocked(id) => Parts::new(
+            S::FORBIDDEN,
+            "already_locked",
+            "Cannot lock the requested resource, resource is already locked",
+        )
+        .with("resource_id", id.get()),
+        DomainError::HeldForReservation { id, reservation } => Parts::new(
+            S::FORBIDDEN,
+            "held_for_reservation",
+            format!(
+                "Cannot lock the requested resource, it is held for waiting reservation {reservation}"
+            ),
+        )
+        .with("resource_id", id.get())
+        .with("reservation_id", reservation.to_string()),
+        DomainError::NotLocked(id, used_for) => Parts::new(
+            S::FORBIDDEN,
+            "not_locked",
+            match used_for {
+                TokenUse::Unlock => "Resource is already unlocked",
+                TokenUse::Extend => "Cannot extend lock on unlocked resource",
+            },
+        )
+        .with("resource_id", id.get()),
+        DomainError::InvalidToken {
+            resource,
+            provided,
+            used_for,
+        } => Parts::new(
+            S::FORBIDDEN,
+            "invalid_lock_token",
+            match used_for {
+                TokenUse::Unlock => "Cannot unlock resource, the lock token is not valid.",
+                TokenUse::Extend => "Cannot extend lock, the lock token is not valid.",
+            },
+        )
+        // 1.0 echoed the holder's real token here; the view is redacted.
+        .with("resource", json!(ResourceView::redacted(resource)))
+        .with("invalid-lock-token", json!(provided)),
+        DomainError::TtlAboveMax { id, ttl, max } => Parts::new(
+            S::BAD_REQUEST,
+            "ttl_above_max",
+            format!(
+                "Requested TTL ({}s) exceeds maximum allowed duration ({}s)",
+                ttl.as_secs(),
+                max.as_secs()
+            ),
+        )
+        .with("resource_id", id.get())
+        .with("ttl", ttl.as_secs())
+        .with("max_lock_duration", max.as_secs()),
+        DomainError::TotalAboveMax {
+            id,
+            total_secs,
+            max,
+        } => Parts::new(
+            S::BAD_REQUEST,
+            "total_above_max",
+            format!(
+                "Total lock duration ({total_secs}s) would exceed maximum allowed ({}s)",
+                max.as_secs()
+            ),
+        )
+        .with("resource_id", id.get())
+        .with("total_duration", *total_secs)
+        .with("max_lock_duration", max.as_secs()),
+        DomainError::Unsatisfiable {
+            group,
+            criteria,
+            wanted,
+            matching,
+            eligible,
+            ttl,
+        } => Parts::new(
+            S::BAD_REQUEST,
+            "unsatisfiable",
+            format!(
+                "This request can never be served: {wanted} resources wanted, but only {eligible} match and allow a lock of {}s ({matching} match in all); ask for fewer, a shorter ttl, or other criteria",
+                ttl.as_secs()
+            ),
+        )
+        .with("group", *group)
+        .with_criteria(criteria)
+        .with("quantity", *wanted)
+        .with("matching", *matching)
+        .with("eligible", *eligible),
+        DomainError::NotEnoughAvailable {
+            group,
+            criteria,
+            wanted,
+            available,
+        } => Parts::new(
+            S::FORBIDDEN,
+            "not_enough_available",
+            format!(
+                "Not enough available resources: {wanted} wanted, {available} available now; nothing was locked (reserve them to wait in the queue)"
+            ),
+        )
+        .with("group", *group)
+        .with_criteria(criteria)
+        .with("quantity", *wanted)
+        .with("available", *available),
+        DomainError::ReservationNotFound(id) => {
+            Parts::new(S::NOT_FOUND, "reservation_not_found", "Reservation not found")
+                .with("reservation_id", id.to_string())
+        }
+        DomainError::ReservationWrongState { id, status } => Parts::new(
+            S::CONFLICT,
+            "reservation_wrong_state",
+            match status {
+                ReservationStatus::Pending => "Reservation is still pending: claim it once it is fulfilled",
+                ReservationStatus::Fulfilled => {
+                    "Cannot cancel a fulfilled reservation: claim it, or unlock its resources with its lock tokens"
+                }
+                ReservationStatus::Claimed => {
+                    "Reservation is already claimed: unlock its resources with its lock tokens"
+                }
+            },
+        )
+        .with("reservation_id", id.to_string())
+        .with("status", status.as_str()),
+        DomainError::ClaimWindowOver(id) => Parts::new(
+            S::GONE,
+            "claim_window_over",
+            "Claim window expired: the reservation's resources were released",
+        )
+        .with("reservation_id", id.to_string()),
+        DomainError::BatchRefused(refusals) => {
+            let errors: Vec<Value> = refusals
+                .iter()
+                .map(|r| json!({"index": r.index, "message": r.problem}))
+                .collect();
+            Parts::new(
+                S::FORBIDDEN,
+                "batch_refused",
                 format!(
-                    "Total lock duration ({total_secs}s) would exceed maximum allowed ({}s)",
-                    max.as_secs()
+                    "Nothing was unlocked: {} of the lock tokens cannot be unlocked",
+                    refusals.len()
                 ),
-                vec![
-                    ("resource_id", json!(id.get())),
-                    ("total_duration", json!(total_secs)),
-                    ("max_lock_duration", json!(max.as_secs())),
-                ],
-            ),
+            )
+            .with("errors", json!(errors))
         }
     }
 }
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        match self {
-            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Domain(e) => match e {
-                DomainError::ResourceNotFound(_)
-                | DomainError::NameNotFound(_)
-                | DomainError::NoTagMatch(_) => StatusCode::NOT_FOUND,
-                DomainError::AllMatchesLocked(_)
-                | DomainError::AlreadyLocked(_)
-                | DomainError::NotLocked(..)
-                | DomainError::InvalidToken { .. } => StatusCode::FORBIDDEN,
-                DomainError::TtlAboveMax { .. } | DomainError::TotalAboveMax { .. } => {
-                    StatusCode::BAD_REQUEST
-                }
-            },
-        }
+        self.parts().status
     }
 
     fn error_response(&self) -> HttpResponse {
-        let (message, context) = self.message_and_context();
+        let Parts {
+            status,
+            code,
+            message,
+            context,
+        } = self.parts();
         let mut body = Map::new();
         for (key, value) in context {
             body.insert(key.to_owned(), value);
         }
         body.insert("message".into(), Value::String(message));
-        body.insert("code".into(), Value::String(self.code().into()));
-        HttpResponse::build(self.status_code()).json(Value::Object(body))
+        body.insert("code".into(), Value::String(code.into()));
+        HttpResponse::build(status).json(Value::Object(body))
     }
 }

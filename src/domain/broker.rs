@@ -1,28 +1,43 @@
-//! The broker: every resource and lock, as a synchronous state machine.
+//! The broker: every resource, lock and reservation, as a synchronous state machine.
 //!
-//! Pure: no IO, no async, no clock. Each operation takes `now` and first expires whatever
-//! is due at `now`, so every caller sees the state as of `now`; the runtime's timer only
-//! makes expiry *prompt*, it is never needed for correctness.
+//! Pure: no IO, no async, no clock. Each operation takes `now` and first brings the
+//! broker to `now` ([`Broker::expire_due`]): locks, waits and claim windows that are due
+//! end, in deadline order, and the queue is served after each. So every caller sees the
+//! state as of `now`, and the state at `now` does not depend on how often the timer ran:
+//! the runtime's timer only makes this *prompt*.
 //!
 //! ```text
-//!            lock / lock_matching                 unlock (token)
+//!            lock / lock_matching / lock_groups     unlock (token)
 //!   Free ─────────────────────────────▶ Locked ───────────────────▶ Free(Unlocked)
-//!                                       │   ▲ extend (token)
-//!                                       │   └──┘
-//!                                       └── now >= expires_at ────▶ Free(Expired)
+//!    ▲ │ served to a waiting             │   ▲ extend (token)
+//!    │ │ reservation (queue.rs)          │   └──┘
+//!    │ └────────────────────────────────▶┤
+//!    └───────────────────────────────────┴── now >= expires_at ───▶ Free(Expired)
 //! ```
 //!
-//! Mutations record [`Event`]s, drained by the runtime with [`Broker::drain_events`].
+//! Whatever frees a resource or changes the queue marks the queue dirty, and the same
+//! operation serves it before returning (see [`Broker::serve_queue`] in `broker/queue.rs`):
+//! there is no polling loop. Mutations record [`Event`]s, drained by the runtime with
+//! [`Broker::drain_events`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+mod queue;
 
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use super::allocation::{self, Shortfall};
 use super::clock::Timestamp;
-use super::error::{DomainError, TokenUse};
+use super::error::{DomainError, TokenRefusal, TokenUse};
 use super::events::Event;
+use super::expr::Expr;
+use super::queue::Queue;
+use super::reservation::{Criteria, EndReason, Group, Reservation, ReservationId};
 use super::resource::{
     FencingToken, Lease, LockState, LockToken, Released, Resource, ResourceId, ResourceSpec, Ttl,
 };
-use super::tags::TagIndex;
+use super::tags::{Pool, TagIndex};
+
+pub use queue::{GroupWait, WaitingFor};
 
 /// How a lock request picks its resource (1.0 `POST /resources/lock` criteria).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,38 +46,109 @@ pub enum Selector {
     Name(String),
     /// Every tag must be present; the free match with the lowest id wins.
     Tags(Vec<String>),
+    /// The free resource with the lowest id that the expression selects.
+    Expr(Expr),
 }
+
+/// How the queue is served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueuePolicy {
+    /// A waiting reservation's priority improves by one level per `aging` waited.
+    pub aging: Duration,
+    /// How long a fulfilled reservation may wait for its claim.
+    pub claim_window: Duration,
+}
+
+impl Default for QueuePolicy {
+    fn default() -> Self {
+        QueuePolicy {
+            aging: Duration::from_secs(300),
+            claim_window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// How many ended reservations the broker remembers (so that a late claim gets "gone"
+/// rather than "not found").
+const ENDED_MEMORY: usize = 10_000;
 
 /// Something that falls due at a deadline. One ordered index holds them all, so the timer
 /// needs only the first entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Due {
     LockExpiry(ResourceId),
+    /// A pending reservation's `max_wait` is over.
+    ReservationWait(ReservationId),
+    /// A fulfilled reservation was not claimed in time.
+    ClaimWindow(ReservationId),
+    /// A pending reservation's effective priority improves: the queue order may change.
+    Aging(ReservationId),
+}
+
+/// A lock as granted: which resource, the holder's token, and the lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Granted {
+    pub resource: ResourceId,
+    pub token: LockToken,
+    pub lease: Lease,
 }
 
 #[derive(Debug)]
 pub struct Broker {
     resources: BTreeMap<ResourceId, Resource>,
     by_name: HashMap<String, ResourceId>,
+    by_token: HashMap<LockToken, ResourceId>,
     tags: TagIndex,
     deadlines: BTreeSet<(Timestamp, Due)>,
     /// The fencing token of the next grant. Starts at 1 and only grows.
     next_fencing: u64,
+    reservations: HashMap<ReservationId, Reservation>,
+    /// The pending reservations, in serving order.
+    queue: Queue,
+    next_seq: u64,
+    /// When each pending reservation next improves its priority (mirrors `Due::Aging`).
+    aging: HashMap<ReservationId, Timestamp>,
+    /// Free resources kept for waiting reservations (see `broker/queue.rs`).
+    held: HashMap<ResourceId, ReservationId>,
+    /// Set by whatever may let a waiting reservation be served; cleared by serving.
+    queue_dirty: bool,
+    ended: HashMap<ReservationId, (EndReason, Timestamp)>,
+    ended_order: VecDeque<ReservationId>,
+    policy: QueuePolicy,
     events: Vec<Event>,
 }
 
 impl Broker {
-    /// A broker holding `specs`, numbered 1, 2, 3... in order, all free.
+    /// A broker holding `specs`, numbered 1, 2, 3... in order, all free, with the default
+    /// queue policy.
     ///
     /// # Panics
     /// If two specs share a name: descriptors are validated before they get here.
     pub fn new(specs: impl IntoIterator<Item = ResourceSpec>) -> Self {
+        Self::with_policy(specs, QueuePolicy::default())
+    }
+
+    /// As [`Broker::new`], with a queue policy.
+    ///
+    /// # Panics
+    /// If two specs share a name.
+    pub fn with_policy(specs: impl IntoIterator<Item = ResourceSpec>, policy: QueuePolicy) -> Self {
         let mut broker = Broker {
             resources: BTreeMap::new(),
             by_name: HashMap::new(),
+            by_token: HashMap::new(),
             tags: TagIndex::default(),
             deadlines: BTreeSet::new(),
             next_fencing: 1,
+            reservations: HashMap::new(),
+            queue: Queue::default(),
+            next_seq: 0,
+            aging: HashMap::new(),
+            held: HashMap::new(),
+            queue_dirty: false,
+            ended: HashMap::new(),
+            ended_order: VecDeque::new(),
+            policy,
             events: Vec::new(),
         };
         for (index, spec) in specs.into_iter().enumerate() {
@@ -80,6 +166,10 @@ impl Broker {
         broker
     }
 
+    pub fn policy(&self) -> QueuePolicy {
+        self.policy
+    }
+
     pub fn resource(&self, id: ResourceId) -> Option<&Resource> {
         self.resources.get(&id)
     }
@@ -87,6 +177,11 @@ impl Broker {
     /// Every resource, in id order.
     pub fn resources(&self) -> impl ExactSizeIterator<Item = &Resource> {
         self.resources.values()
+    }
+
+    /// The waiting reservation `id` is held for, if it is.
+    pub fn held_for(&self, id: ResourceId) -> Option<ReservationId> {
+        self.held.get(&id).copied()
     }
 
     /// The earliest pending deadline, for the timer.
@@ -102,46 +197,99 @@ impl Broker {
     /// Locks resource `id` for `ttl`.
     ///
     /// # Errors
-    /// `ResourceNotFound`, `AlreadyLocked`, or `TtlAboveMax` (checked in that order, as 1.0).
+    /// `ResourceNotFound`, `AlreadyLocked`, `HeldForReservation` or `TtlAboveMax`
+    /// (checked in that order, as 1.0 for the ones it had).
     pub fn lock(
         &mut self,
         id: ResourceId,
         ttl: Ttl,
         now: Timestamp,
-    ) -> Result<(LockToken, Lease), DomainError> {
+    ) -> Result<Granted, DomainError> {
         self.expire_due(now);
-        self.grant(id, ttl, now)
+        self.grant(id, ttl, now, None)
     }
 
     /// Locks the resource `selector` picks. Criteria precedence is the caller's business:
     /// the API turns the 1.0 query (id, then name, then tags) into one selector.
     ///
+    /// Like 1.0, the lowest free match is chosen first and the TTL checked against it.
+    ///
     /// # Errors
-    /// As [`Broker::lock`], plus `NameNotFound`, `NoTagMatch` (no resource carries every
-    /// tag) and `AllMatchesLocked`.
+    /// As [`Broker::lock`], plus `NameNotFound`, `NoMatch` (no resource meets the
+    /// criteria) and `AllMatchesLocked`.
     pub fn lock_matching(
         &mut self,
         selector: &Selector,
         ttl: Ttl,
         now: Timestamp,
-    ) -> Result<(ResourceId, LockToken, Lease), DomainError> {
+    ) -> Result<Granted, DomainError> {
         self.expire_due(now);
-        let id = match selector {
-            Selector::Id(id) => *id,
-            Selector::Name(name) => *self
-                .by_name
-                .get(name)
-                .ok_or_else(|| DomainError::NameNotFound(name.clone()))?,
-            Selector::Tags(tags) => match self.tags.first_free_match(tags, &self.resources) {
-                Some(id) => id,
-                None if self.tags.any_match(tags, &self.resources) => {
-                    return Err(DomainError::AllMatchesLocked(tags.clone()));
-                }
-                None => return Err(DomainError::NoTagMatch(tags.clone())),
-            },
+        let criteria = match selector {
+            Selector::Id(id) => return self.grant(*id, ttl, now, None),
+            Selector::Name(name) => {
+                let id = *self
+                    .by_name
+                    .get(name)
+                    .ok_or_else(|| DomainError::NameNotFound(name.clone()))?;
+                return self.grant(id, ttl, now, None);
+            }
+            Selector::Tags(tags) => Criteria::Tags(tags.clone()),
+            Selector::Expr(expr) => Criteria::Expr(expr.clone()),
         };
-        let (token, lease) = self.grant(id, ttl, now)?;
-        Ok((id, token, lease))
+        let free = self.eligible(
+            &criteria,
+            None,
+            Pool::Free,
+            |id| !self.held.contains_key(&id),
+            1,
+        );
+        match free.first() {
+            Some(&id) => self.grant(id, ttl, now, None),
+            None => Err(self.none_available(criteria)),
+        }
+    }
+
+    /// Locks, all or nothing, resources for every group (N-of-M, roadmap phase 2): lowest
+    /// ids first, never one resource for two groups. Returns the grants in group order.
+    ///
+    /// # Errors
+    /// `NoMatch` when a group matches nothing, `Unsatisfiable` when it could never be
+    /// served, `NotEnoughAvailable` when too few are free now. Nothing is locked then.
+    pub fn lock_groups(
+        &mut self,
+        groups: &[Group],
+        ttl: Ttl,
+        now: Timestamp,
+    ) -> Result<Vec<(usize, Granted)>, DomainError> {
+        self.expire_due(now);
+        self.check_satisfiable(groups, ttl)?;
+        let chosen = self
+            .allocate(groups, ttl, Pool::Free, |id| !self.held.contains_key(&id))
+            .map_err(|shortfall| {
+                let (group, available) = shortfall
+                    .candidates
+                    .iter()
+                    .map(Vec::len)
+                    .enumerate()
+                    .find(|&(g, n)| n < groups[g].quantity as usize)
+                    // The groups overlap: each alone has enough, together they have not.
+                    .unwrap_or((0, shortfall.candidates[0].len()));
+                DomainError::NotEnoughAvailable {
+                    group,
+                    criteria: groups[group].criteria.clone(),
+                    wanted: groups[group].quantity,
+                    available,
+                }
+            })?;
+        Ok(chosen
+            .into_iter()
+            .map(|(group, id)| {
+                let granted = self
+                    .grant(id, ttl, now, None)
+                    .expect("allocated from free, unheld resources allowing the ttl");
+                (group, granted)
+            })
+            .collect())
     }
 
     /// Releases the lock on `id` held with `token`.
@@ -156,13 +304,52 @@ impl Broker {
     ) -> Result<(), DomainError> {
         self.expire_due(now);
         let lease = self.held_lease(id, token, TokenUse::Unlock)?;
-        self.release(id, lease.expires_at, Released::Unlocked);
-        self.events.push(Event::Unlocked {
-            resource: id,
-            fencing: lease.fencing,
-            at: now,
-        });
+        self.unlock_held(id, &lease, now);
+        self.serve_queue_if_dirty(now);
         Ok(())
+    }
+
+    /// Releases, all or nothing, the locks held with `tokens`. Returns the resources
+    /// released, in the order of the tokens.
+    ///
+    /// # Errors
+    /// `BatchRefused`, listing every token that is not a current lock's (or repeats one);
+    /// nothing is released then.
+    pub fn unlock_batch(
+        &mut self,
+        tokens: &[String],
+        now: Timestamp,
+    ) -> Result<Vec<ResourceId>, DomainError> {
+        self.expire_due(now);
+        let mut found = Vec::with_capacity(tokens.len());
+        let mut refused = Vec::new();
+        let mut seen = HashSet::new();
+        for (index, raw) in tokens.iter().enumerate() {
+            let problem = match LockToken::parse(raw) {
+                None => "not a lock token (a UUID)",
+                Some(token) => match self.by_token.get(&token) {
+                    None => "no current lock has this token (unlocked, expired, or never granted)",
+                    Some(&id) if !seen.insert(id) => "repeats an earlier token of this batch",
+                    Some(&id) => {
+                        found.push(id);
+                        continue;
+                    }
+                },
+            };
+            refused.push(TokenRefusal { index, problem });
+        }
+        if !refused.is_empty() {
+            return Err(DomainError::BatchRefused(refused));
+        }
+        for &id in &found {
+            let lease = self.resources[&id]
+                .lease()
+                .expect("indexed by token")
+                .clone();
+            self.unlock_held(id, &lease, now);
+        }
+        self.serve_queue_if_dirty(now);
+        Ok(found)
     }
 
     /// Moves the lock's expiry to `now + additional` (1.0 semantics: not old expiry +
@@ -206,9 +393,10 @@ impl Broker {
         Ok(stored.clone())
     }
 
-    /// Releases every lock whose deadline is `<= now`. A lock is therefore never released
-    /// before its deadline, and is released by the first operation or timer tick at or
-    /// after it.
+    /// Brings the broker to `now`: everything due at or before `now` ends, in deadline
+    /// order, and the queue is served as it would have been at each deadline. A lock is
+    /// therefore never released before its deadline, and is released by the first
+    /// operation or timer tick at or after it.
     pub fn expire_due(&mut self, now: Timestamp) {
         while let Some(&(at, due)) = self.deadlines.first() {
             if at > now {
@@ -217,25 +405,35 @@ impl Broker {
             self.deadlines.pop_first();
             match due {
                 Due::LockExpiry(id) => {
-                    let fencing = self.resources[&id]
+                    let lease = self.resources[&id]
                         .lease()
                         .expect("a lock deadline points at a locked resource")
-                        .fencing;
-                    self.set_state(id, LockState::Free(Released::Expired(at)));
+                        .clone();
+                    self.release(id, &lease, Released::Expired(at), at);
                     self.events.push(Event::Expired {
                         resource: id,
-                        fencing,
+                        fencing: lease.fencing,
                         deadline: at,
                     });
                 }
+                Due::ReservationWait(rid) => self.end_reservation(rid, EndReason::Expired, at),
+                Due::ClaimWindow(rid) => self.end_reservation(rid, EndReason::ClaimExpired, at),
+                Due::Aging(rid) => self.age(rid, at),
+            }
+            // Serve once all that fell due at this instant is done.
+            if self.next_deadline().is_none_or(|next| next > at) {
+                self.serve_queue_if_dirty(at);
             }
         }
+        self.serve_queue_if_dirty(now);
     }
 
-    /// Panics unless the broker's indexes agree with its resources (test support).
+    /// Panics unless the broker's indexes agree with its resources and reservations
+    /// (test support).
     pub fn check_invariants(&self) {
         let mut expected = BTreeSet::new();
         let mut max_fencing = 0;
+        let mut tokens = 0;
         for r in self.resources.values() {
             assert_eq!(self.by_name.get(&r.spec.name), Some(&r.id));
             if let Some(lease) = r.lease() {
@@ -246,15 +444,30 @@ impl Broker {
                 );
                 expected.insert((lease.expires_at, Due::LockExpiry(r.id)));
                 max_fencing = max_fencing.max(lease.fencing.get());
+                assert_eq!(self.by_token.get(&lease.token), Some(&r.id), "token index");
+                tokens += 1;
+                if let Some(rid) = lease.reservation {
+                    let reservation = &self.reservations[&rid];
+                    assert!(
+                        reservation
+                            .allocations
+                            .iter()
+                            .any(|a| a.resource == r.id && a.token == lease.token),
+                        "{} is locked for {rid}, which does not list it",
+                        r.id
+                    );
+                }
             }
         }
+        assert_eq!(self.by_token.len(), tokens, "no stale token in the index");
         assert_eq!(self.by_name.len(), self.resources.len());
-        assert_eq!(
-            self.deadlines, expected,
-            "every lock has exactly its deadline"
-        );
         assert!(max_fencing < self.next_fencing, "fencing tokens only grow");
         self.tags.check_against(&self.resources);
+        self.check_reservations(&mut expected);
+        assert_eq!(
+            self.deadlines, expected,
+            "every deadline belongs to a live item"
+        );
     }
 
     fn grant(
@@ -262,13 +475,22 @@ impl Broker {
         id: ResourceId,
         ttl: Ttl,
         now: Timestamp,
-    ) -> Result<(LockToken, Lease), DomainError> {
+        reservation: Option<ReservationId>,
+    ) -> Result<Granted, DomainError> {
         let resource = self
             .resources
             .get(&id)
             .ok_or(DomainError::ResourceNotFound(id))?;
         if resource.is_locked() {
             return Err(DomainError::AlreadyLocked(id));
+        }
+        if let Some(&holder) = self.held.get(&id)
+            && Some(holder) != reservation
+        {
+            return Err(DomainError::HeldForReservation {
+                id,
+                reservation: holder,
+            });
         }
         let max = resource.spec.max_lock_duration;
         if ttl > max {
@@ -280,18 +502,26 @@ impl Broker {
             fencing: FencingToken::new(self.next_fencing),
             acquired_at: now,
             expires_at: deadline(now, ttl),
+            reservation,
         };
         self.next_fencing += 1;
+        self.held.remove(&id);
         self.deadlines
             .insert((lease.expires_at, Due::LockExpiry(id)));
+        self.by_token.insert(token, id);
         self.set_state(id, LockState::Locked(lease.clone()));
         self.events.push(Event::Locked {
             resource: id,
             fencing: lease.fencing,
             at: now,
             expires_at: lease.expires_at,
+            reservation,
         });
-        Ok((token, lease))
+        Ok(Granted {
+            resource: id,
+            token,
+            lease,
+        })
     }
 
     /// The lease on `id`, if `token` is its holder's.
@@ -319,9 +549,26 @@ impl Broker {
         }
     }
 
-    fn release(&mut self, id: ResourceId, expires_at: Timestamp, why: Released) {
-        self.deadlines.remove(&(expires_at, Due::LockExpiry(id)));
+    fn unlock_held(&mut self, id: ResourceId, lease: &Lease, now: Timestamp) {
+        self.release(id, lease, Released::Unlocked, now);
+        self.events.push(Event::Unlocked {
+            resource: id,
+            fencing: lease.fencing,
+            at: now,
+        });
+    }
+
+    /// Frees `id`. The queue is marked dirty: the resource may serve a waiter. A
+    /// reservation whose last lock this was ends.
+    fn release(&mut self, id: ResourceId, lease: &Lease, why: Released, now: Timestamp) {
+        self.deadlines
+            .remove(&(lease.expires_at, Due::LockExpiry(id)));
+        self.by_token.remove(&lease.token);
         self.set_state(id, LockState::Free(why));
+        self.queue_dirty = true;
+        if let Some(rid) = lease.reservation {
+            self.on_reservation_lock_released(rid, now);
+        }
     }
 
     /// The one place a resource's lock state changes, so the tag index follows it.
@@ -330,6 +577,101 @@ impl Broker {
         let is_free = matches!(state, LockState::Free(_));
         resource.state = state;
         self.tags.set_free(resource, is_free);
+    }
+
+    /// Resources meeting `criteria` in `pool` and passing `available`, lowest ids first,
+    /// at most `limit`. With a `ttl`, only those whose max-lock-duration allows it.
+    fn eligible(
+        &self,
+        criteria: &Criteria,
+        ttl: Option<Ttl>,
+        pool: Pool,
+        available: impl Fn(ResourceId) -> bool,
+        limit: usize,
+    ) -> Vec<ResourceId> {
+        self.matching(criteria, pool)
+            .filter(|r| ttl.is_none_or(|ttl| r.spec.max_lock_duration >= ttl))
+            .map(|r| r.id)
+            .filter(|&id| available(id))
+            .take(limit)
+            .collect()
+    }
+
+    /// Resources meeting `criteria` in `pool`, in id order.
+    fn matching<'a>(
+        &'a self,
+        criteria: &'a Criteria,
+        pool: Pool,
+    ) -> impl Iterator<Item = &'a Resource> + 'a {
+        self.tags
+            .candidates(&criteria.required_tags(), pool)
+            .iter()
+            .map(|id| &self.resources[id])
+            .filter(move |r| criteria.matches(r))
+    }
+
+    /// Chooses resources for every group from `pool`, passing `available`.
+    fn allocate(
+        &self,
+        groups: &[Group],
+        ttl: Ttl,
+        pool: Pool,
+        available: impl Fn(ResourceId) -> bool,
+    ) -> Result<Vec<(usize, ResourceId)>, Shortfall> {
+        let quantities: Vec<u32> = groups.iter().map(|g| g.quantity).collect();
+        allocation::allocate(&quantities, |g, limit| {
+            self.eligible(&groups[g].criteria, Some(ttl), pool, &available, limit)
+        })
+    }
+
+    /// Refuses a request that no release could ever serve.
+    fn check_satisfiable(&self, groups: &[Group], ttl: Ttl) -> Result<(), DomainError> {
+        if self.allocate(groups, ttl, Pool::All, |_| true).is_ok() {
+            return Ok(());
+        }
+        let mut fallback = None;
+        for (group, g) in groups.iter().enumerate() {
+            let matching = self.matching(&g.criteria, Pool::All).count();
+            if matching == 0 {
+                return Err(DomainError::NoMatch(g.criteria.clone()));
+            }
+            let eligible = self
+                .eligible(&g.criteria, Some(ttl), Pool::All, |_| true, usize::MAX)
+                .len();
+            let error = DomainError::Unsatisfiable {
+                group,
+                criteria: g.criteria.clone(),
+                wanted: g.quantity,
+                matching,
+                eligible,
+                ttl,
+            };
+            if eligible < g.quantity as usize {
+                return Err(error);
+            }
+            fallback.get_or_insert(error);
+        }
+        // Each group alone could be served; together they want more than exists.
+        Err(fallback.expect("at least one group"))
+    }
+
+    /// The refusal of a single lock by criteria that found nothing free.
+    fn none_available(&self, criteria: Criteria) -> DomainError {
+        let mut held_for = Vec::new();
+        let mut any = false;
+        for r in self.matching(&criteria, Pool::All) {
+            any = true;
+            if let Some(&rid) = self.held.get(&r.id)
+                && !held_for.contains(&rid)
+            {
+                held_for.push(rid);
+            }
+        }
+        if any {
+            DomainError::AllMatchesLocked { criteria, held_for }
+        } else {
+            DomainError::NoMatch(criteria)
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Why the broker refused an operation. Knows nothing about HTTP: `api::error` maps each
 //! variant to its 1.0 status code and body.
 
+use super::reservation::{Criteria, ReservationId, ReservationStatus};
 use super::resource::{Resource, ResourceId, Ttl};
 
 /// Which operation presented a lock token; 1.0 words its refusals differently for each.
@@ -18,14 +19,27 @@ pub enum DomainError {
     #[error("no resource is named `{0}`")]
     NameNotFound(String),
 
-    #[error("no resource has every tag of {0:?}")]
-    NoTagMatch(Vec<String>),
+    /// No resource at all meets the criteria.
+    #[error("no resource matches {0}")]
+    NoMatch(Criteria),
 
-    #[error("every resource with the tags {0:?} is locked")]
-    AllMatchesLocked(Vec<String>),
+    /// Resources meet the criteria, but each is locked or held for a waiting reservation.
+    #[error("every resource matching {criteria} is locked or held for a reservation")]
+    AllMatchesLocked {
+        criteria: Criteria,
+        /// The reservations that free matches are held for, if any.
+        held_for: Vec<ReservationId>,
+    },
 
     #[error("resource {0} is already locked")]
     AlreadyLocked(ResourceId),
+
+    /// The resource is free, but kept for a reservation that is waiting for it.
+    #[error("resource {id} is held for waiting reservation {reservation}")]
+    HeldForReservation {
+        id: ResourceId,
+        reservation: ReservationId,
+    },
 
     #[error("resource {0} is not locked")]
     NotLocked(ResourceId, TokenUse),
@@ -49,4 +63,54 @@ pub enum DomainError {
         total_secs: u64,
         max: Ttl,
     },
+
+    /// A request that can never be served, whatever is released: too few resources meet
+    /// a group's criteria (or allow a lock that long), or the groups together want more
+    /// distinct resources than exist.
+    #[error("{criteria}: {wanted} wanted, but only {eligible} resources match and allow a {ttl}s lock ({matching} match)", ttl = .ttl.as_secs())]
+    Unsatisfiable {
+        group: usize,
+        criteria: Criteria,
+        wanted: u32,
+        /// Resources meeting the criteria.
+        matching: usize,
+        /// Of those, resources whose max-lock-duration allows `ttl`.
+        eligible: usize,
+        ttl: Ttl,
+    },
+
+    /// An all-or-nothing lock of several resources, refused because too few are free now.
+    #[error("{criteria}: {wanted} wanted, {available} available now")]
+    NotEnoughAvailable {
+        group: usize,
+        criteria: Criteria,
+        wanted: u32,
+        available: usize,
+    },
+
+    #[error("reservation {0} does not exist")]
+    ReservationNotFound(ReservationId),
+
+    /// Claim or cancel in a state that does not allow it.
+    #[error("reservation {id} is {}", .status.as_str())]
+    ReservationWrongState {
+        id: ReservationId,
+        status: ReservationStatus,
+    },
+
+    /// The reservation was fulfilled but not claimed in time; its locks were released.
+    #[error("the claim window of reservation {0} is over")]
+    ClaimWindowOver(ReservationId),
+
+    /// An all-or-nothing unlock of several tokens, refused: nothing was unlocked.
+    #[error("{} of the lock tokens cannot be unlocked", .0.len())]
+    BatchRefused(Vec<TokenRefusal>),
+}
+
+/// Why one token of a batch unlock was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenRefusal {
+    /// Position in the batch, from 0.
+    pub index: usize,
+    pub problem: &'static str,
 }

@@ -3,6 +3,7 @@
 //! and notifications consume the same stream).
 
 use super::clock::Timestamp;
+use super::reservation::{EndReason, ReservationId};
 use super::resource::{FencingToken, ResourceId};
 
 /// One state change. Holds no secrets: lock tokens never leave the broker this way.
@@ -13,6 +14,8 @@ pub enum Event {
         fencing: FencingToken,
         at: Timestamp,
         expires_at: Timestamp,
+        /// Set when the lock was granted to fulfil a reservation.
+        reservation: Option<ReservationId>,
     },
     Extended {
         resource: ResourceId,
@@ -30,4 +33,39 @@ pub enum Event {
         fencing: FencingToken,
         deadline: Timestamp,
     },
+    /// A reservation joined the queue (it may be fulfilled in the same step).
+    ReservationCreated {
+        reservation: ReservationId,
+        at: Timestamp,
+    },
+    /// Its resources were locked for it.
+    ReservationFulfilled {
+        reservation: ReservationId,
+        resources: Vec<ResourceId>,
+        at: Timestamp,
+    },
+    ReservationClaimed {
+        reservation: ReservationId,
+        at: Timestamp,
+    },
+    /// It is gone: cancelled, expired, unclaimed in time, or all its locks released.
+    ReservationEnded {
+        reservation: ReservationId,
+        reason: EndReason,
+        at: Timestamp,
+    },
+}
+
+impl Event {
+    /// The reservation this event is about, if any.
+    pub fn reservation(&self) -> Option<ReservationId> {
+        match self {
+            Event::Locked { reservation, .. } => *reservation,
+            Event::ReservationCreated { reservation, .. }
+            | Event::ReservationFulfilled { reservation, .. }
+            | Event::ReservationClaimed { reservation, .. }
+            | Event::ReservationEnded { reservation, .. } => Some(*reservation),
+            _ => None,
+        }
+    }
 }

@@ -1,17 +1,27 @@
-//! The pure core: resources, locks, deadlines. No IO, no async, no clock reads.
+//! The pure core: resources, locks, reservations, the queue, deadlines. No IO, no async,
+//! no clock reads.
 
+mod allocation;
 pub mod broker;
 pub mod clock;
 pub mod descriptor;
 pub mod error;
 pub mod events;
+pub mod expr;
+mod queue;
+pub mod reservation;
 pub mod resource;
 mod tags;
 
-pub use broker::{Broker, Selector};
+pub use broker::{Broker, Granted, GroupWait, QueuePolicy, Selector, WaitingFor};
 pub use clock::{Clock, Timestamp};
-pub use error::{DomainError, TokenUse};
+pub use error::{DomainError, TokenRefusal, TokenUse};
 pub use events::Event;
+pub use expr::{Expr, ExprError};
+pub use reservation::{
+    Allocation, Criteria, EndReason, Group, Priority, Reservation, ReservationId,
+    ReservationRequest, ReservationStatus,
+};
 pub use resource::{
     FencingToken, Lease, LockState, LockToken, Released, Resource, ResourceId, ResourceSpec, Ttl,
 };

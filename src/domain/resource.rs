@@ -8,6 +8,7 @@ use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use super::clock::Timestamp;
+use super::reservation::ReservationId;
 
 /// A resource's id: 1, 2, 3... in descriptor order (the 1.0 numbering).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -41,13 +42,18 @@ impl FromStr for ResourceId {
 ///
 /// It is compared in constant time and deliberately has no `Display`: render it with
 /// [`LockToken::reveal`] only where the holder is the one being answered.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct LockToken(Uuid);
 
 impl LockToken {
     /// A fresh random token (UUID v4).
     pub fn generate() -> Self {
         LockToken(Uuid::new_v4())
+    }
+
+    /// The token `candidate` (caller input) spells, if it is a token at all.
+    pub fn parse(candidate: &str) -> Option<LockToken> {
+        Uuid::try_parse(candidate.trim()).ok().map(LockToken)
     }
 
     /// Whether `candidate` (caller input, possibly garbage) is this token.
@@ -132,6 +138,8 @@ pub struct Lease {
     pub fencing: FencingToken,
     pub acquired_at: Timestamp,
     pub expires_at: Timestamp,
+    /// The reservation the lock was granted to; `None` for a direct lock.
+    pub reservation: Option<ReservationId>,
 }
 
 /// Why a resource is free, which 1.0 shows as `lock-details`.

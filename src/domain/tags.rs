@@ -1,16 +1,28 @@
 //! The tag index: which resources carry a tag, and which of those are free.
 //!
-//! Lock-by-tag walks the *free* set of the requested tag that has the fewest free
-//! resources, in id order, so its cost follows the number of free candidates, not the
-//! size of the lab.
+//! Selecting by tags walks the set of the requested tag with the fewest members (free
+//! ones, when looking for something to lock), in id order, so its cost follows the
+//! number of candidates, not the size of the lab. Criteria that require no tag in
+//! particular (`!flaky`) walk the lab-wide sets.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::resource::{Resource, ResourceId};
 
+/// Which resources a lookup draws from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Pool {
+    /// Every resource: can a request ever be served?
+    All,
+    /// Resources with no lock: what can be granted now?
+    Free,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct TagIndex {
     by_tag: HashMap<String, TagSets>,
+    /// Lab-wide sets, for criteria without a required tag.
+    lab: TagSets,
 }
 
 #[derive(Debug, Default)]
@@ -19,65 +31,73 @@ struct TagSets {
     free: BTreeSet<ResourceId>,
 }
 
+impl TagSets {
+    fn pick(&self, pool: Pool) -> &BTreeSet<ResourceId> {
+        match pool {
+            Pool::All => &self.all,
+            Pool::Free => &self.free,
+        }
+    }
+
+    fn insert(&mut self, id: ResourceId, is_free: bool) {
+        self.all.insert(id);
+        if is_free {
+            self.free.insert(id);
+        }
+    }
+
+    fn set_free(&mut self, id: ResourceId, is_free: bool) {
+        if is_free {
+            self.free.insert(id);
+        } else {
+            self.free.remove(&id);
+        }
+    }
+}
+
 impl TagIndex {
     pub(crate) fn insert(&mut self, resource: &Resource) {
+        let is_free = !resource.is_locked();
+        self.lab.insert(resource.id, is_free);
         for tag in &resource.spec.tags {
-            let sets = self.by_tag.entry(tag.clone()).or_default();
-            sets.all.insert(resource.id);
-            if !resource.is_locked() {
-                sets.free.insert(resource.id);
-            }
+            self.by_tag
+                .entry(tag.clone())
+                .or_default()
+                .insert(resource.id, is_free);
         }
     }
 
     pub(crate) fn set_free(&mut self, resource: &Resource, is_free: bool) {
+        self.lab.set_free(resource.id, is_free);
         for tag in &resource.spec.tags {
             if let Some(sets) = self.by_tag.get_mut(tag) {
-                if is_free {
-                    sets.free.insert(resource.id);
-                } else {
-                    sets.free.remove(&resource.id);
-                }
+                sets.set_free(resource.id, is_free);
             }
         }
     }
 
-    /// The lowest-id free resource carrying every tag in `tags` (which is not empty).
-    pub(crate) fn first_free_match(
-        &self,
-        tags: &[String],
-        resources: &BTreeMap<ResourceId, Resource>,
-    ) -> Option<ResourceId> {
-        let narrowest = self.narrowest(tags, |s| &s.free)?;
-        narrowest
-            .iter()
-            .copied()
-            .find(|id| resources.get(id).is_some_and(|r| r.has_all_tags(tags)))
+    /// How many resources are free.
+    pub(crate) fn free_len(&self) -> usize {
+        self.lab.free.len()
     }
 
-    /// Whether any resource, free or not, carries every tag in `tags`.
-    pub(crate) fn any_match(
+    /// A superset of the resources in `pool` carrying every tag of `required`, in id
+    /// order: the smallest of the tags' sets, or the lab-wide set when `required` is
+    /// empty. Empty when a required tag is unknown. Callers still check every tag.
+    pub(crate) fn candidates<S: AsRef<str>>(
         &self,
-        tags: &[String],
-        resources: &BTreeMap<ResourceId, Resource>,
-    ) -> bool {
-        self.narrowest(tags, |s| &s.all).is_some_and(|set| {
-            set.iter()
-                .any(|id| resources.get(id).is_some_and(|r| r.has_all_tags(tags)))
-        })
-    }
-
-    /// The smallest of the chosen sets among `tags`; `None` if a tag is unknown.
-    fn narrowest<'a>(
-        &'a self,
-        tags: &[String],
-        pick: impl Fn(&'a TagSets) -> &'a BTreeSet<ResourceId>,
-    ) -> Option<&'a BTreeSet<ResourceId>> {
-        let mut best: Option<&BTreeSet<ResourceId>> = None;
-        for tag in tags {
-            let set = pick(self.by_tag.get(tag)?);
-            if best.is_none_or(|b| set.len() < b.len()) {
-                best = Some(set);
+        required: &[S],
+        pool: Pool,
+    ) -> &BTreeSet<ResourceId> {
+        static NONE: BTreeSet<ResourceId> = BTreeSet::new();
+        let mut best = self.lab.pick(pool);
+        for (i, tag) in required.iter().enumerate() {
+            let Some(sets) = self.by_tag.get(tag.as_ref()) else {
+                return &NONE;
+            };
+            let set = sets.pick(pool);
+            if i == 0 || set.len() < best.len() {
+                best = set;
             }
         }
         best
@@ -85,20 +105,31 @@ impl TagIndex {
 
     /// Panics unless the index agrees with the resources it describes (test support).
     pub(crate) fn check_against(&self, resources: &BTreeMap<ResourceId, Resource>) {
-        for (tag, sets) in &self.by_tag {
+        let sets = self.by_tag.iter().map(|(t, s)| (Some(t), s));
+        for (tag, sets) in sets.chain([(None, &self.lab)]) {
             for id in &sets.all {
-                assert!(resources[id].has_tag(tag), "index lists {id} under {tag}");
+                let r = &resources[id];
+                assert!(
+                    tag.is_none_or(|t| r.has_tag(t)),
+                    "index lists {id} under {tag:?}"
+                );
             }
             for id in &sets.free {
                 assert!(sets.all.contains(id));
                 assert!(!resources[id].is_locked(), "locked {id} indexed as free");
             }
         }
+        assert_eq!(self.lab.all.len(), resources.len());
         for r in resources.values() {
-            for tag in &r.spec.tags {
-                let sets = &self.by_tag[tag];
-                assert!(sets.all.contains(&r.id));
-                assert_eq!(sets.free.contains(&r.id), !r.is_locked());
+            for set in r
+                .spec
+                .tags
+                .iter()
+                .map(|t| &self.by_tag[t])
+                .chain([&self.lab])
+            {
+                assert!(set.all.contains(&r.id));
+                assert_eq!(set.free.contains(&r.id), !r.is_locked());
             }
         }
     }

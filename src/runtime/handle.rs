@@ -11,8 +11,9 @@ use std::time::Duration;
 use tokio::sync::{Notify, broadcast};
 
 use crate::domain::{
-    Broker, Clock, DomainError, Event, Lease, LockToken, Resource, ResourceId, Selector, Timestamp,
-    Ttl,
+    Broker, Clock, DomainError, Event, Granted, Group, Lease, LockToken, Reservation,
+    ReservationId, ReservationRequest, ReservationStatus, Resource, ResourceId, Selector,
+    Timestamp, Ttl, WaitingFor,
 };
 
 /// A cheap, cloneable reference to the one broker of this process.
@@ -46,6 +47,40 @@ pub struct Grant {
     pub resource: Resource,
 }
 
+impl Grant {
+    fn new(b: &Broker, granted: Granted) -> Self {
+        Grant {
+            token: granted.token,
+            lease: granted.lease,
+            resource: b.resource(granted.resource).expect("just granted").clone(),
+        }
+    }
+}
+
+/// A reservation as it stands, with what the broker knows about its wait.
+#[derive(Clone, Debug)]
+pub struct ReservationSnapshot {
+    pub reservation: Reservation,
+    /// 1-based place in the queue; `None` unless pending.
+    pub position: Option<usize>,
+    /// Why it waits; `None` unless pending (and in lists).
+    pub waiting_for: Option<WaitingFor>,
+}
+
+impl ReservationSnapshot {
+    fn of(b: &Broker, id: ReservationId, now: Timestamp) -> Option<Self> {
+        let reservation = b.reservation(id)?.clone();
+        let position = (reservation.status == ReservationStatus::Pending)
+            .then(|| b.queue_order(now).position(|r| r == id).map(|p| p + 1))
+            .flatten();
+        Some(ReservationSnapshot {
+            waiting_for: b.waiting_for(id, now),
+            reservation,
+            position,
+        })
+    }
+}
+
 impl BrokerHandle {
     pub fn new(broker: Broker, clock: Arc<dyn Clock>) -> Self {
         BrokerHandle {
@@ -69,18 +104,93 @@ impl BrokerHandle {
 
     /// See [`Broker::lock`].
     pub fn lock(&self, id: ResourceId, ttl: Ttl) -> Result<Grant, DomainError> {
-        self.with_broker(|b, now| {
-            let (token, lease) = b.lock(id, ttl, now)?;
-            Ok(grant(b, id, token, lease))
-        })
+        self.with_broker(|b, now| b.lock(id, ttl, now).map(|g| Grant::new(b, g)))
     }
 
     /// See [`Broker::lock_matching`].
     pub fn lock_matching(&self, selector: &Selector, ttl: Ttl) -> Result<Grant, DomainError> {
         self.with_broker(|b, now| {
-            let (id, token, lease) = b.lock_matching(selector, ttl, now)?;
-            Ok(grant(b, id, token, lease))
+            b.lock_matching(selector, ttl, now)
+                .map(|g| Grant::new(b, g))
         })
+    }
+
+    /// See [`Broker::lock_groups`]: the grants, each with the index of its group.
+    pub fn lock_groups(
+        &self,
+        groups: &[Group],
+        ttl: Ttl,
+    ) -> Result<Vec<(usize, Grant)>, DomainError> {
+        self.with_broker(|b, now| {
+            let granted = b.lock_groups(groups, ttl, now)?;
+            Ok(granted
+                .into_iter()
+                .map(|(g, granted)| (g, Grant::new(b, granted)))
+                .collect())
+        })
+    }
+
+    /// See [`Broker::unlock_batch`].
+    pub fn unlock_batch(&self, tokens: &[String]) -> Result<Vec<ResourceId>, DomainError> {
+        self.with_broker(|b, now| b.unlock_batch(tokens, now))
+    }
+
+    /// See [`Broker::reserve`]: the reservation as it stands after creation (possibly
+    /// already fulfilled).
+    pub fn reserve(&self, request: ReservationRequest) -> Result<ReservationSnapshot, DomainError> {
+        self.with_broker(|b, now| {
+            let id = b.reserve(request, now)?;
+            Ok(ReservationSnapshot::of(b, id, now).expect("just created"))
+        })
+    }
+
+    /// One reservation as of now, with its queue position and why it waits.
+    pub fn reservation(&self, id: ReservationId) -> Result<ReservationSnapshot, DomainError> {
+        self.with_broker(|b, now| {
+            b.expire_due(now);
+            ReservationSnapshot::of(b, id, now).ok_or(DomainError::ReservationNotFound(id))
+        })
+    }
+
+    /// Every live reservation as of now: pending ones in queue order first, then the
+    /// others by creation. `waiting_for` is left out (see [`BrokerHandle::reservation`]).
+    pub fn reservations(&self) -> Vec<ReservationSnapshot> {
+        self.with_broker(|b, now| {
+            b.expire_due(now);
+            let mut out: Vec<ReservationSnapshot> = b
+                .queue_order(now)
+                .zip(1..)
+                .map(|(id, position)| ReservationSnapshot {
+                    reservation: b.reservation(id).expect("queued").clone(),
+                    position: Some(position),
+                    waiting_for: None,
+                })
+                .collect();
+            let mut others: Vec<&Reservation> = b
+                .reservations()
+                .filter(|r| r.status != ReservationStatus::Pending)
+                .collect();
+            others.sort_by_key(|r| r.seq);
+            out.extend(others.into_iter().map(|r| ReservationSnapshot {
+                reservation: r.clone(),
+                position: None,
+                waiting_for: None,
+            }));
+            out
+        })
+    }
+
+    /// See [`Broker::claim`].
+    pub fn claim(&self, id: ReservationId) -> Result<ReservationSnapshot, DomainError> {
+        self.with_broker(|b, now| {
+            b.claim(id, now)?;
+            Ok(ReservationSnapshot::of(b, id, now).expect("just claimed"))
+        })
+    }
+
+    /// See [`Broker::cancel`].
+    pub fn cancel(&self, id: ReservationId) -> Result<(), DomainError> {
+        self.with_broker(|b, now| b.cancel(id, now))
     }
 
     /// See [`Broker::unlock`].
@@ -165,15 +275,6 @@ impl BrokerHandle {
     }
 }
 
-fn grant(b: &Broker, id: ResourceId, token: LockToken, lease: Lease) -> Grant {
-    let resource = b.resource(id).expect("just granted").clone();
-    Grant {
-        token,
-        lease,
-        resource,
-    }
-}
-
 impl BrokerHandle {
     /// Fans events out, after the mutex is released: to the log, then to subscribers.
     /// Lock tokens are never part of an event, so nothing secret is logged or sent.
@@ -212,6 +313,26 @@ fn log(event: &Event) {
             deadline,
         } => {
             tracing::info!(resource = %resource, fencing = fencing.get(), deadline = %deadline, "lock expired")
+        }
+        Event::ReservationCreated { reservation, .. } => {
+            tracing::info!(reservation = %reservation, "reservation queued")
+        }
+        Event::ReservationFulfilled {
+            reservation,
+            resources,
+            ..
+        } => {
+            tracing::info!(reservation = %reservation, resources = ?resources.iter().map(|r| r.get()).collect::<Vec<_>>(), "reservation fulfilled")
+        }
+        Event::ReservationClaimed { reservation, .. } => {
+            tracing::info!(reservation = %reservation, "reservation claimed")
+        }
+        Event::ReservationEnded {
+            reservation,
+            reason,
+            ..
+        } => {
+            tracing::info!(reservation = %reservation, reason = reason.as_str(), "reservation ended")
         }
     }
 }

@@ -184,7 +184,7 @@ async fn lock_by_tags_returns_404_naming_the_tags_when_no_resource_has_them_all(
             json!({
                 "tags": tags,
                 "message": "No resource found matching the tag(s)",
-                "code": "no_tag_match",
+                "code": "no_match",
             }),
             "{why}"
         );

@@ -409,7 +409,7 @@ async fn lock_returns_a_json_413_when_the_body_is_too_large() {
             reply.expect_json(413),
             json!({
                 "limit": 262_144,
-                "message": "the request body must be at most 262144 bytes: a lock body is {\"ttl\": seconds}",
+                "message": "the request body must be at most 262144 bytes",
                 "code": "body_too_large",
             }),
             "{why}"

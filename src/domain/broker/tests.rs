@@ -62,7 +62,7 @@ fn resources_are_numbered_from_one_in_descriptor_order() {
 #[test]
 fn lock_grants_a_lease_from_now_for_the_ttl() {
     let mut b = lab();
-    let (token, lease) = b.lock(id(2), secs(30), T0).unwrap();
+    let Granted { token, lease, .. } = b.lock(id(2), secs(30), T0).unwrap();
     assert_eq!(lease.token, token);
     assert_eq!(lease.acquired_at, T0);
     assert_eq!(lease.expires_at, at(30_000));
@@ -74,7 +74,8 @@ fn lock_grants_a_lease_from_now_for_the_ttl() {
             resource: id(2),
             fencing: lease.fencing,
             at: T0,
-            expires_at: at(30_000)
+            expires_at: at(30_000),
+            reservation: None,
         }]
     );
     b.check_invariants();
@@ -119,7 +120,7 @@ fn already_locked_is_reported_before_ttl_above_max_as_in_1_0() {
 #[test]
 fn unlock_with_the_token_frees_the_resource() {
     let mut b = lab();
-    let (token, lease) = b.lock(id(1), secs(30), T0).unwrap();
+    let Granted { token, lease, .. } = b.lock(id(1), secs(30), T0).unwrap();
     b.drain_events();
     b.unlock(id(1), Some(&token.reveal()), at(5_000)).unwrap();
     assert_eq!(state(&b, 1), &LockState::Free(Released::Unlocked));
@@ -146,7 +147,7 @@ fn unlock_is_refused_for_unknown_free_wrong_or_missing_token() {
         b.unlock(id(1), Some("x"), T0).unwrap_err(),
         DomainError::NotLocked(id(1), TokenUse::Unlock)
     );
-    let (token, _) = b.lock(id(1), secs(30), T0).unwrap();
+    let Granted { token, .. } = b.lock(id(1), secs(30), T0).unwrap();
     let other = LockToken::generate().reveal();
     for (given, why) in [
         (Some(other.as_str()), "wrong"),
@@ -168,7 +169,7 @@ fn unlock_is_refused_for_unknown_free_wrong_or_missing_token() {
 #[test]
 fn a_token_unlocks_only_its_own_lock() {
     let mut b = lab();
-    let (first, _) = b.lock(id(1), secs(30), T0).unwrap();
+    let Granted { token: first, .. } = b.lock(id(1), secs(30), T0).unwrap();
     b.lock(id(2), secs(30), T0).unwrap();
     assert!(matches!(
         b.unlock(id(2), Some(&first.reveal()), T0),
@@ -186,7 +187,7 @@ fn a_token_unlocks_only_its_own_lock() {
 #[test]
 fn extend_sets_the_expiry_to_now_plus_additional_not_old_expiry_plus_additional() {
     let mut b = lab();
-    let (token, lease) = b.lock(id(1), secs(100), T0).unwrap();
+    let Granted { token, lease, .. } = b.lock(id(1), secs(100), T0).unwrap();
     b.drain_events();
     let extended = b
         .extend(id(1), Some(&token.reveal()), secs(50), at(10_000))
@@ -221,7 +222,7 @@ fn extend_sets_the_expiry_to_now_plus_additional_not_old_expiry_plus_additional(
 #[test]
 fn extend_is_refused_when_the_whole_lock_would_outlast_the_maximum() {
     let mut b = lab();
-    let (token, lease) = b.lock(id(4), secs(500), T0).unwrap();
+    let Granted { token, lease, .. } = b.lock(id(4), secs(500), T0).unwrap();
     // 400 s in, 200 more would make 600 s in all: exactly the maximum, allowed.
     let ok = b
         .extend(id(4), Some(&token.reveal()), secs(200), at(400_000))
@@ -272,7 +273,7 @@ fn extend_is_refused_for_unknown_free_or_wrong_token() {
 #[test]
 fn a_lock_expires_at_its_deadline_and_not_a_millisecond_before() {
     let mut b = lab();
-    let (_, lease) = b.lock(id(1), secs(30), T0).unwrap();
+    let Granted { lease, .. } = b.lock(id(1), secs(30), T0).unwrap();
     b.drain_events();
     b.expire_due(at(29_999));
     assert!(b.resource(id(1)).unwrap().is_locked(), "1 ms early");
@@ -308,9 +309,9 @@ fn a_late_sweep_records_the_deadline_not_the_sweep_time() {
 #[test]
 fn every_operation_first_expires_what_is_due() {
     let mut b = lab();
-    let (token, _) = b.lock(id(1), secs(30), T0).unwrap();
+    let Granted { token, .. } = b.lock(id(1), secs(30), T0).unwrap();
     // No sweep in between: the lock at 30 s finds the old lock gone.
-    let (_, relock) = b.lock(id(1), secs(30), at(30_000)).unwrap();
+    let Granted { lease: relock, .. } = b.lock(id(1), secs(30), at(30_000)).unwrap();
     assert_eq!(relock.acquired_at, at(30_000));
     // And the expired holder's token no longer unlocks or extends.
     assert!(matches!(
@@ -327,7 +328,7 @@ fn every_operation_first_expires_what_is_due() {
 #[test]
 fn an_extended_lock_expires_at_its_new_deadline_only() {
     let mut b = lab();
-    let (token, _) = b.lock(id(1), secs(10), T0).unwrap();
+    let Granted { token, .. } = b.lock(id(1), secs(10), T0).unwrap();
     b.extend(id(1), Some(&token.reveal()), secs(20), at(5_000))
         .unwrap();
     b.expire_due(at(10_000));
@@ -368,17 +369,21 @@ fn expiry_releases_every_due_lock_in_deadline_order_and_keeps_the_rest() {
 fn fencing_tokens_grow_with_every_grant_across_resources_and_relocks() {
     let mut b = lab();
     let mut seen = Vec::new();
-    let (t1, l1) = b.lock(id(1), secs(10), T0).unwrap();
+    let Granted {
+        token: t1,
+        lease: l1,
+        ..
+    } = b.lock(id(1), secs(10), T0).unwrap();
     seen.push(l1.fencing);
-    seen.push(b.lock(id(2), secs(10), T0).unwrap().1.fencing);
+    seen.push(b.lock(id(2), secs(10), T0).unwrap().lease.fencing);
     b.unlock(id(1), Some(&t1.reveal()), T0).unwrap();
-    seen.push(b.lock(id(1), secs(10), T0).unwrap().1.fencing);
+    seen.push(b.lock(id(1), secs(10), T0).unwrap().lease.fencing);
     b.expire_due(at(10_000));
-    seen.push(b.lock(id(2), secs(10), at(10_000)).unwrap().1.fencing);
+    seen.push(b.lock(id(2), secs(10), at(10_000)).unwrap().lease.fencing);
     seen.push(
         b.lock_matching(&tags(&["printer"]), secs(10), at(10_000))
             .unwrap()
-            .2
+            .lease
             .fencing,
     );
     let values: Vec<u64> = seen.iter().map(|f| f.get()).collect();
@@ -392,19 +397,25 @@ fn refused_requests_do_not_consume_fencing_tokens() {
     b.lock(id(1), secs(10), T0).unwrap();
     let _ = b.lock(id(1), secs(10), T0);
     let _ = b.lock(id(4), secs(9_999), T0);
-    assert_eq!(b.lock(id(2), secs(10), T0).unwrap().1.fencing.get(), 2);
+    assert_eq!(b.lock(id(2), secs(10), T0).unwrap().lease.fencing.get(), 2);
 }
 
 #[test]
 fn lock_by_tags_takes_the_lowest_free_id_carrying_every_tag() {
     let mut b = lab();
-    let (first, ..) = b.lock_matching(&tags(&["board"]), secs(10), T0).unwrap();
+    let Granted {
+        resource: first, ..
+    } = b.lock_matching(&tags(&["board"]), secs(10), T0).unwrap();
     assert_eq!(first, id(1));
-    let (second, ..) = b
+    let Granted {
+        resource: second, ..
+    } = b
         .lock_matching(&tags(&["arm", "board"]), secs(10), T0)
         .unwrap();
     assert_eq!(second, id(3), "board-2 is x86, board-1 is taken");
-    let (third, ..) = b.lock_matching(&tags(&["board"]), secs(10), T0).unwrap();
+    let Granted {
+        resource: third, ..
+    } = b.lock_matching(&tags(&["board"]), secs(10), T0).unwrap();
     assert_eq!(third, id(2));
     b.check_invariants();
 }
@@ -416,14 +427,14 @@ fn lock_by_tags_refuses_when_nothing_matches_or_every_match_is_locked() {
     assert_eq!(
         b.lock_matching(&Selector::Tags(arm_x86.clone()), secs(10), T0)
             .unwrap_err(),
-        DomainError::NoTagMatch(arm_x86),
+        DomainError::NoMatch(Criteria::Tags(arm_x86)),
         "both tags exist, but on no single resource"
     );
     let unknown = vec!["gpu".to_string()];
     assert_eq!(
         b.lock_matching(&Selector::Tags(unknown.clone()), secs(10), T0)
             .unwrap_err(),
-        DomainError::NoTagMatch(unknown)
+        DomainError::NoMatch(Criteria::Tags(unknown))
     );
     b.lock(id(1), secs(10), T0).unwrap();
     b.lock(id(3), secs(10), T0).unwrap();
@@ -431,10 +442,13 @@ fn lock_by_tags_refuses_when_nothing_matches_or_every_match_is_locked() {
     assert_eq!(
         b.lock_matching(&Selector::Tags(arm.clone()), secs(10), T0)
             .unwrap_err(),
-        DomainError::AllMatchesLocked(arm)
+        DomainError::AllMatchesLocked {
+            criteria: Criteria::Tags(arm),
+            held_for: vec![]
+        }
     );
     // Once one expires, it is found again.
-    let (got, ..) = b
+    let Granted { resource: got, .. } = b
         .lock_matching(&tags(&["arm"]), secs(10), at(10_000))
         .unwrap();
     assert_eq!(got, id(1));
@@ -444,7 +458,7 @@ fn lock_by_tags_refuses_when_nothing_matches_or_every_match_is_locked() {
 #[test]
 fn lock_by_name_and_by_id_pick_exactly_that_resource() {
     let mut b = lab();
-    let (got, ..) = b
+    let Granted { resource: got, .. } = b
         .lock_matching(&Selector::Name("board-3".into()), secs(10), T0)
         .unwrap();
     assert_eq!(got, id(3));
@@ -458,7 +472,8 @@ fn lock_by_name_and_by_id_pick_exactly_that_resource() {
             .unwrap_err(),
         DomainError::NameNotFound("nope".into())
     );
-    let (got, ..) = b.lock_matching(&Selector::Id(id(2)), secs(10), T0).unwrap();
+    let Granted { resource: got, .. } =
+        b.lock_matching(&Selector::Id(id(2)), secs(10), T0).unwrap();
     assert_eq!(got, id(2));
     assert_eq!(
         b.lock_matching(&Selector::Id(id(7)), secs(10), T0)

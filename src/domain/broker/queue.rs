@@ -1,0 +1,527 @@
+//! Reservations and the serving of the queue.
+//!
+//! # Serving
+//!
+//! [`Broker::serve_queue`] walks the pending reservations in serving order (priority with
+//! aging, FIFO among equals; `domain/queue.rs`) over the free resources:
+//!
+//! - a reservation whose every group can be allocated from the free resources not yet
+//!   taken in this walk is fulfilled: its locks are granted, with their TTL starting now;
+//! - one that cannot *holds* the free resources that match it (up to the quantity of each
+//!   group), so that later or smaller requests cannot keep taking them: this is what
+//!   keeps a request for 3 boards from starving behind a stream of requests for 1;
+//! - free resources that no earlier reservation can use go to later ones (backfill).
+//!
+//! Holds bind direct locks too: a held resource is refused to `lock` with a message
+//! naming the reservation. The walk stops as soon as every free resource is taken or
+//! held, so a release with 10 000 waiters costs what the first few waiters cost.
+//!
+//! Serving is triggered by whatever may let a waiter in: a release (unlock, expiry, an
+//! unclaimed reservation running out), a new or ended reservation, and a change of queue
+//! order through aging. It runs inside the operation that caused it; nothing polls.
+//! After serving, serving again changes nothing ([`Broker::is_settled`]).
+
+use std::collections::{HashMap, HashSet};
+
+use super::*;
+use crate::domain::reservation::{Allocation, Priority, ReservationRequest, ReservationStatus};
+
+/// Why a pending reservation waits, group by group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WaitingFor {
+    pub groups: Vec<GroupWait>,
+    /// When enough of the locks now held will have expired to serve it, if locks alone
+    /// stand in the way (ignores early unlocks and reservations ahead).
+    pub estimated_available_at: Option<Timestamp>,
+}
+
+/// One group's view of the resources it could use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupWait {
+    pub quantity: u32,
+    /// Resources meeting the criteria and allowing the reservation's TTL.
+    pub matching: usize,
+    pub locked: usize,
+    /// The earliest expiry among the locked ones.
+    pub next_release_at: Option<Timestamp>,
+    /// Free, but held for (or about to be served to) reservations ahead in the queue.
+    pub held_for_earlier: usize,
+    /// Out of service (maintenance). Always 0 until maintenance exists.
+    pub unavailable: usize,
+    /// Free and not held: usable by this reservation now.
+    pub free: usize,
+}
+
+/// What one walk of the queue decided.
+#[derive(Debug, Default)]
+struct Plan {
+    fulfil: Vec<(ReservationId, Vec<(usize, ResourceId)>)>,
+    holds: HashMap<ResourceId, ReservationId>,
+    /// Every free resource the walk gave out: allocated or held.
+    taken: HashSet<ResourceId>,
+}
+
+impl Broker {
+    /// Queues a reservation; it is fulfilled at once if its resources are free. Returns
+    /// its id; read it back with [`Broker::reservation`].
+    ///
+    /// # Errors
+    /// `NoMatch` when a group matches nothing, `Unsatisfiable` when the request could never
+    /// be served (too few resources match, or allow the TTL).
+    pub fn reserve(
+        &mut self,
+        request: ReservationRequest,
+        now: Timestamp,
+    ) -> Result<ReservationId, DomainError> {
+        self.expire_due(now);
+        self.check_satisfiable(&request.groups, request.ttl)?;
+        let id = ReservationId::generate();
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let reservation = Reservation {
+            id,
+            seq,
+            created_at: now,
+            expires_at: deadline(now, request.max_wait),
+            status: ReservationStatus::Pending,
+            fulfilled_at: None,
+            claim_expires_at: None,
+            claimed_at: None,
+            allocations: Vec::new(),
+            request,
+        };
+        self.queue
+            .insert(reservation.request.priority, seq, id, now);
+        self.deadlines
+            .insert((reservation.expires_at, Due::ReservationWait(id)));
+        if reservation.request.priority > Priority::HIGHEST {
+            self.schedule_aging(id, deadline_after(now, self.policy.aging));
+        }
+        self.reservations.insert(id, reservation);
+        self.events.push(Event::ReservationCreated {
+            reservation: id,
+            at: now,
+        });
+        self.queue_dirty = true;
+        self.serve_queue_if_dirty(now);
+        Ok(id)
+    }
+
+    /// Confirms a fulfilled reservation: its locks are now the caller's to use and unlock.
+    ///
+    /// # Errors
+    /// `ReservationNotFound`; `ClaimWindowOver` when it was not claimed in time;
+    /// `ReservationWrongState` when pending or already claimed.
+    pub fn claim(
+        &mut self,
+        id: ReservationId,
+        now: Timestamp,
+    ) -> Result<&Reservation, DomainError> {
+        self.expire_due(now);
+        let Some(reservation) = self.reservations.get_mut(&id) else {
+            return Err(match self.ended.get(&id) {
+                Some((EndReason::ClaimExpired, _)) => DomainError::ClaimWindowOver(id),
+                _ => DomainError::ReservationNotFound(id),
+            });
+        };
+        if reservation.status != ReservationStatus::Fulfilled {
+            return Err(DomainError::ReservationWrongState {
+                id,
+                status: reservation.status,
+            });
+        }
+        let window = reservation
+            .claim_expires_at
+            .expect("a fulfilled reservation has a claim window");
+        reservation.status = ReservationStatus::Claimed;
+        reservation.claimed_at = Some(now);
+        self.deadlines.remove(&(window, Due::ClaimWindow(id)));
+        self.events.push(Event::ReservationClaimed {
+            reservation: id,
+            at: now,
+        });
+        Ok(&self.reservations[&id])
+    }
+
+    /// Withdraws a pending reservation.
+    ///
+    /// # Errors
+    /// `ReservationNotFound`; `ReservationWrongState` once fulfilled or claimed (as in 1.0:
+    /// unlock its resources instead).
+    pub fn cancel(&mut self, id: ReservationId, now: Timestamp) -> Result<(), DomainError> {
+        self.expire_due(now);
+        let reservation = self
+            .reservations
+            .get(&id)
+            .ok_or(DomainError::ReservationNotFound(id))?;
+        if reservation.status != ReservationStatus::Pending {
+            return Err(DomainError::ReservationWrongState {
+                id,
+                status: reservation.status,
+            });
+        }
+        self.end_reservation(id, EndReason::Cancelled, now);
+        self.serve_queue_if_dirty(now);
+        Ok(())
+    }
+
+    pub fn reservation(&self, id: ReservationId) -> Option<&Reservation> {
+        self.reservations.get(&id)
+    }
+
+    /// Every live reservation, in no particular order.
+    pub fn reservations(&self) -> impl ExactSizeIterator<Item = &Reservation> {
+        self.reservations.values()
+    }
+
+    /// How and when a recently ended reservation ended.
+    pub fn ended(&self, id: ReservationId) -> Option<(EndReason, Timestamp)> {
+        self.ended.get(&id).copied()
+    }
+
+    /// The pending reservations in serving order at `now` (1.0 `position_in_queue` is the
+    /// 1-based index in this order).
+    pub fn queue_order(&self, now: Timestamp) -> impl Iterator<Item = ReservationId> + '_ {
+        self.queue.in_order(now, self.policy.aging)
+    }
+
+    /// How many reservations wait.
+    pub fn queue_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Why pending reservation `id` waits; `None` if it is not pending.
+    pub fn waiting_for(&self, id: ReservationId, now: Timestamp) -> Option<WaitingFor> {
+        let reservation = self.reservations.get(&id)?;
+        if reservation.status != ReservationStatus::Pending {
+            return None;
+        }
+        let ahead = self.plan(now, Some(id)).taken;
+        let ttl = reservation.request.ttl;
+        let mut estimate = Some(now);
+        let groups = reservation
+            .request
+            .groups
+            .iter()
+            .map(|group| {
+                let mut wait = GroupWait {
+                    quantity: group.quantity,
+                    matching: 0,
+                    locked: 0,
+                    next_release_at: None,
+                    held_for_earlier: 0,
+                    unavailable: 0,
+                    free: 0,
+                };
+                let mut expiries = Vec::new();
+                for r in self.matching(&group.criteria, Pool::All) {
+                    if r.spec.max_lock_duration < ttl {
+                        continue;
+                    }
+                    wait.matching += 1;
+                    match r.lease() {
+                        Some(lease) => expiries.push(lease.expires_at),
+                        None if ahead.contains(&r.id) => wait.held_for_earlier += 1,
+                        None => wait.free += 1,
+                    }
+                }
+                expiries.sort_unstable();
+                wait.locked = expiries.len();
+                wait.next_release_at = expiries.first().copied();
+                let missing = (group.quantity as usize).saturating_sub(wait.free);
+                let group_estimate = match missing {
+                    0 => Some(now),
+                    n => expiries.get(n - 1).copied(),
+                };
+                estimate = estimate.zip(group_estimate).map(|(a, b)| a.max(b));
+                wait
+            })
+            .collect();
+        Some(WaitingFor {
+            groups,
+            estimated_available_at: estimate,
+        })
+    }
+
+    /// Whether serving the queue now would change nothing: no waiter could be fulfilled
+    /// and the holds are as they should be (test support).
+    pub fn is_settled(&self, now: Timestamp) -> bool {
+        let plan = self.plan(now, None);
+        plan.fulfil.is_empty() && plan.holds == self.held
+    }
+
+    pub(super) fn serve_queue_if_dirty(&mut self, now: Timestamp) {
+        if self.queue_dirty {
+            self.serve_queue(now);
+        }
+    }
+
+    /// Fulfils every reservation the free resources allow, in queue order, and records
+    /// the holds of those that must still wait.
+    fn serve_queue(&mut self, now: Timestamp) {
+        self.queue_dirty = false;
+        let plan = self.plan(now, None);
+        self.held = plan.holds;
+        for (id, chosen) in plan.fulfil {
+            self.fulfil(id, chosen, now);
+        }
+    }
+
+    /// Walks the queue in order (up to `stop_before`, if given) and decides who is served
+    /// and what is held. Changes nothing.
+    fn plan(&self, now: Timestamp, stop_before: Option<ReservationId>) -> Plan {
+        let mut plan = Plan::default();
+        let free = self.tags.free_len();
+        for id in self.queue_order(now) {
+            if plan.taken.len() >= free || Some(id) == stop_before {
+                break;
+            }
+            let request = &self.reservations[&id].request;
+            let chosen = self.allocate(&request.groups, request.ttl, Pool::Free, |r| {
+                !plan.taken.contains(&r)
+            });
+            match chosen {
+                Ok(chosen) => {
+                    plan.taken.extend(chosen.iter().map(|&(_, r)| r));
+                    plan.fulfil.push((id, chosen));
+                }
+                Err(shortfall) => {
+                    for (list, group) in shortfall.candidates.iter().zip(&request.groups) {
+                        for &r in list.iter().take(group.quantity as usize) {
+                            if plan.taken.insert(r) {
+                                plan.holds.insert(r, id);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        plan
+    }
+
+    fn fulfil(&mut self, id: ReservationId, chosen: Vec<(usize, ResourceId)>, now: Timestamp) {
+        let reservation = &self.reservations[&id];
+        let (ttl, priority, seq, expires_at, auto_claim) = (
+            reservation.request.ttl,
+            reservation.request.priority,
+            reservation.seq,
+            reservation.expires_at,
+            reservation.request.auto_claim,
+        );
+        self.queue.remove(priority, seq);
+        self.deadlines
+            .remove(&(expires_at, Due::ReservationWait(id)));
+        self.unschedule_aging(id);
+        let allocations: Vec<Allocation> = chosen
+            .into_iter()
+            .map(|(group, resource)| {
+                let granted = self
+                    .grant(resource, ttl, now, Some(id))
+                    .expect("planned from free resources allowing the ttl");
+                Allocation {
+                    group,
+                    resource,
+                    token: granted.token,
+                }
+            })
+            .collect();
+        let resources = allocations.iter().map(|a| a.resource).collect();
+        let claim_window = deadline_after(now, self.policy.claim_window);
+        let reservation = self
+            .reservations
+            .get_mut(&id)
+            .expect("planned from the queue");
+        reservation.allocations = allocations;
+        reservation.fulfilled_at = Some(now);
+        if auto_claim {
+            reservation.status = ReservationStatus::Claimed;
+            reservation.claimed_at = Some(now);
+        } else {
+            reservation.status = ReservationStatus::Fulfilled;
+            reservation.claim_expires_at = Some(claim_window);
+            self.deadlines.insert((claim_window, Due::ClaimWindow(id)));
+        }
+        self.events.push(Event::ReservationFulfilled {
+            reservation: id,
+            resources,
+            at: now,
+        });
+        if auto_claim {
+            self.events.push(Event::ReservationClaimed {
+                reservation: id,
+                at: now,
+            });
+        }
+    }
+
+    /// Removes reservation `id` for `reason`, with everything that belongs to it: its place
+    /// in the queue, its deadlines, its holds and, when its claim window ran out, its locks.
+    pub(super) fn end_reservation(&mut self, id: ReservationId, reason: EndReason, now: Timestamp) {
+        let Some(reservation) = self.reservations.remove(&id) else {
+            return;
+        };
+        match reservation.status {
+            ReservationStatus::Pending => {
+                self.queue
+                    .remove(reservation.request.priority, reservation.seq);
+                self.deadlines
+                    .remove(&(reservation.expires_at, Due::ReservationWait(id)));
+                self.unschedule_aging(id);
+            }
+            ReservationStatus::Fulfilled => {
+                let window = reservation.claim_expires_at.expect("fulfilled");
+                self.deadlines.remove(&(window, Due::ClaimWindow(id)));
+            }
+            ReservationStatus::Claimed => {}
+        }
+        for allocation in &reservation.allocations {
+            let lease = self.resources[&allocation.resource].lease();
+            if let Some(lease) = lease.filter(|l| l.reservation == Some(id)).cloned() {
+                self.unlock_held(allocation.resource, &lease, now);
+            }
+        }
+        self.remember_ended(id, reason, now);
+        self.events.push(Event::ReservationEnded {
+            reservation: id,
+            reason,
+            at: now,
+        });
+        self.queue_dirty = true;
+    }
+
+    /// A lock granted to reservation `id` was released: the reservation ends with its last.
+    pub(super) fn on_reservation_lock_released(&mut self, id: ReservationId, now: Timestamp) {
+        let Some(reservation) = self.reservations.get(&id) else {
+            return; // ending: end_reservation is releasing its locks
+        };
+        let any_left = reservation.allocations.iter().any(|a| {
+            self.resources[&a.resource]
+                .lease()
+                .is_some_and(|l| l.reservation == Some(id))
+        });
+        if !any_left {
+            self.end_reservation(id, EndReason::Released, now);
+        }
+    }
+
+    /// Aging step at `at`: the queue order may change. Schedules the next step while the
+    /// reservation can still improve.
+    pub(super) fn age(&mut self, id: ReservationId, at: Timestamp) {
+        self.aging.remove(&id);
+        let reservation = &self.reservations[&id];
+        if reservation.effective_priority(at, self.policy.aging) > Priority::HIGHEST {
+            self.schedule_aging(id, deadline_after(at, self.policy.aging));
+        }
+        self.queue_dirty = true;
+    }
+
+    fn schedule_aging(&mut self, id: ReservationId, at: Timestamp) {
+        self.aging.insert(id, at);
+        self.deadlines.insert((at, Due::Aging(id)));
+    }
+
+    fn unschedule_aging(&mut self, id: ReservationId) {
+        if let Some(at) = self.aging.remove(&id) {
+            self.deadlines.remove(&(at, Due::Aging(id)));
+        }
+    }
+
+    fn remember_ended(&mut self, id: ReservationId, reason: EndReason, now: Timestamp) {
+        if self.ended_order.len() == ENDED_MEMORY
+            && let Some(oldest) = self.ended_order.pop_front()
+        {
+            self.ended.remove(&oldest);
+        }
+        self.ended_order.push_back(id);
+        self.ended.insert(id, (reason, now));
+    }
+
+    /// The reservation half of [`Broker::check_invariants`]; adds the deadlines the
+    /// reservations account for to `expected`.
+    pub(super) fn check_reservations(&self, expected: &mut BTreeSet<(Timestamp, Due)>) {
+        let mut pending = 0;
+        let mut allocated = HashSet::new();
+        for r in self.reservations.values() {
+            match r.status {
+                ReservationStatus::Pending => {
+                    pending += 1;
+                    assert!(r.allocations.is_empty());
+                    expected.insert((r.expires_at, Due::ReservationWait(r.id)));
+                    if let Some(&at) = self.aging.get(&r.id) {
+                        expected.insert((at, Due::Aging(r.id)));
+                    }
+                }
+                ReservationStatus::Fulfilled => {
+                    expected.insert((
+                        r.claim_expires_at.expect("fulfilled"),
+                        Due::ClaimWindow(r.id),
+                    ));
+                }
+                ReservationStatus::Claimed => assert!(r.claimed_at.is_some()),
+            }
+            if r.status != ReservationStatus::Pending {
+                let wanted: u32 = r.request.groups.iter().map(|g| g.quantity).sum();
+                assert_eq!(
+                    r.allocations.len(),
+                    wanted as usize,
+                    "{}: allocated in full",
+                    r.id
+                );
+                let mut live = 0;
+                for a in &r.allocations {
+                    assert!(
+                        r.request.groups[a.group]
+                            .criteria
+                            .matches(&self.resources[&a.resource]),
+                        "{}: {} does not match its group",
+                        r.id,
+                        a.resource
+                    );
+                    if self.resources[&a.resource]
+                        .lease()
+                        .is_some_and(|l| l.reservation == Some(r.id))
+                    {
+                        assert!(
+                            allocated.insert(a.resource),
+                            "{} granted to two reservations",
+                            a.resource
+                        );
+                        live += 1;
+                    }
+                }
+                assert!(
+                    live > 0,
+                    "{}: a reservation with no lock left has ended",
+                    r.id
+                );
+            }
+        }
+        assert_eq!(
+            self.queue.len(),
+            pending,
+            "the queue holds exactly the pending"
+        );
+        assert!(
+            self.aging
+                .keys()
+                .all(|id| self.reservations[id].status == ReservationStatus::Pending)
+        );
+        for (resource, holder) in &self.held {
+            assert!(
+                !self.resources[resource].is_locked(),
+                "held {resource} is locked"
+            );
+            assert_eq!(
+                self.reservations.get(holder).map(|r| r.status),
+                Some(ReservationStatus::Pending),
+                "{resource} is held for a reservation that does not wait"
+            );
+        }
+    }
+}
+
+/// `now + d`; `d` is a configured duration, far below Timestamp's range.
+fn deadline_after(now: Timestamp, d: Duration) -> Timestamp {
+    now.checked_add(d)
+        .expect("a configured duration is far below Timestamp's range")
+}
