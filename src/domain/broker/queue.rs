@@ -525,3 +525,6 @@ fn deadline_after(now: Timestamp, d: Duration) -> Timestamp {
     now.checked_add(d)
         .expect("a configured duration is far below Timestamp's range")
 }
+
+#[cfg(test)]
+mod tests;

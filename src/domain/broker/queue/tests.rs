@@ -1,0 +1,830 @@
+//! Queue tests: reservations, holds, N-of-M, expiry of each kind, with explicit time.
+
+use std::time::Duration;
+
+use super::*;
+use crate::domain::expr::Expr;
+use crate::domain::reservation::Priority;
+
+const T0: Timestamp = Timestamp::from_millis(1_764_000_000_000);
+
+fn at(secs: u64) -> Timestamp {
+    T0.checked_add(Duration::from_secs(secs)).unwrap()
+}
+
+fn secs(s: u64) -> Ttl {
+    Ttl::from_secs(s).unwrap()
+}
+
+fn id(n: u32) -> ResourceId {
+    ResourceId::new(n)
+}
+
+fn tags(t: &[&str]) -> Criteria {
+    Criteria::Tags(t.iter().map(|s| s.to_string()).collect())
+}
+
+fn group(t: &[&str], quantity: u32) -> Group {
+    Group {
+        criteria: tags(t),
+        quantity,
+    }
+}
+
+/// A request for `quantity` resources with every tag of `t`: priority 5, ttl 600 s,
+/// waiting up to an hour.
+fn request(t: &[&str], quantity: u32) -> ReservationRequest {
+    ReservationRequest {
+        groups: vec![group(t, quantity)],
+        priority: Priority::DEFAULT,
+        ttl: secs(600),
+        max_wait: secs(3_600),
+        auto_claim: false,
+    }
+}
+
+fn with_priority(mut r: ReservationRequest, level: u64) -> ReservationRequest {
+    r.priority = Priority::new(level).unwrap();
+    r
+}
+
+/// 1-4 boards [board, dut] (1, 2 arm; 3, 4 x86), 5 psu [psu], 6 printer [printer, flaky].
+fn lab() -> Broker {
+    Broker::new([
+        ResourceSpec::named("arm-1").with_tags(&["board", "dut", "arm"]),
+        ResourceSpec::named("arm-2").with_tags(&["board", "dut", "arm"]),
+        ResourceSpec::named("x86-1").with_tags(&["board", "dut", "x86"]),
+        ResourceSpec::named("x86-2").with_tags(&["board", "dut", "x86"]),
+        ResourceSpec::named("psu").with_tags(&["psu"]),
+        ResourceSpec::named("printer").with_tags(&["printer", "flaky"]),
+    ])
+}
+
+fn status(b: &Broker, r: ReservationId) -> ReservationStatus {
+    b.reservation(r).expect("live").status
+}
+
+fn resources_of(b: &Broker, r: ReservationId) -> Vec<u32> {
+    b.reservation(r)
+        .unwrap()
+        .allocations
+        .iter()
+        .map(|a| a.resource.get())
+        .collect()
+}
+
+fn lock_all(b: &mut Broker, ids: &[u32], ttl: u64, now: Timestamp) -> Vec<LockToken> {
+    ids.iter()
+        .map(|&n| b.lock(id(n), secs(ttl), now).unwrap().token)
+        .collect()
+}
+
+fn settled(b: &Broker, now: Timestamp) {
+    b.check_invariants();
+    assert!(b.is_settled(now), "serving again would change something");
+}
+
+#[test]
+fn a_reservation_whose_resources_are_free_is_fulfilled_at_once() {
+    let mut b = lab();
+    let r = b.reserve(request(&["arm"], 2), T0).unwrap();
+
+    let res = b.reservation(r).unwrap();
+    assert_eq!(res.status, ReservationStatus::Fulfilled);
+    assert_eq!(resources_of(&b, r), [1, 2]);
+    assert_eq!(res.fulfilled_at, Some(T0));
+    assert_eq!(res.claim_expires_at, Some(at(60)));
+    for a in &res.allocations {
+        let lease = b.resource(a.resource).unwrap().lease().unwrap();
+        assert_eq!(lease.token, a.token);
+        assert_eq!(lease.reservation, Some(r));
+        assert_eq!(lease.expires_at, at(600));
+    }
+    let events = b.drain_events();
+    assert!(matches!(events[0], Event::ReservationCreated { reservation, .. } if reservation == r));
+    assert!(
+        matches!(events[1], Event::Locked { resource, reservation: Some(_), .. } if resource == id(1))
+    );
+    assert!(
+        matches!(&events[3], Event::ReservationFulfilled { reservation, resources, .. }
+        if *reservation == r && resources == &[id(1), id(2)])
+    );
+    settled(&b, T0);
+}
+
+#[test]
+fn a_waiting_reservation_is_served_by_the_unlock_that_frees_its_resource() {
+    let mut b = lab();
+    let tokens = lock_all(&mut b, &[1, 2], 600, T0);
+    let r = b.reserve(request(&["arm"], 1), T0).unwrap();
+    assert_eq!(status(&b, r), ReservationStatus::Pending);
+    assert_eq!(b.queue_order(T0).collect::<Vec<_>>(), [r]);
+
+    b.unlock(id(2), Some(&tokens[1].reveal()), at(100)).unwrap();
+
+    assert_eq!(status(&b, r), ReservationStatus::Fulfilled);
+    assert_eq!(resources_of(&b, r), [2]);
+    let lease = b.resource(id(2)).unwrap().lease().unwrap().clone();
+    assert_eq!(lease.acquired_at, at(100), "the TTL starts at fulfilment");
+    assert_eq!(lease.expires_at, at(700));
+    assert_eq!(b.queue_len(), 0);
+    settled(&b, at(100));
+}
+
+#[test]
+fn an_expiring_lock_serves_the_queue_at_its_deadline_even_when_swept_late() {
+    let mut b = lab();
+    lock_all(&mut b, &[1, 2], 30, T0);
+    let r = b.reserve(request(&["arm"], 1), T0).unwrap();
+
+    b.expire_due(at(80)); // the timer was late; the state is as if it had not been
+
+    let res = b.reservation(r).unwrap();
+    assert_eq!(res.fulfilled_at, Some(at(30)));
+    assert_eq!(resources_of(&b, r), [1]);
+    assert_eq!(
+        b.resource(id(1)).unwrap().lease().unwrap().expires_at,
+        at(630)
+    );
+    assert_eq!(res.claim_expires_at, Some(at(90)));
+    settled(&b, at(80));
+    // Swept later still, the unclaimed reservation ran out at its window's end.
+    b.expire_due(at(500));
+    assert_eq!(b.ended(r), Some((EndReason::ClaimExpired, at(90))));
+}
+
+#[test]
+fn reservations_are_served_by_priority_then_in_order_of_creation() {
+    let mut b = lab();
+    let tokens = lock_all(&mut b, &[5], 600, T0);
+    let low = b
+        .reserve(with_priority(request(&["psu"], 1), 9), T0)
+        .unwrap();
+    let first = b.reserve(request(&["psu"], 1), at(1)).unwrap();
+    let second = b.reserve(request(&["psu"], 1), at(2)).unwrap();
+    let urgent = b
+        .reserve(with_priority(request(&["psu"], 1), 1), at(3))
+        .unwrap();
+    assert_eq!(
+        b.queue_order(at(4)).collect::<Vec<_>>(),
+        [urgent, first, second, low]
+    );
+
+    b.unlock(id(5), Some(&tokens[0].reveal()), at(10)).unwrap();
+    assert_eq!(status(&b, urgent), ReservationStatus::Fulfilled);
+    assert_eq!(
+        b.queue_order(at(10)).collect::<Vec<_>>(),
+        [first, second, low]
+    );
+    settled(&b, at(10));
+}
+
+#[test]
+fn aging_lets_an_old_low_priority_reservation_overtake_newcomers() {
+    let mut b = lab();
+    let tokens = lock_all(&mut b, &[5], 86_000, T0);
+    let mut long_wait = with_priority(request(&["psu"], 1), 10);
+    long_wait.max_wait = secs(86_400);
+    let old = b.reserve(long_wait, T0).unwrap();
+    // Nine aging periods later it has reached level 1; a newcomer at level 1 comes after.
+    let newcomer = b
+        .reserve(with_priority(request(&["psu"], 1), 1), at(2_700))
+        .unwrap();
+    assert_eq!(
+        b.queue_order(at(2_700)).collect::<Vec<_>>(),
+        [old, newcomer]
+    );
+
+    b.unlock(id(5), Some(&tokens[0].reveal()), at(2_701))
+        .unwrap();
+    assert_eq!(status(&b, old), ReservationStatus::Fulfilled);
+    assert_eq!(status(&b, newcomer), ReservationStatus::Pending);
+    settled(&b, at(2_701));
+}
+
+#[test]
+fn a_waiting_reservation_holds_the_free_resources_it_matches() {
+    let mut b = lab();
+    lock_all(&mut b, &[1], 600, T0);
+    let big = b.reserve(request(&["arm"], 2), T0).unwrap();
+    assert_eq!(status(&b, big), ReservationStatus::Pending);
+    assert_eq!(b.held_for(id(2)), Some(big));
+
+    // Neither a direct lock nor a later reservation may take the held board.
+    assert_eq!(
+        b.lock(id(2), secs(60), at(1)).unwrap_err(),
+        DomainError::HeldForReservation {
+            id: id(2),
+            reservation: big
+        }
+    );
+    assert_eq!(
+        b.lock_matching(&Selector::Tags(vec!["arm".into()]), secs(60), at(1))
+            .unwrap_err(),
+        DomainError::AllMatchesLocked {
+            criteria: tags(&["arm"]),
+            held_for: vec![big]
+        }
+    );
+    let small = b.reserve(request(&["arm"], 1), at(2)).unwrap();
+    assert_eq!(status(&b, small), ReservationStatus::Pending);
+    // Boards it does not match stay free for everyone (backfill).
+    assert!(
+        b.lock_matching(&Selector::Tags(vec!["board".into()]), secs(60), at(3))
+            .is_ok()
+    );
+    settled(&b, at(3));
+}
+
+#[test]
+fn free_resources_no_earlier_waiter_can_use_are_served_to_later_ones() {
+    let mut b = lab();
+    lock_all(&mut b, &[1, 2], 600, T0);
+    let arm = b.reserve(request(&["arm"], 2), T0).unwrap();
+    let x86 = b.reserve(request(&["x86"], 2), at(1)).unwrap();
+    assert_eq!(status(&b, arm), ReservationStatus::Pending);
+    assert_eq!(status(&b, x86), ReservationStatus::Fulfilled);
+    assert_eq!(resources_of(&b, x86), [3, 4]);
+    settled(&b, at(1));
+}
+
+#[test]
+fn a_three_board_reservation_is_served_while_single_requests_keep_arriving() {
+    let mut b = lab();
+    let mut now = T0;
+    // Every board is busy; each frees in turn while one-board requests and direct locks
+    // keep arriving. Without holds, each freed board would go to a newcomer.
+    let mut tokens = lock_all(&mut b, &[1, 2, 3, 4], 600, now);
+    let big = b.reserve(request(&["board"], 3), now).unwrap();
+    let mut newcomers = Vec::new();
+    for board in 0..3 {
+        now = at(10 * (board + 1));
+        newcomers.push(b.reserve(request(&["board"], 1), now).unwrap());
+        let lock = b.lock_matching(&Selector::Tags(vec!["board".into()]), secs(60), now);
+        assert!(lock.is_err(), "a direct lock cannot take a held board");
+        let token = tokens.remove(0);
+        b.unlock(id(board as u32 + 1), Some(&token.reveal()), now)
+            .unwrap();
+        b.check_invariants();
+    }
+    assert_eq!(status(&b, big), ReservationStatus::Fulfilled);
+    assert_eq!(resources_of(&b, big), [1, 2, 3]);
+    assert!(
+        newcomers
+            .iter()
+            .all(|&n| status(&b, n) == ReservationStatus::Pending)
+    );
+    settled(&b, now);
+}
+
+#[test]
+fn groups_are_granted_together_without_overlap() {
+    let mut b = lab();
+    let mut req = request(&["dut"], 2);
+    req.groups.push(Group {
+        criteria: Criteria::Expr(Expr::parse("arm && board").unwrap()),
+        quantity: 1,
+    });
+    req.groups.push(group(&["psu"], 1));
+    let r = b.reserve(req, T0).unwrap();
+
+    let allocations = &b.reservation(r).unwrap().allocations;
+    let by_group: Vec<(usize, u32)> = allocations
+        .iter()
+        .map(|a| (a.group, a.resource.get()))
+        .collect();
+    // Greedy would give both arm boards to group 0 and leave group 1 without one.
+    assert_eq!(by_group, [(0, 2), (0, 3), (1, 1), (2, 5)]);
+    settled(&b, T0);
+}
+
+#[test]
+fn label_expressions_select_what_they_describe() {
+    let mut b = lab();
+    let expr = Criteria::Expr(Expr::parse("board && !arm").unwrap());
+    let r = b
+        .reserve(
+            ReservationRequest {
+                groups: vec![Group {
+                    criteria: expr,
+                    quantity: 2,
+                }],
+                ..request(&["board"], 1)
+            },
+            T0,
+        )
+        .unwrap();
+    assert_eq!(resources_of(&b, r), [3, 4]);
+    let granted = b
+        .lock_matching(
+            &Selector::Expr(Expr::parse("!flaky && (psu || printer)").unwrap()),
+            secs(5),
+            T0,
+        )
+        .unwrap();
+    assert_eq!(granted.resource, id(5));
+}
+
+#[test]
+fn reservations_that_could_never_be_served_are_refused() {
+    let mut b = lab();
+    assert_eq!(
+        b.reserve(request(&["gpu"], 1), T0).unwrap_err(),
+        DomainError::NoMatch(tags(&["gpu"]))
+    );
+    assert!(matches!(
+        b.reserve(request(&["arm"], 3), T0).unwrap_err(),
+        DomainError::Unsatisfiable {
+            wanted: 3,
+            matching: 2,
+            eligible: 2,
+            ..
+        }
+    ));
+    let mut b = Broker::new([
+        ResourceSpec::named("short")
+            .with_tags(&["t"])
+            .with_max_lock_duration(secs(60)),
+        ResourceSpec::named("long").with_tags(&["t"]),
+    ]);
+    assert!(
+        matches!(
+            b.reserve(request(&["t"], 2), T0).unwrap_err(),
+            DomainError::Unsatisfiable {
+                wanted: 2,
+                matching: 2,
+                eligible: 1,
+                ..
+            }
+        ),
+        "a 600 s ttl is too long for one of them"
+    );
+    // Two groups that each fit, but not together.
+    let mut req = request(&["t"], 1);
+    req.groups.push(group(&["t"], 2));
+    req.ttl = secs(30);
+    assert!(matches!(
+        b.reserve(req, T0).unwrap_err(),
+        DomainError::Unsatisfiable { .. }
+    ));
+    assert_eq!(b.queue_len(), 0);
+    b.check_invariants();
+}
+
+#[test]
+fn a_pending_reservation_expires_after_its_wait_and_its_holds_go_to_the_next() {
+    let mut b = lab();
+    lock_all(&mut b, &[1], 600, T0);
+    let mut impatient = request(&["arm"], 2);
+    impatient.max_wait = secs(100);
+    let big = b.reserve(impatient, T0).unwrap();
+    let small = b.reserve(request(&["arm"], 1), at(1)).unwrap();
+    assert_eq!(
+        status(&b, small),
+        ReservationStatus::Pending,
+        "board 2 is held"
+    );
+
+    b.expire_due(at(99));
+    assert_eq!(status(&b, big), ReservationStatus::Pending);
+    b.expire_due(at(100));
+
+    assert!(b.reservation(big).is_none());
+    assert_eq!(b.ended(big), Some((EndReason::Expired, at(100))));
+    assert_eq!(status(&b, small), ReservationStatus::Fulfilled);
+    assert_eq!(resources_of(&b, small), [2]);
+    settled(&b, at(100));
+}
+
+#[test]
+fn an_unclaimed_reservation_releases_its_resources_when_the_claim_window_ends() {
+    let mut b = lab();
+    let r = b.reserve(request(&["x86"], 2), T0).unwrap();
+    lock_all(&mut b, &[1, 2], 600, T0);
+    let next = b.reserve(request(&["board"], 1), at(1)).unwrap();
+
+    b.expire_due(at(59));
+    assert_eq!(status(&b, r), ReservationStatus::Fulfilled);
+    b.expire_due(at(60));
+
+    assert!(b.reservation(r).is_none());
+    assert_eq!(b.ended(r), Some((EndReason::ClaimExpired, at(60))));
+    assert_eq!(b.resource(id(4)).unwrap().lease(), None);
+    assert_eq!(resources_of(&b, next), [3], "served by the release");
+    assert_eq!(
+        b.claim(r, at(61)).unwrap_err(),
+        DomainError::ClaimWindowOver(r)
+    );
+    settled(&b, at(61));
+}
+
+#[test]
+fn a_claimed_reservation_keeps_its_locks_and_ends_with_the_last_unlock() {
+    let mut b = lab();
+    let r = b.reserve(request(&["arm"], 2), T0).unwrap();
+    let claimed = b.claim(r, at(10)).unwrap();
+    assert_eq!(claimed.status, ReservationStatus::Claimed);
+    assert_eq!(claimed.claimed_at, Some(at(10)));
+    let tokens: Vec<LockToken> = claimed.allocations.iter().map(|a| a.token).collect();
+
+    b.expire_due(at(61));
+    assert_eq!(
+        status(&b, r),
+        ReservationStatus::Claimed,
+        "no claim window once claimed"
+    );
+    b.unlock(id(1), Some(&tokens[0].reveal()), at(100)).unwrap();
+    assert_eq!(status(&b, r), ReservationStatus::Claimed);
+    b.unlock(id(2), Some(&tokens[1].reveal()), at(101)).unwrap();
+    assert!(b.reservation(r).is_none());
+    assert_eq!(b.ended(r), Some((EndReason::Released, at(101))));
+    settled(&b, at(101));
+}
+
+#[test]
+fn the_locks_of_a_claimed_reservation_expire_with_their_ttl() {
+    let mut b = lab();
+    let r = b.reserve(request(&["psu"], 1), T0).unwrap();
+    b.claim(r, at(1)).unwrap();
+    b.expire_due(at(600));
+    assert_eq!(b.ended(r), Some((EndReason::Released, at(600))));
+    settled(&b, at(600));
+}
+
+#[test]
+fn auto_claim_makes_fulfilment_the_claim() {
+    let mut b = lab();
+    lock_all(&mut b, &[5], 30, T0);
+    let mut req = request(&["psu"], 1);
+    req.auto_claim = true;
+    let r = b.reserve(req, T0).unwrap();
+    b.expire_due(at(30));
+    let res = b.reservation(r).unwrap();
+    assert_eq!(res.status, ReservationStatus::Claimed);
+    assert_eq!((res.claimed_at, res.claim_expires_at), (Some(at(30)), None));
+    b.expire_due(at(200));
+    assert_eq!(
+        status(&b, r),
+        ReservationStatus::Claimed,
+        "no claim window to miss"
+    );
+    settled(&b, at(200));
+}
+
+#[test]
+fn claim_and_cancel_are_refused_in_the_wrong_state() {
+    let mut b = lab();
+    lock_all(&mut b, &[5], 600, T0);
+    let pending = b.reserve(request(&["psu"], 1), T0).unwrap();
+    let fulfilled = b.reserve(request(&["arm"], 1), T0).unwrap();
+    let unknown = ReservationId::generate();
+
+    assert_eq!(
+        b.claim(pending, T0).unwrap_err(),
+        DomainError::ReservationWrongState {
+            id: pending,
+            status: ReservationStatus::Pending
+        }
+    );
+    assert_eq!(
+        b.cancel(fulfilled, T0).unwrap_err(),
+        DomainError::ReservationWrongState {
+            id: fulfilled,
+            status: ReservationStatus::Fulfilled
+        }
+    );
+    b.claim(fulfilled, T0).unwrap();
+    assert_eq!(
+        b.claim(fulfilled, T0).unwrap_err(),
+        DomainError::ReservationWrongState {
+            id: fulfilled,
+            status: ReservationStatus::Claimed
+        }
+    );
+    assert_eq!(
+        b.claim(unknown, T0).unwrap_err(),
+        DomainError::ReservationNotFound(unknown)
+    );
+    assert_eq!(
+        b.cancel(unknown, T0).unwrap_err(),
+        DomainError::ReservationNotFound(unknown)
+    );
+
+    b.cancel(pending, at(5)).unwrap();
+    assert_eq!(b.ended(pending), Some((EndReason::Cancelled, at(5))));
+    assert_eq!(
+        b.cancel(pending, at(6)).unwrap_err(),
+        DomainError::ReservationNotFound(pending)
+    );
+    settled(&b, at(6));
+}
+
+#[test]
+fn waiting_for_explains_the_wait() {
+    let mut b = lab();
+    lock_all(&mut b, &[1], 100, T0);
+    lock_all(&mut b, &[3], 300, T0);
+    let first = b.reserve(request(&["arm"], 2), T0).unwrap(); // holds board 2
+    let second = b.reserve(request(&["board"], 3), at(1)).unwrap();
+
+    let wait = b.waiting_for(second, at(1)).unwrap();
+    assert_eq!(
+        wait.groups,
+        [GroupWait {
+            quantity: 3,
+            matching: 4,
+            locked: 2,
+            next_release_at: Some(at(100)),
+            held_for_earlier: 1,
+            unavailable: 0,
+            free: 1,
+        }]
+    );
+    // One free now, two more once both locks have run out.
+    assert_eq!(wait.estimated_available_at, Some(at(300)));
+    assert!(b.waiting_for(first, at(1)).is_some());
+    let fulfilled = b.reserve(request(&["psu"], 1), at(1)).unwrap();
+    assert_eq!(b.waiting_for(fulfilled, at(1)), None);
+}
+
+#[test]
+fn several_resources_lock_all_or_nothing() {
+    let mut b = lab();
+    let granted = b
+        .lock_groups(&[group(&["board"], 2), group(&["psu"], 1)], secs(60), T0)
+        .unwrap();
+    let got: Vec<(usize, u32)> = granted
+        .iter()
+        .map(|(g, x)| (*g, x.resource.get()))
+        .collect();
+    assert_eq!(got, [(0, 1), (0, 2), (1, 5)]);
+
+    let before = b.drain_events();
+    assert_eq!(
+        b.lock_groups(&[group(&["board"], 3)], secs(60), T0)
+            .unwrap_err(),
+        DomainError::NotEnoughAvailable {
+            group: 0,
+            criteria: tags(&["board"]),
+            wanted: 3,
+            available: 2
+        }
+    );
+    assert!(b.drain_events().is_empty(), "nothing was locked");
+    assert!(!before.is_empty());
+    assert!(b.resource(id(3)).unwrap().lease().is_none());
+    assert!(matches!(
+        b.lock_groups(&[group(&["board"], 5)], secs(60), T0)
+            .unwrap_err(),
+        DomainError::Unsatisfiable { .. }
+    ));
+    assert_eq!(
+        b.lock_groups(&[group(&["gpu"], 1)], secs(60), T0)
+            .unwrap_err(),
+        DomainError::NoMatch(tags(&["gpu"]))
+    );
+    b.check_invariants();
+}
+
+#[test]
+fn a_batch_unlock_releases_all_or_nothing() {
+    let mut b = lab();
+    let tokens: Vec<String> = lock_all(&mut b, &[1, 2], 60, T0)
+        .iter()
+        .map(LockToken::reveal)
+        .collect();
+    let r = b.reserve(request(&["arm"], 1), T0).unwrap();
+
+    let bad = vec![
+        tokens[0].clone(),
+        "nope".into(),
+        LockToken::generate().reveal(),
+        tokens[0].clone(),
+    ];
+    let DomainError::BatchRefused(refusals) = b.unlock_batch(&bad, at(1)).unwrap_err() else {
+        panic!("refused as a batch")
+    };
+    assert_eq!(
+        refusals.iter().map(|r| r.index).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert!(
+        b.resource(id(1)).unwrap().is_locked(),
+        "nothing was unlocked"
+    );
+
+    assert_eq!(b.unlock_batch(&tokens, at(2)).unwrap(), [id(1), id(2)]);
+    assert_eq!(resources_of(&b, r), [1], "the release served the queue");
+    settled(&b, at(2));
+}
+
+#[test]
+fn recent_ends_are_remembered_within_a_bound() {
+    let mut b = lab();
+    lock_all(&mut b, &[5], 86_000, T0);
+    let first = b.reserve(request(&["psu"], 1), T0).unwrap();
+    b.cancel(first, T0).unwrap();
+    for _ in 0..ENDED_MEMORY {
+        let r = b.reserve(request(&["psu"], 1), T0).unwrap();
+        b.cancel(r, T0).unwrap();
+    }
+    assert_eq!(b.ended(first), None, "the oldest is forgotten");
+    assert_eq!(b.ended.len(), ENDED_MEMORY);
+}
+
+mod properties {
+    //! Random interleavings of every operation and of time never grant one resource
+    //! twice, keep every index consistent, and leave nothing servable waiting.
+
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const TAGS: [&str; 3] = ["board", "arm", "psu"];
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Lock {
+            resource: u32,
+            ttl: u64,
+        },
+        LockTag {
+            tag: usize,
+            ttl: u64,
+        },
+        LockGroups {
+            tag: usize,
+            quantity: u32,
+            ttl: u64,
+        },
+        Unlock {
+            pick: usize,
+        },
+        UnlockBatch {
+            picks: Vec<usize>,
+        },
+        Reserve {
+            tag: usize,
+            quantity: u32,
+            second: Option<usize>,
+            priority: u64,
+            ttl: u64,
+            wait: u64,
+            auto_claim: bool,
+        },
+        Claim {
+            pick: usize,
+        },
+        Cancel {
+            pick: usize,
+        },
+        Advance {
+            secs: u64,
+        },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (1..=7u32, 1..200u64).prop_map(|(resource, ttl)| Op::Lock { resource, ttl }),
+            (0..3usize, 1..200u64).prop_map(|(tag, ttl)| Op::LockTag { tag, ttl }),
+            (0..3usize, 1..4u32, 1..200u64).prop_map(|(tag, quantity, ttl)| Op::LockGroups {
+                tag,
+                quantity,
+                ttl
+            }),
+            any::<usize>().prop_map(|pick| Op::Unlock { pick }),
+            prop::collection::vec(any::<usize>(), 1..4).prop_map(|picks| Op::UnlockBatch { picks }),
+            (
+                0..3usize,
+                1..4u32,
+                prop::option::of(0..3usize),
+                1..=10u64,
+                1..200u64,
+                1..400u64,
+                any::<bool>()
+            )
+                .prop_map(
+                    |(tag, quantity, second, priority, ttl, wait, auto_claim)| Op::Reserve {
+                        tag,
+                        quantity,
+                        second,
+                        priority,
+                        ttl,
+                        wait,
+                        auto_claim
+                    }
+                ),
+            any::<usize>().prop_map(|pick| Op::Claim { pick }),
+            any::<usize>().prop_map(|pick| Op::Cancel { pick }),
+            (0..120u64).prop_map(|secs| Op::Advance { secs }),
+        ]
+    }
+
+    /// Five boards (two arm), two psus; one psu allows only 60 s locks.
+    fn small_lab() -> Broker {
+        Broker::with_policy(
+            [
+                ResourceSpec::named("b1").with_tags(&["board", "arm"]),
+                ResourceSpec::named("b2").with_tags(&["board", "arm"]),
+                ResourceSpec::named("b3").with_tags(&["board"]),
+                ResourceSpec::named("b4").with_tags(&["board"]),
+                ResourceSpec::named("b5").with_tags(&["board"]),
+                ResourceSpec::named("p1").with_tags(&["psu"]),
+                ResourceSpec::named("p2")
+                    .with_tags(&["psu"])
+                    .with_max_lock_duration(secs(60)),
+            ],
+            QueuePolicy {
+                aging: Duration::from_secs(50),
+                claim_window: Duration::from_secs(30),
+            },
+        )
+    }
+
+    fn pick<T: Clone>(items: &[T], pick: usize) -> Option<T> {
+        (!items.is_empty()).then(|| items[pick % items.len()].clone())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn no_interleaving_grants_a_resource_twice_or_leaves_a_servable_waiter(
+            ops in prop::collection::vec(op(), 1..60)
+        ) {
+            let mut b = small_lab();
+            let mut now = T0;
+            let mut reservations: Vec<ReservationId> = Vec::new();
+            // Who holds each resource, according to the events alone.
+            let mut holder: HashMap<ResourceId, FencingToken> = HashMap::new();
+            for op in ops {
+                match op {
+                    Op::Lock { resource, ttl } => { let _ = b.lock(id(resource), secs(ttl), now); }
+                    Op::LockTag { tag, ttl } => {
+                        let _ = b.lock_matching(&Selector::Tags(vec![TAGS[tag].into()]), secs(ttl), now);
+                    }
+                    Op::LockGroups { tag, quantity, ttl } => {
+                        let _ = b.lock_groups(&[group(&[TAGS[tag]], quantity)], secs(ttl), now);
+                    }
+                    Op::Unlock { pick: p } => {
+                        let tokens: Vec<(ResourceId, LockToken)> = b.resources()
+                            .filter_map(|r| r.lease().map(|l| (r.id, l.token))).collect();
+                        if let Some((r, token)) = pick(&tokens, p) {
+                            b.unlock(r, Some(&token.reveal()), now).unwrap();
+                        }
+                    }
+                    Op::UnlockBatch { picks } => {
+                        let tokens: Vec<String> = b.resources()
+                            .filter_map(|r| r.lease().map(|l| l.token.reveal())).collect();
+                        let batch: Vec<String> = picks.iter().filter_map(|&p| pick(&tokens, p)).collect();
+                        let _ = b.unlock_batch(&batch, now);
+                    }
+                    Op::Reserve { tag, quantity, second, priority, ttl, wait, auto_claim } => {
+                        let mut groups = vec![group(&[TAGS[tag]], quantity)];
+                        if let Some(t) = second {
+                            groups.push(group(&[TAGS[t]], 1));
+                        }
+                        let request = ReservationRequest {
+                            groups,
+                            priority: Priority::new(priority).unwrap(),
+                            ttl: secs(ttl),
+                            max_wait: secs(wait),
+                            auto_claim,
+                        };
+                        if let Ok(r) = b.reserve(request, now) {
+                            reservations.push(r);
+                        }
+                    }
+                    Op::Claim { pick: p } => {
+                        if let Some(r) = pick(&reservations, p) { let _ = b.claim(r, now); }
+                    }
+                    Op::Cancel { pick: p } => {
+                        if let Some(r) = pick(&reservations, p) { let _ = b.cancel(r, now); }
+                    }
+                    Op::Advance { secs } => {
+                        now = now.checked_add(Duration::from_secs(secs)).unwrap();
+                        b.expire_due(now);
+                    }
+                }
+                for event in b.drain_events() {
+                    match event {
+                        Event::Locked { resource, fencing, .. } => {
+                            prop_assert!(
+                                holder.insert(resource, fencing).is_none(),
+                                "{resource} granted while held"
+                            );
+                        }
+                        Event::Unlocked { resource, fencing, .. } | Event::Expired { resource, fencing, .. } => {
+                            prop_assert_eq!(holder.remove(&resource), Some(fencing));
+                        }
+                        _ => {}
+                    }
+                }
+                b.check_invariants();
+                prop_assert!(b.is_settled(now), "something servable is left waiting");
+            }
+        }
+    }
+}
