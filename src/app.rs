@@ -54,6 +54,8 @@ pub fn build(
     let port = listener.local_addr()?.port();
 
     let data = web::Data::new(handle.clone());
+    // Remembered `Idempotency-Key` responses: one table, shared by every worker.
+    let idempotency = api::idempotency::IdempotencyStore::new(handle.clone());
     let mut server = HttpServer::new(move || {
         ActixApp::new()
             // Logs each request at debug level: method, path (never the query string,
@@ -76,6 +78,7 @@ pub fn build(
                 }
             })
             .app_data(data.clone())
+            .app_data(idempotency.clone())
             .configure(api::configure)
             .configure(pages::configure)
             .default_service(web::to(api::no_route))

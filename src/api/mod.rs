@@ -7,11 +7,13 @@
 pub mod dto;
 pub mod error;
 pub mod health;
+pub mod idempotency;
 pub mod params;
 pub mod resources;
 
 use actix_web::dev::Service;
 use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::from_fn;
 use actix_web::{HttpRequest, HttpResponse, Resource, Route, web};
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
@@ -55,9 +57,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .route("/docs", web::get().to(docs_redirect))
     .configure(health::configure)
-    .service(web::scope(PREFIX).configure(resources::configure))
+    // Retry-safe POSTs (`Idempotency-Key`) on the whole scope: the middleware acts on
+    // POSTs with the header only. Inside the legacy headers, so replays get them too.
+    .service(
+        web::scope(PREFIX)
+            .wrap(from_fn(idempotency::remember))
+            .configure(resources::configure),
+    )
     .service(
         web::scope(LEGACY_PREFIX)
+            .wrap(from_fn(idempotency::remember))
             .wrap_fn(|req, srv| {
                 let successor = format!("{PREFIX}{}", &req.path()[LEGACY_PREFIX.len()..]);
                 let response = srv.call(req);

@@ -11,6 +11,7 @@ use super::dto::{
     ResourceView,
 };
 use super::error::ApiError;
+use super::idempotency::Retain;
 use super::only;
 use super::params::{self, Query};
 use crate::domain::{Selector, descriptor};
@@ -78,7 +79,8 @@ pub async fn lock_resource(
     let id = params::resource_id(&id)?;
     let ttl = params::lock_ttl(&params::read_body(body).await?)?;
     let grant = broker.lock(id, ttl)?;
-    Ok(HttpResponse::Ok().json(LockResponse::from(grant)))
+    // An Idempotency-Key retry must find this lock's answer for as long as it lives.
+    Ok(Retain(ttl.as_duration()).on(HttpResponse::Ok().json(LockResponse::from(grant))))
 }
 
 /// Locks the first free resource matching the criteria. Precedence: `id`, then `name`,
@@ -106,7 +108,7 @@ pub async fn lock_by_criteria(
     let selector = selector(&query)?;
     let ttl = params::lock_ttl(&params::read_body(body).await?)?;
     let grant = broker.lock_matching(&selector, ttl)?;
-    Ok(HttpResponse::Ok().json(LockResponse::from(grant)))
+    Ok(Retain(ttl.as_duration()).on(HttpResponse::Ok().json(LockResponse::from(grant))))
 }
 
 /// Releases a lock. The token comes as `?lock-token=` or in the `X-Lock-Token` header.

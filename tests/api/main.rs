@@ -9,6 +9,7 @@ mod expiry;
 mod extend;
 mod fencing;
 mod health;
+mod idempotency;
 mod legacy;
 mod locking;
 mod resources;
