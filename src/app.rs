@@ -3,7 +3,7 @@
 use std::net::TcpListener;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::dev::{Server, Service};
 use actix_web::{App as ActixApp, HttpServer, web};
@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::ServeArgs;
 use crate::config;
-use crate::domain::{Broker, Clock, ResourceSpec};
+use crate::domain::{Broker, Clock, QueuePolicy, ResourceSpec};
 use crate::runtime::{BrokerHandle, SystemClock, run_expiry_timer};
 use crate::{api, web as pages};
 
@@ -26,6 +26,8 @@ pub struct Settings {
     pub workers: Option<usize>,
     /// Stop on SIGINT/SIGTERM. Off in tests, where many servers share one process.
     pub handle_signals: bool,
+    /// Queue aging and claim window.
+    pub policy: QueuePolicy,
 }
 
 /// A bound, not yet running service.
@@ -48,7 +50,7 @@ pub fn build(
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<App> {
     // One broker, built once, outside the per-worker factory: every worker shares it.
-    let handle = BrokerHandle::new(Broker::new(resources), clock);
+    let handle = BrokerHandle::new(Broker::with_policy(resources, settings.policy), clock);
     let listener = TcpListener::bind((settings.host.as_str(), settings.port))
         .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;
     let port = listener.local_addr()?.port();
@@ -154,6 +156,10 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         port: args.port,
         workers: args.workers.map(usize::from),
         handle_signals: true,
+        policy: QueuePolicy {
+            aging: Duration::from_secs(args.queue_aging),
+            claim_window: Duration::from_secs(args.claim_window),
+        },
     };
     // The main runtime only runs the accept loop and the timer; actix runs its HTTP
     // workers on threads of its own.

@@ -49,6 +49,18 @@ pub struct ServeArgs {
     #[arg(long, env = "RENTABOT_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
 
+    /// Seconds of waiting that improve a queued reservation's priority by one level, so
+    /// that nothing waits forever.
+    #[arg(long, env = "RENTABOT_QUEUE_AGING", value_name = "SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+    pub queue_aging: u64,
+
+    /// Seconds a fulfilled reservation waits to be claimed before its resources are
+    /// released.
+    #[arg(long, env = "RENTABOT_CLAIM_WINDOW", value_name = "SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+    pub claim_window: u64,
+
     /// HTTP worker threads (default: one per CPU core).
     #[arg(long, env = "RENTABOT_WORKERS", value_parser = clap::value_parser!(u16).range(1..))]
     pub workers: Option<u16>,

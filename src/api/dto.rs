@@ -6,8 +6,10 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::domain::{LockState, Released, Resource, Timestamp};
-use crate::runtime::Grant;
+use crate::domain::{
+    Criteria, GroupWait, LockState, Released, ReservationStatus, Resource, Timestamp, WaitingFor,
+};
+use crate::runtime::{Grant, ReservationSnapshot};
 
 /// A resource as 1.0 shows it, plus `fencing-token`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -171,4 +173,234 @@ pub struct ErrorBody {
     pub message: String,
     /// Stable snake_case identifier of the error, for programs to match on.
     pub code: String,
+}
+
+/// Several locks granted at once (`POST /api/v1/resources/lock` with `quantity` or
+/// `groups`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MultiLockResponse {
+    /// Always "Resources locked".
+    pub message: &'static str,
+    /// Every token, in the order of `locks`.
+    #[serde(rename = "lock-tokens")]
+    pub lock_tokens: Vec<String>,
+    pub locks: Vec<GroupLock>,
+}
+
+/// One lock of a [`MultiLockResponse`].
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GroupLock {
+    /// Index of the group (0 for the one-group form).
+    pub group: usize,
+    #[serde(flatten)]
+    pub lock: LockResponse,
+}
+
+impl MultiLockResponse {
+    pub fn new(grants: Vec<(usize, Grant)>) -> Self {
+        let locks: Vec<GroupLock> = grants
+            .into_iter()
+            .map(|(group, grant)| GroupLock {
+                group,
+                lock: LockResponse::from(grant),
+            })
+            .collect();
+        MultiLockResponse {
+            message: "Resources locked",
+            lock_tokens: locks.iter().map(|l| l.lock.lock_token.clone()).collect(),
+            locks,
+        }
+    }
+}
+
+/// `POST /api/v1/resources/unlock-batch`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UnlockBatchResponse {
+    /// Always "Resources unlocked".
+    pub message: &'static str,
+    /// The resources released, in the order of the tokens.
+    pub resource_ids: Vec<u32>,
+}
+
+/// A reservation: the 1.0 keys (snake_case, a 1.0 quirk we keep), then rentabot's.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "reservation_id": "res_0f3c9a1e5b7d4c2a8e6f1b3d5a7c9e1f", "status": "pending",
+    "tags": ["ci", "linux"], "quantity": 2, "ttl": 3600, "position_in_queue": 1,
+    "created_at": "2026-11-25T10:00:00.000Z", "expires_at": "2026-11-25T11:00:00.000Z",
+    "fulfilled_at": null, "claim_expires_at": null, "claimed_at": null,
+    "resource_ids": [], "lock_tokens": [], "priority": 5, "auto_claim": false,
+    "groups": [{"tags": ["ci", "linux"], "quantity": 2, "resource_ids": []}],
+    "waiting_for": {"matching": 3, "locked": 2, "next_release_at": "2026-11-25T10:20:00.000Z",
+        "unavailable": 0, "held_for_earlier": 0, "free": 1,
+        "estimated_available_at": "2026-11-25T10:20:00.000Z", "groups": []}
+}))]
+pub struct ReservationView {
+    pub reservation_id: String,
+    /// pending, fulfilled or claimed.
+    pub status: &'static str,
+    /// The tags of a one-group request by tags; empty otherwise (see `groups`).
+    pub tags: Vec<String>,
+    /// Resources asked for, over all groups.
+    pub quantity: u32,
+    /// Lock lifetime once fulfilled, seconds.
+    pub ttl: u64,
+    /// 1-based place among pending reservations; null unless pending.
+    pub position_in_queue: Option<usize>,
+    pub created_at: String,
+    /// When a pending reservation gives up.
+    pub expires_at: String,
+    pub fulfilled_at: Option<String>,
+    pub claim_expires_at: Option<String>,
+    pub claimed_at: Option<String>,
+    pub resource_ids: Vec<u32>,
+    pub lock_tokens: Vec<String>,
+    pub priority: u8,
+    pub auto_claim: bool,
+    /// What each group asked for and, once fulfilled, which resources it got.
+    pub groups: Vec<GroupView>,
+    /// Why a pending reservation waits; null otherwise (and in lists).
+    pub waiting_for: Option<WaitingForView>,
+}
+
+/// One group of a reservation.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GroupView {
+    /// Set when the group asked by tags.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+    /// Set when the group asked by label expression.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expr: Option<String>,
+    pub quantity: u32,
+    pub resource_ids: Vec<u32>,
+}
+
+/// Why a reservation waits: the resources its groups could use, summed over groups,
+/// then group by group.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WaitingForView {
+    /// Resources meeting the criteria (and allowing the TTL).
+    pub matching: usize,
+    pub locked: usize,
+    /// The earliest expiry among the locked ones.
+    pub next_release_at: Option<String>,
+    /// Out of service for maintenance.
+    pub unavailable: usize,
+    /// Free, but held for reservations ahead in the queue.
+    pub held_for_earlier: usize,
+    /// Free and usable now (short of the quantity, or it would have been served).
+    pub free: usize,
+    /// When the locks' expiries alone would let it be served; null when they cannot.
+    pub estimated_available_at: Option<String>,
+    pub groups: Vec<GroupWaitView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GroupWaitView {
+    pub quantity: u32,
+    pub matching: usize,
+    pub locked: usize,
+    pub next_release_at: Option<String>,
+    pub unavailable: usize,
+    pub held_for_earlier: usize,
+    pub free: usize,
+}
+
+impl From<&GroupWait> for GroupWaitView {
+    fn from(g: &GroupWait) -> Self {
+        GroupWaitView {
+            quantity: g.quantity,
+            matching: g.matching,
+            locked: g.locked,
+            next_release_at: g.next_release_at.map(Timestamp::to_rfc3339),
+            unavailable: g.unavailable,
+            held_for_earlier: g.held_for_earlier,
+            free: g.free,
+        }
+    }
+}
+
+impl From<&WaitingFor> for WaitingForView {
+    fn from(w: &WaitingFor) -> Self {
+        let sum = |f: fn(&GroupWait) -> usize| w.groups.iter().map(f).sum();
+        WaitingForView {
+            matching: sum(|g| g.matching),
+            locked: sum(|g| g.locked),
+            next_release_at: w
+                .groups
+                .iter()
+                .filter_map(|g| g.next_release_at)
+                .min()
+                .map(Timestamp::to_rfc3339),
+            unavailable: sum(|g| g.unavailable),
+            held_for_earlier: sum(|g| g.held_for_earlier),
+            free: sum(|g| g.free),
+            estimated_available_at: w.estimated_available_at.map(Timestamp::to_rfc3339),
+            groups: w.groups.iter().map(GroupWaitView::from).collect(),
+        }
+    }
+}
+
+impl From<&ReservationSnapshot> for ReservationView {
+    fn from(snapshot: &ReservationSnapshot) -> Self {
+        let r = &snapshot.reservation;
+        let request = &r.request;
+        let groups = request
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(index, g)| {
+                let (tags, expr) = match &g.criteria {
+                    Criteria::Tags(tags) => (Some(tags.clone()), None),
+                    Criteria::Expr(expr) => (None, Some(expr.to_string())),
+                };
+                GroupView {
+                    tags,
+                    expr,
+                    quantity: g.quantity,
+                    resource_ids: r
+                        .allocations
+                        .iter()
+                        .filter(|a| a.group == index)
+                        .map(|a| a.resource.get())
+                        .collect(),
+                }
+            })
+            .collect();
+        let tags = match request.groups.as_slice() {
+            [only] => match &only.criteria {
+                Criteria::Tags(tags) => tags.clone(),
+                Criteria::Expr(_) => Vec::new(),
+            },
+            _ => Vec::new(),
+        };
+        ReservationView {
+            reservation_id: r.id.to_string(),
+            status: r.status.as_str(),
+            tags,
+            quantity: request.total_quantity(),
+            ttl: request.ttl.as_secs(),
+            position_in_queue: snapshot
+                .position
+                .filter(|_| r.status == ReservationStatus::Pending),
+            created_at: r.created_at.to_rfc3339(),
+            expires_at: r.expires_at.to_rfc3339(),
+            fulfilled_at: r.fulfilled_at.map(Timestamp::to_rfc3339),
+            claim_expires_at: r.claim_expires_at.map(Timestamp::to_rfc3339),
+            claimed_at: r.claimed_at.map(Timestamp::to_rfc3339),
+            resource_ids: r.allocations.iter().map(|a| a.resource.get()).collect(),
+            lock_tokens: r.allocations.iter().map(|a| a.token.reveal()).collect(),
+            priority: request.priority.get(),
+            auto_claim: request.auto_claim,
+            groups,
+            waiting_for: snapshot.waiting_for.as_ref().map(WaitingForView::from),
+        }
+    }
+}
+
+/// `GET /api/v1/reservations`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReservationList {
+    pub reservations: Vec<ReservationView>,
 }

@@ -37,6 +37,10 @@ pub enum ApiError {
         context: Vec<(&'static str, Value)>,
     },
 
+    /// 404: a reservation id that is not of the `res_` + 32 hex digits form.
+    #[error("no reservation has the id {0:?}")]
+    UnknownReservation(String),
+
     /// 422: an `Idempotency-Key` reused for a different request.
     #[error("Idempotency-Key reused for a different request")]
     IdempotencyKeyReused,
@@ -135,6 +139,10 @@ impl ApiError {
                 "idempotency_key_reused",
                 "this Idempotency-Key was used for a different request: use a new key for a new request",
             ),
+            ApiError::UnknownReservation(raw) => {
+                Parts::new(S::NOT_FOUND, "reservation_not_found", "Reservation not found")
+                    .with("reservation_id", raw.as_str())
+            }
             ApiError::Domain(e) => domain_parts(e),
         }
     }
@@ -274,6 +282,12 @@ fn domain_parts(e: &DomainError) -> Parts {
         DomainError::ReservationNotFound(id) => {
             Parts::new(S::NOT_FOUND, "reservation_not_found", "Reservation not found")
                 .with("reservation_id", id.to_string())
+        }
+        DomainError::ReservationEnded { id, reason, at } => {
+            Parts::new(S::NOT_FOUND, "reservation_not_found", "Reservation not found")
+                .with("reservation_id", id.to_string())
+                .with("ended", reason.as_str())
+                .with("ended_at", at.to_rfc3339())
         }
         DomainError::ReservationWrongState { id, status } => Parts::new(
             S::CONFLICT,

@@ -6,9 +6,11 @@
 
 pub mod dto;
 pub mod error;
+pub mod events;
 pub mod health;
 pub mod idempotency;
 pub mod params;
+pub mod reservations;
 pub mod resources;
 
 use actix_web::dev::Service;
@@ -40,9 +42,18 @@ pub const LEGACY_PREFIX: &str = "/rentabot/api/v1.0";
         resources::lock_by_criteria,
         resources::unlock_resource,
         resources::extend_lock,
+        resources::unlock_batch,
+        reservations::create_reservation,
+        reservations::list_reservations,
+        reservations::get_reservation,
+        reservations::claim_reservation,
+        reservations::cancel_reservation,
+        events::stream_events,
     ),
     tags(
         (name = "resources", description = "Lock, unlock and extend (Rent-A-Bot 1.0)"),
+        (name = "reservations", description = "The queue: reserve, wait, claim, cancel"),
+        (name = "events", description = "Every broker change as server-sent events"),
         (name = "health", description = "Probes"),
     )
 )]
@@ -57,12 +68,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .route("/docs", web::get().to(docs_redirect))
     .configure(health::configure)
+    .configure(events::configure_ws)
     // Retry-safe POSTs (`Idempotency-Key`) on the whole scope: the middleware acts on
     // POSTs with the header only. Inside the legacy headers, so replays get them too.
     .service(
         web::scope(PREFIX)
             .wrap(from_fn(idempotency::remember))
-            .configure(resources::configure),
+            .configure(configure_v1)
+            .configure(events::configure_api),
     )
     .service(
         web::scope(LEGACY_PREFIX)
@@ -85,8 +98,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     Ok(response)
                 }
             })
-            .configure(resources::configure),
+            .configure(configure_v1),
     );
+}
+
+/// The routes under `/api/v1` (and the legacy prefix).
+fn configure_v1(cfg: &mut web::ServiceConfig) {
+    cfg.configure(resources::configure)
+        .configure(reservations::configure);
 }
 
 /// `/docs` without the trailing slash, where 1.0 users bookmarked the explorer.
@@ -104,7 +123,7 @@ pub(crate) fn only(path: &str, route: Route) -> Resource {
         .default_service(web::to(method_not_allowed))
 }
 
-async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     Err(ApiError::MethodNotAllowed {
         method: req.method().to_string(),
         path: req.path().to_owned(),

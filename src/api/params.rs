@@ -5,10 +5,10 @@
 
 use actix_web::HttpRequest;
 use actix_web::web::{Bytes, Payload};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::error::ApiError;
-use crate::domain::{ResourceId, Ttl};
+use crate::domain::{Criteria, Expr, Group, Priority, ResourceId, Ttl, descriptor};
 
 /// The header that may carry the lock token instead of `?lock-token=`.
 pub const LOCK_TOKEN_HEADER: &str = "X-Lock-Token";
@@ -135,24 +135,262 @@ pub async fn read_body(payload: Payload) -> Result<Bytes, ApiError> {
 /// `{"ttl": null}` all mean the default (3600 s). The content type is not checked:
 /// 1.0 clients send this body with and without one.
 pub fn lock_ttl(body: &Bytes) -> Result<Ttl, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Ttl::DEFAULT);
+    Body::parse(body, "{\"ttl\": 600}")?.ttl("ttl", Ttl::DEFAULT)
+}
+
+/// Most groups one request may name.
+pub const MAX_GROUPS: usize = 32;
+/// Most resources one group may ask for.
+pub const MAX_QUANTITY: u64 = 10_000;
+
+/// A JSON object body, read field by field so that each mistake names its field. An
+/// empty body is an empty object; unknown fields are ignored (as 1.0 did).
+pub struct Body(Map<String, Value>);
+
+impl Body {
+    /// `example` shows a valid body in the error message.
+    pub fn parse(body: &Bytes, example: &str) -> Result<Body, ApiError> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Body(Map::new()));
+        }
+        let json: Value = serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(
+                "invalid_body",
+                format!("the request body must be JSON such as {example}: {e}"),
+            )
+        })?;
+        match json {
+            Value::Object(fields) => Ok(Body(fields)),
+            _ => Err(ApiError::bad_request(
+                "invalid_body",
+                format!("the request body must be a JSON object such as {example}"),
+            )),
+        }
     }
-    let json: Value = serde_json::from_slice(body).map_err(|e| {
+
+    /// A field, `None` when absent or null.
+    pub fn get(&self, field: &str) -> Option<&Value> {
+        self.0.get(field).filter(|v| !v.is_null())
+    }
+
+    pub fn has(&self, field: &str) -> bool {
+        self.get(field).is_some()
+    }
+
+    /// A duration in seconds (see [`ttl_from_json`]), or `default`.
+    pub fn ttl(&self, field: &'static str, default: Ttl) -> Result<Ttl, ApiError> {
+        self.get(field)
+            .map_or(Ok(default), |v| ttl_from_json(field, v))
+    }
+
+    /// `priority`: 1 (served first) to 10, default 5.
+    pub fn priority(&self) -> Result<Priority, ApiError> {
+        let Some(value) = self.get("priority") else {
+            return Ok(Priority::DEFAULT);
+        };
+        whole_number(value)
+            .and_then(|n| Priority::new(n).ok())
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_priority",
+                    format!(
+                        "priority must be a whole number from 1 (served first) to 10, got {value}"
+                    ),
+                )
+                .with("priority", value.clone())
+            })
+    }
+
+    /// A boolean field, default false.
+    pub fn flag(&self, field: &'static str) -> Result<bool, ApiError> {
+        match self.get(field) {
+            None => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(other) => Err(ApiError::bad_request(
+                "invalid_body",
+                format!("{field} must be true or false, got {other}"),
+            )
+            .with(field, other.clone())),
+        }
+    }
+
+    /// The groups a request asks for: `groups: [{tags|expr, quantity}, ...]`, or the
+    /// one-group form `tags` (or `expr`) with `quantity` at the top level. `None` when
+    /// the body names no criteria at all.
+    pub fn groups(&self) -> Result<Option<Vec<Group>>, ApiError> {
+        if let Some(groups) = self.get("groups") {
+            if self.has("tags") || self.has("expr") {
+                return Err(ApiError::bad_request(
+                    "invalid_body",
+                    "give either groups, or tags (or expr) with quantity, not both",
+                ));
+            }
+            let Value::Array(list) = groups else {
+                return Err(groups_error(
+                    "groups must be a list such as [{\"tags\": [\"dut\"], \"quantity\": 2}]",
+                ));
+            };
+            if list.is_empty() || list.len() > MAX_GROUPS {
+                return Err(groups_error(format!(
+                    "groups must list 1 to {MAX_GROUPS} groups, got {}",
+                    list.len()
+                )));
+            }
+            return list
+                .iter()
+                .enumerate()
+                .map(|(i, g)| match g {
+                    Value::Object(fields) => group(&format!("groups[{i}]."), fields),
+                    _ => Err(groups_error(format!(
+                        "groups[{i}] must be an object such as {{\"tags\": [\"dut\"], \"quantity\": 2}}"
+                    ))),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some);
+        }
+        if !self.has("tags") && !self.has("expr") {
+            return Ok(None);
+        }
+        group("", &self.0).map(|g| Some(vec![g]))
+    }
+}
+
+/// Most tokens one batch unlock may carry.
+pub const MAX_BATCH: usize = 1_000;
+
+/// A non-empty list of lock tokens (strings) in `field`.
+pub fn token_list(body: &Body, field: &'static str) -> Result<Vec<String>, ApiError> {
+    let invalid = |detail: String| {
         ApiError::bad_request(
             "invalid_body",
-            format!("the request body must be JSON such as {{\"ttl\": 600}}: {e}"),
+            format!("{field} must be a list of 1 to {MAX_BATCH} lock tokens (strings): {detail}"),
         )
-    })?;
-    let Value::Object(fields) = json else {
-        return Err(ApiError::bad_request(
-            "invalid_body",
-            "the request body must be a JSON object such as {\"ttl\": 600}",
-        ));
     };
-    match fields.get("ttl") {
-        None | Some(Value::Null) => Ok(Ttl::DEFAULT),
-        Some(value) => ttl_from_json("ttl", value),
+    let Some(Value::Array(items)) = body.get(field) else {
+        return Err(invalid(format!(
+            "got {}",
+            body.get(field).cloned().unwrap_or(Value::Null)
+        )));
+    };
+    if items.is_empty() || items.len() > MAX_BATCH {
+        return Err(invalid(format!("got {} tokens", items.len())));
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| match item {
+            Value::String(s) => Ok(s.clone()),
+            other => Err(invalid(format!("item {i} is {other}"))),
+        })
+        .collect()
+}
+
+fn groups_error(message: impl Into<String>) -> ApiError {
+    ApiError::bad_request("invalid_groups", message)
+}
+
+/// One group from `fields`: `tags` (a list, or a comma-separated string) or `expr`, and
+/// `quantity` (default 1). `at` prefixes field names in messages (`groups[1].`).
+fn group(at: &str, fields: &Map<String, Value>) -> Result<Group, ApiError> {
+    let get = |f: &str| fields.get(f).filter(|v| !v.is_null());
+    let criteria = match (get("tags"), get("expr")) {
+        (Some(_), Some(_)) => {
+            return Err(groups_error(format!(
+                "{at}tags and {at}expr exclude each other: give one"
+            )));
+        }
+        (Some(tags), None) => Criteria::Tags(tag_list(&format!("{at}tags"), tags)?),
+        (None, Some(Value::String(expr))) => {
+            Criteria::Expr(parse_expr(&format!("{at}expr"), expr)?)
+        }
+        (None, Some(other)) => {
+            return Err(groups_error(format!(
+                "{at}expr must be a string such as \"arm && !flaky\", got {other}"
+            )));
+        }
+        (None, None) => {
+            return Err(groups_error(format!(
+                "{at}tags (a list of tags) or {at}expr (a label expression) is required"
+            )));
+        }
+    };
+    let quantity = match get("quantity") {
+        None => 1,
+        Some(value) => whole_number(value)
+            .filter(|n| (1..=MAX_QUANTITY).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_quantity",
+                    format!(
+                        "{at}quantity must be a whole number from 1 to {MAX_QUANTITY}, got {value}"
+                    ),
+                )
+                .with("quantity", value.clone())
+            })?,
+    };
+    Ok(Group {
+        criteria,
+        quantity: u32::try_from(quantity).expect("at most MAX_QUANTITY"),
+    })
+}
+
+/// A non-empty tag list: `["a", "b"]` or `"a,b"`.
+fn tag_list(field: &str, value: &Value) -> Result<Vec<String>, ApiError> {
+    let invalid = || {
+        ApiError::bad_request(
+            "invalid_tags",
+            format!(
+                "{field} must be a non-empty list of tags such as [\"ci\", \"linux\"], got {value}"
+            ),
+        )
+        .with("tags", value.clone())
+    };
+    let mut tags: Vec<String> = Vec::new();
+    let mut add = |raw: &str| {
+        for tag in descriptor::parse_tags(raw).0 {
+            if !tags.contains(&tag) {
+                tags.push(tag);
+            }
+        }
+    };
+    match value {
+        Value::String(s) => add(s),
+        Value::Array(items) => {
+            for item in items {
+                match item {
+                    Value::String(s) => add(s),
+                    _ => return Err(invalid()),
+                }
+            }
+        }
+        _ => return Err(invalid()),
+    }
+    if tags.is_empty() {
+        Err(invalid())
+    } else {
+        Ok(tags)
+    }
+}
+
+/// A label expression; a syntax error is a 400 that points at the position.
+pub fn parse_expr(field: &str, text: &str) -> Result<Expr, ApiError> {
+    Expr::parse(text).map_err(|e| {
+        ApiError::bad_request("invalid_expr", format!("{field}: {e}"))
+            .with("expr", text)
+            .with("position", e.position)
+    })
+}
+
+/// A JSON whole number: `3`, `3.0` or `"3"`.
+fn whole_number(value: &Value) -> Option<u64> {
+    match value {
+        Value::Number(n) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < 1e15)
+                .map(|f| f as u64)
+        }),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
     }
 }
 

@@ -1,4 +1,5 @@
-//! The 1.0 resource endpoints: list, get, lock (by id or by criteria), unlock, extend.
+//! The resource endpoints: the 1.0 list, get, lock (by id or by criteria), unlock and
+//! extend, plus all-or-nothing locks of several resources and batch unlock.
 //!
 //! Handlers are thin: read the request (`params`), make one broker call, render (`dto`).
 //! The rules live in `domain::broker`.
@@ -7,14 +8,14 @@ use actix_web::web::{self, Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 
 use super::dto::{
-    ErrorBody, ExtendResponse, LockResponse, MessageResponse, ResourceEnvelope, ResourceList,
-    ResourceView,
+    ErrorBody, ExtendResponse, LockResponse, MessageResponse, MultiLockResponse, ResourceEnvelope,
+    ResourceList, ResourceView, UnlockBatchResponse,
 };
 use super::error::ApiError;
 use super::idempotency::Retain;
 use super::only;
-use super::params::{self, Query};
-use crate::domain::{Selector, descriptor};
+use super::params::{self, Body, Query};
+use crate::domain::{Criteria, Group, Selector, Ttl, descriptor};
 use crate::runtime::BrokerHandle;
 
 /// Registers the routes under the current scope. Fixed paths come before `{id}` paths:
@@ -22,6 +23,10 @@ use crate::runtime::BrokerHandle;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(only("/resources", web::get().to(list_resources)))
         .service(only("/resources/lock", web::post().to(lock_by_criteria)))
+        .service(only(
+            "/resources/unlock-batch",
+            web::post().to(unlock_batch),
+        ))
         .service(only("/resources/{id}", web::get().to(get_resource)))
         .service(only("/resources/{id}/lock", web::post().to(lock_resource)))
         .service(only(
@@ -84,18 +89,22 @@ pub async fn lock_resource(
 }
 
 /// Locks the first free resource matching the criteria. Precedence: `id`, then `name`,
-/// then `tag` (repeatable; a resource must carry every tag; lowest id wins).
+/// then `tag` (repeatable; a resource must carry every tag; lowest id wins) or `expr` (a
+/// label expression). With `quantity=N`, or a body `{"groups": [...]}`, locks several
+/// resources at once, all or none, and answers with every token.
 #[utoipa::path(post, path = "/api/v1/resources/lock", tag = "resources",
     params(
         ("id" = Option<u32>, Query, description = "Resource id"),
         ("name" = Option<String>, Query, description = "Resource name"),
         ("tag" = Option<Vec<String>>, Query, description = "Required tag; repeat for several"),
+        ("expr" = Option<String>, Query, description = "Label expression, e.g. `linux && (x86 || arm) && !flaky`"),
+        ("quantity" = Option<u32>, Query, description = "Lock this many matching resources, all or none"),
     ),
-    request_body(content = Option<LockRequestDoc>, description = "Optional lock lifetime"),
+    request_body(content = Option<LockRequestDoc>, description = "Optional lock lifetime, and groups"),
     responses(
-        (status = 200, description = "Locked", body = LockResponse),
-        (status = 400, description = "No criterion, or a bad TTL", body = ErrorBody),
-        (status = 403, description = "Every match is locked", body = ErrorBody),
+        (status = 200, description = "Locked (one resource, the 1.0 body; several, the multi-lock body)", body = LockResponse),
+        (status = 400, description = "No criterion, a bad TTL, quantity or expression, or more than could ever be served", body = ErrorBody),
+        (status = 403, description = "Every match is locked, or not enough are free now (nothing locked)", body = ErrorBody),
         (status = 404, description = "Nothing matches", body = ErrorBody),
         (status = 413, description = "Body over 256 KiB", body = ErrorBody),
     ))]
@@ -105,10 +114,67 @@ pub async fn lock_by_criteria(
     body: Payload,
 ) -> Result<HttpResponse, ApiError> {
     let query = Query::parse(&req)?;
-    let selector = selector(&query)?;
-    let ttl = params::lock_ttl(&params::read_body(body).await?)?;
-    let grant = broker.lock_matching(&selector, ttl)?;
-    Ok(Retain(ttl.as_duration()).on(HttpResponse::Ok().json(LockResponse::from(grant))))
+    let body = Body::parse(&params::read_body(body).await?, "{\"ttl\": 600}")?;
+    let ttl = body.ttl("ttl", Ttl::DEFAULT)?;
+    let groups = if body.has("groups") {
+        if has_criterion(&query) {
+            return Err(ApiError::bad_request(
+                "invalid_body",
+                "give the criteria either in the query (id, name, tag, expr) or as groups in the body, not both",
+            ));
+        }
+        body.groups()?
+    } else if let Some(quantity) = quantity(&query)? {
+        let criteria = match selector(&query)? {
+            Selector::Tags(tags) => Criteria::Tags(tags),
+            Selector::Expr(expr) => Criteria::Expr(expr),
+            Selector::Id(_) | Selector::Name(_) => {
+                return Err(ApiError::bad_request(
+                    "invalid_quantity",
+                    "quantity goes with tag or expr: id and name name one resource",
+                ));
+            }
+        };
+        Some(vec![Group { criteria, quantity }])
+    } else {
+        None
+    };
+    match groups {
+        Some(groups) => {
+            let grants = broker.lock_groups(&groups, ttl)?;
+            Ok(Retain(ttl.as_duration())
+                .on(HttpResponse::Ok().json(MultiLockResponse::new(grants))))
+        }
+        None => {
+            let grant = broker.lock_matching(&selector(&query)?, ttl)?;
+            Ok(Retain(ttl.as_duration()).on(HttpResponse::Ok().json(LockResponse::from(grant))))
+        }
+    }
+}
+
+/// Releases several locks at once, all or none: `{"lock_tokens": ["...", ...]}`.
+#[utoipa::path(post, path = "/api/v1/resources/unlock-batch", tag = "resources",
+    request_body(content = UnlockBatchDoc, description = "The tokens to release"),
+    responses(
+        (status = 200, description = "All unlocked", body = UnlockBatchResponse),
+        (status = 400, description = "Not a list of tokens", body = ErrorBody),
+        (status = 403, description = "Some tokens hold no lock: nothing was unlocked; `errors` lists them by index", body = ErrorBody),
+        (status = 413, description = "Body over 256 KiB", body = ErrorBody),
+    ))]
+pub async fn unlock_batch(
+    broker: Data<BrokerHandle>,
+    body: Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = Body::parse(
+        &params::read_body(body).await?,
+        r#"{"lock_tokens": ["6f1c..."]}"#,
+    )?;
+    let tokens = params::token_list(&body, "lock_tokens")?;
+    let released = broker.unlock_batch(&tokens)?;
+    Ok(HttpResponse::Ok().json(UnlockBatchResponse {
+        message: "Resources unlocked",
+        resource_ids: released.iter().map(|id| id.get()).collect(),
+    }))
 }
 
 /// Releases a lock. The token comes as `?lock-token=` or in the `X-Lock-Token` header.
@@ -170,7 +236,7 @@ pub async fn extend_lock(
 }
 
 /// The 1.0 criteria: `id`, else `name`, else every `tag` (each may also be a
-/// comma-separated list). Empty values count as absent, as in 1.0.
+/// comma-separated list), or, new, `expr`. Empty values count as absent, as in 1.0.
 fn selector(query: &Query) -> Result<Selector, ApiError> {
     if let Some(id) = query.get("id").filter(|v| !v.is_empty()) {
         return Ok(Selector::Id(params::resource_id(id)?));
@@ -186,14 +252,23 @@ fn selector(query: &Query) -> Result<Selector, ApiError> {
             }
         }
     }
-    if !tags.is_empty() {
-        return Ok(Selector::Tags(tags));
+    let expr = query.get("expr").filter(|v| !v.trim().is_empty());
+    match (tags.is_empty(), expr) {
+        (false, None) => return Ok(Selector::Tags(tags)),
+        (true, Some(expr)) => return Ok(Selector::Expr(params::parse_expr("expr", expr)?)),
+        (false, Some(_)) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "give tag or expr, not both: write the tags into the expression (a && b)",
+            ));
+        }
+        (true, None) => {}
     }
     let given: Vec<&str> = query.keys().collect();
     Err(ApiError::bad_request("no_criterion", "Bad Request").with(
         "hint",
         format!(
-            "give one of the query parameters id, name or tag (repeatable); got {}",
+            "give one of the query parameters id, name, tag (repeatable) or expr; got {}",
             if given.is_empty() {
                 "none".to_owned()
             } else {
@@ -203,10 +278,49 @@ fn selector(query: &Query) -> Result<Selector, ApiError> {
     ))
 }
 
+fn has_criterion(query: &Query) -> bool {
+    ["id", "name", "tag", "expr"]
+        .iter()
+        .any(|k| query.get(k).is_some_and(|v| !v.is_empty()))
+}
+
+/// `?quantity=N`, from 1 to [`params::MAX_QUANTITY`].
+fn quantity(query: &Query) -> Result<Option<u32>, ApiError> {
+    let Some(raw) = query.get("quantity") else {
+        return Ok(None);
+    };
+    raw.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|&n| n >= 1 && u64::from(n) <= params::MAX_QUANTITY)
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_quantity",
+                format!(
+                    "quantity must be a whole number from 1 to {}, got {raw:?}",
+                    params::MAX_QUANTITY
+                ),
+            )
+            .with("quantity", raw)
+        })
+}
+
 /// The optional lock request body.
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)] // documentation only: the body is parsed leniently by params::lock_ttl
 pub struct LockRequestDoc {
     /// Lock lifetime in seconds, 1 to max-lock-duration. Default 3600.
     ttl: Option<u64>,
+    /// On `/resources/lock` only: several groups locked at once, all or none, e.g.
+    /// `[{"tags": ["dut","arm"], "quantity": 2}, {"expr": "psu", "quantity": 1}]`.
+    groups: Option<Vec<super::reservations::GroupDoc>>,
+}
+
+/// The batch unlock body.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // documentation only: parsed by params::token_list
+pub struct UnlockBatchDoc {
+    /// The lock tokens to release (at most 1000).
+    lock_tokens: Vec<String>,
 }

@@ -1,7 +1,8 @@
 //! Why the broker refused an operation. Knows nothing about HTTP: `api::error` maps each
 //! variant to its 1.0 status code and body.
 
-use super::reservation::{Criteria, ReservationId, ReservationStatus};
+use super::clock::Timestamp;
+use super::reservation::{Criteria, EndReason, ReservationId, ReservationStatus};
 use super::resource::{Resource, ResourceId, Ttl};
 
 /// Which operation presented a lock token; 1.0 words its refusals differently for each.
@@ -90,6 +91,14 @@ pub enum DomainError {
 
     #[error("reservation {0} does not exist")]
     ReservationNotFound(ReservationId),
+
+    /// The reservation existed but has ended; ended reservations are gone, as in 1.0.
+    #[error("reservation {id} has ended ({})", .reason.as_str())]
+    ReservationEnded {
+        id: ReservationId,
+        reason: EndReason,
+        at: Timestamp,
+    },
 
     /// Claim or cancel in a state that does not allow it.
     #[error("reservation {id} is {}", .status.as_str())]

@@ -148,7 +148,7 @@ impl BrokerHandle {
     pub fn reservation(&self, id: ReservationId) -> Result<ReservationSnapshot, DomainError> {
         self.with_broker(|b, now| {
             b.expire_due(now);
-            ReservationSnapshot::of(b, id, now).ok_or(DomainError::ReservationNotFound(id))
+            ReservationSnapshot::of(b, id, now).ok_or_else(|| b.missing(id))
         })
     }
 

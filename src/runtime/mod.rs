@@ -6,5 +6,5 @@ pub mod handle;
 pub mod timer;
 
 pub use clock::{ManualClock, SystemClock};
-pub use handle::{BrokerHandle, Grant};
+pub use handle::{BrokerHandle, Grant, ReservationSnapshot};
 pub use timer::run_expiry_timer;

@@ -249,7 +249,7 @@ async fn lock_by_criteria_returns_400_listing_what_was_given_when_no_criterion_i
         assert_eq!(
             reply.expect_json(400),
             json!({
-                "hint": format!("give one of the query parameters id, name or tag (repeatable); got {given}"),
+                "hint": format!("give one of the query parameters id, name, tag (repeatable) or expr; got {given}"),
                 "message": "Bad Request",
                 "code": "no_criterion",
             }),

@@ -23,8 +23,13 @@ async fn openapi_document_lists_every_resource_path_when_fetched() {
     assert_eq!(
         paths,
         [
+            "/api/v1/events",
+            "/api/v1/reservations",
+            "/api/v1/reservations/{rid}",
+            "/api/v1/reservations/{rid}/claim",
             "/api/v1/resources",
             "/api/v1/resources/lock",
+            "/api/v1/resources/unlock-batch",
             "/api/v1/resources/{id}",
             "/api/v1/resources/{id}/extend",
             "/api/v1/resources/{id}/lock",
@@ -49,6 +54,11 @@ async fn openapi_document_lists_every_resource_path_when_fetched() {
     assert_eq!(methods("/api/v1/resources/lock"), ["post"]);
     assert_eq!(methods("/api/v1/resources/{id}/unlock"), ["post"]);
     assert_eq!(methods("/api/v1/resources/{id}/extend"), ["post"]);
+    assert_eq!(methods("/api/v1/events"), ["get"]);
+    assert_eq!(methods("/api/v1/resources/unlock-batch"), ["post"]);
+    assert_eq!(methods("/api/v1/reservations"), ["get", "post"]);
+    assert_eq!(methods("/api/v1/reservations/{rid}"), ["delete", "get"]);
+    assert_eq!(methods("/api/v1/reservations/{rid}/claim"), ["post"]);
 }
 
 #[tokio::test]

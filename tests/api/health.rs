@@ -81,8 +81,8 @@ async fn unknown_route_returns_a_json_404_when_no_route_serves_the_method_and_pa
         ("GET", "/api/v1/resources/", "trailing slash"),
         (
             "POST",
-            "/api/v1/reservations",
-            "reservations are not served yet",
+            "/api/v1/reservations/res_0/claim/now",
+            "no such path under reservations",
         ),
     ];
     let app = spawn_app().await;

@@ -9,7 +9,7 @@ use reqwest::{Client, RequestBuilder, StatusCode};
 use serde_json::Value;
 
 use rentabot::app::{self, Settings};
-use rentabot::domain::{ResourceSpec, Timestamp, descriptor};
+use rentabot::domain::{QueuePolicy, ResourceSpec, Timestamp, descriptor};
 use rentabot::runtime::{BrokerHandle, ManualClock};
 
 /// Where every test app's clock starts: 2026-01-15T10:00:00Z.
@@ -87,6 +87,7 @@ pub async fn spawn_app_with(resources: Vec<ResourceSpec>) -> TestApp {
         // the tests of this binary run in parallel, each with its own server.
         workers: Some(1),
         handle_signals: false,
+        policy: QueuePolicy::default(),
     };
     let app = app::build(&settings, resources, clock.clone()).expect("the test app builds");
     let address = format!("http://127.0.0.1:{}", app.port());

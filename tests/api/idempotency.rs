@@ -216,6 +216,22 @@ async fn invalid_key_is_refused_with_400_and_nothing_is_locked() {
 }
 
 #[tokio::test]
+async fn retried_reservation_is_queued_once_when_the_key_is_the_same() {
+    let app = spawn_app().await;
+    let request = json!({"tags": ["ci", "linux"], "quantity": 1});
+    let first = post_keyed(&app, "/api/v1/reservations", Some(KEY), request.clone()).await;
+    let created = first.expect_json(201);
+
+    let retry = post_keyed(&app, "/api/v1/reservations", Some(KEY), request).await;
+
+    assert!(is_replayed(&retry));
+    assert_eq!(retry.expect_json(201), created);
+    assert_eq!(retry.header("location"), first.header("location"));
+    let list = app.get("/api/v1/reservations").await.expect_json(200);
+    assert_eq!(list["reservations"].as_array().unwrap().len(), 1, "{list}");
+}
+
+#[tokio::test]
 async fn replay_on_the_legacy_prefix_keeps_the_deprecation_headers() {
     let app = spawn_app().await;
     let path = format!("/rentabot/api/v1.0/resources/{COFFEE}/lock");

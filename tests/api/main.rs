@@ -5,6 +5,7 @@ mod helpers;
 
 mod criteria;
 mod docs;
+mod events;
 mod expiry;
 mod extend;
 mod fencing;
@@ -12,5 +13,6 @@ mod health;
 mod idempotency;
 mod legacy;
 mod locking;
+mod reservations;
 mod resources;
 mod unlock;

@@ -121,7 +121,7 @@ impl Broker {
         let Some(reservation) = self.reservations.get_mut(&id) else {
             return Err(match self.ended.get(&id) {
                 Some((EndReason::ClaimExpired, _)) => DomainError::ClaimWindowOver(id),
-                _ => DomainError::ReservationNotFound(id),
+                _ => self.missing(id),
             });
         };
         if reservation.status != ReservationStatus::Fulfilled {
@@ -177,6 +177,14 @@ impl Broker {
     /// How and when a recently ended reservation ended.
     pub fn ended(&self, id: ReservationId) -> Option<(EndReason, Timestamp)> {
         self.ended.get(&id).copied()
+    }
+
+    /// The refusal for a reservation that is not live: ended (if remembered) or unknown.
+    pub fn missing(&self, id: ReservationId) -> DomainError {
+        match self.ended(id) {
+            Some((reason, at)) => DomainError::ReservationEnded { id, reason, at },
+            None => DomainError::ReservationNotFound(id),
+        }
     }
 
     /// The pending reservations in serving order at `now` (1.0 `position_in_queue` is the

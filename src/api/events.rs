@@ -1,0 +1,765 @@
+//! Push notifications: every broker event as server-sent events (`GET /api/v1/events`),
+//! and one reservation's status changes over a WebSocket (`/ws/reservations/{rid}`).
+//!
+//! Both listen to the broker's broadcast channel ([`BrokerHandle::subscribe`]), which the
+//! handle feeds after releasing the broker mutex: nothing here ever holds the lock while
+//! it writes to a socket. A listener that falls more than `EVENT_BUFFER` events behind
+//! skips ahead; the event stream says so with a `lagged` event, and the WebSocket reads
+//! the reservation again in case its own change was among those skipped.
+//!
+//! ```text
+//! SSE frame:   id: 7\nevent: locked\ndata: {"type":"locked","resource_id":2,...}\n\n
+//! idle:        : keep-alive\n\n                           (every 15 s without a frame)
+//! WebSocket:   {"type":"reservation","reservation":{...}}  on connect and on each change
+//!              {"type":"ended","reservation_id":"res_...","reason":"cancelled","at":"..."}
+//!              then a Normal (1000) close frame
+//! ```
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use actix_web::http::header;
+use actix_web::web::{self, Bytes, Data, Payload};
+use actix_web::{HttpRequest, HttpResponse};
+use actix_ws::{CloseCode, CloseReason, Message, MessageStream, Session};
+use futures_util::Stream;
+use serde::Serialize;
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::time::{self, Instant, Interval, MissedTickBehavior};
+use utoipa::ToSchema;
+
+use super::dto::{ErrorBody, ReservationView};
+use super::error::ApiError;
+use super::only;
+use super::params::Query;
+use crate::domain::{DomainError, Event, ReservationId, ReservationStatus, Timestamp};
+use crate::runtime::{BrokerHandle, ReservationSnapshot};
+
+/// How long a connection may stay silent before we send something anyway: below the
+/// 30–60 s idle timeouts of common proxies, and the bound on how long a vanished client
+/// keeps its subscription (a write to a dead connection is what reveals it).
+pub const HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// Every `type` an [`EventView`] can have, in the order of [`Event`]'s variants.
+pub const EVENT_TYPES: [&str; 8] = [
+    "locked",
+    "extended",
+    "unlocked",
+    "expired",
+    "reservation_created",
+    "reservation_fulfilled",
+    "reservation_claimed",
+    "reservation_ended",
+];
+
+/// Registers `GET /events`; mounted under `/api/v1`.
+pub fn configure_api(cfg: &mut web::ServiceConfig) {
+    cfg.service(only("/events", web::get().to(stream_events)));
+}
+
+/// Registers the WebSocket `GET /ws/reservations/{rid}`; mounted at the root.
+pub fn configure_ws(cfg: &mut web::ServiceConfig) {
+    cfg.service(only(
+        "/ws/reservations/{rid}",
+        web::get().to(watch_reservation),
+    ));
+}
+
+/// One broker event on the wire. Resource ids and fencing tokens are integers,
+/// reservation ids strings (`res_...`), times RFC 3339 UTC. Lock tokens never appear:
+/// [`Event`] does not carry them.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[schema(example = json!({
+    "type": "locked", "resource_id": 2, "fencing_token": 17,
+    "at": "2026-01-15T10:00:00.000Z", "expires_at": "2026-01-15T11:00:00.000Z",
+    "reservation_id": null
+}))]
+pub enum EventView {
+    /// A lock was granted.
+    Locked {
+        resource_id: u32,
+        fencing_token: u64,
+        at: String,
+        expires_at: String,
+        /// Set when the lock was granted to fulfil this reservation.
+        reservation_id: Option<String>,
+    },
+    /// A lock's expiry moved.
+    Extended {
+        resource_id: u32,
+        fencing_token: u64,
+        expires_at: String,
+    },
+    /// Its holder released a lock.
+    Unlocked {
+        resource_id: u32,
+        fencing_token: u64,
+        at: String,
+    },
+    /// A lock reached its deadline (`at`) and was released.
+    Expired {
+        resource_id: u32,
+        fencing_token: u64,
+        at: String,
+    },
+    /// A reservation joined the queue (it may be fulfilled in the same step).
+    ReservationCreated {
+        reservation_id: String,
+        at: String,
+    },
+    /// A reservation's resources were locked for it.
+    ReservationFulfilled {
+        reservation_id: String,
+        resource_ids: Vec<u32>,
+        at: String,
+    },
+    ReservationClaimed {
+        reservation_id: String,
+        at: String,
+    },
+    /// A reservation is gone: `reason` is cancelled, expired, claim_expired or released.
+    ReservationEnded {
+        reservation_id: String,
+        reason: &'static str,
+        at: String,
+    },
+}
+
+impl From<&Event> for EventView {
+    fn from(event: &Event) -> Self {
+        match event {
+            Event::Locked {
+                resource,
+                fencing,
+                at,
+                expires_at,
+                reservation,
+            } => EventView::Locked {
+                resource_id: resource.get(),
+                fencing_token: fencing.get(),
+                at: at.to_rfc3339(),
+                expires_at: expires_at.to_rfc3339(),
+                reservation_id: reservation.map(|r| r.to_string()),
+            },
+            Event::Extended {
+                resource,
+                fencing,
+                expires_at,
+            } => EventView::Extended {
+                resource_id: resource.get(),
+                fencing_token: fencing.get(),
+                expires_at: expires_at.to_rfc3339(),
+            },
+            Event::Unlocked {
+                resource,
+                fencing,
+                at,
+            } => EventView::Unlocked {
+                resource_id: resource.get(),
+                fencing_token: fencing.get(),
+                at: at.to_rfc3339(),
+            },
+            Event::Expired {
+                resource,
+                fencing,
+                deadline,
+            } => EventView::Expired {
+                resource_id: resource.get(),
+                fencing_token: fencing.get(),
+                at: deadline.to_rfc3339(),
+            },
+            Event::ReservationCreated { reservation, at } => EventView::ReservationCreated {
+                reservation_id: reservation.to_string(),
+                at: at.to_rfc3339(),
+            },
+            Event::ReservationFulfilled {
+                reservation,
+                resources,
+                at,
+            } => EventView::ReservationFulfilled {
+                reservation_id: reservation.to_string(),
+                resource_ids: resources.iter().map(|r| r.get()).collect(),
+                at: at.to_rfc3339(),
+            },
+            Event::ReservationClaimed { reservation, at } => EventView::ReservationClaimed {
+                reservation_id: reservation.to_string(),
+                at: at.to_rfc3339(),
+            },
+            Event::ReservationEnded {
+                reservation,
+                reason,
+                at,
+            } => EventView::ReservationEnded {
+                reservation_id: reservation.to_string(),
+                reason: reason.as_str(),
+                at: at.to_rfc3339(),
+            },
+        }
+    }
+}
+
+impl EventView {
+    /// Its `type`: the SSE event name and what `?types=` filters on.
+    pub fn kind(&self) -> &'static str {
+        let index = match self {
+            EventView::Locked { .. } => 0,
+            EventView::Extended { .. } => 1,
+            EventView::Unlocked { .. } => 2,
+            EventView::Expired { .. } => 3,
+            EventView::ReservationCreated { .. } => 4,
+            EventView::ReservationFulfilled { .. } => 5,
+            EventView::ReservationClaimed { .. } => 6,
+            EventView::ReservationEnded { .. } => 7,
+        };
+        EVENT_TYPES[index]
+    }
+}
+
+/// The `lagged` event: this listener fell behind and `missed` events were skipped.
+#[derive(Debug, Serialize)]
+struct Lagged {
+    r#type: &'static str,
+    missed: u64,
+}
+
+/// Which event types a stream sends: `None` for all.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct TypeFilter(Option<Vec<&'static str>>);
+
+impl TypeFilter {
+    /// `?types=locked,unlocked` (repeatable, comma-separated). Absent means every type.
+    fn parse(query: &Query) -> Result<TypeFilter, ApiError> {
+        let mut given = query.all("types").peekable();
+        if given.peek().is_none() {
+            return Ok(TypeFilter(None));
+        }
+        let mut types = Vec::new();
+        for raw in given {
+            for name in raw.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                let known = EVENT_TYPES.iter().find(|t| **t == name).ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_event_type",
+                        format!(
+                            "unknown event type {name:?} in types: choose from {}",
+                            EVENT_TYPES.join(", ")
+                        ),
+                    )
+                    .with("types", raw)
+                })?;
+                if !types.contains(known) {
+                    types.push(*known);
+                }
+            }
+        }
+        if types.is_empty() {
+            return Err(ApiError::bad_request(
+                "invalid_event_type",
+                format!(
+                    "types names no event type: give a comma-separated list from {}, or leave it out for all",
+                    EVENT_TYPES.join(", ")
+                ),
+            ));
+        }
+        Ok(TypeFilter(Some(types)))
+    }
+
+    fn admits(&self, kind: &str) -> bool {
+        self.0.as_ref().is_none_or(|types| types.contains(&kind))
+    }
+}
+
+/// Every broker event from now on, as server-sent events.
+///
+/// `event:` is the type, `data:` the `EventView` as JSON, `id:` counts this connection's
+/// events from 1. A `: keep-alive` comment follows 15 s of silence. A client that falls
+/// behind gets `event: lagged` with `{"type":"lagged","missed":N}` and the stream goes on.
+/// No replay: `Last-Event-ID` is ignored, so read the state again (`GET /api/v1/resources`)
+/// after a reconnect.
+#[utoipa::path(get, path = "/api/v1/events", tag = "events",
+    params(("types" = Option<String>, Query,
+        description = "Only these event types, comma-separated (e.g. locked,unlocked); default all")),
+    responses(
+        (status = 200, description = "A text/event-stream of broker events; each data line is one EventView",
+            content_type = "text/event-stream", body = EventView),
+        (status = 400, description = "An unknown event type in types", body = ErrorBody),
+    ))]
+pub async fn stream_events(
+    broker: Data<BrokerHandle>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let filter = TypeFilter::parse(&Query::parse(&req)?)?;
+    // Subscribed before the response head goes out: a client that has seen the 200 sees
+    // every event after it.
+    let events = broker.subscribe();
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        // nginx buffers responses unless told not to.
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(event_stream(events, filter, HEARTBEAT)))
+}
+
+/// What [`event_stream`] carries from one frame to the next.
+struct Sse {
+    events: broadcast::Receiver<Event>,
+    filter: TypeFilter,
+    heartbeat: Interval,
+    /// The `id:` of the next frame.
+    next_id: u64,
+}
+
+impl Sse {
+    fn frame(&mut self, kind: &str, data: &impl Serialize) -> Bytes {
+        let json = serde_json::to_string(data)
+            // Plain structs of strings and numbers: serializing cannot fail.
+            .expect("an event view serializes");
+        let id = self.next_id;
+        self.next_id += 1;
+        Bytes::from(format!("id: {id}\nevent: {kind}\ndata: {json}\n\n"))
+    }
+}
+
+/// The SSE body over `events`. It ends when the broker's channel closes; when the client
+/// goes away, actix drops it on the next failed write (at the latest one heartbeat later),
+/// which drops the receiver and so unsubscribes.
+fn event_stream(
+    events: broadcast::Receiver<Event>,
+    filter: TypeFilter,
+    heartbeat: Duration,
+) -> impl Stream<Item = Result<Bytes, Infallible>> + 'static {
+    let mut ticks = time::interval_at(Instant::now() + heartbeat, heartbeat);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let state = Sse {
+        events,
+        filter,
+        heartbeat: ticks,
+        next_id: 1,
+    };
+    futures_util::stream::unfold(state, |mut sse| async move {
+        // Both branches are cancel-safe: a lost race loses neither an event nor a tick.
+        let frame = loop {
+            tokio::select! {
+                received = sse.events.recv() => match received {
+                    Ok(event) => {
+                        let view = EventView::from(&event);
+                        if sse.filter.admits(view.kind()) {
+                            break sse.frame(view.kind(), &view);
+                        }
+                    }
+                    Err(RecvError::Lagged(missed)) => {
+                        break sse.frame("lagged", &Lagged { r#type: "lagged", missed });
+                    }
+                    Err(RecvError::Closed) => return None,
+                },
+                _ = sse.heartbeat.tick() => break Bytes::from_static(b": keep-alive\n\n"),
+            }
+        };
+        // Silence is counted from the last frame of any kind.
+        sse.heartbeat.reset();
+        Some((Ok(frame), sse))
+    })
+}
+
+/// What the reservation socket sends.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum SocketMessage {
+    /// The reservation as `GET /api/v1/reservations/{rid}` shows it.
+    Reservation { reservation: Box<ReservationView> },
+    /// It has ended; the socket closes after this.
+    Ended {
+        reservation_id: String,
+        reason: &'static str,
+        at: String,
+    },
+}
+
+impl SocketMessage {
+    fn ended(id: ReservationId, reason: crate::domain::EndReason, at: Timestamp) -> Self {
+        SocketMessage::Ended {
+            reservation_id: id.to_string(),
+            reason: reason.as_str(),
+            at: at.to_rfc3339(),
+        }
+    }
+}
+
+/// `GET /ws/reservations/{rid}`: a WebSocket that sends the reservation on connect and
+/// again on each status change (fulfilled, claimed), then `ended` and a normal close.
+/// An unknown, malformed or ended id is answered with the JSON 404 instead of an upgrade;
+/// a request without the WebSocket handshake headers with a JSON 400.
+///
+/// The reservation JSON includes `lock_tokens` once fulfilled, as the GET does: the
+/// reservation id is what entitles a caller to its locks.
+pub async fn watch_reservation(
+    broker: Data<BrokerHandle>,
+    rid: web::Path<String>,
+    req: HttpRequest,
+    body: Payload,
+) -> Result<HttpResponse, ApiError> {
+    let id: ReservationId = rid
+        .parse()
+        .map_err(|_| ApiError::UnknownReservation(rid.to_string()))?;
+    // Subscribe before reading, so that a change between the two is not lost.
+    let events = broker.subscribe();
+    let first = broker.reservation(id)?;
+    let (response, session, messages) = actix_ws::handle(&req, body).map_err(|e| {
+        ApiError::bad_request(
+            "websocket_required",
+            format!("this is a WebSocket endpoint: connect with a WebSocket client ({e})"),
+        )
+    })?;
+    // Runs on this worker's runtime; it ends with the socket or the reservation.
+    actix_web::rt::spawn(run_reservation_socket(
+        broker.get_ref().clone(),
+        id,
+        first,
+        events,
+        session,
+        messages,
+    ));
+    Ok(response)
+}
+
+/// Whether `event` may change the status of reservation `id`. Its `Locked` events and
+/// its creation change nothing a watcher has not seen.
+fn changes_status(event: &Event, id: ReservationId) -> bool {
+    event.reservation() == Some(id)
+        && matches!(
+            event,
+            Event::ReservationFulfilled { .. }
+                | Event::ReservationClaimed { .. }
+                | Event::ReservationEnded { .. }
+        )
+}
+
+/// Serves one reservation socket until the reservation ends, the client closes, or a
+/// write fails (the client is gone). Pings every [`HEARTBEAT`] keep proxies from cutting
+/// an idle socket and reveal a vanished client.
+async fn run_reservation_socket(
+    broker: BrokerHandle,
+    id: ReservationId,
+    first: ReservationSnapshot,
+    mut events: broadcast::Receiver<Event>,
+    mut session: Session,
+    mut messages: MessageStream,
+) {
+    let mut last = first.reservation.status;
+    if send(&mut session, &reservation_message(&first))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut pings = time::interval_at(Instant::now() + HEARTBEAT, HEARTBEAT);
+    pings.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let close = loop {
+        tokio::select! {
+            received = events.recv() => {
+                let outcome = match received {
+                    Ok(Event::ReservationEnded { reservation, reason, at }) if reservation == id => {
+                        Read::Ended(SocketMessage::ended(id, reason, at))
+                    }
+                    Ok(event) if changes_status(&event, id) => read(&broker, id, &mut last),
+                    Ok(_) => Read::Unchanged,
+                    // Our change may be among the missed: read the state again.
+                    Err(RecvError::Lagged(_)) => read(&broker, id, &mut last),
+                    // The broker is going away with the server.
+                    Err(RecvError::Closed) => break CloseCode::Away,
+                };
+                match outcome {
+                    Read::Unchanged => {}
+                    Read::Changed(message) => {
+                        if send(&mut session, &message).await.is_err() {
+                            return;
+                        }
+                    }
+                    Read::Ended(message) => {
+                        if send(&mut session, &message).await.is_err() {
+                            return;
+                        }
+                        break CloseCode::Normal;
+                    }
+                    Read::Gone => break CloseCode::Normal,
+                }
+            }
+            message = messages.recv() => match message {
+                Some(Ok(Message::Ping(bytes))) => {
+                    if session.pong(&bytes).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(Message::Close(reason))) => {
+                    // Echo the client's close, as RFC 6455 asks; the connection then ends.
+                    let _ = session.close(reason).await;
+                    return;
+                }
+                // Nothing is expected from the client; text, binary and pongs are ignored.
+                Some(Ok(_)) => {}
+                Some(Err(_)) => break CloseCode::Protocol,
+                // The connection is gone.
+                None => return,
+            },
+            _ = pings.tick() => {
+                if session.ping(b"").await.is_err() {
+                    return;
+                }
+            }
+        }
+    };
+    let _ = session
+        .close(Some(CloseReason {
+            code: close,
+            description: None,
+        }))
+        .await;
+}
+
+/// What a fresh read of the reservation found.
+enum Read {
+    /// Its status differs from the last one sent (which is updated).
+    Changed(SocketMessage),
+    Unchanged,
+    Ended(SocketMessage),
+    /// Ended so long ago that the broker no longer remembers why.
+    Gone,
+}
+
+fn read(broker: &BrokerHandle, id: ReservationId, last: &mut ReservationStatus) -> Read {
+    match broker.reservation(id) {
+        Ok(snapshot) if snapshot.reservation.status == *last => Read::Unchanged,
+        Ok(snapshot) => {
+            *last = snapshot.reservation.status;
+            Read::Changed(reservation_message(&snapshot))
+        }
+        Err(DomainError::ReservationEnded { reason, at, .. }) => {
+            Read::Ended(SocketMessage::ended(id, reason, at))
+        }
+        Err(_) => Read::Gone,
+    }
+}
+
+fn reservation_message(snapshot: &ReservationSnapshot) -> SocketMessage {
+    SocketMessage::Reservation {
+        reservation: Box::new(ReservationView::from(snapshot)),
+    }
+}
+
+async fn send(session: &mut Session, message: &SocketMessage) -> Result<(), actix_ws::Closed> {
+    let json = serde_json::to_string(message)
+        // Plain structs of strings and numbers: serializing cannot fail.
+        .expect("a socket message serializes");
+    session.text(json).await
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+
+    use super::*;
+    use crate::domain::{EndReason, FencingToken, ResourceId};
+
+    const T: Timestamp = Timestamp::from_millis(1_768_471_200_000);
+
+    fn unlocked(resource: u32) -> Event {
+        Event::Unlocked {
+            resource: ResourceId::new(resource),
+            fencing: FencingToken::new(resource.into()),
+            at: T,
+        }
+    }
+
+    fn text(frame: Option<Result<Bytes, Infallible>>) -> String {
+        let bytes = frame.expect("a frame").expect("infallible");
+        String::from_utf8(bytes.to_vec()).expect("frames are UTF-8")
+    }
+
+    fn one_of_each() -> Vec<Event> {
+        let r = ReservationId::generate();
+        let resource = ResourceId::new(2);
+        let fencing = FencingToken::new(9);
+        vec![
+            Event::Locked {
+                resource,
+                fencing,
+                at: T,
+                expires_at: T,
+                reservation: Some(r),
+            },
+            Event::Extended {
+                resource,
+                fencing,
+                expires_at: T,
+            },
+            unlocked(2),
+            Event::Expired {
+                resource,
+                fencing,
+                deadline: T,
+            },
+            Event::ReservationCreated {
+                reservation: r,
+                at: T,
+            },
+            Event::ReservationFulfilled {
+                reservation: r,
+                resources: vec![resource],
+                at: T,
+            },
+            Event::ReservationClaimed {
+                reservation: r,
+                at: T,
+            },
+            Event::ReservationEnded {
+                reservation: r,
+                reason: EndReason::ClaimExpired,
+                at: T,
+            },
+        ]
+    }
+
+    #[test]
+    fn every_event_serializes_with_its_kind_as_type() {
+        let events = one_of_each();
+        let kinds: Vec<&str> = events.iter().map(|e| EventView::from(e).kind()).collect();
+        assert_eq!(kinds, EVENT_TYPES);
+        for event in &events {
+            let view = EventView::from(event);
+            let json = serde_json::to_value(&view).unwrap();
+            assert_eq!(json["type"], view.kind(), "{json}");
+        }
+    }
+
+    #[test]
+    fn locked_event_renders_ids_as_numbers_and_reservation_as_string() {
+        let r = ReservationId::generate();
+        let json = serde_json::to_value(EventView::from(&Event::Locked {
+            resource: ResourceId::new(3),
+            fencing: FencingToken::new(42),
+            at: T,
+            expires_at: Timestamp::from_millis(T.as_millis() + 60_000),
+            reservation: Some(r),
+        }))
+        .unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "type": "locked", "resource_id": 3, "fencing_token": 42,
+                "at": "2026-01-15T10:00:00.000Z", "expires_at": "2026-01-15T10:01:00.000Z",
+                "reservation_id": r.to_string(),
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn stream_numbers_frames_and_names_each_event_when_events_arrive() {
+        let (tx, rx) = broadcast::channel(16);
+        let mut stream = Box::pin(event_stream(rx, TypeFilter(None), HEARTBEAT));
+        tx.send(unlocked(1)).unwrap();
+        tx.send(unlocked(2)).unwrap();
+
+        let first = text(stream.next().await);
+        let second = text(stream.next().await);
+
+        assert_eq!(
+            first,
+            "id: 1\nevent: unlocked\ndata: {\"type\":\"unlocked\",\"resource_id\":1,\"fencing_token\":1,\"at\":\"2026-01-15T10:00:00.000Z\"}\n\n"
+        );
+        assert!(second.starts_with("id: 2\nevent: unlocked\n"), "{second}");
+    }
+
+    #[tokio::test]
+    async fn stream_skips_other_types_when_filtered() {
+        let (tx, rx) = broadcast::channel(16);
+        let filter = TypeFilter(Some(vec!["expired"]));
+        let mut stream = Box::pin(event_stream(rx, filter, HEARTBEAT));
+        for event in one_of_each() {
+            tx.send(event).unwrap();
+        }
+        drop(tx);
+
+        let frames: Vec<String> = stream
+            .by_ref()
+            .map(|f| text(Some(f)))
+            .collect::<Vec<_>>()
+            .await;
+
+        assert_eq!(frames.len(), 1, "{frames:?}");
+        assert!(
+            frames[0].starts_with("id: 1\nevent: expired\n"),
+            "{frames:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn stream_reports_lag_and_goes_on_when_the_listener_falls_behind() {
+        let (tx, rx) = broadcast::channel(2);
+        let mut stream = Box::pin(event_stream(rx, TypeFilter(None), HEARTBEAT));
+        for resource in 1..=5 {
+            tx.send(unlocked(resource)).unwrap();
+        }
+
+        let lagged = text(stream.next().await);
+        let next = text(stream.next().await);
+
+        assert_eq!(
+            lagged,
+            "id: 1\nevent: lagged\ndata: {\"type\":\"lagged\",\"missed\":3}\n\n"
+        );
+        assert!(next.contains("\"resource_id\":4"), "{next}");
+    }
+
+    #[tokio::test]
+    async fn stream_ends_when_the_broker_channel_closes() {
+        let (tx, rx) = broadcast::channel::<Event>(2);
+        let mut stream = Box::pin(event_stream(rx, TypeFilter(None), HEARTBEAT));
+
+        drop(tx);
+
+        assert!(stream.next().await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stream_sends_a_keep_alive_comment_after_fifteen_idle_seconds() {
+        let (tx, rx) = broadcast::channel::<Event>(2);
+        let mut stream = Box::pin(event_stream(rx, TypeFilter(None), HEARTBEAT));
+        let started = Instant::now();
+
+        let frame = text(stream.next().await);
+
+        assert_eq!(frame, ": keep-alive\n\n");
+        assert_eq!(started.elapsed(), HEARTBEAT);
+        tx.send(unlocked(1)).unwrap();
+        assert!(text(stream.next().await).starts_with("id: 1\n"));
+    }
+
+    fn query(raw: &str) -> Query {
+        let req = actix_web::test::TestRequest::get()
+            .uri(&format!("/api/v1/events?{raw}"))
+            .to_http_request();
+        Query::parse(&req).unwrap()
+    }
+
+    #[test]
+    fn type_filter_accepts_known_types_comma_separated_or_repeated() {
+        assert_eq!(TypeFilter::parse(&query("")).unwrap(), TypeFilter(None));
+        assert_eq!(
+            TypeFilter::parse(&query("types=locked,%20unlocked&types=locked")).unwrap(),
+            TypeFilter(Some(vec!["locked", "unlocked"]))
+        );
+    }
+
+    #[test]
+    fn type_filter_is_refused_when_it_names_an_unknown_or_no_type() {
+        for (raw, why) in [
+            ("types=locked,bogus", "an unknown type"),
+            ("types=Locked", "types are lowercase"),
+            ("types=", "no type at all"),
+            ("types=,", "only separators"),
+        ] {
+            let error = TypeFilter::parse(&query(raw)).expect_err(why);
+            assert_eq!(error.code(), "invalid_event_type", "{why}");
+        }
+    }
+}
