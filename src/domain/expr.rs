@@ -33,7 +33,7 @@ pub const MAX_EXPR_DEPTH: usize = 32;
 /// Hand-built values need not be canonical. They still evaluate and display correctly,
 /// but only canonical values survive a trip through [`Display`](fmt::Display) and back
 /// unchanged.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Expr {
     /// True when the resource carries this tag.
     Tag(String),

@@ -7,19 +7,33 @@
 //! waited longer, so its effective priority is never worse: each bucket is already in
 //! serving order, and the queue is a lazy ten-way merge of the buckets. Walking the first
 //! k reservations costs O(k), whatever the length of the queue.
+//!
+//! Each entry also carries its *shape*: a small number standing for what the reservation
+//! asks for (its groups' criteria and its TTL), the same for every reservation asking the
+//! same. Serving skips every waiter of a shape that nothing free can serve by comparing
+//! numbers, without touching the reservations themselves: thousands of waiters cost what
+//! their queue entries cost, not a cache miss each.
 
-use std::collections::BTreeMap;
 use std::collections::btree_map;
+use std::collections::{BTreeMap, HashMap};
 use std::iter::Peekable;
 use std::time::Duration;
 
 use super::clock::Timestamp;
-use super::reservation::{Priority, ReservationId};
+use super::reservation::{Criteria, Priority, ReservationId};
+use super::resource::Ttl;
+
+/// What a reservation asks for, as far as serving is concerned.
+pub(crate) type ShapeKey = (Vec<Criteria>, Ttl);
+
+/// A shape's number, dense from 0: index a `Vec<bool>` with it.
+pub(crate) type Shape = usize;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Entry {
     id: ReservationId,
     created_at: Timestamp,
+    shape: Shape,
 }
 
 #[derive(Debug, Default)]
@@ -27,6 +41,10 @@ pub(crate) struct Queue {
     /// `buckets[p - 1]`: pending reservations of base priority p, by creation sequence.
     buckets: [BTreeMap<u64, Entry>; 10],
     len: usize,
+    /// Interned shapes: number and how many queued reservations have it.
+    shapes: HashMap<ShapeKey, (Shape, usize)>,
+    /// By number: the key (to forget it when unused); `None` for a free number.
+    shape_keys: Vec<Option<ShapeKey>>,
 }
 
 impl Queue {
@@ -36,15 +54,57 @@ impl Queue {
         seq: u64,
         id: ReservationId,
         created_at: Timestamp,
+        shape: ShapeKey,
     ) {
-        let previous = self.bucket(priority).insert(seq, Entry { id, created_at });
+        let shape = self.intern(shape);
+        let previous = self.bucket(priority).insert(
+            seq,
+            Entry {
+                id,
+                created_at,
+                shape,
+            },
+        );
         debug_assert!(previous.is_none(), "sequence numbers are unique");
         self.len += 1;
     }
 
     pub(crate) fn remove(&mut self, priority: Priority, seq: u64) {
-        if self.bucket(priority).remove(&seq).is_some() {
+        if let Some(entry) = self.bucket(priority).remove(&seq) {
             self.len -= 1;
+            self.release(entry.shape);
+        }
+    }
+
+    /// How many shape numbers are in use or free: the length for a `Vec` indexed by shape.
+    pub(crate) fn shape_count(&self) -> usize {
+        self.shape_keys.len()
+    }
+
+    fn intern(&mut self, key: ShapeKey) -> Shape {
+        if let Some((shape, refs)) = self.shapes.get_mut(&key) {
+            *refs += 1;
+            return *shape;
+        }
+        let shape = match self.shape_keys.iter().position(Option::is_none) {
+            Some(free) => free,
+            None => {
+                self.shape_keys.push(None);
+                self.shape_keys.len() - 1
+            }
+        };
+        self.shape_keys[shape] = Some(key.clone());
+        self.shapes.insert(key, (shape, 1));
+        shape
+    }
+
+    fn release(&mut self, shape: Shape) {
+        let key = self.shape_keys[shape].as_ref().expect("a live shape");
+        let (_, refs) = self.shapes.get_mut(key).expect("interned");
+        *refs -= 1;
+        if *refs == 0 {
+            let key = self.shape_keys[shape].take().expect("a live shape");
+            self.shapes.remove(&key);
         }
     }
 
@@ -59,11 +119,10 @@ impl Queue {
                 .buckets
                 .iter()
                 .zip(1u8..)
+                .filter(|(bucket, _)| !bucket.is_empty())
                 .map(|(bucket, level)| {
-                    (
-                        Priority::new(u64::from(level)).expect("1..=10"),
-                        bucket.iter().peekable(),
-                    )
+                    let priority = Priority::new(u64::from(level)).expect("1..=10");
+                    (priority, bucket.iter().peekable())
                 })
                 .collect(),
             now,
@@ -84,9 +143,10 @@ pub(crate) struct InOrder<'a> {
 }
 
 impl Iterator for InOrder<'_> {
-    type Item = ReservationId;
+    /// A reservation and its shape.
+    type Item = (ReservationId, Shape);
 
-    fn next(&mut self) -> Option<ReservationId> {
+    fn next(&mut self) -> Option<(ReservationId, Shape)> {
         let (now, aging) = (self.now, self.aging);
         let best = self
             .heads
@@ -100,7 +160,10 @@ impl Iterator for InOrder<'_> {
             })
             .min()?
             .1;
-        self.heads[best].1.next().map(|(_, entry)| entry.id)
+        self.heads[best]
+            .1
+            .next()
+            .map(|(_, entry)| (entry.id, entry.shape))
     }
 }
 
@@ -124,14 +187,20 @@ mod tests {
         let mut q = Queue::default();
         let ids: Vec<_> = entries.iter().map(|_| ReservationId::generate()).collect();
         for (seq, (&(level, created), id)) in entries.iter().zip(&ids).enumerate() {
-            q.insert(p(level), seq as u64, *id, at(created));
+            q.insert(
+                p(level),
+                seq as u64,
+                *id,
+                at(created),
+                (Vec::new(), Ttl::DEFAULT),
+            );
         }
         (q, ids)
     }
 
     fn order(q: &Queue, now: Timestamp, ids: &[ReservationId]) -> Vec<usize> {
         q.in_order(now, AGING)
-            .map(|id| ids.iter().position(|i| *i == id).unwrap())
+            .map(|(id, _)| ids.iter().position(|i| *i == id).unwrap())
             .collect()
     }
 
@@ -173,5 +242,21 @@ mod tests {
         q.remove(p(5), 1);
         assert_eq!(order(&q, at(3), &ids), [0, 2]);
         assert_eq!(q.len(), 2);
+    }
+
+    #[test]
+    fn equal_requests_share_a_shape_that_is_forgotten_with_its_last_user() {
+        let mut q = Queue::default();
+        let key = |tag: &str| (vec![Criteria::Tags(vec![tag.to_owned()])], Ttl::DEFAULT);
+        q.insert(p(5), 0, ReservationId::generate(), at(0), key("a"));
+        q.insert(p(5), 1, ReservationId::generate(), at(0), key("b"));
+        q.insert(p(1), 2, ReservationId::generate(), at(0), key("a"));
+        let shapes: Vec<Shape> = q.in_order(at(0), AGING).map(|(_, s)| s).collect();
+        assert_eq!(shapes, [0, 0, 1]);
+        q.remove(p(5), 0);
+        q.remove(p(1), 2);
+        assert_eq!(q.shapes.len(), 1, "no reservation asks for a any more");
+        q.insert(p(5), 3, ReservationId::generate(), at(0), key("c"));
+        assert_eq!(q.shape_count(), 2, "the free number is reused");
     }
 }

@@ -78,7 +78,9 @@ impl Priority {
 
     /// The level after `waited`, improved by one per `aging` waited, never above 1.
     pub fn aged(self, waited: Duration, aging: Duration) -> Priority {
-        let steps = waited.as_millis() / aging.as_millis().max(1);
+        // u64 milliseconds: 584 million years, and much cheaper to divide than u128.
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let steps = millis(waited) / millis(aging).max(1);
         let steps = u8::try_from(steps).unwrap_or(u8::MAX);
         Priority(self.0.saturating_sub(steps).max(1))
     }
@@ -90,7 +92,7 @@ pub struct PriorityOutOfRange;
 
 /// What one group asks for: resources carrying every tag of a list, or resources a label
 /// expression selects.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Criteria {
     /// Every tag must be present (the 1.0 form). Not empty.
     Tags(Vec<String>),
@@ -107,14 +109,10 @@ impl Criteria {
 
     /// Tags every match carries, for the tag index to narrow candidates. Empty when the
     /// criteria need none in particular (then every resource is a candidate).
-    pub fn required_tags(&self) -> Vec<String> {
+    pub fn required_tags(&self) -> Vec<&str> {
         match self {
-            Criteria::Tags(tags) => tags.clone(),
-            Criteria::Expr(expr) => expr
-                .required_tags()
-                .into_iter()
-                .map(str::to_owned)
-                .collect(),
+            Criteria::Tags(tags) => tags.iter().map(String::as_str).collect(),
+            Criteria::Expr(expr) => expr.required_tags(),
         }
     }
 }

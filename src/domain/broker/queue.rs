@@ -90,8 +90,17 @@ impl Broker {
             allocations: Vec::new(),
             request,
         };
+        let shape = (
+            reservation
+                .request
+                .groups
+                .iter()
+                .map(|g| g.criteria.clone())
+                .collect(),
+            reservation.request.ttl,
+        );
         self.queue
-            .insert(reservation.request.priority, seq, id, now);
+            .insert(reservation.request.priority, seq, id, now, shape);
         self.deadlines
             .insert((reservation.expires_at, Due::ReservationWait(id)));
         if reservation.request.priority > Priority::HIGHEST {
@@ -190,7 +199,9 @@ impl Broker {
     /// The pending reservations in serving order at `now` (1.0 `position_in_queue` is the
     /// 1-based index in this order).
     pub fn queue_order(&self, now: Timestamp) -> impl Iterator<Item = ReservationId> + '_ {
-        self.queue.in_order(now, self.policy.aging)
+        self.queue
+            .in_order(now, self.policy.aging)
+            .map(|(id, _)| id)
     }
 
     /// How many reservations wait.
@@ -280,9 +291,17 @@ impl Broker {
     fn plan(&self, now: Timestamp, stop_before: Option<ReservationId>) -> Plan {
         let mut plan = Plan::default();
         let free = self.tags.free_len();
-        for id in self.queue_order(now) {
+        // Shapes (what a waiter asks for) that no untaken free resource can serve, nor
+        // give anything to hold. The walk only ever takes more, so they stay exhausted:
+        // their waiters are skipped on their queue entry alone, which keeps a release
+        // cheap behind thousands of waiters it cannot serve.
+        let mut exhausted = vec![false; self.queue.shape_count()];
+        for (id, shape) in self.queue.in_order(now, self.policy.aging) {
             if plan.taken.len() >= free || Some(id) == stop_before {
                 break;
+            }
+            if exhausted[shape] {
+                continue;
             }
             let request = &self.reservations[&id].request;
             let chosen = self.allocate(&request.groups, request.ttl, Pool::Free, |r| {
@@ -294,6 +313,7 @@ impl Broker {
                     plan.fulfil.push((id, chosen));
                 }
                 Err(shortfall) => {
+                    exhausted[shape] = shortfall.candidates.iter().all(Vec::is_empty);
                     for (list, group) in shortfall.candidates.iter().zip(&request.groups) {
                         for &r in list.iter().take(group.quantity as usize) {
                             if plan.taken.insert(r) {
