@@ -21,8 +21,13 @@
 //!   broker's clock (1 ms resolution). Against `--url` it is the first `GET` that shows
 //!   the resource free, so the figure includes the polling interval; and since reads
 //!   apply due expiries themselves, it checks "never early" rather than the timer.
-//! - `all`: baseline, by-id, by-tag, expiry in one process, with the ratios of the
-//!   by-id and by-tag cycle rates to the baseline's.
+//! - `fulfil`: fulfilment latency. A holder locks the one resource tagged
+//!   `--fulfil-tag`; a waiter reserves it (pending) and long-polls
+//!   `GET /reservations/{id}?wait=30&status=pending` on its own connection; the holder
+//!   unlocks. Reported: from the unlock response reaching the holder to the poll's
+//!   answer reaching the waiter, over `--fulfil-rounds` rounds.
+//! - `all`: baseline, by-id, by-tag, expiry and fulfil in one process, with the ratios
+//!   of the by-id and by-tag cycle rates to the baseline's.
 //!
 //! `--clients` tasks each hold one keep-alive HTTP/1.1 connection (hyper's lean
 //! connection-level client) and run cycles back to back, for `--warmup` seconds
@@ -122,6 +127,15 @@ struct Args {
     #[arg(long)]
     expiry_with_load: bool,
 
+    /// Rounds of the fulfil scenario (lock, reserve, long-poll, unlock).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    fulfil_rounds: u32,
+
+    /// The tag of the one resource the fulfil scenario passes from holder to waiter. The
+    /// in-process lab adds it; a --url server must have exactly one resource with it.
+    #[arg(long, default_value = "fulfil")]
+    fulfil_tag: String,
+
     /// Against --url, how often the expiry scenario polls a resource near its deadline.
     #[arg(long, default_value_t = 1)]
     poll_ms: u64,
@@ -133,6 +147,7 @@ enum Scenario {
     ById,
     ByTag,
     Expiry,
+    Fulfil,
     All,
 }
 
@@ -196,12 +211,15 @@ fn run(args: &Args) -> anyhow::Result<bool> {
             Scenario::Baseline => vec![Load::Baseline],
             Scenario::ById => vec![Load::ById],
             Scenario::ByTag => vec![Load::ByTag],
-            Scenario::Expiry => vec![],
+            Scenario::Expiry | Scenario::Fulfil => vec![],
         };
         let mut ok = run_throughput(args, &base, &loads).await?;
         if matches!(args.scenario, Scenario::Expiry | Scenario::All) {
             let lags = run_expiry(args, &base, handle.as_ref()).await?;
             ok &= lags.print();
+        }
+        if matches!(args.scenario, Scenario::Fulfil | Scenario::All) {
+            ok &= run_fulfil(args, &base).await?;
         }
         Ok(ok)
     })
@@ -303,9 +321,10 @@ fn start_in_process(args: &Args) -> anyhow::Result<(String, BrokerHandle)> {
         handle_signals: false,
         policy: QueuePolicy::default(),
     };
-    let specs: Vec<ResourceSpec> = (1..=args.resources)
+    let mut specs: Vec<ResourceSpec> = (1..=args.resources)
         .map(|i| ResourceSpec::named(format!("board-{i}")).with_tags(&[args.tag.as_str()]))
         .collect();
+    specs.push(ResourceSpec::named("fulfil-board").with_tags(&[args.fulfil_tag.as_str()]));
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("rentabot-server".to_owned())
@@ -999,4 +1018,91 @@ fn unix_ms() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
+/// The fulfil scenario: how long after the unlock that frees a resource the client
+/// waiting for it learns, through a long-poll, that its reservation was fulfilled.
+/// Returns false if a round failed.
+async fn run_fulfil(args: &Args, base: &str) -> anyhow::Result<bool> {
+    let tag = &args.fulfil_tag;
+    let mut holder = Client::connect(base).await?;
+    let mut waiter = Client::connect(base).await?;
+    let lock_path = format!("/api/v1/resources/lock?tag={tag}");
+    let reserve_body: &'static str = Box::leak(
+        format!(r#"{{"tags":["{tag}"],"ttl":60,"max_wait_time":60,"auto_claim":true}}"#)
+            .into_boxed_str(),
+    );
+    let mut latencies_us = Vec::with_capacity(args.fulfil_rounds as usize);
+    let mut answered_first = 0;
+    for _ in 0..args.fulfil_rounds {
+        let lock = holder.lock(&lock_path, CYCLE_TTL_BODY).await?;
+        let created: ReservationReply = serde_json::from_slice(
+            &waiter
+                .send(Method::POST, "/api/v1/reservations", reserve_body)
+                .await?,
+        )?;
+        ensure!(
+            created.status == "pending",
+            "the reservation was {}, not pending",
+            created.status
+        );
+        let poll_path = format!(
+            "/api/v1/reservations/{}?wait=30&status=pending",
+            created.reservation_id
+        );
+        let poll = tokio::spawn(async move {
+            let reply = waiter.send(Method::GET, &poll_path, "").await;
+            (Instant::now(), reply, waiter)
+        });
+        // Let the poll reach the server and park: this measures a waiter that is
+        // already waiting, as a CI job would be.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        holder.unlock(lock.resource.id, &lock.lock_token).await?;
+        let unlocked_at = Instant::now();
+        let (answered_at, reply, client) = poll.await?;
+        waiter = client;
+        let served: ReservationReply = serde_json::from_slice(&reply?)?;
+        ensure!(
+            served.status == "claimed",
+            "the poll answered {}",
+            served.status
+        );
+        match answered_at.checked_duration_since(unlocked_at) {
+            Some(lag) => latencies_us.push(lag.as_micros() as u64),
+            // The poll's answer overtook the unlock's: the waiter knew first.
+            None => {
+                answered_first += 1;
+                latencies_us.push(0);
+            }
+        }
+        let id = served
+            .resource_ids
+            .first()
+            .context("a fulfilled reservation has a resource")?;
+        let token = served.lock_tokens.first().context("and its token")?;
+        waiter.unlock(*id, token).await?;
+    }
+    latencies_us.sort_unstable();
+    let ms = |p: f64| percentile(&latencies_us, p) as f64 / 1000.0;
+    let p99 = ms(0.99);
+    println!();
+    println!(
+        "fulfil: {} rounds, unlock response -> long-poll answer: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms ({} answered before the unlock's response)",
+        latencies_us.len(),
+        ms(0.50),
+        p99,
+        ms(1.0),
+        answered_first
+    );
+    println!("fulfil target p99 < 5 ms: {}", verdict(p99 < 5.0));
+    Ok(true)
+}
+
+/// The parts of a reservation the fulfil scenario reads.
+#[derive(Deserialize)]
+struct ReservationReply {
+    reservation_id: String,
+    status: String,
+    resource_ids: Vec<u32>,
+    lock_tokens: Vec<String>,
 }
