@@ -280,6 +280,24 @@ pub struct GroupView {
 /// then group by group.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WaitingForView {
+    #[serde(flatten)]
+    pub totals: WaitCounts,
+    /// When the locks' expiries alone would let it be served; null when they cannot.
+    pub estimated_available_at: Option<String>,
+    pub groups: Vec<GroupWaitView>,
+}
+
+/// One group's share of [`WaitingForView`].
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GroupWaitView {
+    pub quantity: u32,
+    #[serde(flatten)]
+    pub counts: WaitCounts,
+}
+
+/// The resources a reservation (or one of its groups) could use, by state.
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct WaitCounts {
     /// Resources meeting the criteria (and allowing the TTL).
     pub matching: usize,
     pub locked: usize,
@@ -291,26 +309,11 @@ pub struct WaitingForView {
     pub held_for_earlier: usize,
     /// Free and usable now (short of the quantity, or it would have been served).
     pub free: usize,
-    /// When the locks' expiries alone would let it be served; null when they cannot.
-    pub estimated_available_at: Option<String>,
-    pub groups: Vec<GroupWaitView>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct GroupWaitView {
-    pub quantity: u32,
-    pub matching: usize,
-    pub locked: usize,
-    pub next_release_at: Option<String>,
-    pub unavailable: usize,
-    pub held_for_earlier: usize,
-    pub free: usize,
-}
-
-impl From<&GroupWait> for GroupWaitView {
+impl From<&GroupWait> for WaitCounts {
     fn from(g: &GroupWait) -> Self {
-        GroupWaitView {
-            quantity: g.quantity,
+        WaitCounts {
             matching: g.matching,
             locked: g.locked,
             next_release_at: g.next_release_at.map(Timestamp::to_rfc3339),
@@ -324,20 +327,25 @@ impl From<&GroupWait> for GroupWaitView {
 impl From<&WaitingFor> for WaitingForView {
     fn from(w: &WaitingFor) -> Self {
         let sum = |f: fn(&GroupWait) -> usize| w.groups.iter().map(f).sum();
+        let earliest = w.groups.iter().filter_map(|g| g.next_release_at).min();
         WaitingForView {
-            matching: sum(|g| g.matching),
-            locked: sum(|g| g.locked),
-            next_release_at: w
+            totals: WaitCounts {
+                matching: sum(|g| g.matching),
+                locked: sum(|g| g.locked),
+                next_release_at: earliest.map(Timestamp::to_rfc3339),
+                unavailable: sum(|g| g.unavailable),
+                held_for_earlier: sum(|g| g.held_for_earlier),
+                free: sum(|g| g.free),
+            },
+            estimated_available_at: w.estimated_available_at.map(Timestamp::to_rfc3339),
+            groups: w
                 .groups
                 .iter()
-                .filter_map(|g| g.next_release_at)
-                .min()
-                .map(Timestamp::to_rfc3339),
-            unavailable: sum(|g| g.unavailable),
-            held_for_earlier: sum(|g| g.held_for_earlier),
-            free: sum(|g| g.free),
-            estimated_available_at: w.estimated_available_at.map(Timestamp::to_rfc3339),
-            groups: w.groups.iter().map(GroupWaitView::from).collect(),
+                .map(|g| GroupWaitView {
+                    quantity: g.quantity,
+                    counts: WaitCounts::from(g),
+                })
+                .collect(),
         }
     }
 }
