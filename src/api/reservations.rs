@@ -14,6 +14,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::dto::{ErrorBody, ReservationList, ReservationView};
 use super::error::ApiError;
+use super::idempotency::Retain;
 use super::only;
 use super::params::{self, Body, Query};
 use crate::domain::{Event, ReservationId, ReservationRequest, ReservationStatus, Ttl};
@@ -60,14 +61,18 @@ pub async fn create_reservation(
         r#"{"tags": ["ci", "linux"], "quantity": 2}"#,
     )?;
     let request = reservation_request(&body)?;
+    // An Idempotency-Key retry must find this answer while the reservation may wait and
+    // then hold its locks.
+    let retain = request.max_wait.as_duration() + request.ttl.as_duration();
     let snapshot = broker.reserve(request)?;
     let view = ReservationView::from(&snapshot);
-    Ok(HttpResponse::Created()
+    let response = HttpResponse::Created()
         .insert_header((
             header::LOCATION,
             format!("{}/reservations/{}", super::PREFIX, view.reservation_id),
         ))
-        .json(view))
+        .json(view);
+    Ok(Retain(retain).on(response))
 }
 
 /// Every live reservation: pending ones in queue order, then the others by creation.

@@ -232,6 +232,29 @@ async fn retried_reservation_is_queued_once_when_the_key_is_the_same() {
 }
 
 #[tokio::test]
+async fn reservation_key_is_kept_for_its_wait_plus_its_ttl_when_that_is_longer_than_a_day() {
+    let app = spawn_app().await;
+    app.locked(X86_1, 600).await;
+    // May wait two days, then hold the board for an hour.
+    let request = json!({"tags": ["x86"], "max_wait_time": 172_800, "ttl": 3600});
+    let first = post_keyed(&app, "/api/v1/reservations", Some(KEY), request.clone()).await;
+    let created = first.expect_json(201);
+
+    app.advance(Duration::from_secs(172_800 + 3600 - 1));
+    let late = post_keyed(&app, "/api/v1/reservations", Some(KEY), request.clone()).await;
+    assert!(is_replayed(&late), "still within wait + ttl");
+    assert_eq!(late.expect_json(201), created);
+
+    app.advance(Duration::from_secs(2));
+    let fresh = post_keyed(&app, "/api/v1/reservations", Some(KEY), request).await;
+    assert!(!is_replayed(&fresh));
+    assert_ne!(
+        fresh.expect_json(201)["reservation_id"],
+        created["reservation_id"]
+    );
+}
+
+#[tokio::test]
 async fn replay_on_the_legacy_prefix_keeps_the_deprecation_headers() {
     let app = spawn_app().await;
     let path = format!("/rentabot/api/v1.0/resources/{COFFEE}/lock");

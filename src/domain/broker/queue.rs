@@ -73,6 +73,10 @@ impl Broker {
         request: ReservationRequest,
         now: Timestamp,
     ) -> Result<ReservationId, DomainError> {
+        debug_assert!(
+            !request.groups.is_empty(),
+            "the API asks for at least one group"
+        );
         self.expire_due(now);
         self.check_satisfiable(&request.groups, request.ttl)?;
         let id = ReservationId::generate();
