@@ -36,6 +36,12 @@
 //! throughput scenarios R times, interleaved, and reports the median of the per-round
 //! ratios: on a shared machine a burst of other work then skews one round, not a ratio.
 //!
+//! Each row also shows the CPU time per cycle of the server's threads and the client's
+//! (`srv µs`, `cli µs`; in-process, or with `--server-pid` for an external server on
+//! Linux). Unlike cycles/s, these barely move when other work shares the machine, so the
+//! tool also prints the baseline-to-scenario ratio of their sum: the cycle-rate ratio the
+//! two cores would give if the tool had them to itself.
+//!
 //! Exit status: 1 if any lock was released before its deadline (reported loudly), or
 //! if any request failed or any release was not seen; 0 otherwise.
 
@@ -135,6 +141,10 @@ struct Args {
     /// in-process lab adds it; a --url server must have exactly one resource with it.
     #[arg(long, default_value = "fulfil")]
     fulfil_tag: String,
+
+    /// Against --url, the server's process id (Linux), to report its CPU time per cycle.
+    #[arg(long)]
+    server_pid: Option<u32>,
 
     /// Against --url, how often the expiry scenario polls a resource near its deadline.
     #[arg(long, default_value_t = 1)]
@@ -278,29 +288,33 @@ async fn run_throughput(args: &Args, base: &str, loads: &[Load]) -> anyhow::Resu
             ratios.sort_by(f64::total_cmp);
             let median = percentile(&ratios, 0.5);
             let rounds = if ratios.len() > 1 {
-                let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+                let each: Vec<String> = ratios.iter().map(|r| format!("{r:.3}")).collect();
                 format!(", median of rounds {}", each.join(" "))
             } else {
                 String::new()
             };
             println!(
-                "{} / baseline cycles/s: {median:.2}{rounds}  (target >= 0.70: {})",
+                "{} / baseline cycles/s: {median:.3}{rounds}  (target >= 0.70: {})",
                 load.name(),
                 verdict(median >= 0.70)
             );
         }
         // The same comparison in CPU time, which other work on the machine barely
         // moves: what the cycle-rate ratio would be if the tool had the cores to itself.
+        // Only when the server's CPU time is known (in-process, or --server-pid).
         let cpu_per_cycle = |load| {
-            merged.get(&load).map(|s: &Stats| {
-                (s.cpu.server + s.cpu.client).as_secs_f64() / s.latencies_us.len().max(1) as f64
-            })
+            merged
+                .get(&load)
+                .filter(|s| !s.cpu.server.is_zero())
+                .map(|s: &Stats| {
+                    (s.cpu.server + s.cpu.client).as_secs_f64() / s.latencies_us.len().max(1) as f64
+                })
         };
         if let Some(base_cpu) = cpu_per_cycle(Load::Baseline).filter(|c| *c > 0.0) {
             for load in [Load::ById, Load::ByTag] {
                 if let Some(cpu) = cpu_per_cycle(load).filter(|c| *c > 0.0) {
                     println!(
-                        "{} / baseline by CPU time per cycle (server + client): {:.2}",
+                        "{} / baseline by CPU time per cycle (server + client): {:.3}",
                         load.name(),
                         base_cpu / cpu
                     );
@@ -673,7 +687,7 @@ async fn run_load(args: &Args, base: &str, load: Load, window: Window) -> anyhow
         }));
     }
     tokio::time::sleep_until(measure_from.into()).await;
-    let cpu_before = cpu_time();
+    let cpu_before = cpu_time(args.server_pid);
     let mut total = Stats::default();
     let mut ended = measure_from;
     for task in tasks {
@@ -682,13 +696,14 @@ async fn run_load(args: &Args, base: &str, load: Load, window: Window) -> anyhow
         ended = ended.max(finished);
     }
     total.measured = ended.saturating_duration_since(measure_from);
-    total.cpu = cpu_time().since(cpu_before);
+    total.cpu = cpu_time(args.server_pid).since(cpu_before);
     Ok(total)
 }
 
 /// CPU time (user + system) used by this process's threads, split into the in-process
-/// server's and the client's. Read from `/proc/self/task/*/stat`, in 10 ms ticks; zero
-/// where that is not available. Kernel work done in interrupts (loopback packet delivery)
+/// server's and the client's, plus the threads of `server_pid` (an external server) as
+/// the server's. Read from `/proc/<pid>/task/*/stat`, in 10 ms ticks; zero where that is
+/// not available. Kernel work done in interrupts (loopback packet delivery)
 /// is charged to whichever thread was running, so the split is approximate.
 #[derive(Clone, Copy, Debug, Default)]
 struct CpuTime {
@@ -705,12 +720,30 @@ impl CpuTime {
     }
 }
 
-fn cpu_time() -> CpuTime {
+fn cpu_time(server_pid: Option<u32>) -> CpuTime {
+    let mut total = CpuTime::default();
+    for (name, used) in thread_cpu_times("self") {
+        if name.starts_with("load") {
+            total.client += used;
+        } else {
+            total.server += used;
+        }
+    }
+    if let Some(pid) = server_pid {
+        for (_, used) in thread_cpu_times(&pid.to_string()) {
+            total.server += used;
+        }
+    }
+    total
+}
+
+/// The name and CPU time of each thread of process `pid` (`self` for this one).
+fn thread_cpu_times(pid: &str) -> Vec<(String, Duration)> {
     /// Linux reports these times in USER_HZ, 100 per second on every architecture.
     const TICK: Duration = Duration::from_millis(10);
-    let mut total = CpuTime::default();
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return total;
+    let mut threads = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return threads;
     };
     for task in tasks.flatten() {
         let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
@@ -727,14 +760,12 @@ fn cpu_time() -> CpuTime {
             .iter()
             .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
             .sum();
-        let used = TICK * u32::try_from(ticks).unwrap_or(u32::MAX);
-        if name.starts_with("load") {
-            total.client += used;
-        } else {
-            total.server += used;
-        }
+        threads.push((
+            name.to_owned(),
+            TICK * u32::try_from(ticks).unwrap_or(u32::MAX),
+        ));
     }
-    total
+    threads
 }
 
 /// Takes one cycle from the shared budget; false when it is spent.
