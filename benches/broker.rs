@@ -20,7 +20,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use rentabot::domain::{Broker, Granted, ResourceId, ResourceSpec, Selector, Timestamp, Ttl};
+use rentabot::domain::{
+    Broker, Criteria, Granted, ResourceId, ResourceSpec, Selector, Timestamp, Ttl,
+};
 
 const SIZES: [u32; 3] = [100, 10_000, 100_000];
 /// How many resources stay free in the lock-by-tag bench.
@@ -91,7 +93,7 @@ fn lock_unlock_by_id(c: &mut Criterion) {
 
 fn lock_unlock_by_tag_few_free(c: &mut Criterion) {
     let mut group = c.benchmark_group("lock_unlock_by_tag_few_free");
-    let selector = Selector::Tags(vec![TAG.to_owned()]);
+    let selector = Selector::Matching(Criteria::Tags(vec![TAG.to_owned()]));
     for n in SIZES {
         let mut broker = lab(n);
         // Lock all but FEW_FREE resources, spread over the id range, so the free ones

@@ -27,13 +27,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/resources/unlock-batch",
             web::post().to(unlock_batch),
         ))
-        .service(only("/resources/{id}", web::get().to(get_resource)))
-        .service(only("/resources/{id}/lock", web::post().to(lock_resource)))
-        .service(only(
-            "/resources/{id}/unlock",
-            web::post().to(unlock_resource),
-        ))
-        .service(only("/resources/{id}/extend", web::post().to(extend_lock)));
+        // One scope for the id routes: actix matches `{id}` once, then short static
+        // suffixes, instead of a pattern per route (measurably cheaper per request).
+        .service(
+            web::scope("/resources/{id}")
+                .service(only("", web::get().to(get_resource)))
+                .service(only("/lock", web::post().to(lock_resource)))
+                .service(only("/unlock", web::post().to(unlock_resource)))
+                .service(only("/extend", web::post().to(extend_lock))),
+        );
 }
 
 /// Every resource, in id order.
@@ -126,8 +128,7 @@ pub async fn lock_by_criteria(
         body.groups()?
     } else if let Some(quantity) = quantity(&query)? {
         let criteria = match selector(&query)? {
-            Selector::Tags(tags) => Criteria::Tags(tags),
-            Selector::Expr(expr) => Criteria::Expr(expr),
+            Selector::Matching(criteria) => criteria,
             Selector::Id(_) | Selector::Name(_) => {
                 return Err(ApiError::bad_request(
                     "invalid_quantity",
@@ -254,8 +255,12 @@ fn selector(query: &Query) -> Result<Selector, ApiError> {
     }
     let expr = query.get("expr").filter(|v| !v.trim().is_empty());
     match (tags.is_empty(), expr) {
-        (false, None) => return Ok(Selector::Tags(tags)),
-        (true, Some(expr)) => return Ok(Selector::Expr(params::parse_expr("expr", expr)?)),
+        (false, None) => return Ok(Selector::Matching(Criteria::Tags(tags))),
+        (true, Some(expr)) => {
+            return Ok(Selector::Matching(Criteria::Expr(params::parse_expr(
+                "expr", expr,
+            )?)));
+        }
         (false, Some(_)) => {
             return Err(ApiError::bad_request(
                 "invalid_query",

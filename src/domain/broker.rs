@@ -29,7 +29,6 @@ use super::allocation::{self, Shortfall};
 use super::clock::Timestamp;
 use super::error::{DomainError, TokenRefusal, TokenUse};
 use super::events::Event;
-use super::expr::Expr;
 use super::queue::Queue;
 use super::reservation::{Criteria, EndReason, Group, Reservation, ReservationId};
 use super::resource::{
@@ -44,10 +43,9 @@ pub use queue::{GroupWait, WaitingFor};
 pub enum Selector {
     Id(ResourceId),
     Name(String),
-    /// Every tag must be present; the free match with the lowest id wins.
-    Tags(Vec<String>),
-    /// The free resource with the lowest id that the expression selects.
-    Expr(Expr),
+    /// The free resource with the lowest id meeting the criteria (every tag, or the
+    /// label expression).
+    Matching(Criteria),
 }
 
 /// How the queue is served.
@@ -233,11 +231,10 @@ impl Broker {
                     .ok_or_else(|| DomainError::NameNotFound(name.clone()))?;
                 return self.grant(id, ttl, now, None);
             }
-            Selector::Tags(tags) => Criteria::Tags(tags.clone()),
-            Selector::Expr(expr) => Criteria::Expr(expr.clone()),
+            Selector::Matching(criteria) => criteria,
         };
         let free = self.eligible(
-            &criteria,
+            criteria,
             None,
             Pool::Free,
             |id| !self.held.contains_key(&id),
@@ -245,7 +242,7 @@ impl Broker {
         );
         match free.first() {
             Some(&id) => self.grant(id, ttl, now, None),
-            None => Err(self.none_available(criteria)),
+            None => Err(self.none_available(criteria.clone())),
         }
     }
 
@@ -603,8 +600,12 @@ impl Broker {
         criteria: &'a Criteria,
         pool: Pool,
     ) -> impl Iterator<Item = &'a Resource> + 'a {
-        self.tags
-            .candidates(&criteria.required_tags(), pool)
+        // Tags need no allocation: they are their own required tags.
+        let candidates = match criteria {
+            Criteria::Tags(tags) => self.tags.candidates(tags, pool),
+            Criteria::Expr(expr) => self.tags.candidates(&expr.required_tags(), pool),
+        };
+        candidates
             .iter()
             .map(|id| &self.resources[id])
             .filter(move |r| criteria.matches(r))

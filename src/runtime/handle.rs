@@ -287,6 +287,10 @@ impl BrokerHandle {
     }
 }
 
+/// Lock, unlock and extend are the hot path (thousands a second) and log at `debug`: an
+/// `info` line costs the server about 8 us of CPU, a third of a lock+unlock cycle
+/// (BENCHMARKS.md, run C). Expiries and the queue's changes, rarer and what operators
+/// look for, log at `info`. Every change is also on the event stream (`/api/v1/events`).
 fn log(event: &Event) {
     match event {
         Event::Locked {
@@ -295,18 +299,18 @@ fn log(event: &Event) {
             expires_at,
             ..
         } => {
-            tracing::info!(resource = %resource, fencing = fencing.get(), expires_at = %expires_at, "locked")
+            tracing::debug!(resource = %resource, fencing = fencing.get(), expires_at = %expires_at, "locked")
         }
         Event::Extended {
             resource,
             fencing,
             expires_at,
         } => {
-            tracing::info!(resource = %resource, fencing = fencing.get(), expires_at = %expires_at, "lock extended")
+            tracing::debug!(resource = %resource, fencing = fencing.get(), expires_at = %expires_at, "lock extended")
         }
         Event::Unlocked {
             resource, fencing, ..
-        } => tracing::info!(resource = %resource, fencing = fencing.get(), "unlocked"),
+        } => tracing::debug!(resource = %resource, fencing = fencing.get(), "unlocked"),
         Event::Expired {
             resource,
             fencing,

@@ -19,7 +19,7 @@ fn id(n: u32) -> ResourceId {
 }
 
 fn tags(t: &[&str]) -> Selector {
-    Selector::Tags(t.iter().map(|s| s.to_string()).collect())
+    Selector::Matching(Criteria::Tags(t.iter().map(|s| s.to_string()).collect()))
 }
 
 /// 1 board-1 [board, arm], 2 board-2 [board, x86], 3 board-3 [board, arm], 4 printer
@@ -425,23 +425,35 @@ fn lock_by_tags_refuses_when_nothing_matches_or_every_match_is_locked() {
     let mut b = lab();
     let arm_x86 = vec!["arm".to_string(), "x86".to_string()];
     assert_eq!(
-        b.lock_matching(&Selector::Tags(arm_x86.clone()), secs(10), T0)
-            .unwrap_err(),
+        b.lock_matching(
+            &Selector::Matching(Criteria::Tags(arm_x86.clone())),
+            secs(10),
+            T0
+        )
+        .unwrap_err(),
         DomainError::NoMatch(Criteria::Tags(arm_x86)),
         "both tags exist, but on no single resource"
     );
     let unknown = vec!["gpu".to_string()];
     assert_eq!(
-        b.lock_matching(&Selector::Tags(unknown.clone()), secs(10), T0)
-            .unwrap_err(),
+        b.lock_matching(
+            &Selector::Matching(Criteria::Tags(unknown.clone())),
+            secs(10),
+            T0
+        )
+        .unwrap_err(),
         DomainError::NoMatch(Criteria::Tags(unknown))
     );
     b.lock(id(1), secs(10), T0).unwrap();
     b.lock(id(3), secs(10), T0).unwrap();
     let arm = vec!["arm".to_string()];
     assert_eq!(
-        b.lock_matching(&Selector::Tags(arm.clone()), secs(10), T0)
-            .unwrap_err(),
+        b.lock_matching(
+            &Selector::Matching(Criteria::Tags(arm.clone())),
+            secs(10),
+            T0
+        )
+        .unwrap_err(),
         DomainError::AllMatchesLocked {
             criteria: Criteria::Tags(arm),
             held_for: vec![]

@@ -219,8 +219,12 @@ fn a_waiting_reservation_holds_the_free_resources_it_matches() {
         }
     );
     assert_eq!(
-        b.lock_matching(&Selector::Tags(vec!["arm".into()]), secs(60), at(1))
-            .unwrap_err(),
+        b.lock_matching(
+            &Selector::Matching(Criteria::Tags(vec!["arm".into()])),
+            secs(60),
+            at(1)
+        )
+        .unwrap_err(),
         DomainError::AllMatchesLocked {
             criteria: tags(&["arm"]),
             held_for: vec![big]
@@ -230,8 +234,12 @@ fn a_waiting_reservation_holds_the_free_resources_it_matches() {
     assert_eq!(status(&b, small), ReservationStatus::Pending);
     // Boards it does not match stay free for everyone (backfill).
     assert!(
-        b.lock_matching(&Selector::Tags(vec!["board".into()]), secs(60), at(3))
-            .is_ok()
+        b.lock_matching(
+            &Selector::Matching(Criteria::Tags(vec!["board".into()])),
+            secs(60),
+            at(3)
+        )
+        .is_ok()
     );
     settled(&b, at(3));
 }
@@ -260,7 +268,11 @@ fn a_three_board_reservation_is_served_while_single_requests_keep_arriving() {
     for board in 0..3 {
         now = at(10 * (board + 1));
         newcomers.push(b.reserve(request(&["board"], 1), now).unwrap());
-        let lock = b.lock_matching(&Selector::Tags(vec!["board".into()]), secs(60), now);
+        let lock = b.lock_matching(
+            &Selector::Matching(Criteria::Tags(vec!["board".into()])),
+            secs(60),
+            now,
+        );
         assert!(lock.is_err(), "a direct lock cannot take a held board");
         let token = tokens.remove(0);
         b.unlock(id(board as u32 + 1), Some(&token.reveal()), now)
@@ -317,7 +329,9 @@ fn label_expressions_select_what_they_describe() {
     assert_eq!(resources_of(&b, r), [3, 4]);
     let granted = b
         .lock_matching(
-            &Selector::Expr(Expr::parse("!flaky && (psu || printer)").unwrap()),
+            &Selector::Matching(Criteria::Expr(
+                Expr::parse("!flaky && (psu || printer)").unwrap(),
+            )),
             secs(5),
             T0,
         )
@@ -763,7 +777,7 @@ mod properties {
                 match op {
                     Op::Lock { resource, ttl } => { let _ = b.lock(id(resource), secs(ttl), now); }
                     Op::LockTag { tag, ttl } => {
-                        let _ = b.lock_matching(&Selector::Tags(vec![TAGS[tag].into()]), secs(ttl), now);
+                        let _ = b.lock_matching(&Selector::Matching(Criteria::Tags(vec![TAGS[tag].into()])), secs(ttl), now);
                     }
                     Op::LockGroups { tag, quantity, ttl } => {
                         let _ = b.lock_groups(&[group(&[TAGS[tag]], quantity)], secs(ttl), now);
