@@ -76,16 +76,8 @@ pub fn lock_token(req: &HttpRequest, query: &Query) -> Option<String> {
 /// 1.0 it refuses zero, negative, fractional and absurdly large values instead of granting
 /// a lock that never lasted or answering 500.
 pub fn ttl_from_json(field: &'static str, value: &Value) -> Result<Ttl, ApiError> {
-    let secs = match value {
-        Value::Number(n) => n.as_u64().or_else(|| {
-            n.as_f64()
-                .filter(|f| f.fract() == 0.0 && *f >= 1.0 && *f <= Ttl::MAX_SECS as f64)
-                .map(|f| f as u64)
-        }),
-        Value::String(s) => s.trim().parse::<u64>().ok(),
-        _ => None,
-    };
-    secs.and_then(|s| Ttl::from_secs(s).ok())
+    whole_number(value)
+        .and_then(|s| Ttl::from_secs(s).ok())
         .ok_or_else(|| invalid_ttl(field, value.clone()))
 }
 
@@ -316,22 +308,9 @@ fn group(at: &str, fields: &Map<String, Value>) -> Result<Group, ApiError> {
     };
     let quantity = match get("quantity") {
         None => 1,
-        Some(value) => whole_number(value)
-            .filter(|n| (1..=MAX_QUANTITY).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_quantity",
-                    format!(
-                        "{at}quantity must be a whole number from 1 to {MAX_QUANTITY}, got {value}"
-                    ),
-                )
-                .with("quantity", value.clone())
-            })?,
+        Some(value) => quantity(&format!("{at}quantity"), value)?,
     };
-    Ok(Group {
-        criteria,
-        quantity: u32::try_from(quantity).expect("at most MAX_QUANTITY"),
-    })
+    Ok(Group { criteria, quantity })
 }
 
 /// A non-empty tag list: `["a", "b"]` or `"a,b"`.
@@ -379,6 +358,21 @@ pub fn parse_expr(field: &str, text: &str) -> Result<Expr, ApiError> {
             .with("expr", text)
             .with("position", e.position)
     })
+}
+
+/// A group's `quantity`, from 1 to [`MAX_QUANTITY`]: a JSON whole number, or the text
+/// of a query parameter given as a JSON string.
+pub fn quantity(field: &str, value: &Value) -> Result<u32, ApiError> {
+    whole_number(value)
+        .filter(|n| (1..=MAX_QUANTITY).contains(n))
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_quantity",
+                format!("{field} must be a whole number from 1 to {MAX_QUANTITY}, got {value}"),
+            )
+            .with("quantity", value.clone())
+        })
 }
 
 /// A JSON whole number: `3`, `3.0` or `"3"`.

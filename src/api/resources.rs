@@ -6,6 +6,7 @@
 
 use actix_web::web::{self, Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
+use serde_json::Value;
 
 use super::dto::{
     ErrorBody, ExtendResponse, LockResponse, MessageResponse, MultiLockResponse, ResourceEnvelope,
@@ -291,24 +292,10 @@ fn has_criterion(query: &Query) -> bool {
 
 /// `?quantity=N`, from 1 to [`params::MAX_QUANTITY`].
 fn quantity(query: &Query) -> Result<Option<u32>, ApiError> {
-    let Some(raw) = query.get("quantity") else {
-        return Ok(None);
-    };
-    raw.trim()
-        .parse::<u32>()
-        .ok()
-        .filter(|&n| n >= 1 && u64::from(n) <= params::MAX_QUANTITY)
-        .map(Some)
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_quantity",
-                format!(
-                    "quantity must be a whole number from 1 to {}, got {raw:?}",
-                    params::MAX_QUANTITY
-                ),
-            )
-            .with("quantity", raw)
-        })
+    query
+        .get("quantity")
+        .map(|raw| params::quantity("quantity", &Value::String(raw.to_owned())))
+        .transpose()
 }
 
 /// The optional lock request body.
