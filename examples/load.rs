@@ -61,7 +61,7 @@ use hyper::header::{CONTENT_TYPE, HOST};
 use hyper::{Method, Request, Uri};
 use hyper_util::rt::TokioIo;
 use rentabot::app::{self, Settings};
-use rentabot::domain::{Event, QueuePolicy, ResourceSpec};
+use rentabot::domain::{Event, Policy, ResourceSpec};
 use rentabot::runtime::{BrokerHandle, SystemClock};
 use serde::Deserialize;
 use tokio::net::TcpStream;
@@ -333,7 +333,7 @@ fn start_in_process(args: &Args) -> anyhow::Result<(String, BrokerHandle)> {
         port: 0,
         workers: args.workers,
         handle_signals: false,
-        policy: QueuePolicy::default(),
+        policy: Policy::default(),
     };
     let mut specs: Vec<ResourceSpec> = (1..=args.resources)
         .map(|i| ResourceSpec::named(format!("board-{i}")).with_tags(&[args.tag.as_str()]))

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::ServeArgs;
 use crate::config;
-use crate::domain::{Broker, Clock, QueuePolicy, ResourceSpec};
+use crate::domain::{Broker, Clock, Policy, ResourceSpec};
 use crate::runtime::{BrokerHandle, SystemClock, run_expiry_timer};
 use crate::{api, web as pages};
 
@@ -27,7 +27,7 @@ pub struct Settings {
     /// Stop on SIGINT/SIGTERM. Off in tests, where many servers share one process.
     pub handle_signals: bool,
     /// Queue aging and claim window.
-    pub policy: QueuePolicy,
+    pub policy: Policy,
 }
 
 /// A bound, not yet running service.
@@ -156,9 +156,10 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         port: args.port,
         workers: args.workers.map(usize::from),
         handle_signals: true,
-        policy: QueuePolicy {
+        policy: Policy {
             aging: Duration::from_secs(args.queue_aging),
             claim_window: Duration::from_secs(args.claim_window),
+            expiry_warning: Duration::from_secs(args.expiry_warning),
         },
     };
     // The main runtime only runs the accept loop and the timer; actix runs its HTTP

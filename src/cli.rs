@@ -61,6 +61,11 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
     pub claim_window: u64,
 
+    /// Seconds before its end at which a lock shows `expiring-soon: true`.
+    #[arg(long, env = "RENTABOT_EXPIRY_WARNING", value_name = "SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
+    pub expiry_warning: u64,
+
     /// HTTP worker threads (default: one per CPU core).
     #[arg(long, env = "RENTABOT_WORKERS", value_parser = clap::value_parser!(u16).range(1..))]
     pub workers: Option<u16>,

@@ -3,6 +3,8 @@
 //! Resource keys are hyphenated (`lock-token`, `max-lock-duration`): a 1.0 quirk that
 //! clients depend on. Timestamps are RFC 3339 UTC strings or null.
 
+use std::time::Duration;
+
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -11,14 +13,17 @@ use crate::domain::{
 };
 use crate::runtime::{Grant, ReservationSnapshot};
 
-/// A resource as 1.0 shows it, plus `fencing-token`.
+/// A resource as 1.0 shows it, plus rentabot's keys: `fencing-token`, lock metadata,
+/// `expiring-soon` and maintenance.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({
     "id": 1, "name": "coffee-machine", "description": "Kitchen coffee machine",
     "lock-token": "", "lock-details": "Resource is available",
     "endpoint": "tcp://192.168.1.50", "tags": "coffee,kitchen,food",
     "lock-acquired-at": null, "lock-expires-at": null, "max-lock-duration": 86400,
-    "fencing-token": null
+    "fencing-token": null, "lock-holder": null, "lock-note": null, "expiring-soon": false,
+    "unavailable": false, "unavailable-reason": null, "unavailable-since": null,
+    "unavailable-until": null
 }))]
 pub struct ResourceView {
     pub id: u32,
@@ -27,8 +32,8 @@ pub struct ResourceView {
     /// `""` when free; the holder's UUID when locked (see [`ResourceView::redacted`]).
     #[serde(rename = "lock-token")]
     pub lock_token: String,
-    /// "Resource is available", "Resource locked", "Resource available" or
-    /// "Auto-expired at <RFC 3339>".
+    /// "Resource is available", "Resource locked", "Resource available",
+    /// "Auto-expired at <RFC 3339>" or "Force-unlocked at <RFC 3339>: <reason>".
     #[serde(rename = "lock-details")]
     pub lock_details: String,
     pub endpoint: String,
@@ -44,14 +49,65 @@ pub struct ResourceView {
     /// The current lock's fencing token; null when free.
     #[serde(rename = "fencing-token")]
     pub fencing_token: Option<u64>,
+    /// Who holds the lock, as the locker said (`holder` in the lock request).
+    #[serde(rename = "lock-holder")]
+    pub lock_holder: Option<String>,
+    /// Why, as the locker said (`note` in the lock request).
+    #[serde(rename = "lock-note")]
+    pub lock_note: Option<String>,
+    /// Locked, and the lock ends within the expiry warning period (`--expiry-warning`).
+    /// Left out of the resource shown inside an error.
+    #[serde(rename = "expiring-soon", skip_serializing_if = "Option::is_none")]
+    pub expiring_soon: Option<bool>,
+    /// Out of service: in a maintenance window, or removed from the descriptor while
+    /// locked. No new lock is granted.
+    pub unavailable: bool,
+    #[serde(rename = "unavailable-reason")]
+    pub unavailable_reason: Option<String>,
+    /// When the maintenance window opened or, if in the future, opens: until then the
+    /// resource drains (only locks ending by then are granted).
+    #[serde(rename = "unavailable-since")]
+    pub unavailable_since: Option<String>,
+    /// When the resource returns to service by itself; null: when an operator says so.
+    #[serde(rename = "unavailable-until")]
+    pub unavailable_until: Option<String>,
 }
 
 /// What replaces the holder's token when a resource is shown to someone else.
 pub const REDACTED: &str = "<redacted>";
 
-impl From<&Resource> for ResourceView {
-    fn from(r: &Resource) -> Self {
+/// Why a resource removed from the descriptor is still listed.
+pub const RETIRING_REASON: &str = "removed from the descriptor: it goes when its current lock ends";
+
+impl ResourceView {
+    /// The resource as of `now`; `expiry_warning` decides `expiring-soon`.
+    pub fn new(r: &Resource, now: Timestamp, expiry_warning: Duration) -> Self {
+        let mut view = ResourceView::timeless(r);
+        view.expiring_soon = Some(r.expiring_soon(now, expiry_warning));
+        view
+    }
+
+    /// The view with the holder's token hidden, for refusals sent to a non-holder.
+    pub fn redacted(r: &Resource) -> Self {
+        let mut view = ResourceView::timeless(r);
+        if !view.lock_token.is_empty() {
+            view.lock_token = REDACTED.to_owned();
+        }
+        view
+    }
+
+    /// Everything that does not depend on the time it is shown at.
+    fn timeless(r: &Resource) -> Self {
         let lease = r.lease();
+        let (reason, since, until) = match (&r.maintenance, r.retiring) {
+            (_, true) => (Some(RETIRING_REASON.to_owned()), None, None),
+            (Some(m), false) => (
+                Some(m.reason.clone()),
+                Some(m.from.to_rfc3339()),
+                m.until.map(Timestamp::to_rfc3339),
+            ),
+            (None, false) => (None, None, None),
+        };
         ResourceView {
             id: r.id.get(),
             name: r.spec.name.clone(),
@@ -64,18 +120,14 @@ impl From<&Resource> for ResourceView {
             lock_expires_at: lease.map(|l| l.expires_at.to_rfc3339()),
             max_lock_duration: r.spec.max_lock_duration.as_secs(),
             fencing_token: lease.map(|l| l.fencing.get()),
+            lock_holder: lease.and_then(|l| l.meta.holder.clone()),
+            lock_note: lease.and_then(|l| l.meta.note.clone()),
+            expiring_soon: None,
+            unavailable: !r.in_service(),
+            unavailable_reason: reason,
+            unavailable_since: since,
+            unavailable_until: until,
         }
-    }
-}
-
-impl ResourceView {
-    /// The view with the holder's token hidden, for refusals sent to a non-holder.
-    pub fn redacted(r: &Resource) -> Self {
-        let mut view = ResourceView::from(r);
-        if !view.lock_token.is_empty() {
-            view.lock_token = REDACTED.to_owned();
-        }
-        view
     }
 }
 
@@ -84,6 +136,9 @@ fn lock_details(state: &LockState) -> String {
         LockState::Free(Released::Never) => "Resource is available".to_owned(),
         LockState::Free(Released::Unlocked) => "Resource available".to_owned(),
         LockState::Free(Released::Expired(at)) => format!("Auto-expired at {at}"),
+        LockState::Free(Released::ForceUnlocked { at, reason }) => {
+            format!("Force-unlocked at {at}: {reason}")
+        }
         LockState::Locked(_) => "Resource locked".to_owned(),
     }
 }
@@ -118,12 +173,13 @@ pub struct LockResponse {
     pub fencing_token: u64,
 }
 
-impl From<Grant> for LockResponse {
-    fn from(g: Grant) -> Self {
+impl LockResponse {
+    /// The answer to the lock request that got `g`.
+    pub fn new(g: Grant, expiry_warning: Duration) -> Self {
         LockResponse {
             message: "Resource locked",
             lock_token: g.token.reveal(),
-            resource: ResourceView::from(&g.resource),
+            resource: ResourceView::new(&g.resource, g.lease.acquired_at, expiry_warning),
             locked_at: g.lease.acquired_at.to_rfc3339(),
             expires_at: g.lease.expires_at.to_rfc3339(),
             fencing_token: g.lease.fencing.get(),
@@ -197,12 +253,12 @@ pub struct GroupLock {
 }
 
 impl MultiLockResponse {
-    pub fn new(grants: Vec<(usize, Grant)>) -> Self {
+    pub fn new(grants: Vec<(usize, Grant)>, expiry_warning: Duration) -> Self {
         let locks: Vec<GroupLock> = grants
             .into_iter()
             .map(|(group, grant)| GroupLock {
                 group,
-                lock: LockResponse::from(grant),
+                lock: LockResponse::new(grant, expiry_warning),
             })
             .collect();
         MultiLockResponse {

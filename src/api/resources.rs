@@ -44,8 +44,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     responses((status = 200, description = "All resources", body = ResourceList)))]
 pub async fn list_resources(broker: Data<BrokerHandle>) -> HttpResponse {
     let resources = broker.resources();
+    let (now, warning) = (broker.now(), broker.policy().expiry_warning);
     HttpResponse::Ok().json(ResourceList {
-        resources: resources.iter().map(ResourceView::from).collect(),
+        resources: resources
+            .iter()
+            .map(|r| ResourceView::new(r, now, warning))
+            .collect(),
     })
 }
 
@@ -63,7 +67,7 @@ pub async fn get_resource(
 ) -> Result<HttpResponse, ApiError> {
     let resource = broker.resource(params::resource_id(&id)?)?;
     Ok(HttpResponse::Ok().json(ResourceEnvelope {
-        resource: ResourceView::from(&resource),
+        resource: ResourceView::new(&resource, broker.now(), broker.policy().expiry_warning),
     }))
 }
 
@@ -88,7 +92,8 @@ pub async fn lock_resource(
     let ttl = params::lock_ttl(&params::read_body(body).await?)?;
     let grant = broker.lock(id, ttl)?;
     // An Idempotency-Key retry must find this lock's answer for as long as it lives.
-    Ok(Retain(ttl.as_duration()).on(HttpResponse::Ok().json(LockResponse::from(grant))))
+    Ok(Retain(ttl.as_duration())
+        .on(HttpResponse::Ok().json(LockResponse::new(grant, broker.policy().expiry_warning))))
 }
 
 /// Locks the first free resource matching the criteria. Precedence: `id`, then `name`,
@@ -144,12 +149,18 @@ pub async fn lock_by_criteria(
     match groups {
         Some(groups) => {
             let grants = broker.lock_groups(&groups, ttl)?;
-            Ok(Retain(ttl.as_duration())
-                .on(HttpResponse::Ok().json(MultiLockResponse::new(grants))))
+            Ok(
+                Retain(ttl.as_duration()).on(HttpResponse::Ok().json(MultiLockResponse::new(
+                    grants,
+                    broker.policy().expiry_warning,
+                ))),
+            )
         }
         None => {
             let grant = broker.lock_matching(&selector(&query)?, ttl)?;
-            Ok(Retain(ttl.as_duration()).on(HttpResponse::Ok().json(LockResponse::from(grant))))
+            Ok(Retain(ttl.as_duration())
+                .on(HttpResponse::Ok()
+                    .json(LockResponse::new(grant, broker.policy().expiry_warning))))
         }
     }
 }

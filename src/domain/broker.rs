@@ -32,7 +32,8 @@ use super::events::Event;
 use super::queue::Queue;
 use super::reservation::{Criteria, EndReason, Group, Reservation, ReservationId};
 use super::resource::{
-    FencingToken, Lease, LockState, LockToken, Released, Resource, ResourceId, ResourceSpec, Ttl,
+    FencingToken, Lease, LockMeta, LockState, LockTerms, LockToken, Origin, Released, Resource,
+    ResourceId, ResourceSpec, Ttl, deadline,
 };
 use super::tags::{Pool, TagIndex};
 
@@ -48,20 +49,23 @@ pub enum Selector {
     Matching(Criteria),
 }
 
-/// How the queue is served.
+/// How the queue is served, and when a lock counts as about to end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct QueuePolicy {
+pub struct Policy {
     /// A waiting reservation's priority improves by one level per `aging` waited.
     pub aging: Duration,
     /// How long a fulfilled reservation may wait for its claim.
     pub claim_window: Duration,
+    /// A lock this close to its end is *expiring soon* (shown on the resource).
+    pub expiry_warning: Duration,
 }
 
-impl Default for QueuePolicy {
+impl Default for Policy {
     fn default() -> Self {
-        QueuePolicy {
+        Policy {
             aging: Duration::from_secs(300),
             claim_window: Duration::from_secs(60),
+            expiry_warning: Duration::from_secs(300),
         }
     }
 }
@@ -94,6 +98,8 @@ pub struct Granted {
 #[derive(Debug)]
 pub struct Broker {
     resources: BTreeMap<ResourceId, Resource>,
+    /// The id the next new resource gets: ids are never reused.
+    next_id: u32,
     by_name: HashMap<String, ResourceId>,
     by_token: HashMap<LockToken, ResourceId>,
     tags: TagIndex,
@@ -112,7 +118,7 @@ pub struct Broker {
     queue_dirty: bool,
     ended: HashMap<ReservationId, (EndReason, Timestamp)>,
     ended_order: VecDeque<ReservationId>,
-    policy: QueuePolicy,
+    policy: Policy,
     events: Vec<Event>,
 }
 
@@ -123,16 +129,17 @@ impl Broker {
     /// # Panics
     /// If two specs share a name: descriptors are validated before they get here.
     pub fn new(specs: impl IntoIterator<Item = ResourceSpec>) -> Self {
-        Self::with_policy(specs, QueuePolicy::default())
+        Self::with_policy(specs, Policy::default())
     }
 
     /// As [`Broker::new`], with a queue policy.
     ///
     /// # Panics
     /// If two specs share a name.
-    pub fn with_policy(specs: impl IntoIterator<Item = ResourceSpec>, policy: QueuePolicy) -> Self {
+    pub fn with_policy(specs: impl IntoIterator<Item = ResourceSpec>, policy: Policy) -> Self {
         let mut broker = Broker {
             resources: BTreeMap::new(),
+            next_id: 1,
             by_name: HashMap::new(),
             by_token: HashMap::new(),
             tags: TagIndex::default(),
@@ -149,22 +156,32 @@ impl Broker {
             policy,
             events: Vec::new(),
         };
-        for (index, spec) in specs.into_iter().enumerate() {
-            let id = ResourceId::new(u32::try_from(index + 1).expect("fewer than 4e9 resources"));
-            let previous = broker.by_name.insert(spec.name.clone(), id);
-            assert!(previous.is_none(), "duplicate resource name {}", spec.name);
-            let resource = Resource {
-                id,
-                spec,
-                state: LockState::Free(Released::Never),
-            };
-            broker.tags.insert(&resource);
-            broker.resources.insert(id, resource);
+        for spec in specs {
+            let name = spec.name.clone();
+            let added = broker.insert_resource(spec, Origin::Descriptor);
+            assert!(added.is_some(), "duplicate resource name {name}");
         }
         broker
     }
 
-    pub fn policy(&self) -> QueuePolicy {
+    /// Files a new resource under the next id; `None` if the name is taken.
+    fn insert_resource(&mut self, spec: ResourceSpec, origin: Origin) -> Option<ResourceId> {
+        if self.by_name.contains_key(&spec.name) {
+            return None;
+        }
+        let id = ResourceId::new(self.next_id);
+        self.next_id = self
+            .next_id
+            .checked_add(1)
+            .expect("fewer than 4e9 resources");
+        self.by_name.insert(spec.name.clone(), id);
+        let resource = Resource::new(id, spec, origin);
+        self.tags.insert(&resource);
+        self.resources.insert(id, resource);
+        Some(id)
+    }
+
+    pub fn policy(&self) -> Policy {
         self.policy
     }
 
@@ -200,11 +217,12 @@ impl Broker {
     pub fn lock(
         &mut self,
         id: ResourceId,
-        ttl: Ttl,
+        terms: impl Into<LockTerms>,
         now: Timestamp,
     ) -> Result<Granted, DomainError> {
         self.expire_due(now);
-        self.grant(id, ttl, now, None)
+        let terms = terms.into();
+        self.grant(id, terms.ttl, now, None, &terms.meta)
     }
 
     /// Locks the resource `selector` picks. Criteria precedence is the caller's business:
@@ -218,18 +236,19 @@ impl Broker {
     pub fn lock_matching(
         &mut self,
         selector: &Selector,
-        ttl: Ttl,
+        terms: impl Into<LockTerms>,
         now: Timestamp,
     ) -> Result<Granted, DomainError> {
         self.expire_due(now);
+        let LockTerms { ttl, meta } = terms.into();
         let criteria = match selector {
-            Selector::Id(id) => return self.grant(*id, ttl, now, None),
+            Selector::Id(id) => return self.grant(*id, ttl, now, None, &meta),
             Selector::Name(name) => {
                 let id = *self
                     .by_name
                     .get(name)
                     .ok_or_else(|| DomainError::NameNotFound(name.clone()))?;
-                return self.grant(id, ttl, now, None);
+                return self.grant(id, ttl, now, None, &meta);
             }
             Selector::Matching(criteria) => criteria,
         };
@@ -241,7 +260,7 @@ impl Broker {
             1,
         );
         match free.first() {
-            Some(&id) => self.grant(id, ttl, now, None),
+            Some(&id) => self.grant(id, ttl, now, None, &meta),
             None => Err(self.none_available(criteria.clone())),
         }
     }
@@ -255,10 +274,11 @@ impl Broker {
     pub fn lock_groups(
         &mut self,
         groups: &[Group],
-        ttl: Ttl,
+        terms: impl Into<LockTerms>,
         now: Timestamp,
     ) -> Result<Vec<(usize, Granted)>, DomainError> {
         self.expire_due(now);
+        let LockTerms { ttl, meta } = terms.into();
         self.check_satisfiable(groups, ttl)?;
         let chosen = self
             .allocate(groups, ttl, Pool::Free, |id| !self.held.contains_key(&id))
@@ -282,7 +302,7 @@ impl Broker {
             .into_iter()
             .map(|(group, id)| {
                 let granted = self
-                    .grant(id, ttl, now, None)
+                    .grant(id, ttl, now, None, &meta)
                     .expect("allocated from free, unheld resources allowing the ttl");
                 (group, granted)
             })
@@ -473,6 +493,7 @@ impl Broker {
         ttl: Ttl,
         now: Timestamp,
         reservation: Option<ReservationId>,
+        meta: &LockMeta,
     ) -> Result<Granted, DomainError> {
         let resource = self
             .resources
@@ -500,6 +521,7 @@ impl Broker {
             acquired_at: now,
             expires_at: deadline(now, ttl),
             reservation,
+            meta: meta.clone(),
         };
         self.next_fencing += 1;
         self.held.remove(&id);
@@ -571,9 +593,8 @@ impl Broker {
     /// The one place a resource's lock state changes, so the tag index follows it.
     fn set_state(&mut self, id: ResourceId, state: LockState) {
         let resource = self.resources.get_mut(&id).expect("caller checked the id");
-        let is_free = matches!(state, LockState::Free(_));
         resource.state = state;
-        self.tags.set_free(resource, is_free);
+        self.tags.refresh(resource);
     }
 
     /// Resources meeting `criteria` in `pool` and passing `available`, lowest ids first,
@@ -674,12 +695,6 @@ impl Broker {
             DomainError::NoMatch(criteria)
         }
     }
-}
-
-/// `now + ttl`. Cannot overflow: a `Ttl` is at most a century and `now` is a real date.
-fn deadline(now: Timestamp, ttl: Ttl) -> Timestamp {
-    now.checked_add(ttl.as_duration())
-        .expect("a Ttl is capped far below Timestamp's range")
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ pub mod reservation;
 pub mod resource;
 mod tags;
 
-pub use broker::{Broker, Granted, GroupWait, QueuePolicy, Selector, WaitingFor};
+pub use broker::{Broker, Granted, GroupWait, Policy, Selector, WaitingFor};
 pub use clock::{Clock, Timestamp};
 pub use error::{DomainError, TokenRefusal, TokenUse};
 pub use events::Event;
@@ -23,5 +23,6 @@ pub use reservation::{
     ReservationRequest, ReservationStatus,
 };
 pub use resource::{
-    FencingToken, Lease, LockState, LockToken, Released, Resource, ResourceId, ResourceSpec, Ttl,
+    FencingToken, Lease, LockMeta, LockState, LockTerms, LockToken, Maintenance, Origin, Released,
+    Resource, ResourceId, ResourceSpec, Ttl,
 };

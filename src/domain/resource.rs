@@ -131,6 +131,31 @@ impl Ttl {
 #[error("must be a whole number of seconds between 1 and {max}", max = Ttl::MAX_SECS)]
 pub struct TtlOutOfRange;
 
+/// Who holds a lock and why, in the locker's own words (a job URL, a user name): shown
+/// to operators on the resource and in the expiry history. Never used for decisions.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LockMeta {
+    pub holder: Option<String>,
+    pub note: Option<String>,
+}
+
+/// What a lock request asks for: how long, and who is asking. A bare [`Ttl`] converts
+/// into terms with no metadata.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockTerms {
+    pub ttl: Ttl,
+    pub meta: LockMeta,
+}
+
+impl From<Ttl> for LockTerms {
+    fn from(ttl: Ttl) -> Self {
+        LockTerms {
+            ttl,
+            meta: LockMeta::default(),
+        }
+    }
+}
+
 /// A granted lock.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lease {
@@ -140,10 +165,11 @@ pub struct Lease {
     pub expires_at: Timestamp,
     /// The reservation the lock was granted to; `None` for a direct lock.
     pub reservation: Option<ReservationId>,
+    pub meta: LockMeta,
 }
 
 /// Why a resource is free, which 1.0 shows as `lock-details`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Released {
     /// Never locked since the broker started.
     Never,
@@ -151,6 +177,33 @@ pub enum Released {
     Unlocked,
     /// Its lock ran out at this deadline.
     Expired(Timestamp),
+    /// An operator broke the lock.
+    ForceUnlocked { at: Timestamp, reason: String },
+}
+
+/// A maintenance window: the resource is out of service from `from` until `until` (or
+/// until an operator returns it). Before `from` the resource *drains*: it is lent only
+/// for locks that end by `from`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Maintenance {
+    pub reason: String,
+    /// When the window opens (the time it was declared, for an immediate one).
+    pub from: Timestamp,
+    pub until: Option<Timestamp>,
+    /// Whether the window has opened. Set by the broker at `from`, so that every index
+    /// changes in the same step.
+    pub active: bool,
+}
+
+/// Where a resource came from, which decides what a descriptor reload may do with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Declared in the descriptor: a reload updates it, or removes it when the file no
+    /// longer names it.
+    Descriptor,
+    /// Created through the API: a reload leaves it alone (unless the file names it,
+    /// which makes it the descriptor's).
+    Api,
 }
 
 /// A resource's lock state.
@@ -200,9 +253,55 @@ pub struct Resource {
     pub id: ResourceId,
     pub spec: ResourceSpec,
     pub state: LockState,
+    /// Scheduled or current maintenance.
+    pub maintenance: Option<Maintenance>,
+    /// Removed from the descriptor while locked: lent to no one, and gone when its lock
+    /// ends.
+    pub retiring: bool,
+    pub origin: Origin,
 }
 
 impl Resource {
+    /// A free, in-service resource, as a descriptor declares it.
+    pub fn new(id: ResourceId, spec: ResourceSpec, origin: Origin) -> Self {
+        Resource {
+            id,
+            spec,
+            state: LockState::Free(Released::Never),
+            maintenance: None,
+            retiring: false,
+            origin,
+        }
+    }
+
+    /// Whether the resource may be lent at all: not in an open maintenance window, not
+    /// retiring. A locked resource can be in service or not (its lock runs to its end).
+    pub fn in_service(&self) -> bool {
+        !self.retiring && self.maintenance.as_ref().is_none_or(|m| !m.active)
+    }
+
+    /// Free and in service: what the tag index calls free.
+    pub fn is_lendable(&self) -> bool {
+        !self.is_locked() && self.in_service()
+    }
+
+    /// Whether a lock from `now` for `ttl` ends before the next maintenance window opens
+    /// (a lock may end exactly when it opens).
+    pub fn fits_before_maintenance(&self, ttl: Ttl, now: Timestamp) -> bool {
+        self.ends_before_maintenance(deadline(now, ttl))
+    }
+
+    /// Whether the resource is locked and its lock ends within `warning` of `now`.
+    pub fn expiring_soon(&self, now: Timestamp, warning: Duration) -> bool {
+        self.lease()
+            .is_some_and(|l| l.expires_at.saturating_duration_since(now) <= warning)
+    }
+
+    /// Whether a lock ending at `end` ends before the next maintenance window opens.
+    pub fn ends_before_maintenance(&self, end: Timestamp) -> bool {
+        self.maintenance.as_ref().is_none_or(|m| end <= m.from)
+    }
+
     pub fn lease(&self) -> Option<&Lease> {
         match &self.state {
             LockState::Locked(lease) => Some(lease),
@@ -221,6 +320,12 @@ impl Resource {
     pub fn has_all_tags(&self, tags: &[String]) -> bool {
         tags.iter().all(|t| self.has_tag(t))
     }
+}
+
+/// `now + ttl`. Cannot overflow: a `Ttl` is at most a century and `now` is a real date.
+pub(crate) fn deadline(now: Timestamp, ttl: Ttl) -> Timestamp {
+    now.checked_add(ttl.as_duration())
+        .expect("a Ttl is capped far below Timestamp's range")
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! The tag index: which resources carry a tag, and which of those are free.
+//! The tag index: which resources carry a tag, and which of those are free (unlocked and
+//! in service: [`Resource::is_lendable`]).
 //!
 //! Selecting by tags walks the set of the requested tag with the fewest members (free
 //! ones, when looking for something to lock), in id order, so its cost follows the
@@ -14,7 +15,7 @@ use super::resource::{Resource, ResourceId};
 pub(crate) enum Pool {
     /// Every resource: can a request ever be served?
     All,
-    /// Resources with no lock: what can be granted now?
+    /// Resources with no lock, in service: what can be granted now?
     Free,
 }
 
@@ -53,11 +54,16 @@ impl TagSets {
             self.free.remove(&id);
         }
     }
+
+    fn remove(&mut self, id: ResourceId) {
+        self.all.remove(&id);
+        self.free.remove(&id);
+    }
 }
 
 impl TagIndex {
     pub(crate) fn insert(&mut self, resource: &Resource) {
-        let is_free = !resource.is_locked();
+        let is_free = resource.is_lendable();
         self.lab.insert(resource.id, is_free);
         for tag in &resource.spec.tags {
             self.by_tag
@@ -67,7 +73,23 @@ impl TagIndex {
         }
     }
 
-    pub(crate) fn set_free(&mut self, resource: &Resource, is_free: bool) {
+    /// Takes `resource` out of every set (before it is removed, or its tags change).
+    #[expect(dead_code, reason = "resource administration removes resources")]
+    pub(crate) fn remove(&mut self, resource: &Resource) {
+        self.lab.remove(resource.id);
+        for tag in &resource.spec.tags {
+            if let Some(sets) = self.by_tag.get_mut(tag) {
+                sets.remove(resource.id);
+                if sets.all.is_empty() {
+                    self.by_tag.remove(tag);
+                }
+            }
+        }
+    }
+
+    /// Files `resource` as free or not after its lock or service state changed.
+    pub(crate) fn refresh(&mut self, resource: &Resource) {
+        let is_free = resource.is_lendable();
         self.lab.set_free(resource.id, is_free);
         for tag in &resource.spec.tags {
             if let Some(sets) = self.by_tag.get_mut(tag) {
@@ -116,10 +138,14 @@ impl TagIndex {
             }
             for id in &sets.free {
                 assert!(sets.all.contains(id));
-                assert!(!resources[id].is_locked(), "locked {id} indexed as free");
+                assert!(resources[id].is_lendable(), "{id} indexed as free");
             }
         }
         assert_eq!(self.lab.all.len(), resources.len());
+        assert!(
+            self.by_tag.values().all(|s| !s.all.is_empty()),
+            "no empty tag"
+        );
         for r in resources.values() {
             for set in r
                 .spec
@@ -129,7 +155,7 @@ impl TagIndex {
                 .chain([&self.lab])
             {
                 assert!(set.all.contains(&r.id));
-                assert_eq!(set.free.contains(&r.id), !r.is_locked());
+                assert_eq!(set.free.contains(&r.id), r.is_lendable());
             }
         }
     }

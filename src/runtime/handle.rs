@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, broadcast};
 
 use crate::domain::{
-    Broker, Clock, DomainError, Event, Granted, Group, Lease, LockToken, Reservation,
+    Broker, Clock, DomainError, Event, Granted, Group, Lease, LockToken, Policy, Reservation,
     ReservationId, ReservationRequest, ReservationStatus, Resource, ResourceId, Selector,
     Timestamp, Ttl, WaitingFor,
 };
@@ -26,6 +26,8 @@ struct Shared {
     /// A std mutex, not tokio's: critical sections are short and never await, so
     /// contended waits are brief and an async mutex would only add overhead.
     broker: Mutex<Broker>,
+    /// The broker's policy, which never changes: readable without the mutex.
+    policy: Policy,
     clock: Arc<dyn Clock>,
     /// Poked when the earliest deadline moves earlier, so the timer re-plans its nap.
     /// `Notify` keeps one permit when nobody waits, so a poke during a sweep is not lost.
@@ -85,6 +87,7 @@ impl BrokerHandle {
     pub fn new(broker: Broker, clock: Arc<dyn Clock>) -> Self {
         BrokerHandle {
             shared: Arc::new(Shared {
+                policy: broker.policy(),
                 broker: Mutex::new(broker),
                 clock,
                 deadline_changed: Notify::new(),
@@ -95,6 +98,10 @@ impl BrokerHandle {
 
     pub fn now(&self) -> Timestamp {
         self.shared.clock.now()
+    }
+
+    pub fn policy(&self) -> Policy {
+        self.shared.policy
     }
 
     /// How long from now until `t` (zero if `t` has passed).

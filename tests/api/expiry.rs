@@ -40,6 +40,13 @@ async fn lock_stays_until_its_last_millisecond_and_is_released_when_its_ttl_has_
             "lock-expires-at": null,
             "max-lock-duration": 86400,
             "fencing-token": null,
+            "lock-holder": null,
+            "lock-note": null,
+            "expiring-soon": false,
+            "unavailable": false,
+            "unavailable-reason": null,
+            "unavailable-since": null,
+            "unavailable-until": null,
         })
     );
 }

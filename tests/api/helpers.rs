@@ -9,7 +9,7 @@ use reqwest::{Client, RequestBuilder, StatusCode};
 use serde_json::Value;
 
 use rentabot::app::{self, Settings};
-use rentabot::domain::{QueuePolicy, ResourceSpec, Timestamp, descriptor};
+use rentabot::domain::{Policy, ResourceSpec, Timestamp, descriptor};
 use rentabot::runtime::{BrokerHandle, ManualClock};
 
 /// Where every test app's clock starts: 2026-01-15T10:00:00Z.
@@ -87,7 +87,7 @@ pub async fn spawn_app_with(resources: Vec<ResourceSpec>) -> TestApp {
         // the tests of this binary run in parallel, each with its own server.
         workers: Some(1),
         handle_signals: false,
-        policy: QueuePolicy::default(),
+        policy: Policy::default(),
     };
     let app = app::build(&settings, resources, clock.clone()).expect("the test app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
@@ -280,8 +280,8 @@ pub fn keys(value: &Value) -> Vec<&str> {
         .collect()
 }
 
-/// The 1.0 resource keys, in 1.0 order, plus rentabot's `fencing-token`.
-pub const RESOURCE_KEYS: [&str; 11] = [
+/// The 1.0 resource keys, in 1.0 order, then rentabot's.
+pub const RESOURCE_KEYS: [&str; 18] = [
     "id",
     "name",
     "description",
@@ -293,4 +293,11 @@ pub const RESOURCE_KEYS: [&str; 11] = [
     "lock-expires-at",
     "max-lock-duration",
     "fencing-token",
+    "lock-holder",
+    "lock-note",
+    "expiring-soon",
+    "unavailable",
+    "unavailable-reason",
+    "unavailable-since",
+    "unavailable-until",
 ];

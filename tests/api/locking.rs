@@ -54,6 +54,13 @@ async fn lock_returns_token_resource_and_times_when_the_resource_is_free() {
             "lock-expires-at": "2026-01-15T11:00:00.000Z",
             "max-lock-duration": 86400,
             "fencing-token": 1,
+            "lock-holder": null,
+            "lock-note": null,
+            "expiring-soon": false,
+            "unavailable": false,
+            "unavailable-reason": null,
+            "unavailable-since": null,
+            "unavailable-until": null,
         })
     );
     assert_eq!(app.resource(COFFEE).await, body["resource"]);

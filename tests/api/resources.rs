@@ -40,6 +40,13 @@ async fn list_returns_every_resource_in_id_order_when_the_lab_is_loaded() {
             "lock-expires-at": null,
             "max-lock-duration": 86400,
             "fencing-token": null,
+            "lock-holder": null,
+            "lock-note": null,
+            "expiring-soon": false,
+            "unavailable": false,
+            "unavailable-reason": null,
+            "unavailable-since": null,
+            "unavailable-until": null,
         })
     );
 }
@@ -88,6 +95,13 @@ async fn get_returns_the_resource_when_it_exists() {
             "lock-expires-at": null,
             "max-lock-duration": 60,
             "fencing-token": null,
+            "lock-holder": null,
+            "lock-note": null,
+            "expiring-soon": false,
+            "unavailable": false,
+            "unavailable-reason": null,
+            "unavailable-since": null,
+            "unavailable-until": null,
         }})
     );
 }
@@ -113,6 +127,13 @@ async fn get_shows_the_lock_when_the_resource_is_locked() {
             "lock-expires-at": "2026-01-15T10:10:00.000Z",
             "max-lock-duration": 86400,
             "fencing-token": 1,
+            "lock-holder": null,
+            "lock-note": null,
+            "expiring-soon": false,
+            "unavailable": false,
+            "unavailable-reason": null,
+            "unavailable-since": null,
+            "unavailable-until": null,
         })
     );
 }

@@ -19,6 +19,12 @@ fn redacted_coffee_machine() -> Value {
         "lock-expires-at": "2026-01-15T10:10:00.000Z",
         "max-lock-duration": 86400,
         "fencing-token": 1,
+        "lock-holder": null,
+        "lock-note": null,
+        "unavailable": false,
+        "unavailable-reason": null,
+        "unavailable-since": null,
+        "unavailable-until": null,
     })
 }
 
@@ -71,6 +77,13 @@ async fn unlock_frees_the_resource_when_the_token_is_given_in_the_query() {
             "lock-expires-at": null,
             "max-lock-duration": 86400,
             "fencing-token": null,
+            "lock-holder": null,
+            "lock-note": null,
+            "expiring-soon": false,
+            "unavailable": false,
+            "unavailable-reason": null,
+            "unavailable-since": null,
+            "unavailable-until": null,
         })
     );
 }

@@ -348,7 +348,7 @@ impl Broker {
             .into_iter()
             .map(|(group, resource)| {
                 let granted = self
-                    .grant(resource, ttl, now, Some(id))
+                    .grant(resource, ttl, now, Some(id), &LockMeta::default())
                     .expect("planned from free resources allowing the ttl");
                 Allocation {
                     group,

@@ -750,9 +750,10 @@ mod properties {
                     .with_tags(&["psu"])
                     .with_max_lock_duration(secs(60)),
             ],
-            QueuePolicy {
+            Policy {
                 aging: Duration::from_secs(50),
                 claim_window: Duration::from_secs(30),
+                ..Policy::default()
             },
         )
     }
