@@ -468,3 +468,27 @@ impl From<&ReservationSnapshot> for ReservationView {
 pub struct ReservationList {
     pub reservations: Vec<ReservationView>,
 }
+
+/// `GET /api/v1/resources` with query parameters: one page of the matches.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResourcePageList {
+    pub resources: Vec<ResourceView>,
+    /// Every match, on every page.
+    pub total: usize,
+    /// This page, 1-based.
+    pub page: u64,
+    /// Most resources a page holds.
+    pub limit: usize,
+}
+
+/// `GET /api/v1/reservations` with query parameters: one page of the matches.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReservationPageList {
+    pub reservations: Vec<ReservationView>,
+    /// Every match, on every page.
+    pub total: usize,
+    /// This page, 1-based.
+    pub page: u64,
+    /// Most reservations a page holds.
+    pub limit: usize,
+}

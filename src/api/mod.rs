@@ -10,6 +10,7 @@ pub mod events;
 pub mod health;
 pub mod idempotency;
 pub mod params;
+pub mod query;
 pub mod reservations;
 pub mod resources;
 
@@ -90,9 +91,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         HeaderName::from_static("deprecation"),
                         HeaderValue::from_static("true"),
                     );
-                    if let Ok(link) =
-                        HeaderValue::from_str(&format!("<{successor}>; rel=alternate"))
+                    // Joined to a Link the handler set (a list's page links), not replacing it.
+                    let alternate = format!("<{successor}>; rel=alternate");
+                    let link = match headers
+                        .get(actix_web::http::header::LINK)
+                        .and_then(|v| v.to_str().ok())
                     {
+                        Some(pages) => format!("{pages}, {alternate}"),
+                        None => alternate,
+                    };
+                    if let Ok(link) = HeaderValue::from_str(&link) {
                         headers.insert(actix_web::http::header::LINK, link);
                     }
                     Ok(response)

@@ -47,6 +47,11 @@ impl Query {
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.0.iter().map(|(k, _)| k.as_str())
     }
+
+    /// Every key and value, in order.
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &String)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v))
+    }
 }
 
 /// A resource id from the path or the query: decimal digits only (no sign, no spaces).

@@ -12,11 +12,12 @@ use actix_web::web::{self, Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::dto::{ErrorBody, ReservationList, ReservationView};
+use super::dto::{ErrorBody, ReservationList, ReservationPageList, ReservationView};
 use super::error::ApiError;
 use super::idempotency::Retain;
 use super::only;
 use super::params::{self, Body, Query};
+use super::query;
 use crate::domain::{Event, ReservationId, ReservationRequest, ReservationStatus, Ttl};
 use crate::runtime::BrokerHandle;
 
@@ -76,13 +77,47 @@ pub async fn create_reservation(
 }
 
 /// Every live reservation: pending ones in queue order, then the others by creation.
+/// With any query parameter below, one page of the matching ones, in the same order
+/// (`total`, `page` and `limit` in the body, RFC 8288 `Link` header); an unknown
+/// parameter beside them is a 400.
 #[utoipa::path(get, path = "/api/v1/reservations", tag = "reservations",
-    responses((status = 200, body = ReservationList)))]
-pub async fn list_reservations(broker: Data<BrokerHandle>) -> HttpResponse {
-    let reservations = broker.reservations();
-    HttpResponse::Ok().json(ReservationList {
-        reservations: reservations.iter().map(ReservationView::from).collect(),
-    })
+    params(
+        ("status" = Option<Vec<String>>, Query, description = "pending, fulfilled or claimed; repeat it or separate with commas"),
+        ("tag" = Option<Vec<String>>, Query, description = "A tag some group asks for (an expression group: a tag it requires); alias `tags`"),
+        ("priority" = Option<u8>, Query, description = "The priority it was created with, 1 to 10"),
+        ("page" = Option<u64>, Query, description = "1-based page, default 1"),
+        ("limit" = Option<u32>, Query, description = "Page size, 1 to 1000, default 100"),
+    ),
+    responses(
+        (status = 200, description = "Every live reservation (no parameter), or one page of the matches", body = ReservationPageList),
+        (status = 400, description = "An unknown, repeated or invalid parameter (named in `parameter`)", body = ErrorBody),
+    ))]
+pub async fn list_reservations(
+    broker: Data<BrokerHandle>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let filters = match Query::parse(&req) {
+        Ok(query) => query::reservation_query(&query)?.map(|q| (query, q)),
+        Err(_) => None,
+    };
+    let Some((query, filters)) = filters else {
+        let reservations = broker.reservations();
+        return Ok(HttpResponse::Ok().json(ReservationList {
+            reservations: reservations.iter().map(ReservationView::from).collect(),
+        }));
+    };
+    let (total, items) = broker.query_reservations(&filters);
+    Ok(HttpResponse::Ok()
+        .insert_header((
+            header::LINK,
+            query::page_links(&req, &query, filters.page, total),
+        ))
+        .json(ReservationPageList {
+            reservations: items.iter().map(ReservationView::from).collect(),
+            total,
+            page: filters.page.number,
+            limit: filters.page.limit,
+        }))
 }
 
 /// One reservation, with `waiting_for` while pending. With `?wait=SECONDS` (at most 300,

@@ -4,18 +4,20 @@
 //! Handlers are thin: read the request (`params`), make one broker call, render (`dto`).
 //! The rules live in `domain::broker`.
 
+use actix_web::http::header;
 use actix_web::web::{self, Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 use serde_json::Value;
 
 use super::dto::{
     ErrorBody, ExtendResponse, LockResponse, MessageResponse, MultiLockResponse, ResourceEnvelope,
-    ResourceList, ResourceView, UnlockBatchResponse,
+    ResourceList, ResourcePageList, ResourceView, UnlockBatchResponse,
 };
 use super::error::ApiError;
 use super::idempotency::Retain;
 use super::only;
 use super::params::{self, Body, Query};
+use super::query;
 use crate::domain::{Criteria, Group, Selector, Ttl, descriptor};
 use crate::runtime::BrokerHandle;
 
@@ -39,18 +41,64 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         );
 }
 
-/// Every resource, in id order.
+/// Every resource, in id order: the 1.0 list, when no query parameter below is given.
+/// With any of them, one page of the matching resources (`total`, `page` and `limit` in
+/// the body, RFC 8288 `Link` header with first, prev, next and last pages); an unknown
+/// parameter beside them is a 400. `tag` and `expr` together: both must hold.
 #[utoipa::path(get, path = "/api/v1/resources", tag = "resources",
-    responses((status = 200, description = "All resources", body = ResourceList)))]
-pub async fn list_resources(broker: Data<BrokerHandle>) -> HttpResponse {
-    let resources = broker.resources();
-    let (now, warning) = (broker.now(), broker.policy().expiry_warning);
-    HttpResponse::Ok().json(ResourceList {
-        resources: resources
-            .iter()
-            .map(|r| ResourceView::new(r, now, warning))
-            .collect(),
-    })
+    params(
+        ("locked" = Option<bool>, Query, description = "Only locked (true) or only free (false) resources"),
+        ("available" = Option<bool>, Query, description = "Only resources in service (true) or out of it (false)"),
+        ("unavailable" = Option<bool>, Query, description = "Only resources out of service: in maintenance or retiring (true)"),
+        ("tag" = Option<Vec<String>>, Query, description = "Required tag; repeat it or separate with commas; alias `tags`"),
+        ("expr" = Option<String>, Query, description = "Label expression, e.g. `linux && !flaky`"),
+        ("name" = Option<String>, Query, description = "Substring of the name, ignoring case"),
+        ("sort" = Option<String>, Query, description = "id (default), name or lock-expires-at (free resources last)"),
+        ("order" = Option<String>, Query, description = "asc (default) or desc"),
+        ("page" = Option<u64>, Query, description = "1-based page, default 1"),
+        ("limit" = Option<u32>, Query, description = "Page size, 1 to 1000, default 100"),
+    ),
+    responses(
+        (status = 200, description = "All resources (no parameter), or one page of the matches", body = ResourcePageList),
+        (status = 400, description = "An unknown, repeated or invalid parameter (named in `parameter`)", body = ErrorBody),
+    ))]
+pub async fn list_resources(
+    broker: Data<BrokerHandle>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    // 1.0 ignored query strings: one that cannot even be read names no parameter.
+    let filters = match Query::parse(&req) {
+        Ok(query) => query::resource_query(&query)?.map(|q| (query, q)),
+        Err(_) => None,
+    };
+    let warning = broker.policy().expiry_warning;
+    let Some((query, filters)) = filters else {
+        let resources = broker.resources();
+        let now = broker.now();
+        return Ok(HttpResponse::Ok().json(ResourceList {
+            resources: resources
+                .iter()
+                .map(|r| ResourceView::new(r, now, warning))
+                .collect(),
+        }));
+    };
+    let page = broker.query_resources(&filters);
+    let now = broker.now();
+    Ok(HttpResponse::Ok()
+        .insert_header((
+            header::LINK,
+            query::page_links(&req, &query, filters.page, page.total),
+        ))
+        .json(ResourcePageList {
+            resources: page
+                .items
+                .iter()
+                .map(|r| ResourceView::new(r, now, warning))
+                .collect(),
+            total: page.total,
+            page: filters.page.number,
+            limit: filters.page.limit,
+        }))
 }
 
 /// One resource.

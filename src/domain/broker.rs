@@ -20,6 +20,7 @@
 //! there is no polling loop. Mutations record [`Event`]s, drained by the runtime with
 //! [`Broker::drain_events`].
 
+mod query;
 mod queue;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
@@ -37,6 +38,10 @@ use super::resource::{
 };
 use super::tags::{Pool, TagIndex};
 
+pub use query::{
+    DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, ReservationPage, ReservationQuery, ResourcePage,
+    ResourceQuery, ResourceSort, SortOrder,
+};
 pub use queue::{GroupWait, WaitingFor};
 
 /// How a lock request picks its resource (1.0 `POST /resources/lock` criteria).
@@ -402,12 +407,15 @@ impl Broker {
             unreachable!("held_lease checked the resource is locked")
         };
         stored.expires_at = new_expiry;
+        let extended = stored.clone();
+        // The query columns keep each lock's expiry (for sort=lock-expires-at).
+        self.tags.refresh(resource);
         self.events.push(Event::Extended {
             resource: id,
             fencing: lease.fencing,
             expires_at: new_expiry,
         });
-        Ok(stored.clone())
+        Ok(extended)
     }
 
     /// Brings the broker to `now`: everything due at or before `now` ends, in deadline

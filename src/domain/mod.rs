@@ -4,6 +4,7 @@
 mod allocation;
 pub mod broker;
 pub mod clock;
+mod columns;
 pub mod descriptor;
 pub mod error;
 pub mod events;
@@ -13,7 +14,10 @@ pub mod reservation;
 pub mod resource;
 mod tags;
 
-pub use broker::{Broker, Granted, GroupWait, Policy, Selector, WaitingFor};
+pub use broker::{
+    Broker, DEFAULT_PAGE_LIMIT, Granted, GroupWait, MAX_PAGE_LIMIT, Page, Policy, ReservationPage,
+    ReservationQuery, ResourcePage, ResourceQuery, ResourceSort, Selector, SortOrder, WaitingFor,
+};
 pub use clock::{Clock, Timestamp};
 pub use error::{DomainError, TokenRefusal, TokenUse};
 pub use events::Event;

@@ -5,9 +5,13 @@
 //! ones, when looking for something to lock), in id order, so its cost follows the
 //! number of candidates, not the size of the lab. Criteria that require no tag in
 //! particular (`!flaky`) walk the lab-wide sets.
+//!
+//! It also keeps the [`Columns`] that list queries read, in the same calls, so that
+//! whatever keeps the tag index right keeps them right too.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use super::columns::Columns;
 use super::resource::{Resource, ResourceId};
 
 /// Which resources a lookup draws from.
@@ -24,6 +28,8 @@ pub(crate) struct TagIndex {
     by_tag: HashMap<String, TagSets>,
     /// Lab-wide sets, for criteria without a required tag.
     lab: TagSets,
+    /// What list queries filter and sort on, by id.
+    columns: Columns,
 }
 
 #[derive(Debug, Default)]
@@ -64,6 +70,7 @@ impl TagSets {
 impl TagIndex {
     pub(crate) fn insert(&mut self, resource: &Resource) {
         let is_free = resource.is_lendable();
+        self.columns.insert(resource);
         self.lab.insert(resource.id, is_free);
         for tag in &resource.spec.tags {
             self.by_tag
@@ -76,6 +83,7 @@ impl TagIndex {
     /// Takes `resource` out of every set (before it is removed, or its tags change).
     #[expect(dead_code, reason = "resource administration removes resources")]
     pub(crate) fn remove(&mut self, resource: &Resource) {
+        self.columns.remove(resource.id);
         self.lab.remove(resource.id);
         for tag in &resource.spec.tags {
             if let Some(sets) = self.by_tag.get_mut(tag) {
@@ -90,12 +98,18 @@ impl TagIndex {
     /// Files `resource` as free or not after its lock or service state changed.
     pub(crate) fn refresh(&mut self, resource: &Resource) {
         let is_free = resource.is_lendable();
+        self.columns.refresh(resource);
         self.lab.set_free(resource.id, is_free);
         for tag in &resource.spec.tags {
             if let Some(sets) = self.by_tag.get_mut(tag) {
                 sets.set_free(resource.id, is_free);
             }
         }
+    }
+
+    /// The query columns (see [`Columns`]).
+    pub(crate) fn columns(&self) -> &Columns {
+        &self.columns
     }
 
     /// How many resources are free.
@@ -142,6 +156,7 @@ impl TagIndex {
             }
         }
         assert_eq!(self.lab.all.len(), resources.len());
+        self.columns.check_against(resources);
         assert!(
             self.by_tag.values().all(|s| !s.all.is_empty()),
             "no empty tag"

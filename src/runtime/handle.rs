@@ -12,8 +12,8 @@ use tokio::sync::{Notify, broadcast};
 
 use crate::domain::{
     Broker, Clock, DomainError, Event, Granted, Group, Lease, LockToken, Policy, Reservation,
-    ReservationId, ReservationRequest, ReservationStatus, Resource, ResourceId, Selector,
-    Timestamp, Ttl, WaitingFor,
+    ReservationId, ReservationQuery, ReservationRequest, ReservationStatus, Resource, ResourceId,
+    ResourcePage, ResourceQuery, Selector, Timestamp, Ttl, WaitingFor,
 };
 
 /// A cheap, cloneable reference to the one broker of this process.
@@ -230,6 +230,38 @@ impl BrokerHandle {
         self.with_broker(|b, now| {
             b.expire_due(now);
             b.resources().cloned().collect()
+        })
+    }
+
+    /// One page of the resources `query` selects, as of now. See
+    /// [`Broker::query_resources`].
+    pub fn query_resources(&self, query: &ResourceQuery) -> ResourcePage {
+        self.with_broker(|b, now| {
+            b.expire_due(now);
+            b.query_resources(query)
+        })
+    }
+
+    /// One page of the live reservations `query` selects, as of now, in the list's order
+    /// (`waiting_for` left out, as in [`BrokerHandle::reservations`]), and how many
+    /// matched in all.
+    pub fn query_reservations(
+        &self,
+        query: &ReservationQuery,
+    ) -> (usize, Vec<ReservationSnapshot>) {
+        self.with_broker(|b, now| {
+            b.expire_due(now);
+            let page = b.query_reservations(query, now);
+            let items = page
+                .items
+                .into_iter()
+                .map(|(reservation, position)| ReservationSnapshot {
+                    reservation,
+                    position,
+                    waiting_for: None,
+                })
+                .collect();
+            (page.total, items)
         })
     }
 

@@ -1,0 +1,496 @@
+//! Read-only queries over the broker at lab scale: filtered, sorted, paginated lists of
+//! resources and reservations (roadmap phase 7, `GET /resources?...`).
+//!
+//! A query never changes the broker; the caller brings it to `now` first
+//! ([`Broker::expire_due`]), as every read does.
+//!
+//! # Cost
+//!
+//! A page of 50 out of 100 000 resources must cost well under a millisecond
+//! (BENCHMARKS.md). So a query walks the *candidates* the tag index gives for the tags
+//! every match must carry (the free set of the rarest tag when the query asks for free,
+//! in-service resources), never the whole lab when a tag narrows it. The `total` counts
+//! every match, so the candidates are all checked; only the page's resources are cloned.
+//! Sorting by id is the index's order; the other sorts order only the matches, and only
+//! as far as the page needs (a partial sort).
+
+use std::cmp::Ordering;
+use std::ops::Range;
+
+use memchr::memmem;
+
+use super::*;
+use crate::domain::columns::{Columns, Flags, IN_SERVICE, LIVE, LOCKED, TagNo};
+use crate::domain::expr::Expr;
+use crate::domain::reservation::{Priority, ReservationStatus};
+
+/// The largest page a query may ask for. Keeps one answer, and the time the broker's
+/// mutex is held for it, bounded.
+pub const MAX_PAGE_LIMIT: usize = 1_000;
+
+/// The page size when a query names none.
+pub const DEFAULT_PAGE_LIMIT: usize = 100;
+
+/// What to sort a resource list by.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ResourceSort {
+    /// The id: descriptor order, the 1.0 list's order.
+    #[default]
+    Id,
+    /// The name, byte by byte (names are unique, so there are no ties).
+    Name,
+    /// The current lock's expiry, ties by id (both in the query's order). Free resources
+    /// have none and come after every locked one in both orders, by id in the query's
+    /// order: "which lock ends first / last" is what this sort is for.
+    LockExpiresAt,
+}
+
+/// Ascending or descending.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SortOrder {
+    #[default]
+    Asc,
+    Desc,
+}
+
+/// One page of a list: which page (1-based) and how many items a page holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Page {
+    /// 1-based.
+    pub number: u64,
+    /// 1 to [`MAX_PAGE_LIMIT`] (the API enforces it; the broker only relies on it being
+    /// small).
+    pub limit: usize,
+}
+
+impl Default for Page {
+    fn default() -> Self {
+        Page {
+            number: 1,
+            limit: DEFAULT_PAGE_LIMIT,
+        }
+    }
+}
+
+impl Page {
+    /// How many matches come before this page; `None` when that overflows (a page far
+    /// past any end).
+    fn offset(self) -> Option<usize> {
+        usize::try_from(self.number.saturating_sub(1))
+            .ok()?
+            .checked_mul(self.limit)
+    }
+
+    /// The range of `0..total` this page covers (empty past the end).
+    fn range(self, total: usize) -> std::ops::Range<usize> {
+        let start = self.offset().unwrap_or(usize::MAX).min(total);
+        start..start.saturating_add(self.limit).min(total)
+    }
+}
+
+/// Which resources a list shows, in what order, and which page of them. The default
+/// matches every resource, in id order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ResourceQuery {
+    /// Locked (`Some(true)`) or free (`Some(false)`) only.
+    pub locked: Option<bool>,
+    /// In service (`Some(true)`, the API's `available`) or out of it (`Some(false)`,
+    /// `unavailable`: an open maintenance window, or retiring). See
+    /// [`Resource::in_service`].
+    pub in_service: Option<bool>,
+    /// Every one must hold (tags and a label expression combine with AND).
+    pub criteria: Vec<Criteria>,
+    /// A substring of the name, compared case-insensitively.
+    pub name: Option<String>,
+    pub sort: ResourceSort,
+    pub order: SortOrder,
+    pub page: Page,
+}
+
+/// One page of resources, and how many matched in all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResourcePage {
+    /// Every match, on every page.
+    pub total: usize,
+    /// This page's matches, in the query's order.
+    pub items: Vec<Resource>,
+}
+
+/// Which reservations a list shows, and which page of them. Their order is the list's
+/// (pending in queue order, then the others by creation).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReservationQuery {
+    /// Any of these statuses; empty means any status.
+    pub statuses: Vec<ReservationStatus>,
+    /// Every tag must be asked for by some group: a tag group's tags, an expression
+    /// group's required tags ([`Criteria::required_tags`]).
+    pub tags: Vec<String>,
+    /// The priority it was created with (not the aged one, which changes as it waits).
+    pub priority: Option<Priority>,
+    pub page: Page,
+}
+
+/// One page of reservations, with each one's 1-based place in the whole queue (`None`
+/// unless pending), and how many matched in all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReservationPage {
+    pub total: usize,
+    pub items: Vec<(Reservation, Option<usize>)>,
+}
+
+/// The filters of a [`ResourceQuery`], compiled against the [`Columns`]: checking a
+/// resource allocates nothing and reads its flags first, its tags and name only if those
+/// pass.
+struct RowFilter<'q> {
+    /// The flags that must be set, among `mask`.
+    want: Flags,
+    mask: Flags,
+    /// Every one must hold.
+    criteria: Vec<TagTest>,
+    /// The lower-cased name substring.
+    name: Option<memmem::Finder<'q>>,
+}
+
+impl<'q> RowFilter<'q> {
+    fn new(query: &ResourceQuery, folded_name: Option<&'q str>, columns: &Columns) -> Self {
+        let mut want = LIVE;
+        let mut mask = LIVE;
+        for (filter, flag) in [(query.locked, LOCKED), (query.in_service, IN_SERVICE)] {
+            if let Some(set) = filter {
+                mask |= flag;
+                if set {
+                    want |= flag;
+                }
+            }
+        }
+        RowFilter {
+            want,
+            mask,
+            criteria: query
+                .criteria
+                .iter()
+                .map(|c| TagTest::new(c, columns))
+                .collect(),
+            name: folded_name.map(memmem::Finder::new),
+        }
+    }
+
+    fn admits(&self, id: ResourceId, flags: Flags, columns: &Columns) -> bool {
+        flags & self.mask == self.want
+            && (self.criteria.is_empty() || {
+                let tags = columns.tags(id);
+                self.criteria.iter().all(|c| c.holds(tags))
+            })
+            && self
+                .name
+                .as_ref()
+                .is_none_or(|f| f.find(columns.folded_name(id)).is_some())
+    }
+
+    fn admits_id(&self, id: ResourceId, columns: &Columns) -> bool {
+        self.admits(id, columns.flags(id), columns)
+    }
+}
+
+/// [`Criteria`] over tag numbers.
+enum TagTest {
+    /// `None`: a tag no resource carries.
+    Tag(Option<TagNo>),
+    Not(Box<TagTest>),
+    All(Vec<TagTest>),
+    Any(Vec<TagTest>),
+}
+
+impl TagTest {
+    fn new(criteria: &Criteria, columns: &Columns) -> Self {
+        match criteria {
+            Criteria::Tags(tags) => TagTest::All(
+                tags.iter()
+                    .map(|t| TagTest::Tag(columns.tag_number(t)))
+                    .collect(),
+            ),
+            Criteria::Expr(expr) => Self::of_expr(expr, columns),
+        }
+    }
+
+    fn of_expr(expr: &Expr, columns: &Columns) -> Self {
+        let all = |operands: &[Expr]| operands.iter().map(|e| Self::of_expr(e, columns)).collect();
+        match expr {
+            Expr::Tag(tag) => TagTest::Tag(columns.tag_number(tag)),
+            Expr::Not(inner) => TagTest::Not(Box::new(Self::of_expr(inner, columns))),
+            Expr::And(operands) => TagTest::All(all(operands)),
+            Expr::Or(operands) => TagTest::Any(all(operands)),
+        }
+    }
+
+    fn holds(&self, tags: &[TagNo]) -> bool {
+        match self {
+            TagTest::Tag(number) => number.is_some_and(|n| tags.contains(&n)),
+            TagTest::Not(inner) => !inner.holds(tags),
+            TagTest::All(tests) => tests.iter().all(|t| t.holds(tags)),
+            TagTest::Any(tests) => tests.iter().any(|t| t.holds(tags)),
+        }
+    }
+}
+
+/// Whether walking an ordered index of `universe` entries until `end` matches are seen
+/// is cheaper than ordering all `total` matches: the walk takes about
+/// `end * universe / total` steps, each `cost` times cheaper than a step of ordering.
+fn walk_is_cheaper(end: usize, universe: usize, total: usize, cost: u128) -> bool {
+    (end as u128) * (universe as u128) <= cost * (total as u128) * (total as u128)
+}
+
+/// The `range` of `items` once ordered by `cmp`, ordering only what the page needs:
+/// everything before the page's end is moved in front (linear time), then only the page
+/// is sorted.
+fn select_page<T: Copy>(
+    mut items: Vec<T>,
+    range: Range<usize>,
+    cmp: impl Fn(&T, &T) -> Ordering,
+) -> Vec<T> {
+    if range.is_empty() {
+        return Vec::new();
+    }
+    if range.end < items.len() {
+        items.select_nth_unstable_by(range.end, &cmp);
+    }
+    let before_end = &mut items[..range.end];
+    if range.start > 0 {
+        before_end.select_nth_unstable_by(range.start, &cmp);
+    }
+    let page = &mut before_end[range.start..];
+    page.sort_unstable_by(&cmp);
+    page.to_vec()
+}
+
+/// A set of resource ids as a bitmap: 12.5 KB for 100 000 ids, so a walk in another
+/// order (by name, by deadline) tests membership without the cache misses of reading
+/// each resource's columns in that order.
+struct IdSet(Vec<u64>);
+
+impl IdSet {
+    /// `ids` in ascending order.
+    fn new(ids: &[ResourceId]) -> Self {
+        let words = ids.last().map_or(0, |id| id.get() as usize / 64 + 1);
+        let mut bits = vec![0u64; words];
+        for id in ids {
+            bits[id.get() as usize / 64] |= 1 << (id.get() % 64);
+        }
+        IdSet(bits)
+    }
+
+    fn contains(&self, id: ResourceId) -> bool {
+        self.0
+            .get(id.get() as usize / 64)
+            .is_some_and(|w| w & (1 << (id.get() % 64)) != 0)
+    }
+}
+
+/// The `range` of the ids `order` yields that are `members`.
+fn walk_page(
+    order: impl Iterator<Item = ResourceId>,
+    members: &IdSet,
+    range: Range<usize>,
+) -> Vec<ResourceId> {
+    order
+        .filter(|&id| members.contains(id))
+        .skip(range.start)
+        .take(range.len())
+        .collect()
+}
+
+/// `ids` (in ascending order) in `order`, the `range` of them.
+fn id_page(ids: &[ResourceId], order: SortOrder, range: Range<usize>) -> Vec<ResourceId> {
+    match order {
+        SortOrder::Asc => ids[range].to_vec(),
+        SortOrder::Desc => ids
+            .iter()
+            .rev()
+            .skip(range.start)
+            .take(range.len())
+            .copied()
+            .collect(),
+    }
+}
+
+impl Broker {
+    /// The page of resources `query` asks for, as the broker stands (bring it to `now`
+    /// first). Clones only the page's resources.
+    ///
+    /// Reads the [`Columns`] only. The matches are found among the tag index's
+    /// candidates when they are a small part of the lab, else by one scan of the flags
+    /// column (or one substring search over every name). They are then ordered only as
+    /// far as the page needs: by walking
+    /// an ordered index (names, lock deadlines) when the page is near its start, by a
+    /// partial sort otherwise.
+    pub fn query_resources(&self, query: &ResourceQuery) -> ResourcePage {
+        let columns = self.tags.columns();
+        let required: Vec<&str> = query
+            .criteria
+            .iter()
+            .flat_map(Criteria::required_tags)
+            .collect();
+        // The free sets hold exactly the unlocked, in-service resources.
+        let pool = if query.locked == Some(false) && query.in_service == Some(true) {
+            Pool::Free
+        } else {
+            Pool::All
+        };
+        let candidates = self.tags.candidates(&required, pool);
+        let folded = query
+            .name
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .map(str::to_lowercase);
+        let filter = RowFilter::new(query, folded.as_deref(), columns);
+        let is_narrow = candidates.len() <= columns.len() / 8;
+
+        // A step through the tree of candidates costs more than a step of the scan of
+        // the flags: only a small set of candidates is walked.
+        let matches: Vec<ResourceId> = match folded.as_deref() {
+            _ if is_narrow => candidates
+                .iter()
+                .copied()
+                .filter(|&id| filter.admits_id(id, columns))
+                .collect(),
+            Some(needle) => columns
+                .names_containing(needle)
+                .into_iter()
+                .filter(|&id| filter.admits_id(id, columns))
+                .collect(),
+            None => columns
+                .live()
+                .filter(|&(id, flags)| filter.admits(id, flags, columns))
+                .map(|(id, _)| id)
+                .collect(),
+        };
+        let total = matches.len();
+        let range = query.page.range(total);
+        let ids = match query.sort {
+            ResourceSort::Id => id_page(&matches, query.order, range),
+            ResourceSort::Name => {
+                // A step of ordering compares strings: a walk step is far cheaper.
+                if walk_is_cheaper(range.end, columns.len(), total, 4) {
+                    let members = IdSet::new(&matches);
+                    match query.order {
+                        SortOrder::Asc => walk_page(columns.by_name(), &members, range),
+                        SortOrder::Desc => walk_page(columns.by_name().rev(), &members, range),
+                    }
+                } else {
+                    let keyed: Vec<(&str, ResourceId)> =
+                        matches.iter().map(|&id| (columns.name(id), id)).collect();
+                    let page = match query.order {
+                        SortOrder::Asc => select_page(keyed, range, |a, b| a.cmp(b)),
+                        SortOrder::Desc => select_page(keyed, range, |a, b| b.cmp(a)),
+                    };
+                    page.into_iter().map(|(_, id)| id).collect()
+                }
+            }
+            ResourceSort::LockExpiresAt => self.expiry_page(&matches, query.order, range),
+        };
+        self.page_of(total, ids)
+    }
+
+    /// The `range` of `matches` (ascending ids) by lock expiry: locked ones by (expiry,
+    /// id) in `order`, then the free ones by id in `order`.
+    fn expiry_page(
+        &self,
+        matches: &[ResourceId],
+        order: SortOrder,
+        range: Range<usize>,
+    ) -> Vec<ResourceId> {
+        let columns = self.tags.columns();
+        let (locked, free): (Vec<ResourceId>, Vec<ResourceId>) = matches
+            .iter()
+            .partition(|&&id| columns.flags(id) & LOCKED != 0);
+        let split = locked.len();
+        let locked_range = range.start.min(split)..range.end.min(split);
+        let free_range = range.start.max(split) - split..range.end.max(split) - split;
+        let mut ids = if locked_range.is_empty() {
+            Vec::new()
+        } else if walk_is_cheaper(locked_range.end, self.deadlines.len(), split, 1) {
+            // The deadline index is in (expiry, id) order already.
+            let lock_order = |(_, due): &(Timestamp, Due)| match due {
+                Due::LockExpiry(id) => Some(*id),
+                _ => None,
+            };
+            let members = IdSet::new(&locked);
+            let deadlines = self.deadlines.iter();
+            match order {
+                SortOrder::Asc => {
+                    walk_page(deadlines.filter_map(lock_order), &members, locked_range)
+                }
+                SortOrder::Desc => walk_page(
+                    deadlines.rev().filter_map(lock_order),
+                    &members,
+                    locked_range,
+                ),
+            }
+        } else {
+            let keyed: Vec<(Timestamp, ResourceId)> = locked
+                .iter()
+                .map(|&id| (columns.expires_at(id).expect("locked"), id))
+                .collect();
+            let page = match order {
+                SortOrder::Asc => select_page(keyed, locked_range, |a, b| a.cmp(b)),
+                SortOrder::Desc => select_page(keyed, locked_range, |a, b| b.cmp(a)),
+            };
+            page.into_iter().map(|(_, id)| id).collect()
+        };
+        ids.extend(id_page(&free, order, free_range));
+        ids
+    }
+
+    /// A page of the resources `ids`, cloned, with the `total` it is a page of.
+    fn page_of(&self, total: usize, ids: Vec<ResourceId>) -> ResourcePage {
+        ResourcePage {
+            total,
+            items: ids.iter().map(|id| self.resources[id].clone()).collect(),
+        }
+    }
+
+    /// The page of live reservations `query` asks for, in the list's order: pending ones
+    /// in queue order, then the others by creation. Positions are places in the whole
+    /// queue, whatever the filter.
+    pub fn query_reservations(&self, query: &ReservationQuery, now: Timestamp) -> ReservationPage {
+        let admits = |r: &Reservation| {
+            (query.statuses.is_empty() || query.statuses.contains(&r.status))
+                && query.priority.is_none_or(|p| r.request.priority == p)
+                && query.tags.iter().all(|tag| {
+                    r.request
+                        .groups
+                        .iter()
+                        .any(|g| g.criteria.required_tags().contains(&tag.as_str()))
+                })
+        };
+        let wants_pending =
+            query.statuses.is_empty() || query.statuses.contains(&ReservationStatus::Pending);
+        let pending = self
+            .queue_order(now)
+            .zip(1..)
+            .filter(|_| wants_pending)
+            .map(|(id, place)| (&self.reservations[&id], Some(place)));
+        let mut others: Vec<&Reservation> = self
+            .reservations
+            .values()
+            .filter(|r| r.status != ReservationStatus::Pending && admits(r))
+            .collect();
+        others.sort_by_key(|r| r.seq);
+        let range = query.page.range(usize::MAX);
+        let mut total = 0;
+        let mut items = Vec::new();
+        for (r, place) in pending
+            .filter(|(r, _)| admits(r))
+            .chain(others.into_iter().map(|r| (r, None)))
+        {
+            if range.contains(&total) && items.len() < query.page.limit {
+                items.push((r.clone(), place));
+            }
+            total += 1;
+        }
+        ReservationPage { total, items }
+    }
+}
+
+#[cfg(test)]
+mod tests;

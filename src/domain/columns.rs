@@ -1,0 +1,374 @@
+//! [`Columns`]: a dense copy, indexed by resource id, of what list queries filter and
+//! sort on (lock state, service state, lock expiry, name, tags), so that a query over
+//! 100 000 resources reads a few megabytes of contiguous memory instead of chasing a
+//! pointer per resource (see `broker/query.rs` and BENCHMARKS.md).
+//!
+//! The [`TagIndex`](super::tags::TagIndex) owns it and keeps it in step: every change
+//! that refreshes the tag index (a lock granted or released, a maintenance window
+//! opening or closing, a resource added, removed or re-tagged) refreshes these columns
+//! in the same call, so the two can never disagree. `check_against` verifies it.
+//!
+//! Names and tags live in append-only buffers: a row points at its slice. Re-inserting a
+//! resource (a tag change) appends its new slices and leaves the old bytes as garbage,
+//! which is compacted away once it outweighs the live data.
+
+use std::collections::{BTreeMap, HashMap};
+
+use memchr::memmem;
+
+use super::clock::Timestamp;
+use super::resource::{Resource, ResourceId};
+
+/// A tag's number in [`Columns`] (interned once, never reused).
+pub(crate) type TagNo = u32;
+
+/// One resource's lock and service state, as bits of a byte: a scan over 100 000
+/// resources reads 100 KB.
+pub(crate) type Flags = u8;
+pub(crate) const LIVE: Flags = 1;
+pub(crate) const LOCKED: Flags = 2;
+pub(crate) const IN_SERVICE: Flags = 4;
+
+/// Where one resource's name, lower-cased name and tags are in the buffers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Spans {
+    /// The name in `names`.
+    name: Span,
+    /// The lower-cased name in `folded`.
+    folded: Span,
+    /// The tag numbers in `tags`.
+    tags: Span,
+}
+
+/// A slice of one of the buffers: `at..at + len`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Span {
+    at: u32,
+    len: u32,
+}
+
+impl Span {
+    fn of<T>(buffer: &[T], at: usize) -> Span {
+        let index = |n: usize| u32::try_from(n).expect("query buffers stay below 4 GiB");
+        Span {
+            at: index(at),
+            len: index(buffer.len() - at),
+        }
+    }
+
+    fn range(self) -> std::ops::Range<usize> {
+        self.at as usize..(self.at + self.len) as usize
+    }
+}
+
+/// Each column is indexed by resource id (ids are dense and never reused); index 0 and
+/// the indexes of removed resources are not [`LIVE`]. Kept apart, not as one row struct,
+/// so that a scan reads only the columns it needs: the flags nearly always, the rest
+/// only for the rows that pass them.
+#[derive(Debug, Default)]
+pub(crate) struct Columns {
+    flags: Vec<Flags>,
+    /// The current lock's expiry.
+    expires: Vec<Option<Timestamp>>,
+    spans: Vec<Spans>,
+    live: usize,
+    /// Every name, back to back.
+    names: String,
+    /// Every name lower-cased, back to back, NUL-separated, for substring search.
+    folded: String,
+    /// Where each name in `folded` starts, and whose it is, in buffer order: a search hit
+    /// maps back to its resource with these. Entries whose row now points elsewhere are
+    /// stale and skipped.
+    folded_starts: Vec<(u32, ResourceId)>,
+    /// Every row's tag numbers, back to back.
+    tags: Vec<TagNo>,
+    tag_numbers: HashMap<String, TagNo>,
+    /// Live resources by name: the order of `sort=name`.
+    by_name: BTreeMap<Box<str>, ResourceId>,
+    /// Bytes (and tag slots) no live row points at any more.
+    garbage: usize,
+}
+
+impl Columns {
+    /// Files `resource`, or re-files it after its spec changed.
+    pub(crate) fn insert(&mut self, resource: &Resource) {
+        let index = resource.id.get() as usize;
+        if self.flags.len() <= index {
+            self.flags.resize(index + 1, 0);
+            self.expires.resize(index + 1, None);
+            self.spans.resize(index + 1, Spans::default());
+        }
+        if self.is_live(resource.id) {
+            self.remove(resource.id);
+        }
+        let name = &resource.spec.name;
+        let at = self.names.len();
+        self.names.push_str(name);
+        let name_span = Span::of(self.names.as_bytes(), at);
+        let at = self.folded.len();
+        self.folded.push_str(&name.to_lowercase());
+        let folded = Span::of(self.folded.as_bytes(), at);
+        self.folded.push('\0');
+        self.folded_starts.push((folded.at, resource.id));
+        let at = self.tags.len();
+        for tag in &resource.spec.tags {
+            let next = TagNo::try_from(self.tag_numbers.len()).expect("fewer than 4e9 tags");
+            let number = *self.tag_numbers.entry(tag.clone()).or_insert(next);
+            self.tags.push(number);
+        }
+        let tags = Span::of(&self.tags, at);
+        self.spans[index] = Spans {
+            name: name_span,
+            folded,
+            tags,
+        };
+        self.flags[index] = LIVE;
+        self.live += 1;
+        self.by_name.insert(name.as_str().into(), resource.id);
+        self.refresh(resource);
+    }
+
+    /// Follows a change of lock or service state.
+    pub(crate) fn refresh(&mut self, resource: &Resource) {
+        let index = resource.id.get() as usize;
+        let mut flags = LIVE;
+        if resource.is_locked() {
+            flags |= LOCKED;
+        }
+        if resource.in_service() {
+            flags |= IN_SERVICE;
+        }
+        self.flags[index] = flags;
+        self.expires[index] = resource.lease().map(|l| l.expires_at);
+    }
+
+    pub(crate) fn remove(&mut self, id: ResourceId) {
+        if !self.is_live(id) {
+            return;
+        }
+        let index = id.get() as usize;
+        self.flags[index] = 0;
+        self.expires[index] = None;
+        let row = self.spans[index];
+        self.live -= 1;
+        self.by_name.remove(&self.names[row.name.range()]);
+        self.garbage += (row.name.len + row.folded.len + 1 + row.tags.len) as usize;
+        if self.garbage > 64 * 1024 && self.garbage > self.names.len() {
+            self.compact();
+        }
+    }
+
+    /// Copies the live slices into fresh buffers, dropping the garbage.
+    fn compact(&mut self) {
+        let (names, folded, tags) = (
+            std::mem::take(&mut self.names),
+            std::mem::take(&mut self.folded),
+            std::mem::take(&mut self.tags),
+        );
+        self.folded_starts.clear();
+        for (index, row) in self.spans.iter_mut().enumerate() {
+            if self.flags[index] & LIVE == 0 {
+                continue;
+            }
+            let at = self.names.len();
+            self.names.push_str(&names[row.name.range()]);
+            row.name = Span::of(self.names.as_bytes(), at);
+            let at = self.folded.len();
+            self.folded.push_str(&folded[row.folded.range()]);
+            row.folded = Span::of(self.folded.as_bytes(), at);
+            self.folded.push('\0');
+            let id = ResourceId::new(u32::try_from(index).expect("ids are u32"));
+            self.folded_starts.push((row.folded.at, id));
+            let at = self.tags.len();
+            self.tags.extend_from_slice(&tags[row.tags.range()]);
+            row.tags = Span::of(&self.tags, at);
+        }
+        self.garbage = 0;
+    }
+
+    /// How many resources are filed.
+    pub(crate) fn len(&self) -> usize {
+        self.live
+    }
+
+    /// The flags of `id`; 0 (not [`LIVE`]) for an unknown id.
+    pub(crate) fn flags(&self, id: ResourceId) -> Flags {
+        self.flags.get(id.get() as usize).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn is_live(&self, id: ResourceId) -> bool {
+        self.flags(id) & LIVE != 0
+    }
+
+    /// The expiry of the lock on `id`, if it is locked.
+    pub(crate) fn expires_at(&self, id: ResourceId) -> Option<Timestamp> {
+        self.expires.get(id.get() as usize).copied().flatten()
+    }
+
+    /// Every live resource with its flags, in id order.
+    pub(crate) fn live(&self) -> impl DoubleEndedIterator<Item = (ResourceId, Flags)> + '_ {
+        self.flags
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| **f & LIVE != 0)
+            .map(|(i, f)| (ResourceId::new(i as u32), *f))
+    }
+
+    /// The name of a live resource.
+    pub(crate) fn name(&self, id: ResourceId) -> &str {
+        &self.names[self.spans[id.get() as usize].name.range()]
+    }
+
+    /// The lower-cased name of a live resource.
+    pub(crate) fn folded_name(&self, id: ResourceId) -> &[u8] {
+        &self.folded.as_bytes()[self.spans[id.get() as usize].folded.range()]
+    }
+
+    /// The tag numbers of a live resource.
+    pub(crate) fn tags(&self, id: ResourceId) -> &[TagNo] {
+        &self.tags[self.spans[id.get() as usize].tags.range()]
+    }
+
+    /// The number of `tag`; `None` when no resource ever carried it.
+    pub(crate) fn tag_number(&self, tag: &str) -> Option<TagNo> {
+        self.tag_numbers.get(tag).copied()
+    }
+
+    /// Live resources in name order.
+    pub(crate) fn by_name(&self) -> impl DoubleEndedIterator<Item = ResourceId> + '_ {
+        self.by_name.values().copied()
+    }
+
+    /// Live resources whose lower-cased name contains `needle` (lower-cased), in id
+    /// order. One pass of a vectorised substring search over every name at once.
+    pub(crate) fn names_containing(&self, needle: &str) -> Vec<ResourceId> {
+        let haystack = self.folded.as_bytes();
+        let finder = memmem::Finder::new(needle.as_bytes());
+        let mut found = Vec::new();
+        let mut entry = 0;
+        let mut from = 0;
+        while let Some(hit) = finder.find(&haystack[from..]).map(|h| h + from) {
+            // The entry whose name starts at or before the hit: the starts only grow.
+            while entry + 1 < self.folded_starts.len()
+                && self.folded_starts[entry + 1].0 as usize <= hit
+            {
+                entry += 1;
+            }
+            let (start, id) = self.folded_starts[entry];
+            let row = self.spans[id.get() as usize].folded;
+            let end = (start + row.len) as usize;
+            if self.is_live(id) && row.at == start && hit + needle.len() <= end {
+                found.push(id);
+            }
+            // One hit per name is enough: go on after this name's separator.
+            from = end.max(hit) + 1;
+            if from > haystack.len() {
+                break;
+            }
+        }
+        // Re-filed resources sit later in the buffer than their id suggests.
+        found.sort_unstable();
+        found.dedup();
+        found
+    }
+
+    /// Panics unless the columns agree with `resources` (test support).
+    pub(crate) fn check_against(&self, resources: &BTreeMap<ResourceId, Resource>) {
+        assert_eq!(self.live, resources.len(), "live rows");
+        assert_eq!(self.by_name.len(), resources.len(), "name order");
+        for (id, flags) in self.live() {
+            let r = resources
+                .get(&id)
+                .unwrap_or_else(|| panic!("a live row for {id}, which is gone"));
+            assert_eq!(self.name(id), r.spec.name, "{id}: name");
+            assert_eq!(
+                self.folded_name(id),
+                r.spec.name.to_lowercase().as_bytes(),
+                "{id}: folded name"
+            );
+            let tags: Vec<TagNo> = r.spec.tags.iter().map(|t| self.tag_numbers[t]).collect();
+            assert_eq!(self.tags(id), tags, "{id}: tags");
+            assert_eq!(flags & LOCKED != 0, r.is_locked(), "{id}: locked");
+            assert_eq!(flags & IN_SERVICE != 0, r.in_service(), "{id}: in service");
+            assert_eq!(
+                self.expires_at(id),
+                r.lease().map(|l| l.expires_at),
+                "{id}: expiry"
+            );
+            assert_eq!(
+                self.by_name.get(r.spec.name.as_str()),
+                Some(&id),
+                "{id}: by name"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::resource::{Origin, ResourceSpec};
+
+    fn resource(n: u32, name: &str, tags: &[&str]) -> Resource {
+        let spec = ResourceSpec::named(name).with_tags(tags);
+        Resource::new(ResourceId::new(n), spec, Origin::Api)
+    }
+
+    fn filed(resources: &[Resource]) -> BTreeMap<ResourceId, Resource> {
+        resources.iter().map(|r| (r.id, r.clone())).collect()
+    }
+
+    #[test]
+    fn a_refiled_resource_is_found_by_its_new_tags_and_once_by_name() {
+        let mut columns = Columns::default();
+        let (a, b) = (resource(1, "Alpha", &["x"]), resource(2, "beta", &["y"]));
+        columns.insert(&a);
+        columns.insert(&b);
+
+        let a = resource(1, "Alpha", &["y", "z"]);
+        columns.insert(&a);
+
+        columns.check_against(&filed(&[a, b]));
+        assert_eq!(columns.len(), 2);
+        assert_eq!(
+            columns.tags(ResourceId::new(1)),
+            [
+                columns.tag_number("y").unwrap(),
+                columns.tag_number("z").unwrap()
+            ]
+        );
+        assert_eq!(columns.names_containing("alph"), [ResourceId::new(1)]);
+        assert_eq!(
+            columns.names_containing("a"),
+            [ResourceId::new(1), ResourceId::new(2)]
+        );
+        let by_name: Vec<ResourceId> = columns.by_name().collect();
+        assert_eq!(by_name, [ResourceId::new(1), ResourceId::new(2)]);
+    }
+
+    #[test]
+    fn removed_resources_are_forgotten_and_their_bytes_compacted_away() {
+        let mut columns = Columns::default();
+        let long = "x".repeat(1000);
+        let mut kept = Vec::new();
+        for n in 1..=200 {
+            let r = resource(n, &format!("{long}-{n}"), &["t"]);
+            columns.insert(&r);
+            kept.push(r);
+        }
+        for r in kept.drain(..150) {
+            columns.remove(r.id);
+        }
+
+        columns.check_against(&filed(&kept));
+        assert_eq!(
+            columns.garbage, 0,
+            "compacted once garbage outweighed live data"
+        );
+        assert!(columns.names.len() < 60_000, "{}", columns.names.len());
+        assert!(!columns.is_live(ResourceId::new(1)));
+        assert_eq!(columns.names_containing("x-2"), [ResourceId::new(200)]);
+        assert_eq!(columns.names_containing("x-151").len(), 1);
+        assert!(columns.names_containing("x-15\0").is_empty());
+    }
+}
