@@ -8,8 +8,10 @@ use std::time::Duration;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::domain::resource::RETIRING_REASON;
 use crate::domain::{
-    Criteria, GroupWait, LockState, Released, ReservationStatus, Resource, Timestamp, WaitingFor,
+    Criteria, ExpiredLock, GroupWait, LockState, Released, ReservationStatus, Resource, Timestamp,
+    WaitingFor,
 };
 use crate::runtime::{Grant, ReservationSnapshot};
 
@@ -75,9 +77,6 @@ pub struct ResourceView {
 
 /// What replaces the holder's token when a resource is shown to someone else.
 pub const REDACTED: &str = "<redacted>";
-
-/// Why a resource removed from the descriptor is still listed.
-pub const RETIRING_REASON: &str = "removed from the descriptor: it goes when its current lock ends";
 
 impl ResourceView {
     /// The resource as of `now`; `expiry_warning` decides `expiring-soon`.
@@ -147,6 +146,53 @@ fn lock_details(state: &LockState) -> String {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ResourceList {
     pub resources: Vec<ResourceView>,
+}
+
+/// `GET /api/v1/resources/expired`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExpiredList {
+    /// Newest first.
+    pub expired: Vec<ExpiredView>,
+    /// How many the broker remembers; older ones are forgotten.
+    pub capacity: usize,
+}
+
+/// A lock that ran out: whose it was, and when.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExpiredView {
+    #[serde(rename = "resource-id")]
+    pub resource_id: u32,
+    /// The resource's name when the lock expired.
+    #[serde(rename = "resource-name")]
+    pub resource_name: String,
+    #[serde(rename = "lock-holder")]
+    pub lock_holder: Option<String>,
+    #[serde(rename = "lock-note")]
+    pub lock_note: Option<String>,
+    #[serde(rename = "fencing-token")]
+    pub fencing_token: u64,
+    #[serde(rename = "lock-acquired-at")]
+    pub lock_acquired_at: String,
+    #[serde(rename = "expired-at")]
+    pub expired_at: String,
+    /// The reservation the lock was granted to, if any.
+    #[serde(rename = "reservation-id")]
+    pub reservation_id: Option<String>,
+}
+
+impl From<&ExpiredLock> for ExpiredView {
+    fn from(e: &ExpiredLock) -> Self {
+        ExpiredView {
+            resource_id: e.resource.get(),
+            resource_name: e.name.clone(),
+            lock_holder: e.meta.holder.clone(),
+            lock_note: e.meta.note.clone(),
+            fencing_token: e.fencing.get(),
+            lock_acquired_at: e.acquired_at.to_rfc3339(),
+            expired_at: e.expired_at.to_rfc3339(),
+            reservation_id: e.reservation.map(|r| r.to_string()),
+        }
+    }
 }
 
 /// `GET /api/v1/resources/{id}`.

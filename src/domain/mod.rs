@@ -13,7 +13,10 @@ pub mod reservation;
 pub mod resource;
 mod tags;
 
-pub use broker::{Broker, Granted, GroupWait, Policy, Selector, WaitingFor};
+pub use broker::{
+    Broker, EXPIRY_HISTORY, ExpiredLock, Granted, GroupWait, Policy, Selector, Unavailability,
+    WaitingFor,
+};
 pub use clock::{Clock, Timestamp};
 pub use error::{DomainError, TokenRefusal, TokenUse};
 pub use events::Event;

@@ -9,7 +9,8 @@
 //!   taken in this walk is fulfilled: its locks are granted, with their TTL starting now;
 //! - one that cannot *holds* the free resources that match it (up to the quantity of each
 //!   group), so that later or smaller requests cannot keep taking them: this is what
-//!   keeps a request for 3 boards from starving behind a stream of requests for 1;
+//!   keeps a request for 3 boards from starving behind a stream of requests for 1.
+//!   Resources draining for a maintenance window are not held (see `plan`);
 //! - free resources that no earlier reservation can use go to later ones (backfill).
 //!
 //! Holds bind direct locks too: a held resource is refused to `lock` with a message
@@ -46,7 +47,8 @@ pub struct GroupWait {
     pub next_release_at: Option<Timestamp>,
     /// Free, but held for (or about to be served to) reservations ahead in the queue.
     pub held_for_earlier: usize,
-    /// Out of service (maintenance). Always 0 until maintenance exists.
+    /// Out of service, or draining for a maintenance window the reservation's locks
+    /// would cross.
     pub unavailable: usize,
     /// Free and not held: usable by this reservation now.
     pub free: usize,
@@ -78,7 +80,7 @@ impl Broker {
             "the API asks for at least one group"
         );
         self.expire_due(now);
-        self.check_satisfiable(&request.groups, request.ttl)?;
+        self.check_satisfiable(&request.groups, request.ttl, now)?;
         let id = ReservationId::generate();
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -242,6 +244,12 @@ impl Broker {
                         continue;
                     }
                     wait.matching += 1;
+                    // Out of service, or draining for a window this reservation's lock
+                    // would cross: no release makes it usable before the window ends.
+                    if !r.in_service() || !r.fits_before_maintenance(ttl, now) {
+                        wait.unavailable += 1;
+                        continue;
+                    }
                     match r.lease() {
                         Some(lease) => expiries.push(lease.expires_at),
                         None if ahead.contains(&r.id) => wait.held_for_earlier += 1,
@@ -308,7 +316,7 @@ impl Broker {
                 continue;
             }
             let request = &self.reservations[&id].request;
-            let chosen = self.allocate(&request.groups, request.ttl, Pool::Free, |r| {
+            let chosen = self.allocate(&request.groups, request.ttl, Pool::Free, now, |r| {
                 !plan.taken.contains(&r)
             });
             match chosen {
@@ -318,8 +326,21 @@ impl Broker {
                 }
                 Err(shortfall) => {
                     exhausted[shape] = shortfall.candidates.iter().all(Vec::is_empty);
-                    for (list, group) in shortfall.candidates.iter().zip(&request.groups) {
-                        for &r in list.iter().take(group.quantity as usize) {
+                    for group in &request.groups {
+                        // A draining resource is never held: whether a lock fits before
+                        // its window depends on the time, and a hold must not go stale
+                        // between two servings. It goes out of service soon anyway.
+                        let hold = self.eligible(
+                            &group.criteria,
+                            Some(request.ttl),
+                            Pool::Free,
+                            now,
+                            |r| {
+                                !plan.taken.contains(&r) && self.resources[&r].maintenance.is_none()
+                            },
+                            group.quantity as usize,
+                        );
+                        for r in hold {
                             if plan.taken.insert(r) {
                                 plan.holds.insert(r, id);
                             }
