@@ -332,6 +332,7 @@ pub struct UnlockBatchResponse {
     "created_at": "2026-11-25T10:00:00.000Z", "expires_at": "2026-11-25T11:00:00.000Z",
     "fulfilled_at": null, "claim_expires_at": null, "claimed_at": null,
     "resource_ids": [], "lock_tokens": [], "priority": 5, "auto_claim": false,
+    "holder": "https://ci.example.com/job/42", "note": null,
     "groups": [{"tags": ["ci", "linux"], "quantity": 2, "resource_ids": []}],
     "waiting_for": {"matching": 3, "locked": 2, "next_release_at": "2026-11-25T10:20:00.000Z",
         "unavailable": 0, "held_for_earlier": 0, "free": 1,
@@ -359,6 +360,10 @@ pub struct ReservationView {
     pub lock_tokens: Vec<String>,
     pub priority: u8,
     pub auto_claim: bool,
+    /// Who asked, as the request said; given to every lock it is granted.
+    pub holder: Option<String>,
+    /// Why, as the request said.
+    pub note: Option<String>,
     /// What each group asked for and, once fulfilled, which resources it got.
     pub groups: Vec<GroupView>,
     /// Why a pending reservation waits; null otherwise (and in lists).
@@ -503,6 +508,8 @@ impl From<&ReservationSnapshot> for ReservationView {
             lock_tokens: r.allocations.iter().map(|a| a.token.reveal()).collect(),
             priority: request.priority.get(),
             auto_claim: request.auto_claim,
+            holder: request.meta.holder.clone(),
+            note: request.meta.note.clone(),
             groups,
             waiting_for: snapshot.waiting_for.as_ref().map(WaitingForView::from),
         }

@@ -361,6 +361,7 @@ impl Broker {
             reservation.expires_at,
             reservation.request.auto_claim,
         );
+        let meta = reservation.request.meta.clone();
         self.queue.remove(priority, seq);
         self.deadlines
             .remove(&(expires_at, Due::ReservationWait(id)));
@@ -369,7 +370,7 @@ impl Broker {
             .into_iter()
             .map(|(group, resource)| {
                 let granted = self
-                    .grant(resource, ttl, now, Some(id), &LockMeta::default())
+                    .grant(resource, ttl, now, Some(id), &meta)
                     .expect("planned from free resources allowing the ttl");
                 Allocation {
                     group,

@@ -62,6 +62,7 @@ fn one_board(ttl: u64) -> ReservationRequest {
         ttl: secs(ttl),
         max_wait: secs(86_400),
         auto_claim: false,
+        meta: LockMeta::default(),
     }
 }
 

@@ -40,6 +40,7 @@ fn request(t: &[&str], quantity: u32) -> ReservationRequest {
         ttl: secs(600),
         max_wait: secs(3_600),
         auto_claim: false,
+        meta: LockMeta::default(),
     }
 }
 
@@ -831,6 +832,7 @@ mod properties {
                             ttl: secs(ttl),
                             max_wait: secs(wait),
                             auto_claim,
+                            meta: LockMeta::default(),
                         };
                         if let Ok(r) = b.reserve(request, now) {
                             reservations.push(r);
