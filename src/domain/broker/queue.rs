@@ -326,20 +326,30 @@ impl Broker {
                 }
                 Err(shortfall) => {
                     exhausted[shape] = shortfall.candidates.iter().all(Vec::is_empty);
-                    for group in &request.groups {
-                        // A draining resource is never held: whether a lock fits before
-                        // its window depends on the time, and a hold must not go stale
-                        // between two servings. It goes out of service soon anyway.
-                        let hold = self.eligible(
-                            &group.criteria,
-                            Some(request.ttl),
-                            Pool::Free,
-                            now,
-                            |r| {
-                                !plan.taken.contains(&r) && self.resources[&r].maintenance.is_none()
-                            },
-                            group.quantity as usize,
-                        );
+                    let listed = request.total_quantity() as usize;
+                    for (list, group) in shortfall.candidates.iter().zip(&request.groups) {
+                        // Each group holds its first `quantity` free resources not taken
+                        // before it. A draining resource is never held: whether a lock
+                        // fits before its window depends on the time, and a hold must not
+                        // go stale between two servings (it goes out of service soon).
+                        let holdable = |r: &ResourceId| {
+                            !plan.taken.contains(r) && self.resources[r].maintenance.is_none()
+                        };
+                        let wanted = group.quantity as usize;
+                        let mut hold: Vec<ResourceId> =
+                            list.iter().copied().filter(holdable).take(wanted).collect();
+                        // The list is the first `listed` candidates in id order: if it
+                        // was cut short and came up short, look further.
+                        if hold.len() < wanted && list.len() == listed {
+                            hold = self.eligible(
+                                &group.criteria,
+                                Some(request.ttl),
+                                Pool::Free,
+                                now,
+                                |r| holdable(&r),
+                                wanted,
+                            );
+                        }
                         for r in hold {
                             if plan.taken.insert(r) {
                                 plan.holds.insert(r, id);
