@@ -41,7 +41,7 @@ use crate::runtime::{BrokerHandle, ReservationSnapshot};
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
 
 /// Every `type` an [`EventView`] can have, in the order of [`Event`]'s variants.
-pub const EVENT_TYPES: [&str; 8] = [
+pub const EVENT_TYPES: [&str; 12] = [
     "locked",
     "extended",
     "unlocked",
@@ -50,6 +50,10 @@ pub const EVENT_TYPES: [&str; 8] = [
     "reservation_fulfilled",
     "reservation_claimed",
     "reservation_ended",
+    "force_unlocked",
+    "maintenance_scheduled",
+    "maintenance_started",
+    "maintenance_ended",
 ];
 
 /// Registers `GET /events`; mounted under `/api/v1`.
@@ -124,6 +128,32 @@ pub enum EventView {
         reason: &'static str,
         at: String,
     },
+    /// An operator broke a lock.
+    ForceUnlocked {
+        resource_id: u32,
+        fencing_token: u64,
+        reason: String,
+        at: String,
+    },
+    /// A maintenance window was declared or replaced; it opens at `from` (at once when
+    /// `from` equals `at`).
+    MaintenanceScheduled {
+        resource_id: u32,
+        reason: String,
+        from: String,
+        until: Option<String>,
+        at: String,
+    },
+    /// A resource went out of service.
+    MaintenanceStarted {
+        resource_id: u32,
+        at: String,
+    },
+    /// A resource is back in service, or its scheduled window was cancelled.
+    MaintenanceEnded {
+        resource_id: u32,
+        at: String,
+    },
 }
 
 impl From<&Event> for EventView {
@@ -195,6 +225,38 @@ impl From<&Event> for EventView {
                 reason: reason.as_str(),
                 at: at.to_rfc3339(),
             },
+            Event::ForceUnlocked {
+                resource,
+                fencing,
+                reason,
+                at,
+            } => EventView::ForceUnlocked {
+                resource_id: resource.get(),
+                fencing_token: fencing.get(),
+                reason: reason.clone(),
+                at: at.to_rfc3339(),
+            },
+            Event::MaintenanceScheduled {
+                resource,
+                reason,
+                from,
+                until,
+                at,
+            } => EventView::MaintenanceScheduled {
+                resource_id: resource.get(),
+                reason: reason.clone(),
+                from: from.to_rfc3339(),
+                until: until.map(Timestamp::to_rfc3339),
+                at: at.to_rfc3339(),
+            },
+            Event::MaintenanceStarted { resource, at } => EventView::MaintenanceStarted {
+                resource_id: resource.get(),
+                at: at.to_rfc3339(),
+            },
+            Event::MaintenanceEnded { resource, at } => EventView::MaintenanceEnded {
+                resource_id: resource.get(),
+                at: at.to_rfc3339(),
+            },
         }
     }
 }
@@ -211,6 +273,10 @@ impl EventView {
             EventView::ReservationFulfilled { .. } => 5,
             EventView::ReservationClaimed { .. } => 6,
             EventView::ReservationEnded { .. } => 7,
+            EventView::ForceUnlocked { .. } => 8,
+            EventView::MaintenanceScheduled { .. } => 9,
+            EventView::MaintenanceStarted { .. } => 10,
+            EventView::MaintenanceEnded { .. } => 11,
         };
         EVENT_TYPES[index]
     }
@@ -616,6 +682,21 @@ mod tests {
                 reason: EndReason::ClaimExpired,
                 at: T,
             },
+            Event::ForceUnlocked {
+                resource,
+                fencing,
+                reason: "board hung".into(),
+                at: T,
+            },
+            Event::MaintenanceScheduled {
+                resource,
+                reason: "disk swap".into(),
+                from: T,
+                until: None,
+                at: T,
+            },
+            Event::MaintenanceStarted { resource, at: T },
+            Event::MaintenanceEnded { resource, at: T },
         ]
     }
 

@@ -33,6 +33,26 @@ pub enum Event {
         fencing: FencingToken,
         deadline: Timestamp,
     },
+    /// An operator broke the lock.
+    ForceUnlocked {
+        resource: ResourceId,
+        fencing: FencingToken,
+        reason: String,
+        at: Timestamp,
+    },
+    /// A maintenance window was declared (or replaced): it opens at `from` (at once when
+    /// `from` is `at`).
+    MaintenanceScheduled {
+        resource: ResourceId,
+        reason: String,
+        from: Timestamp,
+        until: Option<Timestamp>,
+        at: Timestamp,
+    },
+    /// The resource went out of service.
+    MaintenanceStarted { resource: ResourceId, at: Timestamp },
+    /// The resource is back in service (or its scheduled window was cancelled).
+    MaintenanceEnded { resource: ResourceId, at: Timestamp },
     /// A reservation joined the queue (it may be fulfilled in the same step).
     ReservationCreated {
         reservation: ReservationId,

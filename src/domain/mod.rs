@@ -15,8 +15,9 @@ pub mod resource;
 mod tags;
 
 pub use broker::{
-    Broker, DEFAULT_PAGE_LIMIT, Granted, GroupWait, MAX_PAGE_LIMIT, Page, Policy, ReservationPage,
-    ReservationQuery, ResourcePage, ResourceQuery, ResourceSort, Selector, SortOrder, WaitingFor,
+    Broker, DEFAULT_PAGE_LIMIT, EXPIRY_HISTORY, ExpiredLock, Granted, GroupWait, MAX_PAGE_LIMIT,
+    Page, Policy, ReservationPage, ReservationQuery, ResourcePage, ResourceQuery, ResourceSort,
+    Selector, SortOrder, Unavailability, WaitingFor,
 };
 pub use clock::{Clock, Timestamp};
 pub use error::{DomainError, TokenRefusal, TokenUse};

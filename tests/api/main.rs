@@ -13,6 +13,7 @@ mod health;
 mod idempotency;
 mod legacy;
 mod locking;
+mod maintenance;
 mod queries;
 mod reservations;
 mod resources;

@@ -127,6 +127,44 @@ async fn available_and_unavailable_select_by_service_state_when_nothing_is_in_ma
 }
 
 #[tokio::test]
+async fn available_and_unavailable_follow_maintenance_windows_whatever_the_lock_state() {
+    let app = spawn_app().await;
+    app.locked(ARM_1, 60).await;
+    for id in [ARM_1, PRINTER] {
+        let path = format!("/api/v1/resources/{id}/unavailable");
+        let body = json!({"reason": "repair"});
+        app.send(app.client.post(app.url(&path)).json(&body))
+            .await
+            .expect_json(200);
+    }
+
+    assert_eq!(app.listed("unavailable=true").await, (2, vec![2, 5]));
+    assert_eq!(app.listed("available=false").await, (2, vec![2, 5]));
+    assert_eq!(app.listed("available=true").await, (3, vec![1, 3, 4]));
+    // The lock on ARM_1 runs on while it is out of service.
+    assert_eq!(
+        app.listed("unavailable=true&locked=true").await,
+        (1, vec![2])
+    );
+    assert_eq!(
+        app.listed("available=true&locked=false&tag=ci").await,
+        (2, vec![3, 4])
+    );
+    let unavailable = app
+        .get("/api/v1/resources?unavailable=true&limit=1")
+        .await
+        .expect_json(200);
+    assert_eq!(unavailable["resources"][0]["unavailable-reason"], "repair");
+
+    app.post(&format!("/api/v1/resources/{PRINTER}/available"))
+        .await
+        .expect_json(200);
+
+    assert_eq!(app.listed("unavailable=true").await, (1, vec![2]));
+    assert_eq!(app.listed("available=true").await, (4, vec![1, 3, 4, 5]));
+}
+
+#[tokio::test]
 async fn tag_requires_every_tag_whether_repeated_comma_separated_or_spelled_tags() {
     let app = spawn_app().await;
 

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use super::*;
+use crate::domain::broker::maintenance::Unavailability;
 use crate::domain::reservation::{Group, ReservationRequest};
-use crate::domain::resource::Maintenance;
 
 const T0: Timestamp = Timestamp::from_millis(1_764_000_000_000);
 
@@ -49,17 +49,14 @@ fn lab() -> Broker {
     b
 }
 
-/// Opens a maintenance window on `n` (until the lead's maintenance operations land, the
-/// test sets the field and refreshes the index as they will).
+/// Opens a maintenance window on `n` now, until an operator ends it.
 fn take_out_of_service(b: &mut Broker, n: u32) {
-    let resource = b.resources.get_mut(&id(n)).unwrap();
-    resource.maintenance = Some(Maintenance {
+    let window = Unavailability {
         reason: "repair".to_owned(),
-        from: T0,
+        from: None,
         until: None,
-        active: true,
-    });
-    b.tags.refresh(resource);
+    };
+    b.mark_unavailable(id(n), window, T0).unwrap();
     b.check_invariants();
 }
 
@@ -115,7 +112,12 @@ fn in_service_separates_resources_in_maintenance_from_the_others() {
         in_service: Some(true),
         ..ResourceQuery::default()
     };
-    assert_eq!(query(&b, free_in_service), (2, vec![3, 6]));
+    assert_eq!(query(&b, free_in_service.clone()), (2, vec![3, 6]));
+
+    b.mark_available(id(1), at(10)).unwrap();
+
+    assert_eq!(query(&b, in_service(false)), (1, vec![4]));
+    assert_eq!(query(&b, free_in_service), (3, vec![1, 3, 6]));
 }
 
 #[test]
@@ -437,6 +439,7 @@ fn request(criteria: Criteria, priority: u64) -> ReservationRequest {
         ttl: secs(600),
         max_wait: secs(3_600),
         auto_claim: false,
+        meta: LockMeta::default(),
     }
 }
 
