@@ -141,6 +141,7 @@ pub struct ReservationPage {
 /// The filters of a [`ResourceQuery`], compiled against the [`Columns`]: checking a
 /// resource allocates nothing and reads its flags first, its tags and name only if those
 /// pass.
+#[derive(Clone)]
 struct RowFilter<'q> {
     /// The flags that must be set, among `mask`.
     want: Flags,
@@ -175,12 +176,59 @@ impl<'q> RowFilter<'q> {
         }
     }
 
+    /// Whether the filter requires locked (`Some(true)`) or free resources.
+    fn locked(&self) -> Option<bool> {
+        (self.mask & LOCKED != 0).then_some(self.want & LOCKED != 0)
+    }
+
+    /// Whether every live resource passes.
+    fn is_trivial(&self) -> bool {
+        self.mask == LIVE && self.criteria.is_empty() && self.name.is_none()
+    }
+
+    /// The filter left to check on resources whose flags passed.
+    fn beyond_flags(&self) -> Self {
+        RowFilter {
+            want: LIVE,
+            mask: LIVE,
+            ..self.clone()
+        }
+    }
+
+    /// The filter left to check on the candidates of `pool` drawn for the tags every
+    /// criterion requires: when those are a single tag list of one tag, its candidate set
+    /// holds exactly the resources with it; the free pool holds exactly the free,
+    /// in-service ones.
+    fn beyond_candidates(&self, query: &ResourceQuery, pool: Pool) -> Self {
+        let mut single = query.criteria.iter().map(|c| match c {
+            Criteria::Tags(tags) if tags.len() == 1 => Some(&tags[0]),
+            _ => None,
+        });
+        let first = single.next().flatten();
+        let is_one_tag = first.is_some() && single.all(|t| t == first);
+        let mask = match pool {
+            Pool::Free => LIVE,
+            Pool::All => self.mask,
+        };
+        RowFilter {
+            want: self.want & mask,
+            mask,
+            criteria: if is_one_tag {
+                Vec::new()
+            } else {
+                self.criteria.clone()
+            },
+            name: self.name.clone(),
+        }
+    }
+
+    #[inline]
     fn admits(&self, id: ResourceId, flags: Flags, columns: &Columns) -> bool {
         flags & self.mask == self.want
-            && (self.criteria.is_empty() || {
-                let tags = columns.tags(id);
-                self.criteria.iter().all(|c| c.holds(tags))
-            })
+            && self
+                .criteria
+                .iter()
+                .all(|c| c.holds(&|tag| columns.has_tag(id, tag)))
             && self
                 .name
                 .as_ref()
@@ -193,7 +241,10 @@ impl<'q> RowFilter<'q> {
 }
 
 /// [`Criteria`] over tag numbers.
+#[derive(Clone)]
 enum TagTest {
+    /// Every one of these tags (a tag list, the common case, checked without recursion).
+    AllOf(Vec<TagNo>),
     /// `None`: a tag no resource carries.
     Tag(Option<TagNo>),
     Not(Box<TagTest>),
@@ -204,11 +255,13 @@ enum TagTest {
 impl TagTest {
     fn new(criteria: &Criteria, columns: &Columns) -> Self {
         match criteria {
-            Criteria::Tags(tags) => TagTest::All(
-                tags.iter()
-                    .map(|t| TagTest::Tag(columns.tag_number(t)))
-                    .collect(),
-            ),
+            Criteria::Tags(tags) => {
+                match tags.iter().map(|t| columns.tag_number(t)).collect() {
+                    Some(numbers) => TagTest::AllOf(numbers),
+                    // A tag no resource carries: nothing matches.
+                    None => TagTest::Tag(None),
+                }
+            }
             Criteria::Expr(expr) => Self::of_expr(expr, columns),
         }
     }
@@ -223,21 +276,30 @@ impl TagTest {
         }
     }
 
-    fn holds(&self, tags: &[TagNo]) -> bool {
+    /// Whether a resource that `has` exactly the tags it has passes.
+    fn holds(&self, has: &impl Fn(TagNo) -> bool) -> bool {
         match self {
-            TagTest::Tag(number) => number.is_some_and(|n| tags.contains(&n)),
-            TagTest::Not(inner) => !inner.holds(tags),
-            TagTest::All(tests) => tests.iter().all(|t| t.holds(tags)),
-            TagTest::Any(tests) => tests.iter().any(|t| t.holds(tags)),
+            TagTest::AllOf(numbers) => numbers.iter().all(|&n| has(n)),
+            TagTest::Tag(number) => number.is_some_and(has),
+            TagTest::Not(inner) => !inner.holds(has),
+            TagTest::All(tests) => tests.iter().all(|t| t.holds(has)),
+            TagTest::Any(tests) => tests.iter().any(|t| t.holds(has)),
         }
     }
 }
 
 /// Whether walking an ordered index of `universe` entries until `end` matches are seen
 /// is cheaper than ordering all `total` matches: the walk takes about
-/// `end * universe / total` steps, each `cost` times cheaper than a step of ordering.
-fn walk_is_cheaper(end: usize, universe: usize, total: usize, cost: u128) -> bool {
-    (end as u128) * (universe as u128) <= cost * (total as u128) * (total as u128)
+/// `end * universe / total` steps of cost `walk_step`, the ordering about `total` steps
+/// of cost `order_step` (relative costs, measured: BENCHMARKS.md).
+fn walk_is_cheaper(
+    end: usize,
+    universe: usize,
+    total: usize,
+    walk_step: u128,
+    order_step: u128,
+) -> bool {
+    (end as u128) * (universe as u128) * walk_step <= order_step * (total as u128) * (total as u128)
 }
 
 /// The `range` of `items` once ordered by `cmp`, ordering only what the page needs:
@@ -286,10 +348,35 @@ impl IdSet {
     }
 }
 
+/// How a walk in another order than the ids' tells a match.
+enum Members<'c> {
+    /// The filter is on flags only: read them (100 KB at 100 000, cache-resident).
+    Flags(Flags, Flags, &'c Columns),
+    Set(IdSet),
+}
+
+impl<'c> Members<'c> {
+    /// The matches of `filter`, given as `matches` (ascending ids).
+    fn new(filter: &RowFilter, matches: &[ResourceId], columns: &'c Columns) -> Self {
+        if filter.beyond_flags().is_trivial() {
+            Members::Flags(filter.mask, filter.want, columns)
+        } else {
+            Members::Set(IdSet::new(matches))
+        }
+    }
+
+    fn contains(&self, id: ResourceId) -> bool {
+        match self {
+            Members::Flags(mask, want, columns) => columns.flags(id) & mask == *want,
+            Members::Set(set) => set.contains(id),
+        }
+    }
+}
+
 /// The `range` of the ids `order` yields that are `members`.
 fn walk_page(
     order: impl Iterator<Item = ResourceId>,
-    members: &IdSet,
+    members: &Members,
     range: Range<usize>,
 ) -> Vec<ResourceId> {
     order
@@ -343,35 +430,117 @@ impl Broker {
             .filter(|n| !n.is_empty())
             .map(str::to_lowercase);
         let filter = RowFilter::new(query, folded.as_deref(), columns);
-        let is_narrow = candidates.len() <= columns.len() / 8;
+        // What the candidates do not guarantee. When nothing, they are the matches.
+        let rest = filter.beyond_candidates(query, pool);
+        let is_exact = rest.is_trivial();
+        // A step through the tree of candidates (~7 ns) costs several steps of the scan
+        // of the flags column (~1 ns): only a small set of candidates is walked.
+        let is_narrow = candidates.len() <= columns.len() / 4;
+        let total_if_exact = is_exact.then(|| {
+            if required.is_empty() && pool == Pool::All {
+                columns.len()
+            } else {
+                candidates.len()
+            }
+        });
+        let sort = query.sort;
 
-        // A step through the tree of candidates costs more than a step of the scan of
-        // the flags: only a small set of candidates is walked.
+        // The page straight from an order, when the total is known without counting and
+        // the page is near enough to the start of the order.
+        if let Some(total) = total_if_exact {
+            let range = query.page.range(total);
+            let dense = columns
+                .live()
+                .filter(|&(id, flags)| filter.admits(id, flags, columns))
+                .map(|(id, _)| id);
+            let ids = match (sort, query.order) {
+                (ResourceSort::Id, SortOrder::Asc) if is_narrow => Some(
+                    candidates
+                        .iter()
+                        .copied()
+                        .skip(range.start)
+                        .take(range.len())
+                        .collect(),
+                ),
+                (ResourceSort::Id, SortOrder::Desc) if is_narrow => Some(
+                    candidates
+                        .iter()
+                        .rev()
+                        .copied()
+                        .skip(range.start)
+                        .take(range.len())
+                        .collect(),
+                ),
+                (ResourceSort::Id, SortOrder::Asc) => {
+                    Some(dense.skip(range.start).take(range.len()).collect())
+                }
+                (ResourceSort::Id, SortOrder::Desc) => {
+                    Some(dense.rev().skip(range.start).take(range.len()).collect())
+                }
+                // Each step of this walk reads the walked resource's columns out of id
+                // order (cache misses): worth it only near the start.
+                (ResourceSort::Name, order)
+                    if walk_is_cheaper(range.end, columns.len(), total, 16, 4) =>
+                {
+                    let admitted = |id: &ResourceId| filter.admits_id(*id, columns);
+                    let names = columns.by_name();
+                    Some(match order {
+                        SortOrder::Asc => names
+                            .filter(admitted)
+                            .skip(range.start)
+                            .take(range.len())
+                            .collect(),
+                        SortOrder::Desc => names
+                            .rev()
+                            .filter(admitted)
+                            .skip(range.start)
+                            .take(range.len())
+                            .collect(),
+                    })
+                }
+                // Every resource: the locked ones are the deadline index's locks.
+                (ResourceSort::LockExpiresAt, order) if filter.is_trivial() => {
+                    Some(self.all_by_expiry(order, range))
+                }
+                _ => None,
+            };
+            if let Some(ids) = ids {
+                return self.page_of(total, ids);
+            }
+        }
+
         let matches: Vec<ResourceId> = match folded.as_deref() {
+            _ if is_narrow && is_exact => candidates.iter().copied().collect(),
             _ if is_narrow => candidates
                 .iter()
                 .copied()
-                .filter(|&id| filter.admits_id(id, columns))
+                .filter(|&id| rest.admits_id(id, columns))
                 .collect(),
+            // When the candidates are most of the lab, one search over every name beats
+            // a search in each candidate's.
             Some(needle) => columns
                 .names_containing(needle)
                 .into_iter()
                 .filter(|&id| filter.admits_id(id, columns))
                 .collect(),
-            None => columns
-                .live()
-                .filter(|&(id, flags)| filter.admits(id, flags, columns))
-                .map(|(id, _)| id)
-                .collect(),
+            None => {
+                let mut ids = columns.scan(filter.mask, filter.want);
+                let rest = filter.beyond_flags();
+                if !rest.is_trivial() {
+                    ids.retain(|&id| rest.admits_id(id, columns));
+                }
+                ids
+            }
         };
         let total = matches.len();
         let range = query.page.range(total);
-        let ids = match query.sort {
+        let ids = match sort {
             ResourceSort::Id => id_page(&matches, query.order, range),
             ResourceSort::Name => {
-                // A step of ordering compares strings: a walk step is far cheaper.
-                if walk_is_cheaper(range.end, columns.len(), total, 4) {
-                    let members = IdSet::new(&matches);
+                // A step of ordering compares strings; a walk step reads an id from a
+                // vector and a bit.
+                if walk_is_cheaper(range.end, columns.len(), total, 1, 4) {
+                    let members = Members::new(&filter, &matches, columns);
                     match query.order {
                         SortOrder::Asc => walk_page(columns.by_name(), &members, range),
                         SortOrder::Desc => walk_page(columns.by_name().rev(), &members, range),
@@ -386,9 +555,43 @@ impl Broker {
                     page.into_iter().map(|(_, id)| id).collect()
                 }
             }
-            ResourceSort::LockExpiresAt => self.expiry_page(&matches, query.order, range),
+            ResourceSort::LockExpiresAt => self.expiry_page(&matches, &filter, query.order, range),
         };
         self.page_of(total, ids)
+    }
+
+    /// The `range` of every resource by lock expiry (see [`Broker::expiry_page`]),
+    /// without looking at the resources before the page.
+    fn all_by_expiry(&self, order: SortOrder, range: Range<usize>) -> Vec<ResourceId> {
+        let columns = self.tags.columns();
+        // Every lock has a token: this counts the locked resources.
+        let split = self.by_token.len();
+        let locked_range = range.start.min(split)..range.end.min(split);
+        let free_range = range.start.max(split) - split..range.end.max(split) - split;
+        let locks = self.deadlines.iter().filter_map(|(_, due)| match due {
+            Due::LockExpiry(id) => Some(*id),
+            _ => None,
+        });
+        let mut ids: Vec<ResourceId> = match order {
+            SortOrder::Asc => locks
+                .skip(locked_range.start)
+                .take(locked_range.len())
+                .collect(),
+            SortOrder::Desc => locks
+                .rev()
+                .skip(locked_range.start)
+                .take(locked_range.len())
+                .collect(),
+        };
+        let free = columns
+            .live()
+            .filter(|&(_, flags)| flags & LOCKED == 0)
+            .map(|(id, _)| id);
+        match order {
+            SortOrder::Asc => ids.extend(free.skip(free_range.start).take(free_range.len())),
+            SortOrder::Desc => ids.extend(free.rev().skip(free_range.start).take(free_range.len())),
+        }
+        ids
     }
 
     /// The `range` of `matches` (ascending ids) by lock expiry: locked ones by (expiry,
@@ -396,25 +599,31 @@ impl Broker {
     fn expiry_page(
         &self,
         matches: &[ResourceId],
+        filter: &RowFilter,
         order: SortOrder,
         range: Range<usize>,
     ) -> Vec<ResourceId> {
         let columns = self.tags.columns();
-        let (locked, free): (Vec<ResourceId>, Vec<ResourceId>) = matches
-            .iter()
-            .partition(|&&id| columns.flags(id) & LOCKED != 0);
+        let (locked, free): (Vec<ResourceId>, Vec<ResourceId>) = match filter.locked() {
+            Some(true) => (matches.to_vec(), Vec::new()),
+            Some(false) => (Vec::new(), matches.to_vec()),
+            None => matches
+                .iter()
+                .partition(|&&id| columns.flags(id) & LOCKED != 0),
+        };
         let split = locked.len();
         let locked_range = range.start.min(split)..range.end.min(split);
         let free_range = range.start.max(split) - split..range.end.max(split) - split;
         let mut ids = if locked_range.is_empty() {
             Vec::new()
-        } else if walk_is_cheaper(locked_range.end, self.deadlines.len(), split, 1) {
-            // The deadline index is in (expiry, id) order already.
+        } else if walk_is_cheaper(locked_range.end, self.deadlines.len(), split, 4, 1) {
+            // The deadline index is in (expiry, id) order already. A step through its
+            // tree costs a few steps of the partial sort of (expiry, id) pairs.
             let lock_order = |(_, due): &(Timestamp, Due)| match due {
                 Due::LockExpiry(id) => Some(*id),
                 _ => None,
             };
-            let members = IdSet::new(&locked);
+            let members = Members::new(filter, &locked, columns);
             let deadlines = self.deadlines.iter();
             match order {
                 SortOrder::Asc => {

@@ -384,6 +384,15 @@ fn every_strategy_agrees_with_a_naive_model_on_every_page() {
             ..ResourceQuery::default()
         },
         ResourceQuery {
+            locked: Some(false),
+            in_service: Some(true),
+            ..ResourceQuery::default()
+        },
+        ResourceQuery {
+            criteria: vec![tags(&["third"])],
+            ..ResourceQuery::default()
+        },
+        ResourceQuery {
             criteria: vec![tags(&["rare"])],
             ..ResourceQuery::default()
         },
