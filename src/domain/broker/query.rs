@@ -7,12 +7,15 @@
 //! # Cost
 //!
 //! A page of 50 out of 100 000 resources must cost well under a millisecond
-//! (BENCHMARKS.md). So a query walks the *candidates* the tag index gives for the tags
-//! every match must carry (the free set of the rarest tag when the query asks for free,
-//! in-service resources), never the whole lab when a tag narrows it. The `total` counts
-//! every match, so the candidates are all checked; only the page's resources are cloned.
-//! Sorting by id is the index's order; the other sorts order only the matches, and only
-//! as far as the page needs (a partial sort).
+//! (BENCHMARKS.md), so a query reads the tag index's [`Columns`] (a byte of flags per
+//! id, inline tag numbers, the names in one buffer) and touches the resources only to
+//! clone the page. The matches come from the set of the rarest required tag when that
+//! set is small (the free set when the query asks for free, in-service resources), else
+//! from a branch-free scan of the flags, or one substring search over every name. When
+//! the candidate set *is* the answer (one tag, the free pool, everything), the total
+//! needs no counting and the page comes straight from an order. Sorting by name or by
+//! expiry walks the name order or the deadline index while the page is near their
+//! start, and partially sorts the matches otherwise: only as far as the page needs.
 
 use std::cmp::Ordering;
 use std::ops::Range;
@@ -82,7 +85,7 @@ impl Page {
     }
 
     /// The range of `0..total` this page covers (empty past the end).
-    fn range(self, total: usize) -> std::ops::Range<usize> {
+    fn range(self, total: usize) -> Range<usize> {
         let start = self.offset().unwrap_or(usize::MAX).min(total);
         start..start.saturating_add(self.limit).min(total)
     }
@@ -225,10 +228,11 @@ impl<'q> RowFilter<'q> {
     #[inline]
     fn admits(&self, id: ResourceId, flags: Flags, columns: &Columns) -> bool {
         flags & self.mask == self.want
-            && self
-                .criteria
-                .iter()
-                .all(|c| c.holds(&|tag| columns.has_tag(id, tag)))
+            && self.criteria.iter().all(|c| match c {
+                // The common case, without the recursive call.
+                TagTest::AllOf(numbers) => numbers.iter().all(|&n| columns.has_tag(id, n)),
+                other => other.holds(&|tag| columns.has_tag(id, tag)),
+            })
             && self
                 .name
                 .as_ref()
@@ -291,7 +295,7 @@ impl TagTest {
 /// Whether walking an ordered index of `universe` entries until `end` matches are seen
 /// is cheaper than ordering all `total` matches: the walk takes about
 /// `end * universe / total` steps of cost `walk_step`, the ordering about `total` steps
-/// of cost `order_step` (relative costs, measured: BENCHMARKS.md).
+/// of cost `order_step` (rough relative costs, from the benches).
 fn walk_is_cheaper(
     end: usize,
     universe: usize,
