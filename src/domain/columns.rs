@@ -127,11 +127,17 @@ impl Columns {
         self.folded_starts.push((folded.at, resource.id));
         let at = self.tags.len();
         for tag in &resource.spec.tags {
-            let next = TagNo::try_from(self.tag_numbers.len())
-                .ok()
-                .filter(|&n| n < MORE_TAGS)
-                .expect("fewer than 4e9 tags");
-            let number = *self.tag_numbers.entry(tag.clone()).or_insert(next);
+            let number = match self.tag_numbers.get(tag) {
+                Some(&number) => number,
+                None => {
+                    let next = TagNo::try_from(self.tag_numbers.len())
+                        .ok()
+                        .filter(|&n| n < MORE_TAGS)
+                        .expect("fewer than 4e9 tags");
+                    self.tag_numbers.insert(tag.clone(), next);
+                    next
+                }
+            };
             self.tags.push(number);
         }
         let tags = Span::of(&self.tags, at);

@@ -604,3 +604,46 @@ async fn invalid_reservation_list_parameters_are_refused_with_400_naming_the_par
         );
     }
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_the_list_parameters_and_pages() {
+    let app = spawn_app().await;
+
+    let doc = app.get("/api/v1/openapi.json").await.expect_json(200);
+
+    let names = |path: &str| -> Vec<String> {
+        doc["paths"][path]["get"]["parameters"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no parameters for {path}"))
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        names("/api/v1/resources"),
+        [
+            "locked",
+            "available",
+            "unavailable",
+            "tag",
+            "expr",
+            "name",
+            "sort",
+            "order",
+            "page",
+            "limit"
+        ]
+    );
+    assert_eq!(
+        names("/api/v1/reservations"),
+        ["status", "tag", "priority", "page", "limit"]
+    );
+    let schemas = &doc["components"]["schemas"];
+    for schema in ["ResourcePageList", "ReservationPageList"] {
+        assert!(
+            schemas[schema]["properties"]["total"].is_object(),
+            "{schema}: {}",
+            schemas[schema]
+        );
+    }
+}
