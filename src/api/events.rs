@@ -41,7 +41,7 @@ use crate::runtime::{BrokerHandle, ReservationSnapshot};
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
 
 /// Every `type` an [`EventView`] can have, in the order of [`Event`]'s variants.
-pub const EVENT_TYPES: [&str; 8] = [
+pub const EVENT_TYPES: [&str; 13] = [
     "locked",
     "extended",
     "unlocked",
@@ -50,6 +50,11 @@ pub const EVENT_TYPES: [&str; 8] = [
     "reservation_fulfilled",
     "reservation_claimed",
     "reservation_ended",
+    "force_unlocked",
+    "resource_added",
+    "resource_updated",
+    "resource_retiring",
+    "resource_removed",
 ];
 
 /// Registers `GET /events`; mounted under `/api/v1`.
@@ -118,10 +123,43 @@ pub enum EventView {
         reservation_id: String,
         at: String,
     },
-    /// A reservation is gone: `reason` is cancelled, expired, claim_expired or released.
+    /// A reservation is gone: `reason` is cancelled, expired, claim_expired, released or
+    /// unsatisfiable (resources it needed were removed or changed).
     ReservationEnded {
         reservation_id: String,
         reason: &'static str,
+        at: String,
+    },
+    /// An operator broke a lock (by deleting the resource with `force=true`).
+    ForceUnlocked {
+        resource_id: u32,
+        fencing_token: u64,
+        at: String,
+        reason: String,
+    },
+    /// A resource was created, through the API or a descriptor reload.
+    ResourceAdded {
+        resource_id: u32,
+        name: String,
+        at: String,
+    },
+    /// A resource's properties changed: `fields` names them (`description`, `endpoint`,
+    /// `tags`, `max-lock-duration`; after a reload also `retiring`, `origin`).
+    ResourceUpdated {
+        resource_id: u32,
+        fields: Vec<&'static str>,
+        at: String,
+    },
+    /// A reload dropped a locked resource: it goes when its lock ends.
+    ResourceRetiring {
+        resource_id: u32,
+        name: String,
+        at: String,
+    },
+    /// A resource is gone; its id is not reused.
+    ResourceRemoved {
+        resource_id: u32,
+        name: String,
         at: String,
     },
 }
@@ -195,6 +233,41 @@ impl From<&Event> for EventView {
                 reason: reason.as_str(),
                 at: at.to_rfc3339(),
             },
+            Event::ForceUnlocked {
+                resource,
+                fencing,
+                at,
+                reason,
+            } => EventView::ForceUnlocked {
+                resource_id: resource.get(),
+                fencing_token: fencing.get(),
+                at: at.to_rfc3339(),
+                reason: reason.clone(),
+            },
+            Event::ResourceAdded { resource, name, at } => EventView::ResourceAdded {
+                resource_id: resource.get(),
+                name: name.clone(),
+                at: at.to_rfc3339(),
+            },
+            Event::ResourceUpdated {
+                resource,
+                fields,
+                at,
+            } => EventView::ResourceUpdated {
+                resource_id: resource.get(),
+                fields: fields.clone(),
+                at: at.to_rfc3339(),
+            },
+            Event::ResourceRetiring { resource, name, at } => EventView::ResourceRetiring {
+                resource_id: resource.get(),
+                name: name.clone(),
+                at: at.to_rfc3339(),
+            },
+            Event::ResourceRemoved { resource, name, at } => EventView::ResourceRemoved {
+                resource_id: resource.get(),
+                name: name.clone(),
+                at: at.to_rfc3339(),
+            },
         }
     }
 }
@@ -211,6 +284,11 @@ impl EventView {
             EventView::ReservationFulfilled { .. } => 5,
             EventView::ReservationClaimed { .. } => 6,
             EventView::ReservationEnded { .. } => 7,
+            EventView::ForceUnlocked { .. } => 8,
+            EventView::ResourceAdded { .. } => 9,
+            EventView::ResourceUpdated { .. } => 10,
+            EventView::ResourceRetiring { .. } => 11,
+            EventView::ResourceRemoved { .. } => 12,
         };
         EVENT_TYPES[index]
     }
@@ -614,6 +692,32 @@ mod tests {
             Event::ReservationEnded {
                 reservation: r,
                 reason: EndReason::ClaimExpired,
+                at: T,
+            },
+            Event::ForceUnlocked {
+                resource,
+                fencing,
+                at: T,
+                reason: "operator".into(),
+            },
+            Event::ResourceAdded {
+                resource,
+                name: "board".into(),
+                at: T,
+            },
+            Event::ResourceUpdated {
+                resource,
+                fields: vec!["tags"],
+                at: T,
+            },
+            Event::ResourceRetiring {
+                resource,
+                name: "board".into(),
+                at: T,
+            },
+            Event::ResourceRemoved {
+                resource,
+                name: "board".into(),
                 at: T,
             },
         ]

@@ -13,7 +13,9 @@ pub mod reservation;
 pub mod resource;
 mod tags;
 
-pub use broker::{Broker, Granted, GroupWait, Policy, Selector, WaitingFor};
+pub use broker::{
+    Broker, Granted, GroupWait, Policy, ReloadReport, ResourcePatch, Selector, WaitingFor,
+};
 pub use clock::{Clock, Timestamp};
 pub use error::{DomainError, TokenRefusal, TokenUse};
 pub use events::Event;

@@ -11,9 +11,9 @@ use std::time::Duration;
 use tokio::sync::{Notify, broadcast};
 
 use crate::domain::{
-    Broker, Clock, DomainError, Event, Granted, Group, Lease, LockToken, Policy, Reservation,
-    ReservationId, ReservationRequest, ReservationStatus, Resource, ResourceId, Selector,
-    Timestamp, Ttl, WaitingFor,
+    Broker, Clock, DomainError, Event, Granted, Group, Lease, LockToken, Policy, ReloadReport,
+    Reservation, ReservationId, ReservationRequest, ReservationStatus, Resource, ResourceId,
+    ResourcePatch, ResourceSpec, Selector, Timestamp, Ttl, WaitingFor,
 };
 
 /// A cheap, cloneable reference to the one broker of this process.
@@ -282,6 +282,45 @@ impl BrokerHandle {
     }
 }
 
+/// Resource administration (`domain/broker/admin.rs`). Each returns the resource as it
+/// stands after the change.
+impl BrokerHandle {
+    /// See [`Broker::add_resource`].
+    pub fn add_resource(&self, spec: ResourceSpec) -> Result<Resource, DomainError> {
+        self.with_broker(|b, now| {
+            let id = b.add_resource(spec, now)?;
+            Ok(b.resource(id).expect("just added").clone())
+        })
+    }
+
+    /// See [`Broker::update_resource`]: the resource and what changed.
+    pub fn update_resource(
+        &self,
+        id: ResourceId,
+        patch: ResourcePatch,
+    ) -> Result<(Resource, Vec<&'static str>), DomainError> {
+        self.with_broker(|b, now| {
+            let changed = b.update_resource(id, patch, now)?;
+            Ok((b.resource(id).expect("just updated").clone(), changed))
+        })
+    }
+
+    /// See [`Broker::remove_resource`]: the resource as it was when it went.
+    pub fn remove_resource(
+        &self,
+        id: ResourceId,
+        force: Option<&str>,
+    ) -> Result<Resource, DomainError> {
+        self.with_broker(|b, now| b.remove_resource(id, force, now))
+    }
+
+    /// See [`Broker::reload`]. The caller has read and validated the descriptor: only
+    /// the merge runs under the mutex.
+    pub fn reload(&self, specs: Vec<ResourceSpec>) -> ReloadReport {
+        self.with_broker(|b, now| b.reload(specs, now))
+    }
+}
+
 impl BrokerHandle {
     /// Fans events out, after the mutex is released: to the log, then to subscribers.
     /// Lock tokens are never part of an event, so nothing secret is logged or sent.
@@ -344,6 +383,26 @@ fn log(event: &Event) {
             ..
         } => {
             tracing::info!(reservation = %reservation, reason = reason.as_str(), "reservation ended")
+        }
+        Event::ForceUnlocked {
+            resource,
+            fencing,
+            reason,
+            ..
+        } => {
+            tracing::info!(resource = %resource, fencing = fencing.get(), reason = %reason, "lock broken by an operator")
+        }
+        Event::ResourceAdded { resource, name, .. } => {
+            tracing::info!(resource = %resource, name = %name, "resource added")
+        }
+        Event::ResourceUpdated {
+            resource, fields, ..
+        } => tracing::info!(resource = %resource, fields = ?fields, "resource updated"),
+        Event::ResourceRetiring { resource, name, .. } => {
+            tracing::info!(resource = %resource, name = %name, "resource retiring: it goes when its lock ends")
+        }
+        Event::ResourceRemoved { resource, name, .. } => {
+            tracing::info!(resource = %resource, name = %name, "resource removed")
         }
     }
 }
