@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use rentabot::domain::{
-    Broker, Criteria, Group, Priority, ReservationRequest, ResourceId, ResourcePatch, ResourceSpec,
-    Timestamp, Ttl,
+    Broker, Criteria, Group, LockMeta, Priority, ReservationRequest, ResourceId, ResourcePatch,
+    ResourceSpec, Timestamp, Ttl,
 };
 
 const N: u32 = 100_000;
@@ -112,6 +112,7 @@ fn update_tags_with_1000_waiters(c: &mut Criterion) {
             ttl: ttl(60),
             max_wait: ttl(86_400),
             auto_claim: false,
+            meta: LockMeta::default(),
         };
         broker.reserve(request, T0).expect("satisfiable");
     }

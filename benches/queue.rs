@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use rentabot::domain::{
-    Broker, Criteria, Group, LockToken, Priority, ReservationRequest, ResourceId, ResourceSpec,
-    Timestamp, Ttl,
+    Broker, Criteria, Group, LockMeta, LockToken, Priority, ReservationRequest, ResourceId,
+    ResourceSpec, Timestamp, Ttl,
 };
 
 const T0: Timestamp = Timestamp::from_millis(1_764_000_000_000);
@@ -37,6 +37,7 @@ fn request(tag: &str) -> ReservationRequest {
         ttl: ttl(600),
         max_wait: ttl(86_400),
         auto_claim: true,
+        meta: LockMeta::default(),
     }
 }
 

@@ -8,8 +8,10 @@ use std::time::Duration;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::domain::resource::RETIRING_REASON;
 use crate::domain::{
-    Criteria, GroupWait, LockState, Released, ReservationStatus, Resource, Timestamp, WaitingFor,
+    Criteria, ExpiredLock, GroupWait, LockState, Released, ReservationStatus, Resource, Timestamp,
+    WaitingFor,
 };
 use crate::runtime::{Grant, ReservationSnapshot};
 
@@ -75,9 +77,6 @@ pub struct ResourceView {
 
 /// What replaces the holder's token when a resource is shown to someone else.
 pub const REDACTED: &str = "<redacted>";
-
-/// Why a resource removed from the descriptor is still listed.
-pub const RETIRING_REASON: &str = "removed from the descriptor: it goes when its current lock ends";
 
 impl ResourceView {
     /// The resource as of `now`; `expiry_warning` decides `expiring-soon`.
@@ -147,6 +146,53 @@ fn lock_details(state: &LockState) -> String {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ResourceList {
     pub resources: Vec<ResourceView>,
+}
+
+/// `GET /api/v1/resources/expired`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExpiredList {
+    /// Newest first.
+    pub expired: Vec<ExpiredView>,
+    /// How many the broker remembers; older ones are forgotten.
+    pub capacity: usize,
+}
+
+/// A lock that ran out: whose it was, and when.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExpiredView {
+    #[serde(rename = "resource-id")]
+    pub resource_id: u32,
+    /// The resource's name when the lock expired.
+    #[serde(rename = "resource-name")]
+    pub resource_name: String,
+    #[serde(rename = "lock-holder")]
+    pub lock_holder: Option<String>,
+    #[serde(rename = "lock-note")]
+    pub lock_note: Option<String>,
+    #[serde(rename = "fencing-token")]
+    pub fencing_token: u64,
+    #[serde(rename = "lock-acquired-at")]
+    pub lock_acquired_at: String,
+    #[serde(rename = "expired-at")]
+    pub expired_at: String,
+    /// The reservation the lock was granted to, if any.
+    #[serde(rename = "reservation-id")]
+    pub reservation_id: Option<String>,
+}
+
+impl From<&ExpiredLock> for ExpiredView {
+    fn from(e: &ExpiredLock) -> Self {
+        ExpiredView {
+            resource_id: e.resource.get(),
+            resource_name: e.name.clone(),
+            lock_holder: e.meta.holder.clone(),
+            lock_note: e.meta.note.clone(),
+            fencing_token: e.fencing.get(),
+            lock_acquired_at: e.acquired_at.to_rfc3339(),
+            expired_at: e.expired_at.to_rfc3339(),
+            reservation_id: e.reservation.map(|r| r.to_string()),
+        }
+    }
 }
 
 /// `GET /api/v1/resources/{id}`.
@@ -286,6 +332,7 @@ pub struct UnlockBatchResponse {
     "created_at": "2026-11-25T10:00:00.000Z", "expires_at": "2026-11-25T11:00:00.000Z",
     "fulfilled_at": null, "claim_expires_at": null, "claimed_at": null,
     "resource_ids": [], "lock_tokens": [], "priority": 5, "auto_claim": false,
+    "holder": "https://ci.example.com/job/42", "note": null,
     "groups": [{"tags": ["ci", "linux"], "quantity": 2, "resource_ids": []}],
     "waiting_for": {"matching": 3, "locked": 2, "next_release_at": "2026-11-25T10:20:00.000Z",
         "unavailable": 0, "held_for_earlier": 0, "free": 1,
@@ -313,6 +360,10 @@ pub struct ReservationView {
     pub lock_tokens: Vec<String>,
     pub priority: u8,
     pub auto_claim: bool,
+    /// Who asked, as the request said; given to every lock it is granted.
+    pub holder: Option<String>,
+    /// Why, as the request said.
+    pub note: Option<String>,
     /// What each group asked for and, once fulfilled, which resources it got.
     pub groups: Vec<GroupView>,
     /// Why a pending reservation waits; null otherwise (and in lists).
@@ -457,6 +508,8 @@ impl From<&ReservationSnapshot> for ReservationView {
             lock_tokens: r.allocations.iter().map(|a| a.token.reveal()).collect(),
             priority: request.priority.get(),
             auto_claim: request.auto_claim,
+            holder: request.meta.holder.clone(),
+            note: request.meta.note.clone(),
             groups,
             waiting_for: snapshot.waiting_for.as_ref().map(WaitingForView::from),
         }

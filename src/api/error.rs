@@ -182,20 +182,81 @@ fn domain_parts(e: &DomainError) -> Parts {
             "No resource found matching the tag(s)",
         )
         .with_criteria(criteria),
-        DomainError::AllMatchesLocked { criteria, held_for } => {
-            let parts = Parts::new(
+        DomainError::AllMatchesLocked {
+            criteria,
+            held_for,
+            unavailable,
+        } => {
+            let mut parts = Parts::new(
                 S::FORBIDDEN,
                 "all_matches_locked",
                 "No available resource found matching the tag(s)",
             )
             .with_criteria(criteria);
-            if held_for.is_empty() {
-                parts
-            } else {
+            if !held_for.is_empty() {
                 let ids: Vec<String> = held_for.iter().map(ToString::to_string).collect();
-                parts.with("held_for", json!(ids))
+                parts = parts.with("held_for", json!(ids));
             }
+            if *unavailable > 0 {
+                parts = parts.with("unavailable", *unavailable);
+            }
+            parts
         }
+        DomainError::AllMatchesUnavailable { criteria, count } => Parts::new(
+            S::CONFLICT,
+            "all_matches_unavailable",
+            format!(
+                "Every resource matching the criteria ({count}) is unavailable (maintenance); see unavailable-reason on each"
+            ),
+        )
+        .with_criteria(criteria)
+        .with("unavailable", *count),
+        DomainError::Unavailable { id, reason, until } => Parts::new(
+            S::CONFLICT,
+            "resource_unavailable",
+            format!("Resource is unavailable: {reason}"),
+        )
+        .with("resource_id", id.get())
+        .with("reason", reason.as_str())
+        .with("until", json!(until.map(|t| t.to_rfc3339()))),
+        DomainError::CrossesMaintenance {
+            id,
+            reason,
+            from,
+            until,
+            longest_ttl_secs,
+        } => Parts::new(
+            S::CONFLICT,
+            "crosses_maintenance",
+            if *longest_ttl_secs == 0 {
+                format!(
+                    "Resource goes into maintenance at {from} ({reason}): no lock fits before then"
+                )
+            } else {
+                format!(
+                    "Resource goes into maintenance at {from} ({reason}): the lock must end by then; a ttl of at most {longest_ttl_secs}s fits"
+                )
+            },
+        )
+        .with("resource_id", id.get())
+        .with("reason", reason.as_str())
+        .with("maintenance_from", from.to_rfc3339())
+        .with("maintenance_until", json!(until.map(|t| t.to_rfc3339())))
+        .with("longest_ttl", *longest_ttl_secs),
+        DomainError::InvalidWindow { from, until, now } => Parts::new(
+            S::BAD_REQUEST,
+            "invalid_window",
+            format!(
+                "until ({until}) must be after the window opens ({from}) and after now ({now})"
+            ),
+        )
+        .with("until", until.to_rfc3339()),
+        DomainError::NothingToForce(id) => Parts::new(
+            S::CONFLICT,
+            "not_locked",
+            "Resource is not locked: there is nothing to force-unlock",
+        )
+        .with("resource_id", id.get()),
         DomainError::AlreadyLocked(id) => Parts::new(
             S::FORBIDDEN,
             "already_locked",

@@ -41,7 +41,7 @@ use crate::runtime::{BrokerHandle, ReservationSnapshot};
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
 
 /// Every `type` an [`EventView`] can have, in the order of [`Event`]'s variants.
-pub const EVENT_TYPES: [&str; 13] = [
+pub const EVENT_TYPES: [&str; 16] = [
     "locked",
     "extended",
     "unlocked",
@@ -51,6 +51,9 @@ pub const EVENT_TYPES: [&str; 13] = [
     "reservation_claimed",
     "reservation_ended",
     "force_unlocked",
+    "maintenance_scheduled",
+    "maintenance_started",
+    "maintenance_ended",
     "resource_added",
     "resource_updated",
     "resource_retiring",
@@ -130,12 +133,31 @@ pub enum EventView {
         reason: &'static str,
         at: String,
     },
-    /// An operator broke a lock (by deleting the resource with `force=true`).
+    /// An operator broke a lock.
     ForceUnlocked {
         resource_id: u32,
         fencing_token: u64,
-        at: String,
         reason: String,
+        at: String,
+    },
+    /// A maintenance window was declared or replaced; it opens at `from` (at once when
+    /// `from` equals `at`).
+    MaintenanceScheduled {
+        resource_id: u32,
+        reason: String,
+        from: String,
+        until: Option<String>,
+        at: String,
+    },
+    /// A resource went out of service.
+    MaintenanceStarted {
+        resource_id: u32,
+        at: String,
+    },
+    /// A resource is back in service, or its scheduled window was cancelled.
+    MaintenanceEnded {
+        resource_id: u32,
+        at: String,
     },
     /// A resource was created, through the API or a descriptor reload.
     ResourceAdded {
@@ -236,13 +258,34 @@ impl From<&Event> for EventView {
             Event::ForceUnlocked {
                 resource,
                 fencing,
-                at,
                 reason,
+                at,
             } => EventView::ForceUnlocked {
                 resource_id: resource.get(),
                 fencing_token: fencing.get(),
-                at: at.to_rfc3339(),
                 reason: reason.clone(),
+                at: at.to_rfc3339(),
+            },
+            Event::MaintenanceScheduled {
+                resource,
+                reason,
+                from,
+                until,
+                at,
+            } => EventView::MaintenanceScheduled {
+                resource_id: resource.get(),
+                reason: reason.clone(),
+                from: from.to_rfc3339(),
+                until: until.map(Timestamp::to_rfc3339),
+                at: at.to_rfc3339(),
+            },
+            Event::MaintenanceStarted { resource, at } => EventView::MaintenanceStarted {
+                resource_id: resource.get(),
+                at: at.to_rfc3339(),
+            },
+            Event::MaintenanceEnded { resource, at } => EventView::MaintenanceEnded {
+                resource_id: resource.get(),
+                at: at.to_rfc3339(),
             },
             Event::ResourceAdded { resource, name, at } => EventView::ResourceAdded {
                 resource_id: resource.get(),
@@ -285,10 +328,13 @@ impl EventView {
             EventView::ReservationClaimed { .. } => 6,
             EventView::ReservationEnded { .. } => 7,
             EventView::ForceUnlocked { .. } => 8,
-            EventView::ResourceAdded { .. } => 9,
-            EventView::ResourceUpdated { .. } => 10,
-            EventView::ResourceRetiring { .. } => 11,
-            EventView::ResourceRemoved { .. } => 12,
+            EventView::MaintenanceScheduled { .. } => 9,
+            EventView::MaintenanceStarted { .. } => 10,
+            EventView::MaintenanceEnded { .. } => 11,
+            EventView::ResourceAdded { .. } => 12,
+            EventView::ResourceUpdated { .. } => 13,
+            EventView::ResourceRetiring { .. } => 14,
+            EventView::ResourceRemoved { .. } => 15,
         };
         EVENT_TYPES[index]
     }
@@ -697,9 +743,18 @@ mod tests {
             Event::ForceUnlocked {
                 resource,
                 fencing,
+                reason: "board hung".into(),
                 at: T,
-                reason: "operator".into(),
             },
+            Event::MaintenanceScheduled {
+                resource,
+                reason: "disk swap".into(),
+                from: T,
+                until: None,
+                at: T,
+            },
+            Event::MaintenanceStarted { resource, at: T },
+            Event::MaintenanceEnded { resource, at: T },
             Event::ResourceAdded {
                 resource,
                 name: "board".into(),

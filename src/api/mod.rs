@@ -10,6 +10,7 @@ pub mod error;
 pub mod events;
 pub mod health;
 pub mod idempotency;
+pub mod maintenance;
 pub mod params;
 pub mod reservations;
 pub mod resources;
@@ -44,6 +45,10 @@ pub const LEGACY_PREFIX: &str = "/rentabot/api/v1.0";
         resources::unlock_resource,
         resources::extend_lock,
         resources::unlock_batch,
+        resources::expired_locks,
+        maintenance::mark_unavailable,
+        maintenance::mark_available,
+        maintenance::force_unlock,
         reservations::create_reservation,
         reservations::list_reservations,
         reservations::get_reservation,
@@ -57,6 +62,7 @@ pub const LEGACY_PREFIX: &str = "/rentabot/api/v1.0";
     ),
     tags(
         (name = "resources", description = "Lock, unlock and extend (Rent-A-Bot 1.0)"),
+        (name = "maintenance", description = "Operators: take resources out of service, return them, break locks"),
         (name = "reservations", description = "The queue: reserve, wait, claim, cancel"),
         (name = "events", description = "Every broker change as server-sent events"),
         (name = "admin", description = "Create, change and delete resources; reload the descriptor (no authentication yet)"),

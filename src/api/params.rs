@@ -8,7 +8,9 @@ use actix_web::web::{Bytes, Payload};
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
-use crate::domain::{Criteria, Expr, Group, Priority, ResourceId, Ttl, descriptor};
+use crate::domain::{
+    Criteria, Expr, Group, LockMeta, LockTerms, Priority, ResourceId, Timestamp, Ttl, descriptor,
+};
 
 /// The header that may carry the lock token instead of `?lock-token=`.
 pub const LOCK_TOKEN_HEADER: &str = "X-Lock-Token";
@@ -123,12 +125,22 @@ pub async fn read_body(payload: Payload) -> Result<Bytes, ApiError> {
     }
 }
 
-/// The optional lock body `{"ttl": seconds}`. No body, an empty body, `{}` and
-/// `{"ttl": null}` all mean the default (3600 s). The content type is not checked:
-/// 1.0 clients send this body with and without one.
-pub fn lock_ttl(body: &Bytes) -> Result<Ttl, ApiError> {
-    Body::parse(body, "{\"ttl\": 600}")?.ttl("ttl", Ttl::DEFAULT)
+/// The optional lock body `{"ttl": seconds, "holder": "...", "note": "..."}`. No body,
+/// an empty body, `{}` and `{"ttl": null}` all mean the default TTL (3600 s) and no
+/// metadata. The content type is not checked: 1.0 clients send this body with and
+/// without one.
+pub fn lock_terms(body: &Bytes) -> Result<LockTerms, ApiError> {
+    Body::parse(body, LOCK_BODY_EXAMPLE)?.lock_terms()
 }
+
+/// A valid lock body, shown when one is not.
+pub const LOCK_BODY_EXAMPLE: &str =
+    r#"{"ttl": 600, "holder": "https://ci.example.com/job/42", "note": "nightly"}"#;
+
+/// The longest `holder` a lock request may give.
+pub const MAX_HOLDER_CHARS: usize = 256;
+/// The longest `note` a lock request may give.
+pub const MAX_NOTE_CHARS: usize = 1024;
 
 /// Most groups one request may name.
 pub const MAX_GROUPS: usize = 32;
@@ -179,6 +191,63 @@ impl Body {
     pub fn ttl(&self, field: &'static str, default: Ttl) -> Result<Ttl, ApiError> {
         self.get(field)
             .map_or(Ok(default), |v| ttl_from_json(field, v))
+    }
+
+    /// A free-text field of at most `max_chars` characters, trimmed; `None` when absent
+    /// or blank.
+    pub fn text(&self, field: &'static str, max_chars: usize) -> Result<Option<String>, ApiError> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(Value::String(text)) => {
+                let text = text.trim();
+                if text.chars().count() > max_chars {
+                    return Err(ApiError::bad_request(
+                        "invalid_body",
+                        format!("{field} must be at most {max_chars} characters"),
+                    )
+                    .with("field", field));
+                }
+                Ok((!text.is_empty()).then(|| text.to_owned()))
+            }
+            Some(other) => Err(ApiError::bad_request(
+                "invalid_body",
+                format!("{field} must be a string, got {other}"),
+            )
+            .with("field", field)),
+        }
+    }
+
+    /// An RFC 3339 date-time with an offset, e.g. `"2026-11-25T14:00:00Z"`.
+    pub fn timestamp(&self, field: &'static str) -> Result<Option<Timestamp>, ApiError> {
+        let Some(value) = self.get(field) else {
+            return Ok(None);
+        };
+        value
+            .as_str()
+            .and_then(Timestamp::parse_rfc3339)
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_body",
+                    format!(
+                        "{field} must be an RFC 3339 date-time with an offset, such as \"2026-11-25T14:00:00Z\", got {value}"
+                    ),
+                )
+                .with("field", field)
+            })
+    }
+
+    /// What a lock request asks for: `ttl` (default 3600), and who is asking: `holder`
+    /// (a job URL, a user; at most [`MAX_HOLDER_CHARS`]) and `note` (at most
+    /// [`MAX_NOTE_CHARS`]), both optional.
+    pub fn lock_terms(&self) -> Result<LockTerms, ApiError> {
+        Ok(LockTerms {
+            ttl: self.ttl("ttl", Ttl::DEFAULT)?,
+            meta: LockMeta {
+                holder: self.text("holder", MAX_HOLDER_CHARS)?,
+                note: self.text("note", MAX_NOTE_CHARS)?,
+            },
+        })
     }
 
     /// `priority`: 1 (served first) to 10, default 5.
@@ -403,7 +472,7 @@ mod tests {
     fn lock_body_ttl_defaults_when_absent() {
         for body in ["", "  \n", "{}", "{\"ttl\": null}", "{\"other\": 1}"] {
             assert_eq!(
-                lock_ttl(&Bytes::from(body)).unwrap(),
+                lock_terms(&Bytes::from(body)).unwrap().ttl,
                 Ttl::DEFAULT,
                 "{body:?}"
             );
@@ -414,7 +483,7 @@ mod tests {
     fn lock_body_ttl_accepts_what_pydantic_accepted() {
         for body in ["{\"ttl\": 30}", "{\"ttl\": 30.0}", "{\"ttl\": \"30\"}"] {
             assert_eq!(
-                lock_ttl(&Bytes::from(body)).unwrap().as_secs(),
+                lock_terms(&Bytes::from(body)).unwrap().ttl.as_secs(),
                 30,
                 "{body:?}"
             );
@@ -444,9 +513,35 @@ mod tests {
     }
 
     #[test]
+    fn lock_body_reads_holder_and_note_trimmed_and_blank_as_absent() {
+        let terms = lock_terms(&Bytes::from(
+            r#"{"ttl": 60, "holder": " https://ci/job/7 ", "note": "flash + soak"}"#,
+        ))
+        .unwrap();
+        assert_eq!(terms.ttl.as_secs(), 60);
+        assert_eq!(terms.meta.holder.as_deref(), Some("https://ci/job/7"));
+        assert_eq!(terms.meta.note.as_deref(), Some("flash + soak"));
+        let blank = lock_terms(&Bytes::from(r#"{"holder": "  ", "note": null}"#)).unwrap();
+        assert_eq!(blank.meta, LockMeta::default());
+    }
+
+    #[test]
+    fn lock_body_refuses_metadata_that_is_not_short_text() {
+        let long = "x".repeat(MAX_HOLDER_CHARS + 1);
+        for body in [
+            r#"{"holder": 7}"#.to_owned(),
+            r#"{"note": ["a"]}"#.to_owned(),
+            format!(r#"{{"holder": "{long}"}}"#),
+        ] {
+            let err = lock_terms(&Bytes::from(body.clone())).expect_err(&body);
+            assert_eq!(err.code(), "invalid_body", "{body}");
+        }
+    }
+
+    #[test]
     fn bad_bodies_are_refused_with_a_message() {
         for body in ["{", "[1]", "30", "ttl=30"] {
-            let err = lock_ttl(&Bytes::from(body)).expect_err(body);
+            let err = lock_terms(&Bytes::from(body)).expect_err(body);
             assert_eq!(err.code(), "invalid_body", "{body}");
         }
     }

@@ -172,7 +172,7 @@ pub async fn cancel_reservation(
 }
 
 /// The request body: `groups`, or `tags`/`expr` with `quantity`; `ttl`,
-/// `max_wait_time`, `priority`, `auto_claim`.
+/// `max_wait_time`, `priority`, `auto_claim`, `holder`, `note`.
 fn reservation_request(body: &Body) -> Result<ReservationRequest, ApiError> {
     let groups = body.groups()?.ok_or_else(|| {
         ApiError::bad_request(
@@ -186,6 +186,7 @@ fn reservation_request(body: &Body) -> Result<ReservationRequest, ApiError> {
         ttl: body.ttl("ttl", Ttl::DEFAULT)?,
         max_wait: body.ttl("max_wait_time", Ttl::DEFAULT)?,
         auto_claim: body.flag("auto_claim")?,
+        meta: body.lock_terms()?.meta,
     })
 }
 

@@ -10,14 +10,14 @@ use serde_json::Value;
 
 use super::admin;
 use super::dto::{
-    ErrorBody, ExtendResponse, LockResponse, MessageResponse, MultiLockResponse, ResourceEnvelope,
-    ResourceList, ResourceView, UnlockBatchResponse,
+    ErrorBody, ExpiredList, ExpiredView, ExtendResponse, LockResponse, MessageResponse,
+    MultiLockResponse, ResourceEnvelope, ResourceList, ResourceView, UnlockBatchResponse,
 };
 use super::error::ApiError;
 use super::idempotency::Retain;
-use super::only;
 use super::params::{self, Body, Query};
-use crate::domain::{Criteria, Group, Selector, Ttl, descriptor};
+use super::{maintenance, only};
+use crate::domain::{Criteria, EXPIRY_HISTORY, Group, Selector, descriptor};
 use crate::runtime::BrokerHandle;
 
 /// Registers the routes under the current scope. Fixed paths come before `{id}` paths:
@@ -29,6 +29,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/resources/unlock-batch",
             web::post().to(unlock_batch),
         ))
+        .service(only("/resources/expired", web::get().to(expired_locks)))
         // One scope for the id routes: actix matches `{id}` once, then short static
         // suffixes, instead of a pattern per route (measurably cheaper per request).
         .service(
@@ -36,7 +37,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(the_resource())
                 .service(only("/lock", web::post().to(lock_resource)))
                 .service(only("/unlock", web::post().to(unlock_resource)))
-                .service(only("/extend", web::post().to(extend_lock))),
+                .service(only("/extend", web::post().to(extend_lock)))
+                .service(only(
+                    "/unavailable",
+                    web::post().to(maintenance::mark_unavailable),
+                ))
+                .service(only(
+                    "/available",
+                    web::post().to(maintenance::mark_available),
+                ))
+                .service(only(
+                    "/force-unlock",
+                    web::post().to(maintenance::force_unlock),
+                )),
         );
 }
 
@@ -69,6 +82,40 @@ pub async fn list_resources(broker: Data<BrokerHandle>) -> HttpResponse {
             .map(|r| ResourceView::new(r, now, warning))
             .collect(),
     })
+}
+
+/// The latest auto-expired locks, newest first: whose they were and when they ran out.
+/// The broker remembers the last 1000; `?limit=` (1 to 1000, default 100) shows fewer.
+#[utoipa::path(get, path = "/api/v1/resources/expired", tag = "resources",
+    params(("limit" = Option<u32>, Query, description = "At most this many, 1 to 1000 (default 100)")),
+    responses(
+        (status = 200, body = ExpiredList),
+        (status = 400, description = "A bad limit", body = ErrorBody),
+    ))]
+pub async fn expired_locks(
+    broker: Data<BrokerHandle>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let query = Query::parse(&req)?;
+    let limit = match query.get("limit") {
+        None => 100,
+        Some(raw) => raw
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=EXPIRY_HISTORY).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_parameter",
+                    format!("limit must be a whole number from 1 to {EXPIRY_HISTORY}, got {raw:?}"),
+                )
+                .with("parameter", "limit")
+            })?,
+    };
+    let expired = broker.expired_locks(limit);
+    Ok(HttpResponse::Ok().json(ExpiredList {
+        expired: expired.iter().map(ExpiredView::from).collect(),
+        capacity: EXPIRY_HISTORY,
+    }))
 }
 
 /// One resource.
@@ -107,8 +154,9 @@ pub async fn lock_resource(
     body: Payload,
 ) -> Result<HttpResponse, ApiError> {
     let id = params::resource_id(&id)?;
-    let ttl = params::lock_ttl(&params::read_body(body).await?)?;
-    let grant = broker.lock(id, ttl)?;
+    let terms = params::lock_terms(&params::read_body(body).await?)?;
+    let ttl = terms.ttl;
+    let grant = broker.lock(id, terms)?;
     // An Idempotency-Key retry must find this lock's answer for as long as it lives.
     Ok(Retain(ttl.as_duration())
         .on(HttpResponse::Ok().json(LockResponse::new(grant, broker.policy().expiry_warning))))
@@ -140,8 +188,9 @@ pub async fn lock_by_criteria(
     body: Payload,
 ) -> Result<HttpResponse, ApiError> {
     let query = Query::parse(&req)?;
-    let body = Body::parse(&params::read_body(body).await?, "{\"ttl\": 600}")?;
-    let ttl = body.ttl("ttl", Ttl::DEFAULT)?;
+    let body = Body::parse(&params::read_body(body).await?, params::LOCK_BODY_EXAMPLE)?;
+    let terms = body.lock_terms()?;
+    let ttl = terms.ttl;
     let groups = if body.has("groups") {
         if has_criterion(&query) {
             return Err(ApiError::bad_request(
@@ -166,7 +215,7 @@ pub async fn lock_by_criteria(
     };
     match groups {
         Some(groups) => {
-            let grants = broker.lock_groups(&groups, ttl)?;
+            let grants = broker.lock_groups(&groups, terms)?;
             Ok(
                 Retain(ttl.as_duration()).on(HttpResponse::Ok().json(MultiLockResponse::new(
                     grants,
@@ -175,7 +224,7 @@ pub async fn lock_by_criteria(
             )
         }
         None => {
-            let grant = broker.lock_matching(&selector(&query)?, ttl)?;
+            let grant = broker.lock_matching(&selector(&query)?, terms)?;
             Ok(Retain(ttl.as_duration())
                 .on(HttpResponse::Ok()
                     .json(LockResponse::new(grant, broker.policy().expiry_warning))))

@@ -21,6 +21,7 @@
 //! [`Broker::drain_events`].
 
 mod admin;
+mod maintenance;
 mod queue;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
@@ -39,6 +40,7 @@ use super::resource::{
 use super::tags::{Pool, TagIndex};
 
 pub use admin::{ReloadReport, ResourcePatch};
+pub use maintenance::Unavailability;
 pub use queue::{GroupWait, WaitingFor};
 
 /// How a lock request picks its resource (1.0 `POST /resources/lock` criteria).
@@ -87,6 +89,27 @@ enum Due {
     ClaimWindow(ReservationId),
     /// A pending reservation's effective priority improves: the queue order may change.
     Aging(ReservationId),
+    /// A scheduled maintenance window opens. After lock expiries of the same instant, so
+    /// a lock that ends exactly when the window opens is not counted as crossing it.
+    MaintenanceStart(ResourceId),
+    /// A maintenance window closes: the resource returns to service.
+    MaintenanceEnd(ResourceId),
+}
+
+/// How many auto-expired locks the broker remembers for `GET /resources/expired`.
+pub const EXPIRY_HISTORY: usize = 1_000;
+
+/// A lock that ran out, as the expiry history shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpiredLock {
+    pub resource: ResourceId,
+    /// The resource's name when it expired (the resource may be gone since).
+    pub name: String,
+    pub fencing: FencingToken,
+    pub acquired_at: Timestamp,
+    pub expired_at: Timestamp,
+    pub reservation: Option<ReservationId>,
+    pub meta: LockMeta,
 }
 
 /// A lock as granted: which resource, the holder's token, and the lease.
@@ -126,6 +149,8 @@ pub struct Broker {
     /// Set when resources changed or went: before the queue is next served, waiters that
     /// can now never be served end (`EndReason::Unsatisfiable`).
     recheck_waiters: bool,
+    /// The latest auto-expired locks, oldest first, at most [`EXPIRY_HISTORY`].
+    expired: VecDeque<ExpiredLock>,
     policy: Policy,
     events: Vec<Event>,
 }
@@ -163,6 +188,7 @@ impl Broker {
             ended_order: VecDeque::new(),
             retired: Vec::new(),
             recheck_waiters: false,
+            expired: VecDeque::new(),
             policy,
             events: Vec::new(),
         };
@@ -207,6 +233,11 @@ impl Broker {
     /// The waiting reservation `id` is held for, if it is.
     pub fn held_for(&self, id: ResourceId) -> Option<ReservationId> {
         self.held.get(&id).copied()
+    }
+
+    /// The latest auto-expired locks, newest first.
+    pub fn expired_locks(&self) -> impl ExactSizeIterator<Item = &ExpiredLock> {
+        self.expired.iter().rev()
     }
 
     /// The earliest pending deadline, for the timer.
@@ -262,16 +293,31 @@ impl Broker {
             }
             Selector::Matching(criteria) => criteria,
         };
+        // The lowest free, unheld match whose maintenance window (if any) the lock
+        // would not cross; if only such crossings stand in the way, say so.
+        let lock_end = deadline(now, ttl);
+        let mut crossing = None;
         let free = self.eligible(
             criteria,
             None,
             Pool::Free,
-            |id| !self.held.contains_key(&id),
+            now,
+            |id| {
+                if self.held.contains_key(&id) {
+                    return false;
+                }
+                let refusal = maintenance::maintenance_refusal(&self.resources[&id], lock_end, now);
+                if crossing.is_none() {
+                    crossing = refusal.clone();
+                }
+                refusal.is_none()
+            },
             1,
         );
-        match free.first() {
-            Some(&id) => self.grant(id, ttl, now, None, &meta),
-            None => Err(self.none_available(criteria.clone())),
+        match (free.first(), crossing) {
+            (Some(&id), _) => self.grant(id, ttl, now, None, &meta),
+            (None, Some(crossing)) => Err(crossing),
+            (None, None) => Err(self.none_available(criteria.clone(), ttl, now)),
         }
     }
 
@@ -289,9 +335,11 @@ impl Broker {
     ) -> Result<Vec<(usize, Granted)>, DomainError> {
         self.expire_due(now);
         let LockTerms { ttl, meta } = terms.into();
-        self.check_satisfiable(groups, ttl)?;
+        self.check_satisfiable(groups, ttl, now)?;
         let chosen = self
-            .allocate(groups, ttl, Pool::Free, |id| !self.held.contains_key(&id))
+            .allocate(groups, ttl, Pool::Free, now, |id| {
+                !self.held.contains_key(&id)
+            })
             .map_err(|shortfall| {
                 let (group, available) = shortfall
                     .candidates
@@ -379,6 +427,36 @@ impl Broker {
         Ok(found)
     }
 
+    /// Breaks the lock on `id` whoever holds it, for `reason` (an operator's word, shown
+    /// in `lock-details`). A reservation it was granted to loses it as on unlock.
+    ///
+    /// # Errors
+    /// `ResourceNotFound`; `NothingToForce` when the resource is not locked.
+    pub fn force_unlock(
+        &mut self,
+        id: ResourceId,
+        reason: String,
+        now: Timestamp,
+    ) -> Result<Lease, DomainError> {
+        self.expire_due(now);
+        let lease = self
+            .resources
+            .get(&id)
+            .ok_or(DomainError::ResourceNotFound(id))?
+            .lease()
+            .ok_or(DomainError::NothingToForce(id))?
+            .clone();
+        self.events.push(Event::ForceUnlocked {
+            resource: id,
+            fencing: lease.fencing,
+            reason: reason.clone(),
+            at: now,
+        });
+        self.release(id, &lease, Released::ForceUnlocked { at: now, reason }, now);
+        self.serve_queue_if_dirty(now);
+        Ok(lease)
+    }
+
     /// Moves the lock's expiry to `now + additional` (1.0 semantics: not old expiry +
     /// additional). The lock keeps its token and fencing token.
     ///
@@ -394,7 +472,8 @@ impl Broker {
     ) -> Result<Lease, DomainError> {
         self.expire_due(now);
         let lease = self.held_lease(id, token, TokenUse::Extend)?;
-        let max = self.resources[&id].spec.max_lock_duration;
+        let resource = &self.resources[&id];
+        let max = resource.spec.max_lock_duration;
         let new_expiry = deadline(now, additional);
         let total = new_expiry.saturating_duration_since(lease.acquired_at);
         if total > max.as_duration() {
@@ -403,6 +482,12 @@ impl Broker {
                 total_secs: total.as_millis().div_ceil(1000) as u64,
                 max,
             });
+        }
+        // A retiring resource's holder may extend: a reload breaks no lock's plans.
+        if !resource.retiring
+            && let Some(refusal) = maintenance::maintenance_refusal(resource, new_expiry, now)
+        {
+            return Err(refusal);
         }
         self.deadlines
             .remove(&(lease.expires_at, Due::LockExpiry(id)));
@@ -432,20 +517,25 @@ impl Broker {
             self.deadlines.pop_first();
             match due {
                 Due::LockExpiry(id) => {
-                    let lease = self.resources[&id]
+                    let resource = &self.resources[&id];
+                    let lease = resource
                         .lease()
                         .expect("a lock deadline points at a locked resource")
                         .clone();
-                    self.release(id, &lease, Released::Expired(at), at);
+                    let name = resource.spec.name.clone();
                     self.events.push(Event::Expired {
                         resource: id,
                         fencing: lease.fencing,
                         deadline: at,
                     });
+                    self.release(id, &lease, Released::Expired(at), at);
+                    self.remember_expired(id, name, lease, at);
                 }
                 Due::ReservationWait(rid) => self.end_reservation(rid, EndReason::Expired, at),
                 Due::ClaimWindow(rid) => self.end_reservation(rid, EndReason::ClaimExpired, at),
                 Due::Aging(rid) => self.age(rid, at),
+                Due::MaintenanceStart(id) => self.open_window(id, at),
+                Due::MaintenanceEnd(id) => self.end_maintenance(id, at),
             }
             // Serve once all that fell due at this instant is done.
             if self.next_deadline().is_none_or(|next| next > at) {
@@ -463,6 +553,15 @@ impl Broker {
         let mut tokens = 0;
         for r in self.resources.values() {
             assert_eq!(self.by_name.get(&r.spec.name), Some(&r.id));
+            if let Some(m) = &r.maintenance {
+                if !m.active {
+                    expected.insert((m.from, Due::MaintenanceStart(r.id)));
+                }
+                if let Some(until) = m.until {
+                    assert!(until > m.from, "{}: window ends after it opens", r.id);
+                    expected.insert((until, Due::MaintenanceEnd(r.id)));
+                }
+            }
             if let Some(lease) = r.lease() {
                 assert!(
                     lease.acquired_at < lease.expires_at,
@@ -510,6 +609,14 @@ impl Broker {
             .resources
             .get(&id)
             .ok_or(DomainError::ResourceNotFound(id))?;
+        // Out of service outranks locked: the caller learns it will not come back soon.
+        if let Some((reason, until)) = resource.out_of_service() {
+            return Err(DomainError::Unavailable {
+                id,
+                reason: reason.to_owned(),
+                until,
+            });
+        }
         if resource.is_locked() {
             return Err(DomainError::AlreadyLocked(id));
         }
@@ -524,6 +631,9 @@ impl Broker {
         let max = resource.spec.max_lock_duration;
         if ttl > max {
             return Err(DomainError::TtlAboveMax { id, ttl, max });
+        }
+        if let Some(refusal) = maintenance::maintenance_refusal(resource, deadline(now, ttl), now) {
+            return Err(refusal);
         }
         let token = LockToken::generate();
         let lease = Lease {
@@ -613,17 +723,25 @@ impl Broker {
     }
 
     /// Resources meeting `criteria` in `pool` and passing `available`, lowest ids first,
-    /// at most `limit`. With a `ttl`, only those whose max-lock-duration allows it.
+    /// at most `limit`. With a `ttl`, only those whose max-lock-duration allows it and,
+    /// from the free pool, that a lock from `now` would not keep past the opening of a
+    /// maintenance window.
     fn eligible(
         &self,
         criteria: &Criteria,
         ttl: Option<Ttl>,
         pool: Pool,
-        available: impl Fn(ResourceId) -> bool,
+        now: Timestamp,
+        mut available: impl FnMut(ResourceId) -> bool,
         limit: usize,
     ) -> Vec<ResourceId> {
         self.matching(criteria, pool)
-            .filter(|r| ttl.is_none_or(|ttl| r.spec.max_lock_duration >= ttl))
+            .filter(|r| {
+                ttl.is_none_or(|ttl| {
+                    r.spec.max_lock_duration >= ttl
+                        && (pool == Pool::All || r.fits_before_maintenance(ttl, now))
+                })
+            })
             .map(|r| r.id)
             .filter(|&id| available(id))
             .take(limit)
@@ -653,19 +771,26 @@ impl Broker {
         groups: &[Group],
         ttl: Ttl,
         pool: Pool,
+        now: Timestamp,
         available: impl Fn(ResourceId) -> bool,
     ) -> Result<Vec<(usize, ResourceId)>, Shortfall> {
         let quantities: Vec<u32> = groups.iter().map(|g| g.quantity).collect();
         allocation::allocate(&quantities, |g, limit| {
-            self.eligible(&groups[g].criteria, Some(ttl), pool, &available, limit)
+            self.eligible(&groups[g].criteria, Some(ttl), pool, now, &available, limit)
         })
     }
 
-    /// Refuses a request that no release could ever serve. Retiring resources do not
-    /// count: they are lent to no one again.
-    fn check_satisfiable(&self, groups: &[Group], ttl: Ttl) -> Result<(), DomainError> {
+    /// Refuses a request that no release could ever serve. Maintenance does not count:
+    /// every window ends, if only when an operator says so. Retiring resources do not
+    /// count either: they are lent to no one again.
+    fn check_satisfiable(
+        &self,
+        groups: &[Group],
+        ttl: Ttl,
+        now: Timestamp,
+    ) -> Result<(), DomainError> {
         let lasting = |id| !self.resources[&id].retiring;
-        if self.allocate(groups, ttl, Pool::All, lasting).is_ok() {
+        if self.allocate(groups, ttl, Pool::All, now, lasting).is_ok() {
             return Ok(());
         }
         let mut fallback = None;
@@ -675,7 +800,7 @@ impl Broker {
                 return Err(DomainError::NoMatch(g.criteria.clone()));
             }
             let eligible = self
-                .eligible(&g.criteria, Some(ttl), Pool::All, lasting, usize::MAX)
+                .eligible(&g.criteria, Some(ttl), Pool::All, now, lasting, usize::MAX)
                 .len();
             let error = DomainError::Unsatisfiable {
                 group,
@@ -694,23 +819,47 @@ impl Broker {
         Err(fallback.expect("at least one group"))
     }
 
-    /// The refusal of a single lock by criteria that found nothing free.
-    fn none_available(&self, criteria: Criteria) -> DomainError {
+    /// The refusal of a single lock of `ttl` by criteria that found nothing to grant.
+    fn none_available(&self, criteria: Criteria, ttl: Ttl, now: Timestamp) -> DomainError {
         let mut held_for = Vec::new();
-        let mut any = false;
+        let (mut matching, mut out_of_service, mut crossing) = (0, 0, 0);
         for r in self.matching(&criteria, Pool::All) {
-            any = true;
+            matching += 1;
+            if !r.in_service() {
+                out_of_service += 1;
+            } else if !r.fits_before_maintenance(ttl, now) {
+                crossing += 1;
+            }
             if let Some(&rid) = self.held.get(&r.id)
                 && !held_for.contains(&rid)
             {
                 held_for.push(rid);
             }
         }
-        if any {
-            DomainError::AllMatchesLocked { criteria, held_for }
-        } else {
-            DomainError::NoMatch(criteria)
+        match matching {
+            0 => DomainError::NoMatch(criteria),
+            n if n == out_of_service => DomainError::AllMatchesUnavailable { criteria, count: n },
+            _ => DomainError::AllMatchesLocked {
+                criteria,
+                held_for,
+                unavailable: out_of_service + crossing,
+            },
         }
+    }
+
+    fn remember_expired(&mut self, id: ResourceId, name: String, lease: Lease, at: Timestamp) {
+        if self.expired.len() == EXPIRY_HISTORY {
+            self.expired.pop_front();
+        }
+        self.expired.push_back(ExpiredLock {
+            resource: id,
+            name,
+            fencing: lease.fencing,
+            acquired_at: lease.acquired_at,
+            expired_at: at,
+            reservation: lease.reservation,
+            meta: lease.meta,
+        });
     }
 }
 

@@ -39,6 +39,14 @@ impl Timestamp {
         Duration::from_millis(self.0.saturating_sub(earlier.0))
     }
 
+    /// An RFC 3339 date-time with an offset (`2026-11-25T14:00:00Z`,
+    /// `2026-11-25T15:00:00+01:00`), to the millisecond; `None` if it is not one or is
+    /// before the epoch.
+    pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
+        let t = DateTime::parse_from_rfc3339(text.trim()).ok()?;
+        u64::try_from(t.timestamp_millis()).ok().map(Timestamp)
+    }
+
     /// RFC 3339 in UTC with millisecond precision, e.g. `2026-11-22T18:30:07.123Z`.
     pub fn to_rfc3339(self) -> String {
         match i64::try_from(self.0)
@@ -76,6 +84,25 @@ mod tests {
             Timestamp::from_millis(1_764_000_000_123).to_rfc3339(),
             "2025-11-24T16:00:00.123Z"
         );
+    }
+
+    #[test]
+    fn parse_rfc3339_reads_offsets_and_refuses_the_rest() {
+        let t = Timestamp::parse_rfc3339("2026-01-15T10:00:00Z").unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-01-15T10:00:00.000Z");
+        assert_eq!(
+            Timestamp::parse_rfc3339("2026-01-15T11:00:00.250+01:00")
+                .unwrap()
+                .as_millis(),
+            t.as_millis() + 250
+        );
+        assert_eq!(Timestamp::parse_rfc3339("2026-01-15 10:00"), None);
+        assert_eq!(
+            Timestamp::parse_rfc3339("2026-01-15T10:00:00"),
+            None,
+            "no offset"
+        );
+        assert_eq!(Timestamp::parse_rfc3339("1969-12-31T23:59:59Z"), None);
     }
 
     #[test]

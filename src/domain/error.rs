@@ -30,10 +30,50 @@ pub enum DomainError {
         criteria: Criteria,
         /// The reservations that free matches are held for, if any.
         held_for: Vec<ReservationId>,
+        /// How many matches are out of service or drain for a window the lock would cross.
+        unavailable: usize,
     },
 
     #[error("resource {0} is already locked")]
     AlreadyLocked(ResourceId),
+
+    /// Out of service (maintenance, or removed from the descriptor while locked).
+    #[error("resource {id} is unavailable: {reason}")]
+    Unavailable {
+        id: ResourceId,
+        reason: String,
+        until: Option<Timestamp>,
+    },
+
+    /// Every resource meeting the criteria is out of service.
+    #[error("every resource matching {criteria} is unavailable")]
+    AllMatchesUnavailable { criteria: Criteria, count: usize },
+
+    /// The resource drains for a maintenance window: a lock (or extension) must end by
+    /// the time it opens.
+    #[error("resource {id} goes into maintenance at {from} ({reason}): a lock must end by then")]
+    CrossesMaintenance {
+        id: ResourceId,
+        reason: String,
+        from: Timestamp,
+        until: Option<Timestamp>,
+        /// The longest lock that still fits, in whole seconds (0: none).
+        longest_ttl_secs: u64,
+    },
+
+    /// A maintenance window that ends before it starts.
+    #[error(
+        "a maintenance window must end after it starts ({from}) and after now ({now}); until was {until}"
+    )]
+    InvalidWindow {
+        from: Timestamp,
+        until: Timestamp,
+        now: Timestamp,
+    },
+
+    /// A force unlock of a resource that is not locked.
+    #[error("resource {0} is not locked: there is nothing to force")]
+    NothingToForce(ResourceId),
 
     /// The resource is free, but kept for a reservation that is waiting for it.
     #[error("resource {id} is held for waiting reservation {reservation}")]

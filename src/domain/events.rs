@@ -36,6 +36,26 @@ pub enum Event {
         fencing: FencingToken,
         deadline: Timestamp,
     },
+    /// An operator broke the lock.
+    ForceUnlocked {
+        resource: ResourceId,
+        fencing: FencingToken,
+        reason: String,
+        at: Timestamp,
+    },
+    /// A maintenance window was declared (or replaced): it opens at `from` (at once when
+    /// `from` is `at`).
+    MaintenanceScheduled {
+        resource: ResourceId,
+        reason: String,
+        from: Timestamp,
+        until: Option<Timestamp>,
+        at: Timestamp,
+    },
+    /// The resource went out of service.
+    MaintenanceStarted { resource: ResourceId, at: Timestamp },
+    /// The resource is back in service (or its scheduled window was cancelled).
+    MaintenanceEnded { resource: ResourceId, at: Timestamp },
     /// A reservation joined the queue (it may be fulfilled in the same step).
     ReservationCreated {
         reservation: ReservationId,
@@ -56,14 +76,6 @@ pub enum Event {
         reservation: ReservationId,
         reason: EndReason,
         at: Timestamp,
-    },
-    /// An operator broke a lock (today: by deleting the locked resource with force). Its
-    /// holder's token no longer unlocks anything.
-    ForceUnlocked {
-        resource: ResourceId,
-        fencing: FencingToken,
-        at: Timestamp,
-        reason: String,
     },
     /// A resource was created (through the API or a descriptor reload).
     ResourceAdded {

@@ -14,7 +14,8 @@ pub mod resource;
 mod tags;
 
 pub use broker::{
-    Broker, Granted, GroupWait, Policy, ReloadReport, ResourcePatch, Selector, WaitingFor,
+    Broker, EXPIRY_HISTORY, ExpiredLock, Granted, GroupWait, Policy, ReloadReport, ResourcePatch,
+    Selector, Unavailability, WaitingFor,
 };
 pub use clock::{Clock, Timestamp};
 pub use error::{DomainError, TokenRefusal, TokenUse};

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::clock::Timestamp;
 use super::expr::Expr;
-use super::resource::{LockToken, Resource, ResourceId, Ttl};
+use super::resource::{LockMeta, LockToken, Resource, ResourceId, Ttl};
 
 /// A reservation's id: `res_` and 32 lowercase hex digits (the 1.0 format).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -146,6 +146,8 @@ pub struct ReservationRequest {
     pub max_wait: Ttl,
     /// Fulfilment is the claim: no claim window, no second step.
     pub auto_claim: bool,
+    /// Who asks and why: given to every lock it is granted.
+    pub meta: LockMeta,
 }
 
 impl ReservationRequest {

@@ -247,6 +247,9 @@ impl ResourceSpec {
     }
 }
 
+/// Why a retiring resource is out of service.
+pub const RETIRING_REASON: &str = "removed from the descriptor: it goes when its current lock ends";
+
 /// A resource as the broker holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resource {
@@ -278,6 +281,18 @@ impl Resource {
     /// retiring. A locked resource can be in service or not (its lock runs to its end).
     pub fn in_service(&self) -> bool {
         !self.retiring && self.maintenance.as_ref().is_none_or(|m| !m.active)
+    }
+
+    /// Why the resource is out of service and until when (`None`: until an operator
+    /// says so), or `None` when it is in service.
+    pub fn out_of_service(&self) -> Option<(&str, Option<Timestamp>)> {
+        if self.retiring {
+            return Some((RETIRING_REASON, None));
+        }
+        self.maintenance
+            .as_ref()
+            .filter(|m| m.active)
+            .map(|m| (m.reason.as_str(), m.until))
     }
 
     /// Free and in service: what the tag index calls free.

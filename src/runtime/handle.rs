@@ -11,9 +11,10 @@ use std::time::Duration;
 use tokio::sync::{Notify, broadcast};
 
 use crate::domain::{
-    Broker, Clock, DomainError, Event, Granted, Group, Lease, LockToken, Policy, ReloadReport,
-    Reservation, ReservationId, ReservationRequest, ReservationStatus, Resource, ResourceId,
-    ResourcePatch, ResourceSpec, Selector, Timestamp, Ttl, WaitingFor,
+    Broker, Clock, DomainError, Event, ExpiredLock, Granted, Group, Lease, LockTerms, LockToken,
+    Policy, ReloadReport, Reservation, ReservationId, ReservationRequest, ReservationStatus,
+    Resource, ResourceId, ResourcePatch, ResourceSpec, Selector, Timestamp, Ttl, Unavailability,
+    WaitingFor,
 };
 
 /// A cheap, cloneable reference to the one broker of this process.
@@ -110,14 +111,20 @@ impl BrokerHandle {
     }
 
     /// See [`Broker::lock`].
-    pub fn lock(&self, id: ResourceId, ttl: Ttl) -> Result<Grant, DomainError> {
-        self.with_broker(|b, now| b.lock(id, ttl, now).map(|g| Grant::new(b, g)))
+    pub fn lock(&self, id: ResourceId, terms: impl Into<LockTerms>) -> Result<Grant, DomainError> {
+        let terms = terms.into();
+        self.with_broker(|b, now| b.lock(id, terms, now).map(|g| Grant::new(b, g)))
     }
 
     /// See [`Broker::lock_matching`].
-    pub fn lock_matching(&self, selector: &Selector, ttl: Ttl) -> Result<Grant, DomainError> {
+    pub fn lock_matching(
+        &self,
+        selector: &Selector,
+        terms: impl Into<LockTerms>,
+    ) -> Result<Grant, DomainError> {
+        let terms = terms.into();
         self.with_broker(|b, now| {
-            b.lock_matching(selector, ttl, now)
+            b.lock_matching(selector, terms, now)
                 .map(|g| Grant::new(b, g))
         })
     }
@@ -126,10 +133,11 @@ impl BrokerHandle {
     pub fn lock_groups(
         &self,
         groups: &[Group],
-        ttl: Ttl,
+        terms: impl Into<LockTerms>,
     ) -> Result<Vec<(usize, Grant)>, DomainError> {
+        let terms = terms.into();
         self.with_broker(|b, now| {
-            let granted = b.lock_groups(groups, ttl, now)?;
+            let granted = b.lock_groups(groups, terms, now)?;
             Ok(granted
                 .into_iter()
                 .map(|(g, granted)| (g, Grant::new(b, granted)))
@@ -213,6 +221,41 @@ impl BrokerHandle {
         additional: Ttl,
     ) -> Result<Lease, DomainError> {
         self.with_broker(|b, now| b.extend(id, token, additional, now))
+    }
+
+    /// See [`Broker::mark_unavailable`]: the resource as it stands after.
+    pub fn mark_unavailable(
+        &self,
+        id: ResourceId,
+        window: Unavailability,
+    ) -> Result<Resource, DomainError> {
+        self.with_broker(|b, now| b.mark_unavailable(id, window, now).cloned())
+    }
+
+    /// See [`Broker::mark_available`]: the resource as it stands after.
+    pub fn mark_available(&self, id: ResourceId) -> Result<Resource, DomainError> {
+        self.with_broker(|b, now| b.mark_available(id, now).cloned())
+    }
+
+    /// See [`Broker::force_unlock`]: the broken lease and the resource as it stands after.
+    pub fn force_unlock(
+        &self,
+        id: ResourceId,
+        reason: String,
+    ) -> Result<(Lease, Resource), DomainError> {
+        self.with_broker(|b, now| {
+            let lease = b.force_unlock(id, reason, now)?;
+            let resource = b.resource(id).expect("just unlocked").clone();
+            Ok((lease, resource))
+        })
+    }
+
+    /// The latest auto-expired locks as of now, newest first, at most `limit`.
+    pub fn expired_locks(&self, limit: usize) -> Vec<ExpiredLock> {
+        self.with_broker(|b, now| {
+            b.expire_due(now);
+            b.expired_locks().take(limit).cloned().collect()
+        })
     }
 
     /// The resource as of now.
@@ -390,7 +433,22 @@ fn log(event: &Event) {
             reason,
             ..
         } => {
-            tracing::info!(resource = %resource, fencing = fencing.get(), reason = %reason, "lock broken by an operator")
+            tracing::warn!(resource = %resource, fencing = fencing.get(), reason = %reason, "lock force-unlocked")
+        }
+        Event::MaintenanceScheduled {
+            resource,
+            reason,
+            from,
+            until,
+            ..
+        } => {
+            tracing::info!(resource = %resource, reason = %reason, from = %from, until = ?until.map(|t| t.to_string()), "maintenance scheduled")
+        }
+        Event::MaintenanceStarted { resource, .. } => {
+            tracing::info!(resource = %resource, "out of service for maintenance")
+        }
+        Event::MaintenanceEnded { resource, .. } => {
+            tracing::info!(resource = %resource, "back in service")
         }
         Event::ResourceAdded { resource, name, .. } => {
             tracing::info!(resource = %resource, name = %name, "resource added")

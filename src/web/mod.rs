@@ -21,6 +21,7 @@ th,td{text-align:left;padding:.4rem .6rem;border-bottom:1px solid #ddd;vertical-
 th{background:#f4f4f4}
 .free{color:#176f2c;font-weight:600}
 .locked{color:#a11;font-weight:600}
+.out{color:#8a5a00;font-weight:600}
 .tag{display:inline-block;background:#eef;border-radius:3px;padding:0 .3rem;margin:0 .2rem .2rem 0;font-size:.85em}
 .muted{color:#777;font-size:.85em}
 ";
@@ -28,6 +29,7 @@ th{background:#f4f4f4}
 async fn index(broker: Data<BrokerHandle>) -> Markup {
     let resources = broker.resources();
     let locked = resources.iter().filter(|r| r.is_locked()).count();
+    let out = resources.iter().filter(|r| !r.in_service()).count();
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -40,7 +42,7 @@ async fn index(broker: Data<BrokerHandle>) -> Markup {
             body {
                 h1 { "Resources" }
                 p.muted {
-                    (resources.len()) " resources, " (locked) " locked. "
+                    (resources.len()) " resources, " (locked) " locked, " (out) " unavailable. "
                     a href="/docs/" { "API explorer" }
                 }
                 table {
@@ -65,6 +67,10 @@ fn row(r: &Resource) -> Markup {
                         span.locked { "Locked" }
                         br;
                         span.muted { "until " (lease.expires_at) " (fencing " (lease.fencing.get()) ")" }
+                        @if let Some(holder) = &lease.meta.holder {
+                            br;
+                            span.muted { "by " (holder) }
+                        }
                     }
                     LockState::Free(Released::Expired(at)) => {
                         span.free { "Available" }
@@ -72,6 +78,18 @@ fn row(r: &Resource) -> Markup {
                         span.muted { "auto-expired at " (at) }
                     }
                     LockState::Free(_) => span.free { "Available" },
+                }
+                @if let Some((reason, until)) = r.out_of_service() {
+                    br;
+                    span.out { "Unavailable" }
+                    br;
+                    span.muted {
+                        (reason)
+                        @if let Some(until) = until { " (until " (until) ")" }
+                    }
+                } @else if let Some(m) = &r.maintenance {
+                    br;
+                    span.muted { "maintenance from " (m.from) ": " (m.reason) }
                 }
             }
             td { (r.spec.description) }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rentabot::api::dto::RETIRING_REASON;
+use rentabot::domain::resource::RETIRING_REASON;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 

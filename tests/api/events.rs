@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use rentabot::domain::{
-    Criteria, Group, Priority, ReservationId, ReservationRequest, Timestamp, Ttl,
+    Criteria, Group, LockMeta, Priority, ReservationId, ReservationRequest, Timestamp, Ttl,
 };
 use serde_json::Value;
 use tokio::net::TcpStream;
@@ -123,6 +123,7 @@ fn one(tag: &str, max_wait: u64) -> ReservationRequest {
         ttl: Ttl::from_secs(600).unwrap(),
         max_wait: Ttl::from_secs(max_wait).unwrap(),
         auto_claim: false,
+        meta: LockMeta::default(),
     }
 }
 

@@ -91,7 +91,7 @@ async fn list_and_page_show_the_lock_released_when_its_ttl_has_elapsed() {
         "Auto-expired at 2026-01-15T10:00:30.000Z"
     );
     assert!(
-        page.text.contains("5 resources, 0 locked."),
+        page.text.contains("5 resources, 0 locked, 0 unavailable."),
         "{}",
         page.text
     );

@@ -38,7 +38,10 @@ async fn index_page_lists_name_status_description_endpoint_and_tags_when_resourc
     assert_eq!(page.header("content-type"), "text/html; charset=utf-8");
     let html = &page.text;
     assert!(html.starts_with("<!DOCTYPE html>"), "{html}");
-    assert!(html.contains("5 resources, 1 locked."), "{html}");
+    assert!(
+        html.contains("5 resources, 1 locked, 0 unavailable."),
+        "{html}"
+    );
     let rows = [
         "<tr><td>1</td><td>coffee-machine</td><td><span class=\"free\">Available</span></td>\
          <td>Kitchen coffee machine</td><td>tcp://192.168.1.50</td>\
@@ -59,6 +62,35 @@ async fn index_page_lists_name_status_description_endpoint_and_tags_when_resourc
     for row in rows {
         assert!(html.contains(row), "missing row {row}\nin {html}");
     }
+}
+
+#[tokio::test]
+async fn index_page_shows_the_holder_and_maintenance_when_operators_set_them() {
+    let app = spawn_app().await;
+    let url = app.url(&format!("/api/v1/resources/{ARM_1}/lock"));
+    let body = serde_json::json!({"ttl": 600, "holder": "ci/job/42"});
+    app.send(app.client.post(url).json(&body))
+        .await
+        .expect_json(200);
+    let url = app.url(&format!("/api/v1/resources/{ARM_1}/unavailable"));
+    let body = serde_json::json!({"reason": "reflash <bios>", "until": "2026-01-15T12:00:00Z"});
+    app.send(app.client.post(url).json(&body))
+        .await
+        .expect_json(200);
+
+    let html = app.get("/").await.text;
+
+    assert!(
+        html.contains("5 resources, 1 locked, 1 unavailable."),
+        "{html}"
+    );
+    assert!(
+        html.contains(
+            "<span class=\"muted\">by ci/job/42</span><br><span class=\"out\">Unavailable</span><br>\
+             <span class=\"muted\">reflash &lt;bios&gt; (until 2026-01-15T12:00:00.000Z)</span>"
+        ),
+        "{html}"
+    );
 }
 
 #[tokio::test]

@@ -314,7 +314,8 @@ async fn lock_returns_400_saying_what_the_body_must_be_when_it_is_not_a_json_obj
         assert_eq!(error["code"], "invalid_body", "{why}");
         let message = error["message"].as_str().unwrap();
         assert!(
-            message.starts_with("the request body must be") && message.contains(r#"{"ttl": 600}"#),
+            message.starts_with("the request body must be")
+                && message.contains(r#"{"ttl": 600, "holder""#),
             "{why}: {message}"
         );
         assert_eq!(app.resource(COFFEE).await["lock-token"], "", "{why}");

@@ -14,6 +14,7 @@ mod health;
 mod idempotency;
 mod legacy;
 mod locking;
+mod maintenance;
 mod reservations;
 mod resources;
 mod unlock;

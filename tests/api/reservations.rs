@@ -49,6 +49,29 @@ fn rid(reservation: &Value) -> &str {
 }
 
 #[tokio::test]
+async fn holder_and_note_of_a_reservation_show_on_it_and_on_the_locks_it_is_granted() {
+    let app = spawn_app().await;
+
+    let body = app
+        .reserve(json!({"tags": ["x86"], "quantity": 1, "holder": "ci/job/9", "note": "soak"}))
+        .await
+        .expect_json(201);
+
+    assert_eq!(
+        (&body["holder"], &body["note"]),
+        (&json!("ci/job/9"), &json!("soak"))
+    );
+    let resource = app.resource(X86_1).await;
+    assert_eq!(resource["lock-holder"], "ci/job/9");
+    assert_eq!(resource["lock-note"], "soak");
+    let refused = app
+        .reserve(json!({"tags": ["x86"], "holder": 1}))
+        .await
+        .expect_json(400);
+    assert_eq!(refused["field"], "holder");
+}
+
+#[tokio::test]
 async fn create_returns_201_and_fulfils_at_once_when_the_resources_are_free() {
     let app = spawn_app().await;
 
@@ -79,6 +102,8 @@ async fn create_returns_201_and_fulfils_at_once_when_the_resources_are_free() {
             "lock_tokens",
             "priority",
             "auto_claim",
+            "holder",
+            "note",
             "groups",
             "waiting_for",
         ]
@@ -91,7 +116,7 @@ async fn create_returns_201_and_fulfils_at_once_when_the_resources_are_free() {
             "ttl": 3600, "position_in_queue": null, "created_at": ts(0),
             "expires_at": ts(3600), "fulfilled_at": ts(0), "claim_expires_at": ts(60),
             "claimed_at": null, "resource_ids": [ARM_1, ARM_2], "lock_tokens": tokens,
-            "priority": 5, "auto_claim": false,
+            "priority": 5, "auto_claim": false, "holder": null, "note": null,
             "groups": [{"tags": ["arm"], "quantity": 2, "resource_ids": [ARM_1, ARM_2]}],
             "waiting_for": null,
         })

@@ -134,17 +134,18 @@ impl Broker {
             .ok_or(DomainError::ResourceNotFound(id))?;
         if let Some(lease) = resource.lease().cloned() {
             let reason = force.ok_or(DomainError::ResourceLocked(id))?;
+            // As `force_unlock` records it.
+            self.events.push(Event::ForceUnlocked {
+                resource: id,
+                fencing: lease.fencing,
+                reason: reason.to_owned(),
+                at: now,
+            });
             let why = Released::ForceUnlocked {
                 at: now,
                 reason: reason.to_owned(),
             };
             self.release(id, &lease, why, now);
-            self.events.push(Event::ForceUnlocked {
-                resource: id,
-                fencing: lease.fencing,
-                at: now,
-                reason: reason.to_owned(),
-            });
         }
         let removed = self.forget(id, now);
         self.serve_queue_if_dirty(now);
@@ -303,16 +304,16 @@ impl Broker {
         }
     }
 
-    /// Removes free resource `id` from every index and records it. The queue is dirty (a
+    /// Removes free resource `id` from every index and records it, with its maintenance
+    /// window's deadlines (a free resource has no lock deadline). The queue is dirty (a
     /// hold may have gone) and the waiters are re-examined.
     fn forget(&mut self, id: ResourceId, now: Timestamp) -> Resource {
+        self.unschedule_maintenance(id);
         let resource = self
             .resources
             .remove(&id)
             .expect("the caller checked the id");
         debug_assert!(!resource.is_locked(), "locks are released before removal");
-        // A free resource has no lock deadline. Deadlines of its own (maintenance) would
-        // have to go here too.
         self.by_name.remove(&resource.spec.name);
         self.tags.remove(&resource);
         self.held.remove(&id);
@@ -352,9 +353,10 @@ impl Broker {
         for (id, shape) in self.queue.in_order(now, self.policy.aging) {
             let request = &self.reservations[&id].request;
             let quantities = request.groups.iter().map(|g| g.quantity).collect();
-            let servable = *verdicts
-                .entry((shape, quantities))
-                .or_insert_with(|| self.check_satisfiable(&request.groups, request.ttl).is_ok());
+            let servable = *verdicts.entry((shape, quantities)).or_insert_with(|| {
+                self.check_satisfiable(&request.groups, request.ttl, now)
+                    .is_ok()
+            });
             if !servable {
                 doomed.push(id);
             }
@@ -388,10 +390,12 @@ impl Broker {
                 .is_none_or(|id| id.get() < self.next_id),
             "ids are never reused"
         );
+        // Satisfiability looks at every resource (`Pool::All`), whatever the time.
+        let any_time = Timestamp::from_millis(0);
         for r in self.reservations.values() {
             if r.status == crate::domain::ReservationStatus::Pending {
                 assert!(
-                    self.check_satisfiable(&r.request.groups, r.request.ttl)
+                    self.check_satisfiable(&r.request.groups, r.request.ttl, any_time)
                         .is_ok(),
                     "{}: a pending reservation can be served some day",
                     r.id

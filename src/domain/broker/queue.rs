@@ -9,7 +9,8 @@
 //!   taken in this walk is fulfilled: its locks are granted, with their TTL starting now;
 //! - one that cannot *holds* the free resources that match it (up to the quantity of each
 //!   group), so that later or smaller requests cannot keep taking them: this is what
-//!   keeps a request for 3 boards from starving behind a stream of requests for 1;
+//!   keeps a request for 3 boards from starving behind a stream of requests for 1.
+//!   Resources draining for a maintenance window are not held (see `plan`);
 //! - free resources that no earlier reservation can use go to later ones (backfill).
 //!
 //! Holds bind direct locks too: a held resource is refused to `lock` with a message
@@ -46,7 +47,8 @@ pub struct GroupWait {
     pub next_release_at: Option<Timestamp>,
     /// Free, but held for (or about to be served to) reservations ahead in the queue.
     pub held_for_earlier: usize,
-    /// Out of service (maintenance). Always 0 until maintenance exists.
+    /// Out of service, or draining for a maintenance window the reservation's locks
+    /// would cross.
     pub unavailable: usize,
     /// Free and not held: usable by this reservation now.
     pub free: usize,
@@ -78,7 +80,7 @@ impl Broker {
             "the API asks for at least one group"
         );
         self.expire_due(now);
-        self.check_satisfiable(&request.groups, request.ttl)?;
+        self.check_satisfiable(&request.groups, request.ttl, now)?;
         let id = ReservationId::generate();
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -238,11 +240,16 @@ impl Broker {
                 };
                 let mut expiries = Vec::new();
                 for r in self.matching(&group.criteria, Pool::All) {
-                    // A retiring resource will never serve it.
-                    if r.spec.max_lock_duration < ttl || r.retiring {
+                    if r.spec.max_lock_duration < ttl {
                         continue;
                     }
                     wait.matching += 1;
+                    // Out of service, or draining for a window this reservation's lock
+                    // would cross: no release makes it usable before the window ends.
+                    if !r.in_service() || !r.fits_before_maintenance(ttl, now) {
+                        wait.unavailable += 1;
+                        continue;
+                    }
                     match r.lease() {
                         Some(lease) => expiries.push(lease.expires_at),
                         None if ahead.contains(&r.id) => wait.held_for_earlier += 1,
@@ -311,7 +318,7 @@ impl Broker {
                 continue;
             }
             let request = &self.reservations[&id].request;
-            let chosen = self.allocate(&request.groups, request.ttl, Pool::Free, |r| {
+            let chosen = self.allocate(&request.groups, request.ttl, Pool::Free, now, |r| {
                 !plan.taken.contains(&r)
             });
             match chosen {
@@ -321,8 +328,31 @@ impl Broker {
                 }
                 Err(shortfall) => {
                     exhausted[shape] = shortfall.candidates.iter().all(Vec::is_empty);
+                    let listed = request.total_quantity() as usize;
                     for (list, group) in shortfall.candidates.iter().zip(&request.groups) {
-                        for &r in list.iter().take(group.quantity as usize) {
+                        // Each group holds its first `quantity` free resources not taken
+                        // before it. A draining resource is never held: whether a lock
+                        // fits before its window depends on the time, and a hold must not
+                        // go stale between two servings (it goes out of service soon).
+                        let holdable = |r: &ResourceId| {
+                            !plan.taken.contains(r) && self.resources[r].maintenance.is_none()
+                        };
+                        let wanted = group.quantity as usize;
+                        let mut hold: Vec<ResourceId> =
+                            list.iter().copied().filter(holdable).take(wanted).collect();
+                        // The list is the first `listed` candidates in id order: if it
+                        // was cut short and came up short, look further.
+                        if hold.len() < wanted && list.len() == listed {
+                            hold = self.eligible(
+                                &group.criteria,
+                                Some(request.ttl),
+                                Pool::Free,
+                                now,
+                                |r| holdable(&r),
+                                wanted,
+                            );
+                        }
+                        for r in hold {
                             if plan.taken.insert(r) {
                                 plan.holds.insert(r, id);
                             }
@@ -343,6 +373,7 @@ impl Broker {
             reservation.expires_at,
             reservation.request.auto_claim,
         );
+        let meta = reservation.request.meta.clone();
         self.queue.remove(priority, seq);
         self.deadlines
             .remove(&(expires_at, Due::ReservationWait(id)));
@@ -351,7 +382,7 @@ impl Broker {
             .into_iter()
             .map(|(group, resource)| {
                 let granted = self
-                    .grant(resource, ttl, now, Some(id), &LockMeta::default())
+                    .grant(resource, ttl, now, Some(id), &meta)
                     .expect("planned from free resources allowing the ttl");
                 Allocation {
                     group,

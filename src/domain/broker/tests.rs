@@ -456,7 +456,8 @@ fn lock_by_tags_refuses_when_nothing_matches_or_every_match_is_locked() {
         .unwrap_err(),
         DomainError::AllMatchesLocked {
             criteria: Criteria::Tags(arm),
-            held_for: vec![]
+            held_for: vec![],
+            unavailable: 0,
         }
     );
     // Once one expires, it is found again.

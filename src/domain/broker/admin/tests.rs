@@ -40,6 +40,7 @@ fn request(tag: &str, quantity: u32) -> ReservationRequest {
         ttl: secs(600),
         max_wait: secs(3_600),
         auto_claim: false,
+        meta: LockMeta::default(),
     }
 }
 
@@ -494,6 +495,44 @@ fn removing_a_held_resource_releases_the_hold_and_the_waiter_keeps_waiting() {
 }
 
 #[test]
+fn removing_a_resource_drops_its_maintenance_window_deadlines() {
+    let mut b = lab();
+    let window = Unavailability {
+        reason: "firmware".into(),
+        from: Some(at(100)),
+        until: Some(at(200)),
+    };
+    b.mark_unavailable(id(4), window, T0).unwrap();
+    assert_eq!(b.next_deadline(), Some(at(100)));
+
+    b.remove_resource(id(4), None, at(1)).unwrap();
+
+    assert_eq!(b.next_deadline(), None);
+    settled(&b, at(1));
+    b.expire_due(at(300));
+    settled(&b, at(300));
+}
+
+#[test]
+fn a_retiring_resource_in_maintenance_goes_with_its_window_when_its_lock_ends() {
+    let mut b = lab();
+    let held = b.lock(id(3), secs(60), T0).unwrap();
+    let window = Unavailability {
+        reason: "rack move".into(),
+        from: None,
+        until: Some(at(1_000)),
+    };
+    b.mark_unavailable(id(3), window, T0).unwrap();
+    b.reload(lab_without("board-3"), at(1));
+
+    b.unlock(id(3), Some(&held.token.reveal()), at(2)).unwrap();
+
+    assert!(b.resource(id(3)).is_none());
+    assert_eq!(b.next_deadline(), None);
+    settled(&b, at(2));
+}
+
+#[test]
 fn a_waiter_ends_unsatisfiable_when_the_resources_it_needs_are_removed() {
     let mut b = lab();
     b.lock(id(1), secs(600), T0).unwrap();
@@ -699,6 +738,35 @@ fn a_retiring_resource_goes_when_a_batch_unlock_releases_it() {
 }
 
 #[test]
+fn a_retiring_resource_goes_when_an_operator_breaks_its_lock() {
+    let mut b = lab();
+    let held = b.lock(id(3), secs(600), T0).unwrap();
+    b.reload(lab_without("board-3"), at(1));
+    b.drain_events();
+
+    b.force_unlock(id(3), "job hung".into(), at(2)).unwrap();
+
+    assert!(b.resource(id(3)).is_none());
+    assert_eq!(
+        b.drain_events(),
+        [
+            Event::ForceUnlocked {
+                resource: id(3),
+                fencing: held.lease.fencing,
+                reason: "job hung".into(),
+                at: at(2)
+            },
+            Event::ResourceRemoved {
+                resource: id(3),
+                name: "board-3".into(),
+                at: at(2)
+            },
+        ]
+    );
+    settled(&b, at(2));
+}
+
+#[test]
 fn a_retiring_resource_goes_when_its_reservation_ends() {
     let mut b = lab();
     let r = b.reserve(request("printer", 1), T0).unwrap();
@@ -735,7 +803,7 @@ fn a_waiter_ends_unsatisfiable_when_a_resource_it_needs_starts_retiring() {
 }
 
 #[test]
-fn a_waiter_does_not_count_on_a_retiring_resource() {
+fn a_waiter_counts_a_retiring_resource_as_unavailable() {
     let mut b = lab();
     b.lock(id(1), secs(600), T0).unwrap();
     b.lock(id(3), secs(60), T0).unwrap();
@@ -748,9 +816,14 @@ fn a_waiter_does_not_count_on_a_retiring_resource() {
     b.reload(lab_without("board-3"), at(1));
 
     let wait = b.waiting_for(r, at(1)).unwrap();
-    assert_eq!(wait.groups[0].matching, 1);
+    assert_eq!(wait.groups[0].matching, 2);
+    assert_eq!(wait.groups[0].unavailable, 1, "the retiring one");
     assert_eq!(wait.groups[0].locked, 1);
-    assert_eq!(wait.estimated_available_at, Some(at(600)));
+    assert_eq!(
+        wait.estimated_available_at,
+        Some(at(600)),
+        "not at its expiry"
+    );
     settled(&b, at(1));
 }
 

@@ -40,6 +40,7 @@ fn request(t: &[&str], quantity: u32) -> ReservationRequest {
         ttl: secs(600),
         max_wait: secs(3_600),
         auto_claim: false,
+        meta: LockMeta::default(),
     }
 }
 
@@ -227,7 +228,8 @@ fn a_waiting_reservation_holds_the_free_resources_it_matches() {
         .unwrap_err(),
         DomainError::AllMatchesLocked {
             criteria: tags(&["arm"]),
-            held_for: vec![big]
+            held_for: vec![big],
+            unavailable: 0,
         }
     );
     let small = b.reserve(request(&["arm"], 1), at(2)).unwrap();
@@ -697,6 +699,17 @@ mod properties {
         Advance {
             secs: u64,
         },
+        Unavailable {
+            resource: u32,
+            from_in: Option<u64>,
+            lasts: Option<u64>,
+        },
+        Available {
+            resource: u32,
+        },
+        ForceUnlock {
+            pick: usize,
+        },
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -733,6 +746,18 @@ mod properties {
             any::<usize>().prop_map(|pick| Op::Claim { pick }),
             any::<usize>().prop_map(|pick| Op::Cancel { pick }),
             (0..120u64).prop_map(|secs| Op::Advance { secs }),
+            (
+                1..=7u32,
+                prop::option::of(0..200u64),
+                prop::option::of(1..200u64)
+            )
+                .prop_map(|(resource, from_in, lasts)| Op::Unavailable {
+                    resource,
+                    from_in,
+                    lasts
+                }),
+            (1..=7u32).prop_map(|resource| Op::Available { resource }),
+            any::<usize>().prop_map(|pick| Op::ForceUnlock { pick }),
         ]
     }
 
@@ -807,6 +832,7 @@ mod properties {
                             ttl: secs(ttl),
                             max_wait: secs(wait),
                             auto_claim,
+                            meta: LockMeta::default(),
                         };
                         if let Ok(r) = b.reserve(request, now) {
                             reservations.push(r);
@@ -822,16 +848,43 @@ mod properties {
                         now = now.checked_add(Duration::from_secs(secs)).unwrap();
                         b.expire_due(now);
                     }
+                    Op::Unavailable { resource, from_in, lasts } => {
+                        let from = from_in.map(|s| now.checked_add(Duration::from_secs(s)).unwrap());
+                        let until = lasts.map(|s| {
+                            from.unwrap_or(now).checked_add(Duration::from_secs(s)).unwrap()
+                        });
+                        let window = Unavailability { reason: "maintenance".into(), from, until };
+                        b.mark_unavailable(id(resource), window, now).unwrap();
+                    }
+                    Op::Available { resource } => { b.mark_available(id(resource), now).unwrap(); }
+                    Op::ForceUnlock { pick: p } => {
+                        let locked: Vec<ResourceId> = b.resources()
+                            .filter(|r| r.is_locked()).map(|r| r.id).collect();
+                        if let Some(r) = pick(&locked, p) {
+                            b.force_unlock(r, "stuck".into(), now).unwrap();
+                        }
+                    }
                 }
                 for event in b.drain_events() {
                     match event {
-                        Event::Locked { resource, fencing, .. } => {
+                        Event::Locked { resource, fencing, expires_at, .. } => {
                             prop_assert!(
                                 holder.insert(resource, fencing).is_none(),
                                 "{resource} granted while held"
                             );
+                            // A lock still held was granted in service, and ends before
+                            // the window (if any) opens.
+                            let r = b.resource(resource).unwrap();
+                            if r.lease().is_some_and(|l| l.fencing == fencing) {
+                                prop_assert!(
+                                    r.ends_before_maintenance(expires_at),
+                                    "{resource} lent across its maintenance window"
+                                );
+                            }
                         }
-                        Event::Unlocked { resource, fencing, .. } | Event::Expired { resource, fencing, .. } => {
+                        Event::Unlocked { resource, fencing, .. }
+                        | Event::Expired { resource, fencing, .. }
+                        | Event::ForceUnlocked { resource, fencing, .. } => {
                             prop_assert_eq!(holder.remove(&resource), Some(fencing));
                         }
                         _ => {}
