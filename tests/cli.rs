@@ -82,10 +82,12 @@ impl Service {
     }
 
     fn hang_up(&self) {
-        let status = Command::new("kill")
-            .args(["-HUP", &self.child.id().to_string()])
+        // The shell's builtin `kill`: present wherever `sh` is, unlike /usr/bin/kill
+        // (procps), which minimal images leave out.
+        let status = Command::new("sh")
+            .args(["-c", &format!("kill -HUP {}", self.child.id())])
             .status()
-            .expect("kill runs");
+            .expect("sh runs");
         assert!(status.success());
     }
 
