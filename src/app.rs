@@ -1,7 +1,7 @@
 //! Building and running the service. `main` and the integration tests share this.
 
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::ServeArgs;
 use crate::config;
 use crate::domain::{Broker, Clock, Policy, ResourceSpec};
-use crate::runtime::{BrokerHandle, SystemClock, run_expiry_timer};
+use crate::runtime::{BrokerHandle, DescriptorSource, SystemClock, run_expiry_timer};
 use crate::{api, web as pages};
 
 /// Where and how to serve.
@@ -28,6 +28,9 @@ pub struct Settings {
     pub handle_signals: bool,
     /// Queue aging and claim window.
     pub policy: Policy,
+    /// The descriptor the resources were loaded from: what `POST /api/v1/admin/reload`
+    /// (and, with `handle_signals`, SIGHUP) reads again. `None` refuses reloads.
+    pub descriptor: Option<PathBuf>,
 }
 
 /// A bound, not yet running service.
@@ -37,13 +40,15 @@ pub struct App {
     handle: BrokerHandle,
     cancel: CancellationToken,
     timer: JoinHandle<()>,
+    /// Reloads the descriptor on SIGHUP; only when the app handles signals.
+    reloader: Option<JoinHandle<()>>,
 }
 
-/// Binds the listener, starts the expiry timer, and prepares the HTTP server. Must be
-/// called inside a Tokio runtime.
+/// Binds the listener, starts the expiry timer (and, when handling signals, the SIGHUP
+/// reloader), and prepares the HTTP server. Must be called inside a Tokio runtime.
 ///
 /// # Errors
-/// When the address cannot be bound.
+/// When the address cannot be bound, or the SIGHUP handler cannot be installed.
 pub fn build(
     settings: &Settings,
     resources: Vec<ResourceSpec>,
@@ -56,6 +61,8 @@ pub fn build(
     let port = listener.local_addr()?.port();
 
     let data = web::Data::new(handle.clone());
+    let source = DescriptorSource::new(settings.descriptor.clone());
+    let descriptor = web::Data::new(source.clone());
     // Remembered `Idempotency-Key` responses: one table, shared by every worker.
     let idempotency = api::idempotency::IdempotencyStore::new(handle.clone());
     let mut server = HttpServer::new(move || {
@@ -80,6 +87,7 @@ pub fn build(
                 }
             })
             .app_data(data.clone())
+            .app_data(descriptor.clone())
             .app_data(idempotency.clone())
             .configure(api::configure)
             .configure(pages::configure)
@@ -96,13 +104,47 @@ pub fn build(
 
     let cancel = CancellationToken::new();
     let timer = tokio::spawn(run_expiry_timer(handle.clone(), cancel.clone()));
+    let reloader = if settings.handle_signals {
+        reload_on_hangup(&handle, source, &cancel)?
+    } else {
+        None
+    };
     Ok(App {
         port,
         server,
         handle,
         cancel,
         timer,
+        reloader,
     })
+}
+
+/// Installs the SIGHUP handler now, before the service announces itself, and spawns
+/// the task that reloads on it.
+#[cfg(unix)]
+fn reload_on_hangup(
+    handle: &BrokerHandle,
+    source: DescriptorSource,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Option<JoinHandle<()>>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let hangups = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    Ok(Some(tokio::spawn(crate::runtime::run_reload_on_hangup(
+        handle.clone(),
+        source,
+        hangups,
+        cancel.clone(),
+    ))))
+}
+
+/// No SIGHUP off Unix: reloads go through the API only.
+#[cfg(not(unix))]
+fn reload_on_hangup(
+    _handle: &BrokerHandle,
+    _source: DescriptorSource,
+    _cancel: &CancellationToken,
+) -> anyhow::Result<Option<JoinHandle<()>>> {
+    Ok(None)
 }
 
 impl App {
@@ -124,6 +166,11 @@ impl App {
         self.cancel.cancel();
         if let Err(e) = self.timer.await {
             tracing::error!(error.cause_chain = ?e, "expiry timer failed");
+        }
+        if let Some(reloader) = self.reloader
+            && let Err(e) = reloader.await
+        {
+            tracing::error!(error.cause_chain = ?e, "SIGHUP reloader failed");
         }
         tracing::info!("stopped");
         served.context("HTTP server failed")
@@ -161,6 +208,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             claim_window: Duration::from_secs(args.claim_window),
             expiry_warning: Duration::from_secs(args.expiry_warning),
         },
+        descriptor,
     };
     // The main runtime only runs the accept loop and the timer; actix runs its HTTP
     // workers on threads of its own.

@@ -5,7 +5,8 @@
 //! ```text
 //! domain/    the pure core: Broker (resources, locks, deadlines, tag index), descriptor
 //!            parsing, errors, events. No IO, no async, never reads the clock.
-//! runtime/   BrokerHandle (the only owner of the broker mutex), clocks, the expiry timer.
+//! runtime/   BrokerHandle (the only owner of the broker mutex), clocks, the expiry timer,
+//!            descriptor reloads (API and SIGHUP).
 //! api/       thin actix-web handlers for the Rent-A-Bot 1.0 API, wire types, errors,
 //!            the OpenAPI document.
 //! web/       the server-rendered HTML page.

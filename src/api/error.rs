@@ -44,6 +44,15 @@ pub enum ApiError {
     /// 422: an `Idempotency-Key` reused for a different request.
     #[error("Idempotency-Key reused for a different request")]
     IdempotencyKeyReused,
+
+    /// 409: a reload, but the service was started without a descriptor file.
+    #[error("no descriptor file to reload")]
+    NoDescriptor,
+
+    /// 500: the server failed (a task that did not finish). The detail is for the log
+    /// (the caller logs it), never sent.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 /// Everything a response needs from an error.
@@ -138,6 +147,16 @@ impl ApiError {
                 S::UNPROCESSABLE_ENTITY,
                 "idempotency_key_reused",
                 "this Idempotency-Key was used for a different request: use a new key for a new request",
+            ),
+            ApiError::NoDescriptor => Parts::new(
+                S::CONFLICT,
+                "no_descriptor",
+                "Cannot reload: the service was started without a descriptor file; restart it with --config FILE to use reloads, or manage resources with POST/PATCH/DELETE /api/v1/resources",
+            ),
+            ApiError::Internal(_) => Parts::new(
+                S::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "Internal error: the request may not have been applied; see the service log",
             ),
             ApiError::UnknownReservation(raw) => {
                 Parts::new(S::NOT_FOUND, "reservation_not_found", "Reservation not found")
@@ -371,6 +390,21 @@ fn domain_parts(e: &DomainError) -> Parts {
             "Claim window expired: the reservation's resources were released",
         )
         .with("reservation_id", id.to_string()),
+        DomainError::NameTaken { name, id } => Parts::new(
+            S::CONFLICT,
+            "name_taken",
+            format!(
+                "A resource named {name:?} already exists (id {id}): choose another name, or change that resource with PATCH"
+            ),
+        )
+        .with("resource_name", name.as_str())
+        .with("resource_id", id.get()),
+        DomainError::ResourceLocked(id) => Parts::new(
+            S::CONFLICT,
+            "resource_locked",
+            "Cannot delete a locked resource: delete it once unlocked, or now with ?force=true, which breaks the lock",
+        )
+        .with("resource_id", id.get()),
         DomainError::BatchRefused(refusals) => {
             let errors: Vec<Value> = refusals
                 .iter()

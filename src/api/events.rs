@@ -41,7 +41,7 @@ use crate::runtime::{BrokerHandle, ReservationSnapshot};
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
 
 /// Every `type` an [`EventView`] can have, in the order of [`Event`]'s variants.
-pub const EVENT_TYPES: [&str; 12] = [
+pub const EVENT_TYPES: [&str; 16] = [
     "locked",
     "extended",
     "unlocked",
@@ -54,6 +54,10 @@ pub const EVENT_TYPES: [&str; 12] = [
     "maintenance_scheduled",
     "maintenance_started",
     "maintenance_ended",
+    "resource_added",
+    "resource_updated",
+    "resource_retiring",
+    "resource_removed",
 ];
 
 /// Registers `GET /events`; mounted under `/api/v1`.
@@ -122,7 +126,8 @@ pub enum EventView {
         reservation_id: String,
         at: String,
     },
-    /// A reservation is gone: `reason` is cancelled, expired, claim_expired or released.
+    /// A reservation is gone: `reason` is cancelled, expired, claim_expired, released or
+    /// unsatisfiable (resources it needed were removed or changed).
     ReservationEnded {
         reservation_id: String,
         reason: &'static str,
@@ -152,6 +157,31 @@ pub enum EventView {
     /// A resource is back in service, or its scheduled window was cancelled.
     MaintenanceEnded {
         resource_id: u32,
+        at: String,
+    },
+    /// A resource was created, through the API or a descriptor reload.
+    ResourceAdded {
+        resource_id: u32,
+        name: String,
+        at: String,
+    },
+    /// A resource's properties changed: `fields` names them (`description`, `endpoint`,
+    /// `tags`, `max-lock-duration`; after a reload also `retiring`, `origin`).
+    ResourceUpdated {
+        resource_id: u32,
+        fields: Vec<&'static str>,
+        at: String,
+    },
+    /// A reload dropped a locked resource: it goes when its lock ends.
+    ResourceRetiring {
+        resource_id: u32,
+        name: String,
+        at: String,
+    },
+    /// A resource is gone; its id is not reused.
+    ResourceRemoved {
+        resource_id: u32,
+        name: String,
         at: String,
     },
 }
@@ -257,6 +287,30 @@ impl From<&Event> for EventView {
                 resource_id: resource.get(),
                 at: at.to_rfc3339(),
             },
+            Event::ResourceAdded { resource, name, at } => EventView::ResourceAdded {
+                resource_id: resource.get(),
+                name: name.clone(),
+                at: at.to_rfc3339(),
+            },
+            Event::ResourceUpdated {
+                resource,
+                fields,
+                at,
+            } => EventView::ResourceUpdated {
+                resource_id: resource.get(),
+                fields: fields.clone(),
+                at: at.to_rfc3339(),
+            },
+            Event::ResourceRetiring { resource, name, at } => EventView::ResourceRetiring {
+                resource_id: resource.get(),
+                name: name.clone(),
+                at: at.to_rfc3339(),
+            },
+            Event::ResourceRemoved { resource, name, at } => EventView::ResourceRemoved {
+                resource_id: resource.get(),
+                name: name.clone(),
+                at: at.to_rfc3339(),
+            },
         }
     }
 }
@@ -277,6 +331,10 @@ impl EventView {
             EventView::MaintenanceScheduled { .. } => 9,
             EventView::MaintenanceStarted { .. } => 10,
             EventView::MaintenanceEnded { .. } => 11,
+            EventView::ResourceAdded { .. } => 12,
+            EventView::ResourceUpdated { .. } => 13,
+            EventView::ResourceRetiring { .. } => 14,
+            EventView::ResourceRemoved { .. } => 15,
         };
         EVENT_TYPES[index]
     }
@@ -697,6 +755,26 @@ mod tests {
             },
             Event::MaintenanceStarted { resource, at: T },
             Event::MaintenanceEnded { resource, at: T },
+            Event::ResourceAdded {
+                resource,
+                name: "board".into(),
+                at: T,
+            },
+            Event::ResourceUpdated {
+                resource,
+                fields: vec!["tags"],
+                at: T,
+            },
+            Event::ResourceRetiring {
+                resource,
+                name: "board".into(),
+                at: T,
+            },
+            Event::ResourceRemoved {
+                resource,
+                name: "board".into(),
+                at: T,
+            },
         ]
     }
 

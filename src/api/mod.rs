@@ -4,6 +4,7 @@
 //! The 1.0 paths live under `/api/v1`; the pre-1.0 prefix `/rentabot/api/v1.0` still
 //! answers, with `Deprecation` and `Link` headers pointing at the new path, as 1.0 did.
 
+pub mod admin;
 pub mod dto;
 pub mod error;
 pub mod events;
@@ -55,12 +56,17 @@ pub const LEGACY_PREFIX: &str = "/rentabot/api/v1.0";
         reservations::claim_reservation,
         reservations::cancel_reservation,
         events::stream_events,
+        admin::create_resource,
+        admin::update_resource,
+        admin::delete_resource,
+        admin::reload_descriptor,
     ),
     tags(
         (name = "resources", description = "Lock, unlock and extend (Rent-A-Bot 1.0)"),
         (name = "maintenance", description = "Operators: take resources out of service, return them, break locks"),
         (name = "reservations", description = "The queue: reserve, wait, claim, cancel"),
         (name = "events", description = "Every broker change as server-sent events"),
+        (name = "admin", description = "Create, change and delete resources; reload the descriptor (no authentication yet)"),
         (name = "health", description = "Probes"),
     )
 )]
@@ -119,7 +125,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// The routes under `/api/v1` (and the legacy prefix).
 fn configure_v1(cfg: &mut web::ServiceConfig) {
     cfg.configure(resources::configure)
-        .configure(reservations::configure);
+        .configure(reservations::configure)
+        .configure(admin::configure);
 }
 
 /// `/docs` without the trailing slash, where 1.0 users bookmarked the explorer.

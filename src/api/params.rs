@@ -177,6 +177,12 @@ impl Body {
         }
     }
 
+    /// Every field as sent, nulls included (for bodies where null means something, and
+    /// to refuse unknown fields).
+    pub fn fields(&self) -> &Map<String, Value> {
+        &self.0
+    }
+
     /// A field, `None` when absent or null.
     pub fn get(&self, field: &str) -> Option<&Value> {
         self.0.get(field).filter(|v| !v.is_null())

@@ -9,6 +9,7 @@ use actix_web::web::{self, Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 use serde_json::Value;
 
+use super::admin;
 use super::dto::{
     ErrorBody, ExpiredList, ExpiredView, ExtendResponse, LockResponse, MessageResponse,
     MultiLockResponse, ResourceEnvelope, ResourceList, ResourcePageList, ResourceView,
@@ -24,7 +25,7 @@ use crate::runtime::BrokerHandle;
 /// Registers the routes under the current scope. Fixed paths come before `{id}` paths:
 /// actix answers 405 from the first resource whose path matches, whatever its methods.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(only("/resources", web::get().to(list_resources)))
+    cfg.service(the_list())
         .service(only("/resources/lock", web::post().to(lock_by_criteria)))
         .service(only(
             "/resources/unlock-batch",
@@ -35,7 +36,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         // suffixes, instead of a pattern per route (measurably cheaper per request).
         .service(
             web::scope("/resources/{id}")
-                .service(only("", web::get().to(get_resource)))
+                .service(the_resource())
                 .service(only("/lock", web::post().to(lock_resource)))
                 .service(only("/unlock", web::post().to(unlock_resource)))
                 .service(only("/extend", web::post().to(extend_lock)))
@@ -52,6 +53,23 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     web::post().to(maintenance::force_unlock),
                 )),
         );
+}
+
+/// `/resources`: the list, and creation (`api/admin.rs`); other methods get a JSON 405.
+fn the_list() -> actix_web::Resource {
+    web::resource("/resources")
+        .route(web::get().to(list_resources))
+        .route(web::post().to(admin::create_resource))
+        .default_service(web::to(super::method_not_allowed))
+}
+
+/// `/resources/{id}` itself: read, and change or delete (`api/admin.rs`).
+fn the_resource() -> actix_web::Resource {
+    web::resource("")
+        .route(web::get().to(get_resource))
+        .route(web::patch().to(admin::update_resource))
+        .route(web::delete().to(admin::delete_resource))
+        .default_service(web::to(super::method_not_allowed))
 }
 
 /// Every resource, in id order: the 1.0 list, when no query parameter below is given.

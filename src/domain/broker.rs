@@ -20,6 +20,7 @@
 //! there is no polling loop. Mutations record [`Event`]s, drained by the runtime with
 //! [`Broker::drain_events`].
 
+mod admin;
 mod maintenance;
 mod query;
 mod queue;
@@ -39,6 +40,7 @@ use super::resource::{
 };
 use super::tags::{Pool, TagIndex};
 
+pub use admin::{ReloadReport, ResourcePatch};
 pub use maintenance::Unavailability;
 pub use query::{
     DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, ReservationPage, ReservationQuery, ResourcePage,
@@ -146,6 +148,12 @@ pub struct Broker {
     queue_dirty: bool,
     ended: HashMap<ReservationId, (EndReason, Timestamp)>,
     ended_order: VecDeque<ReservationId>,
+    /// Retiring resources whose lock has just ended: removed before the queue is next
+    /// served (`broker/admin.rs`), so that their release's events come first.
+    retired: Vec<ResourceId>,
+    /// Set when resources changed or went: before the queue is next served, waiters that
+    /// can now never be served end (`EndReason::Unsatisfiable`).
+    recheck_waiters: bool,
     /// The latest auto-expired locks, oldest first, at most [`EXPIRY_HISTORY`].
     expired: VecDeque<ExpiredLock>,
     policy: Policy,
@@ -183,6 +191,8 @@ impl Broker {
             queue_dirty: false,
             ended: HashMap::new(),
             ended_order: VecDeque::new(),
+            retired: Vec::new(),
+            recheck_waiters: false,
             expired: VecDeque::new(),
             policy,
             events: Vec::new(),
@@ -587,6 +597,7 @@ impl Broker {
         assert_eq!(self.by_name.len(), self.resources.len());
         assert!(max_fencing < self.next_fencing, "fencing tokens only grow");
         self.tags.check_against(&self.resources);
+        self.check_admin();
         self.check_reservations(&mut expected);
         assert_eq!(
             self.deadlines, expected,
@@ -696,7 +707,8 @@ impl Broker {
     }
 
     /// Frees `id`. The queue is marked dirty: the resource may serve a waiter. A
-    /// reservation whose last lock this was ends.
+    /// reservation whose last lock this was ends. A retiring resource goes when the queue
+    /// is served next (before this operation returns).
     fn release(&mut self, id: ResourceId, lease: &Lease, why: Released, now: Timestamp) {
         self.deadlines
             .remove(&(lease.expires_at, Due::LockExpiry(id)));
@@ -705,6 +717,9 @@ impl Broker {
         self.queue_dirty = true;
         if let Some(rid) = lease.reservation {
             self.on_reservation_lock_released(rid, now);
+        }
+        if self.resources[&id].retiring {
+            self.retired.push(id);
         }
     }
 
@@ -774,14 +789,16 @@ impl Broker {
     }
 
     /// Refuses a request that no release could ever serve. Maintenance does not count:
-    /// every window ends, if only when an operator says so.
+    /// every window ends, if only when an operator says so. Retiring resources do not
+    /// count either: they are lent to no one again.
     fn check_satisfiable(
         &self,
         groups: &[Group],
         ttl: Ttl,
         now: Timestamp,
     ) -> Result<(), DomainError> {
-        if self.allocate(groups, ttl, Pool::All, now, |_| true).is_ok() {
+        let lasting = |id| !self.resources[&id].retiring;
+        if self.allocate(groups, ttl, Pool::All, now, lasting).is_ok() {
             return Ok(());
         }
         let mut fallback = None;
@@ -791,7 +808,7 @@ impl Broker {
                 return Err(DomainError::NoMatch(g.criteria.clone()));
             }
             let eligible = self
-                .eligible(&g.criteria, Some(ttl), Pool::All, now, |_| true, usize::MAX)
+                .eligible(&g.criteria, Some(ttl), Pool::All, now, lasting, usize::MAX)
                 .len();
             let error = DomainError::Unsatisfiable {
                 group,

@@ -108,6 +108,18 @@ pub fn parse_tags(raw: &str) -> (Vec<String>, bool) {
     (tags, legacy)
 }
 
+/// The rule every resource name follows, whether a descriptor or the API declares it.
+///
+/// # Errors
+/// What is wrong with the name, in words for the caller.
+pub fn check_name(name: &str) -> Result<(), &'static str> {
+    if name.trim().is_empty() {
+        Err("a resource name must not be empty")
+    } else {
+        Ok(())
+    }
+}
+
 fn validate(
     name: String,
     raw: RawResource,
@@ -117,9 +129,7 @@ fn validate(
         name: name.clone(),
         problem,
     };
-    if name.trim().is_empty() {
-        return Err(problem("a resource name must not be empty".into()));
-    }
+    check_name(&name).map_err(|e| problem(e.into()))?;
     let max_lock_duration = match raw.max_lock_duration {
         None => Ttl::DEFAULT_MAX,
         Some(secs) => Ttl::from_secs(secs)

@@ -154,6 +154,14 @@ pub enum DomainError {
     /// An all-or-nothing unlock of several tokens, refused: nothing was unlocked.
     #[error("{} of the lock tokens cannot be unlocked", .0.len())]
     BatchRefused(Vec<TokenRefusal>),
+
+    /// A new resource's name is already another resource's.
+    #[error("a resource named `{name}` already exists (id {id})")]
+    NameTaken { name: String, id: ResourceId },
+
+    /// Deleting a locked resource without force: the lock would be broken.
+    #[error("resource {0} is locked")]
+    ResourceLocked(ResourceId),
 }
 
 /// Why one token of a batch unlock was refused.

@@ -6,6 +6,9 @@ use super::clock::Timestamp;
 use super::reservation::{EndReason, ReservationId};
 use super::resource::{FencingToken, ResourceId};
 
+/// A resource property a [`Event::ResourceUpdated`] changed, by its wire name.
+pub type Field = &'static str;
+
 /// One state change. Holds no secrets: lock tokens never leave the broker this way.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -72,6 +75,34 @@ pub enum Event {
     ReservationEnded {
         reservation: ReservationId,
         reason: EndReason,
+        at: Timestamp,
+    },
+    /// A resource was created (through the API or a descriptor reload).
+    ResourceAdded {
+        resource: ResourceId,
+        name: String,
+        at: Timestamp,
+    },
+    /// A resource's properties (or its place in the descriptor) changed.
+    ResourceUpdated {
+        resource: ResourceId,
+        /// What changed: `description`, `endpoint`, `tags`, `max-lock-duration`, and for
+        /// reloads `retiring` (it reappeared in the file) or `origin` (the file adopted
+        /// a resource created through the API).
+        fields: Vec<Field>,
+        at: Timestamp,
+    },
+    /// A reload dropped a locked resource from the descriptor: it is lent to no one and
+    /// goes when its lock ends.
+    ResourceRetiring {
+        resource: ResourceId,
+        name: String,
+        at: Timestamp,
+    },
+    /// A resource is gone; its id is never reused.
+    ResourceRemoved {
+        resource: ResourceId,
+        name: String,
         at: Timestamp,
     },
 }

@@ -16,8 +16,8 @@ mod tags;
 
 pub use broker::{
     Broker, DEFAULT_PAGE_LIMIT, EXPIRY_HISTORY, ExpiredLock, Granted, GroupWait, MAX_PAGE_LIMIT,
-    Page, Policy, ReservationPage, ReservationQuery, ResourcePage, ResourceQuery, ResourceSort,
-    Selector, SortOrder, Unavailability, WaitingFor,
+    Page, Policy, ReloadReport, ReservationPage, ReservationQuery, ResourcePage, ResourcePatch,
+    ResourceQuery, ResourceSort, Selector, SortOrder, Unavailability, WaitingFor,
 };
 pub use clock::{Clock, Timestamp};
 pub use error::{DomainError, TokenRefusal, TokenUse};

@@ -220,6 +220,9 @@ pub enum EndReason {
     ClaimExpired,
     /// Every lock it was granted has been unlocked or has expired.
     Released,
+    /// Pending, but an operator removed or changed resources so that it can never be
+    /// served: it ends rather than wait until its `max_wait` for nothing.
+    Unsatisfiable,
 }
 
 impl EndReason {
@@ -229,6 +232,7 @@ impl EndReason {
             EndReason::Expired => "expired",
             EndReason::ClaimExpired => "claim_expired",
             EndReason::Released => "released",
+            EndReason::Unsatisfiable => "unsatisfiable",
         }
     }
 }

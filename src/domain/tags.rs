@@ -81,7 +81,6 @@ impl TagIndex {
     }
 
     /// Takes `resource` out of every set (before it is removed, or its tags change).
-    #[expect(dead_code, reason = "resource administration removes resources")]
     pub(crate) fn remove(&mut self, resource: &Resource) {
         self.columns.remove(resource.id);
         self.lab.remove(resource.id);

@@ -12,9 +12,9 @@ use tokio::sync::{Notify, broadcast};
 
 use crate::domain::{
     Broker, Clock, DomainError, Event, ExpiredLock, Granted, Group, Lease, LockTerms, LockToken,
-    Policy, Reservation, ReservationId, ReservationQuery, ReservationRequest, ReservationStatus,
-    Resource, ResourceId, ResourcePage, ResourceQuery, Selector, Timestamp, Ttl, Unavailability,
-    WaitingFor,
+    Policy, ReloadReport, Reservation, ReservationId, ReservationQuery, ReservationRequest,
+    ReservationStatus, Resource, ResourceId, ResourcePage, ResourcePatch, ResourceQuery,
+    ResourceSpec, Selector, Timestamp, Ttl, Unavailability, WaitingFor,
 };
 
 /// A cheap, cloneable reference to the one broker of this process.
@@ -357,6 +357,45 @@ impl BrokerHandle {
     }
 }
 
+/// Resource administration (`domain/broker/admin.rs`). Each returns the resource as it
+/// stands after the change.
+impl BrokerHandle {
+    /// See [`Broker::add_resource`].
+    pub fn add_resource(&self, spec: ResourceSpec) -> Result<Resource, DomainError> {
+        self.with_broker(|b, now| {
+            let id = b.add_resource(spec, now)?;
+            Ok(b.resource(id).expect("just added").clone())
+        })
+    }
+
+    /// See [`Broker::update_resource`]: the resource and what changed.
+    pub fn update_resource(
+        &self,
+        id: ResourceId,
+        patch: ResourcePatch,
+    ) -> Result<(Resource, Vec<&'static str>), DomainError> {
+        self.with_broker(|b, now| {
+            let changed = b.update_resource(id, patch, now)?;
+            Ok((b.resource(id).expect("just updated").clone(), changed))
+        })
+    }
+
+    /// See [`Broker::remove_resource`]: the resource as it was when it went.
+    pub fn remove_resource(
+        &self,
+        id: ResourceId,
+        force: Option<&str>,
+    ) -> Result<Resource, DomainError> {
+        self.with_broker(|b, now| b.remove_resource(id, force, now))
+    }
+
+    /// See [`Broker::reload`]. The caller has read and validated the descriptor: only
+    /// the merge runs under the mutex.
+    pub fn reload(&self, specs: Vec<ResourceSpec>) -> ReloadReport {
+        self.with_broker(|b, now| b.reload(specs, now))
+    }
+}
+
 impl BrokerHandle {
     /// Fans events out, after the mutex is released: to the log, then to subscribers.
     /// Lock tokens are never part of an event, so nothing secret is logged or sent.
@@ -442,6 +481,18 @@ fn log(event: &Event) {
         }
         Event::MaintenanceEnded { resource, .. } => {
             tracing::info!(resource = %resource, "back in service")
+        }
+        Event::ResourceAdded { resource, name, .. } => {
+            tracing::info!(resource = %resource, name = %name, "resource added")
+        }
+        Event::ResourceUpdated {
+            resource, fields, ..
+        } => tracing::info!(resource = %resource, fields = ?fields, "resource updated"),
+        Event::ResourceRetiring { resource, name, .. } => {
+            tracing::info!(resource = %resource, name = %name, "resource retiring: it goes when its lock ends")
+        }
+        Event::ResourceRemoved { resource, name, .. } => {
+            tracing::info!(resource = %resource, name = %name, "resource removed")
         }
     }
 }

@@ -1,10 +1,14 @@
-//! The runtime around the pure broker: the clock, the handle that owns the mutex, and the
-//! timer task.
+//! The runtime around the pure broker: the clock, the handle that owns the mutex, the
+//! timer task, and descriptor reloads.
 
 pub mod clock;
 pub mod handle;
+pub mod reload;
 pub mod timer;
 
 pub use clock::{ManualClock, SystemClock};
 pub use handle::{BrokerHandle, Grant, ReservationSnapshot};
+pub use reload::DescriptorSource;
+#[cfg(unix)]
+pub use reload::run_reload_on_hangup;
 pub use timer::run_expiry_timer;

@@ -23,6 +23,7 @@ async fn openapi_document_lists_every_resource_path_when_fetched() {
     assert_eq!(
         paths,
         [
+            "/api/v1/admin/reload",
             "/api/v1/events",
             "/api/v1/reservations",
             "/api/v1/reservations/{rid}",
@@ -52,8 +53,12 @@ async fn openapi_document_lists_every_resource_path_when_fetched() {
         m.sort_unstable();
         m
     };
-    assert_eq!(methods("/api/v1/resources"), ["get"]);
-    assert_eq!(methods("/api/v1/resources/{id}"), ["get"]);
+    assert_eq!(methods("/api/v1/resources"), ["get", "post"]);
+    assert_eq!(
+        methods("/api/v1/resources/{id}"),
+        ["delete", "get", "patch"]
+    );
+    assert_eq!(methods("/api/v1/admin/reload"), ["post"]);
     assert_eq!(methods("/api/v1/resources/{id}/lock"), ["post"]);
     assert_eq!(methods("/api/v1/resources/lock"), ["post"]);
     assert_eq!(methods("/api/v1/resources/{id}/unlock"), ["post"]);

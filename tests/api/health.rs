@@ -149,12 +149,12 @@ async fn known_path_returns_a_json_405_when_the_method_is_not_served() {
             "/api/v1/resources/lock",
             "lock by criteria is POST only",
         ),
-        ("POST", "/api/v1/resources", "the list is GET only"),
+        ("PUT", "/api/v1/resources", "the list is GET and POST only"),
         ("POST", "/health", "probes are GET only"),
         (
-            "DELETE",
+            "PUT",
             "/api/v1/resources/1",
-            "resources cannot be deleted",
+            "a resource is GET, PATCH and DELETE only",
         ),
         (
             "PUT",

@@ -1,6 +1,7 @@
 //! `spawn_app()`: the real service on 127.0.0.1, a port of its own, a manual clock and a
 //! small lab of resources; and [`TestApp`], typed helpers to talk to it.
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
@@ -15,8 +16,8 @@ use rentabot::runtime::{BrokerHandle, ManualClock};
 /// Where every test app's clock starts: 2026-01-15T10:00:00Z.
 pub const T0: Timestamp = Timestamp::from_millis(1_768_471_200_000);
 
-/// The test lab. Ids follow file order.
-const LAB: &str = r#"
+/// The test lab (also written to files by reload tests). Ids follow file order.
+pub const LAB: &str = r#"
 coffee-machine:
     description: "Kitchen coffee machine"
     endpoint: "tcp://192.168.1.50"
@@ -78,6 +79,19 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts the service over `resources`, with its clock at [`T0`].
 pub async fn spawn_app_with(resources: Vec<ResourceSpec>) -> TestApp {
+    start(resources, None).await
+}
+
+/// Starts the service over the descriptor at `path`, as `--config path` would: a reload
+/// reads it again.
+pub async fn spawn_app_with_descriptor(path: &Path) -> TestApp {
+    let resources = rentabot::config::load_descriptor(path)
+        .expect("the test descriptor is valid")
+        .resources;
+    start(resources, Some(path.to_owned())).await
+}
+
+async fn start(resources: Vec<ResourceSpec>, descriptor: Option<PathBuf>) -> TestApp {
     init_test_log();
     let clock = Arc::new(ManualClock::new(T0));
     let settings = Settings {
@@ -88,6 +102,7 @@ pub async fn spawn_app_with(resources: Vec<ResourceSpec>) -> TestApp {
         workers: Some(1),
         handle_signals: false,
         policy: Policy::default(),
+        descriptor,
     };
     let app = app::build(&settings, resources, clock.clone()).expect("the test app builds");
     let address = format!("http://127.0.0.1:{}", app.port());

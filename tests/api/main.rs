@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod admin;
 mod criteria;
 mod docs;
 mod events;

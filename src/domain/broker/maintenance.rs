@@ -142,8 +142,9 @@ impl Broker {
             .push(Event::MaintenanceEnded { resource: id, at });
     }
 
-    /// Removes the deadlines of `id`'s window, if it has one.
-    fn unschedule_maintenance(&mut self, id: ResourceId) {
+    /// Removes the deadlines of `id`'s window, if it has one (also before `id` is
+    /// removed: `broker/admin.rs`).
+    pub(super) fn unschedule_maintenance(&mut self, id: ResourceId) {
         if let Some(m) = &self.resources[&id].maintenance {
             if !m.active {
                 self.deadlines.remove(&(m.from, Due::MaintenanceStart(id)));

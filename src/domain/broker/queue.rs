@@ -290,6 +290,8 @@ impl Broker {
     /// Fulfils every reservation the free resources allow, in queue order, and records
     /// the holds of those that must still wait.
     fn serve_queue(&mut self, now: Timestamp) {
+        // Retired resources go, and waiters that can then never be served end, first.
+        self.settle_admin(now);
         self.queue_dirty = false;
         let plan = self.plan(now, None);
         self.held = plan.holds;
@@ -439,7 +441,11 @@ impl Broker {
             ReservationStatus::Claimed => {}
         }
         for allocation in &reservation.allocations {
-            let lease = self.resources[&allocation.resource].lease();
+            // The resource may be gone: deleted, or retired when its lock ended.
+            let Some(resource) = self.resources.get(&allocation.resource) else {
+                continue;
+            };
+            let lease = resource.lease();
             if let Some(lease) = lease.filter(|l| l.reservation == Some(id)).cloned() {
                 self.unlock_held(allocation.resource, &lease, now);
             }
@@ -459,8 +465,9 @@ impl Broker {
             return; // ending: end_reservation is releasing its locks
         };
         let any_left = reservation.allocations.iter().any(|a| {
-            self.resources[&a.resource]
-                .lease()
+            self.resources
+                .get(&a.resource)
+                .and_then(Resource::lease)
                 .is_some_and(|l| l.reservation == Some(id))
         });
         if !any_left {
@@ -533,18 +540,15 @@ impl Broker {
                 );
                 let mut live = 0;
                 for a in &r.allocations {
-                    assert!(
-                        r.request.groups[a.group]
-                            .criteria
-                            .matches(&self.resources[&a.resource]),
-                        "{}: {} does not match its group",
-                        r.id,
-                        a.resource
-                    );
-                    if self.resources[&a.resource]
-                        .lease()
-                        .is_some_and(|l| l.reservation == Some(r.id))
-                    {
+                    // Each resource matched its group when granted; an operator may since
+                    // have changed its tags, or removed it (its lock ended then).
+                    let lease = self
+                        .resources
+                        .get(&a.resource)
+                        .and_then(Resource::lease)
+                        .filter(|l| l.reservation == Some(r.id));
+                    if let Some(lease) = lease {
+                        assert!(lease.token == a.token, "{}: {} token", r.id, a.resource);
                         assert!(
                             allocated.insert(a.resource),
                             "{} granted to two reservations",
@@ -572,8 +576,8 @@ impl Broker {
         );
         for (resource, holder) in &self.held {
             assert!(
-                !self.resources[resource].is_locked(),
-                "held {resource} is locked"
+                self.resources.get(resource).is_some_and(|r| !r.is_locked()),
+                "held {resource} is gone or locked"
             );
             assert_eq!(
                 self.reservations.get(holder).map(|r| r.status),

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::domain::broker::admin::ResourcePatch;
 use crate::domain::broker::maintenance::Unavailability;
 use crate::domain::reservation::{Group, ReservationRequest};
 
@@ -302,6 +303,44 @@ fn sort_by_lock_expiry_follows_an_extended_lock() {
         .unwrap();
 
     assert_eq!(query(&b, by_expiry).1, [5, 2, 4, 1]);
+    b.check_invariants();
+}
+
+#[test]
+fn queries_follow_resources_added_retagged_and_removed() {
+    let mut b = lab();
+    let by_name = ResourceQuery {
+        sort: ResourceSort::Name,
+        ..ResourceQuery::default()
+    };
+    // Build the name order before the changes, so that they must keep it in step.
+    assert_eq!(query(&b, by_name.clone()).1, [3, 1, 5, 2, 4, 6]);
+
+    let added = b
+        .add_resource(
+            ResourceSpec::named("board-0").with_tags(&["board", "x86"]),
+            T0,
+        )
+        .unwrap();
+    let retag = ResourcePatch {
+        tags: Some(vec!["board".to_owned(), "x86".to_owned()]),
+        ..ResourcePatch::default()
+    };
+    b.update_resource(id(1), retag, T0).unwrap();
+    b.remove_resource(id(6), None, T0).unwrap();
+
+    assert_eq!(added, id(7));
+    assert_eq!(query(&b, by_name).1, [3, 7, 1, 5, 2, 4]);
+    let x86 = ResourceQuery {
+        criteria: vec![tags(&["x86"])],
+        ..ResourceQuery::default()
+    };
+    assert_eq!(query(&b, x86), (3, vec![1, 2, 7]));
+    let named = ResourceQuery {
+        name: Some("r-b".to_owned()),
+        ..ResourceQuery::default()
+    };
+    assert_eq!(query(&b, named).0, 0);
     b.check_invariants();
 }
 
