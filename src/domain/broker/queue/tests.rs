@@ -710,6 +710,17 @@ mod properties {
         ForceUnlock {
             pick: usize,
         },
+        Add {
+            tag: usize,
+        },
+        Remove {
+            resource: u32,
+            force: bool,
+        },
+        Retag {
+            resource: u32,
+            tag: usize,
+        },
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -758,6 +769,9 @@ mod properties {
                 }),
             (1..=7u32).prop_map(|resource| Op::Available { resource }),
             any::<usize>().prop_map(|pick| Op::ForceUnlock { pick }),
+            (0..3usize).prop_map(|tag| Op::Add { tag }),
+            (1..=9u32, any::<bool>()).prop_map(|(resource, force)| Op::Remove { resource, force }),
+            (1..=9u32, 0..3usize).prop_map(|(resource, tag)| Op::Retag { resource, tag }),
         ]
     }
 
@@ -799,6 +813,7 @@ mod properties {
             let mut reservations: Vec<ReservationId> = Vec::new();
             // Who holds each resource, according to the events alone.
             let mut holder: HashMap<ResourceId, FencingToken> = HashMap::new();
+            let mut added = 0;
             for op in ops {
                 match op {
                     Op::Lock { resource, ttl } => { let _ = b.lock(id(resource), secs(ttl), now); }
@@ -854,15 +869,27 @@ mod properties {
                             from.unwrap_or(now).checked_add(Duration::from_secs(s)).unwrap()
                         });
                         let window = Unavailability { reason: "maintenance".into(), from, until };
-                        b.mark_unavailable(id(resource), window, now).unwrap();
+                        let _ = b.mark_unavailable(id(resource), window, now);
                     }
-                    Op::Available { resource } => { b.mark_available(id(resource), now).unwrap(); }
+                    Op::Available { resource } => { let _ = b.mark_available(id(resource), now); }
                     Op::ForceUnlock { pick: p } => {
                         let locked: Vec<ResourceId> = b.resources()
                             .filter(|r| r.is_locked()).map(|r| r.id).collect();
                         if let Some(r) = pick(&locked, p) {
                             b.force_unlock(r, "stuck".into(), now).unwrap();
                         }
+                    }
+                    Op::Add { tag } => {
+                        added += 1;
+                        let spec = ResourceSpec::named(format!("new-{added}")).with_tags(&[TAGS[tag]]);
+                        b.add_resource(spec, now).unwrap();
+                    }
+                    Op::Remove { resource, force } => {
+                        let _ = b.remove_resource(id(resource), force.then_some("retired"), now);
+                    }
+                    Op::Retag { resource, tag } => {
+                        let patch = ResourcePatch { tags: Some(vec![TAGS[tag].into()]), ..ResourcePatch::default() };
+                        let _ = b.update_resource(id(resource), patch, now);
                     }
                 }
                 for event in b.drain_events() {
