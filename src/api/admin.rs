@@ -103,7 +103,7 @@ pub async fn update_resource(
         }
     }
     let (resource, changed) = broker.update_resource(id, patch(&body)?)?;
-    let view = ResourceView::new(&resource, broker.now(), broker.policy().expiry_warning);
+    let view = ResourceView::current(&resource, &broker);
     Ok(HttpResponse::Ok().json(UpdatedResource {
         resource: view,
         changed,
@@ -151,7 +151,7 @@ pub async fn delete_resource(
         .filter(|r| !r.is_empty())
         .unwrap_or("resource deleted");
     let resource = broker.remove_resource(id, force.then_some(reason))?;
-    let view = ResourceView::new(&resource, broker.now(), broker.policy().expiry_warning);
+    let view = ResourceView::current(&resource, &broker);
     Ok(HttpResponse::Ok().json(DeletedResource {
         message: "Resource deleted",
         resource: view,
@@ -343,7 +343,7 @@ fn unknown_field(field: &str) -> ApiError {
 
 fn envelope(broker: &BrokerHandle, resource: &Resource) -> ResourceEnvelope {
     ResourceEnvelope {
-        resource: ResourceView::new(resource, broker.now(), broker.policy().expiry_warning),
+        resource: ResourceView::current(resource, broker),
     }
 }
 

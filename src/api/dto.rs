@@ -13,7 +13,7 @@ use crate::domain::{
     Criteria, ExpiredLock, GroupWait, LockState, Released, ReservationStatus, Resource, Timestamp,
     WaitingFor,
 };
-use crate::runtime::{Grant, ReservationSnapshot};
+use crate::runtime::{BrokerHandle, Grant, ReservationSnapshot};
 
 /// A resource as 1.0 shows it, plus rentabot's keys: `fencing-token`, lock metadata,
 /// `expiring-soon` and maintenance.
@@ -84,6 +84,11 @@ impl ResourceView {
         let mut view = ResourceView::timeless(r);
         view.expiring_soon = Some(r.expiring_soon(now, expiry_warning));
         view
+    }
+
+    /// The resource as `broker` shows it at this moment.
+    pub fn current(r: &Resource, broker: &BrokerHandle) -> Self {
+        ResourceView::new(r, broker.now(), broker.policy().expiry_warning)
     }
 
     /// The view with the holder's token hidden, for refusals sent to a non-holder.

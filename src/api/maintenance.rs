@@ -29,7 +29,7 @@ impl OperatorResponse {
     fn respond(message: &'static str, resource: &Resource, broker: &BrokerHandle) -> HttpResponse {
         HttpResponse::Ok().json(OperatorResponse {
             message,
-            resource: ResourceView::new(resource, broker.now(), broker.policy().expiry_warning),
+            resource: ResourceView::current(resource, broker),
         })
     }
 }

@@ -180,7 +180,7 @@ pub async fn get_resource(
 ) -> Result<HttpResponse, ApiError> {
     let resource = broker.resource(params::resource_id(&id)?)?;
     Ok(HttpResponse::Ok().json(ResourceEnvelope {
-        resource: ResourceView::new(&resource, broker.now(), broker.policy().expiry_warning),
+        resource: ResourceView::current(&resource, &broker),
     }))
 }
 
