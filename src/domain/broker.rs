@@ -872,4 +872,6 @@ impl Broker {
 }
 
 #[cfg(test)]
+mod test_support;
+#[cfg(test)]
 mod tests;

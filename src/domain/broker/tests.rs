@@ -3,19 +3,10 @@
 use std::time::Duration;
 
 use super::*;
-
-const T0: Timestamp = Timestamp::from_millis(1_764_000_000_000);
+use crate::domain::broker::test_support::{T0, id, secs};
 
 fn at(offset_ms: u64) -> Timestamp {
     T0.checked_add(Duration::from_millis(offset_ms)).unwrap()
-}
-
-fn secs(s: u64) -> Ttl {
-    Ttl::from_secs(s).unwrap()
-}
-
-fn id(n: u32) -> ResourceId {
-    ResourceId::new(n)
 }
 
 fn tags(t: &[&str]) -> Selector {

@@ -2,24 +2,9 @@
 //! checks the broker's invariants (and that serving again changes nothing) after each
 //! step.
 
-use std::time::Duration;
-
 use super::*;
-use crate::domain::reservation::{Priority, ReservationRequest, ReservationStatus};
-
-const T0: Timestamp = Timestamp::from_millis(1_764_000_000_000);
-
-fn at(secs: u64) -> Timestamp {
-    T0.checked_add(Duration::from_secs(secs)).unwrap()
-}
-
-fn secs(s: u64) -> Ttl {
-    Ttl::from_secs(s).unwrap()
-}
-
-fn id(n: u32) -> ResourceId {
-    ResourceId::new(n)
-}
+use crate::domain::broker::test_support::*;
+use crate::domain::reservation::ReservationStatus;
 
 fn spec(name: &str, tags: &[&str]) -> ResourceSpec {
     ResourceSpec::named(name).with_tags(tags)
@@ -27,21 +12,6 @@ fn spec(name: &str, tags: &[&str]) -> ResourceSpec {
 
 fn by_tags(t: &[&str]) -> Selector {
     Selector::Matching(Criteria::Tags(t.iter().map(|s| s.to_string()).collect()))
-}
-
-/// `quantity` resources tagged `tag`: ttl 600 s, waiting up to an hour.
-fn request(tag: &str, quantity: u32) -> ReservationRequest {
-    ReservationRequest {
-        groups: vec![Group {
-            criteria: Criteria::Tags(vec![tag.to_owned()]),
-            quantity,
-        }],
-        priority: Priority::DEFAULT,
-        ttl: secs(600),
-        max_wait: secs(3_600),
-        auto_claim: false,
-        meta: LockMeta::default(),
-    }
 }
 
 /// 1 board-1 [board, arm], 2 board-2 [board, x86], 3 board-3 [board, arm], 4 printer
@@ -145,7 +115,7 @@ fn add_resource_serves_a_waiting_reservation_at_once() {
     let mut b = lab();
     b.lock(id(1), secs(600), T0).unwrap();
     b.lock(id(3), secs(600), T0).unwrap();
-    let r = b.reserve(request("arm", 1), T0).unwrap();
+    let r = b.reserve(request(&["arm"], 1), T0).unwrap();
     assert_eq!(status(&b, r), Some(ReservationStatus::Pending));
 
     let new = b
@@ -249,7 +219,7 @@ fn a_tag_change_serves_a_waiting_reservation() {
     let mut b = lab();
     b.lock(id(1), secs(600), T0).unwrap();
     b.lock(id(3), secs(600), T0).unwrap();
-    let r = b.reserve(request("arm", 1), T0).unwrap();
+    let r = b.reserve(request(&["arm"], 1), T0).unwrap();
     assert_eq!(status(&b, r), Some(ReservationStatus::Pending));
 
     let patch = ResourcePatch {
@@ -273,7 +243,7 @@ fn a_tag_change_drops_a_hold_that_no_longer_matches_and_holds_what_now_does() {
         .unwrap();
     b.lock(id(1), secs(600), T0).unwrap();
     b.lock(five, secs(600), T0).unwrap();
-    let r = b.reserve(request("arm", 2), T0).unwrap();
+    let r = b.reserve(request(&["arm"], 2), T0).unwrap();
     assert_eq!(b.held_for(id(3)), Some(r));
     let retag = |tags: &[&str]| ResourcePatch {
         tags: Some(strings(tags)),
@@ -297,7 +267,7 @@ fn reload_moves_a_hold_when_tags_swap_in_one_step() {
     // 1 locked: a reservation for both arm boards holds 3. The file swaps 2 and 3.
     let mut b = lab();
     b.lock(id(1), secs(600), T0).unwrap();
-    let r = b.reserve(request("arm", 2), T0).unwrap();
+    let r = b.reserve(request(&["arm"], 2), T0).unwrap();
     assert_eq!(b.held_for(id(3)), Some(r));
     let mut specs = lab_specs();
     specs[1].tags = strings(&["board", "arm"]);
@@ -314,7 +284,7 @@ fn reload_moves_a_hold_when_tags_swap_in_one_step() {
 #[test]
 fn a_tag_change_never_breaks_the_lock_it_applies_to() {
     let mut b = lab();
-    let granted = b.reserve(request("arm", 2), T0).unwrap();
+    let granted = b.reserve(request(&["arm"], 2), T0).unwrap();
     assert_eq!(status(&b, granted), Some(ReservationStatus::Fulfilled));
 
     // Resource 1 no longer matches the reservation it is locked for.
@@ -361,7 +331,7 @@ fn a_lower_max_lock_duration_keeps_the_held_lock_and_binds_later_grants_and_exte
 fn a_waiter_ends_unsatisfiable_when_a_lower_max_lock_duration_shuts_it_out() {
     let mut b = lab();
     b.lock(id(4), secs(60), T0).unwrap();
-    let r = b.reserve(request("printer", 1), T0).unwrap();
+    let r = b.reserve(request(&["printer"], 1), T0).unwrap();
     assert_eq!(status(&b, r), Some(ReservationStatus::Pending));
     b.drain_events();
 
@@ -482,7 +452,7 @@ fn removing_a_held_resource_releases_the_hold_and_the_waiter_keeps_waiting() {
         .unwrap();
     b.lock(id(1), secs(600), T0).unwrap();
     b.lock(id(3), secs(600), T0).unwrap();
-    let r = b.reserve(request("arm", 2), T0).unwrap();
+    let r = b.reserve(request(&["arm"], 2), T0).unwrap();
     assert_eq!(b.held_for(new), Some(r));
 
     b.remove_resource(new, None, at(1)).unwrap();
@@ -537,8 +507,8 @@ fn a_waiter_ends_unsatisfiable_when_the_resources_it_needs_are_removed() {
     let mut b = lab();
     b.lock(id(1), secs(600), T0).unwrap();
     b.lock(id(3), secs(600), T0).unwrap();
-    let r = b.reserve(request("arm", 2), T0).unwrap();
-    let unaffected = b.reserve(request("arm", 1), T0).unwrap();
+    let r = b.reserve(request(&["arm"], 2), T0).unwrap();
+    let unaffected = b.reserve(request(&["arm"], 1), T0).unwrap();
 
     b.remove_resource(id(3), Some("retired"), at(1)).unwrap();
 
@@ -550,7 +520,7 @@ fn a_waiter_ends_unsatisfiable_when_the_resources_it_needs_are_removed() {
 #[test]
 fn a_forced_remove_of_one_of_a_reservations_locks_leaves_the_rest_to_end_normally() {
     let mut b = lab();
-    let r = b.reserve(request("arm", 2), T0).unwrap();
+    let r = b.reserve(request(&["arm"], 2), T0).unwrap();
     assert_eq!(status(&b, r), Some(ReservationStatus::Fulfilled));
 
     b.remove_resource(id(1), Some("swap"), at(1)).unwrap();
@@ -567,7 +537,7 @@ fn a_forced_remove_of_one_of_a_reservations_locks_leaves_the_rest_to_end_normall
 #[test]
 fn a_forced_remove_of_a_reservations_last_lock_ends_it_released() {
     let mut b = lab();
-    let r = b.reserve(request("printer", 1), T0).unwrap();
+    let r = b.reserve(request(&["printer"], 1), T0).unwrap();
     b.claim(r, T0).unwrap();
 
     b.remove_resource(id(4), Some("gone"), at(1)).unwrap();
@@ -769,7 +739,7 @@ fn a_retiring_resource_goes_when_an_operator_breaks_its_lock() {
 #[test]
 fn a_retiring_resource_goes_when_its_reservation_ends() {
     let mut b = lab();
-    let r = b.reserve(request("printer", 1), T0).unwrap();
+    let r = b.reserve(request(&["printer"], 1), T0).unwrap();
     assert_eq!(status(&b, r), Some(ReservationStatus::Fulfilled));
     b.reload(lab_without("printer"), at(1));
     assert!(b.resource(id(4)).unwrap().retiring);
@@ -787,7 +757,7 @@ fn a_waiter_ends_unsatisfiable_when_a_resource_it_needs_starts_retiring() {
     let mut b = lab();
     b.lock(id(1), secs(600), T0).unwrap();
     b.lock(id(3), secs(600), T0).unwrap();
-    let r = b.reserve(request("arm", 2), T0).unwrap();
+    let r = b.reserve(request(&["arm"], 2), T0).unwrap();
 
     b.reload(lab_without("board-3"), at(1));
 
@@ -795,7 +765,7 @@ fn a_waiter_ends_unsatisfiable_when_a_resource_it_needs_starts_retiring() {
     settled(&b, at(1));
     assert!(
         matches!(
-            b.reserve(request("arm", 2), at(2)),
+            b.reserve(request(&["arm"], 2), at(2)),
             Err(DomainError::Unsatisfiable { .. })
         ),
         "a retiring resource does not count for new requests either"
@@ -807,7 +777,7 @@ fn a_waiter_counts_a_retiring_resource_as_unavailable() {
     let mut b = lab();
     b.lock(id(1), secs(600), T0).unwrap();
     b.lock(id(3), secs(60), T0).unwrap();
-    let r = b.reserve(request("arm", 1), T0).unwrap();
+    let r = b.reserve(request(&["arm"], 1), T0).unwrap();
     assert_eq!(
         b.waiting_for(r, T0).unwrap().estimated_available_at,
         Some(at(60))
@@ -956,7 +926,7 @@ fn reload_resets_a_patched_descriptor_resource_to_the_file() {
 fn reload_serves_a_waiter_with_a_new_resource() {
     let mut b = lab();
     b.lock(id(4), secs(600), T0).unwrap();
-    let r = b.reserve(request("printer", 1), T0).unwrap();
+    let r = b.reserve(request(&["printer"], 1), T0).unwrap();
     let mut specs = lab_specs();
     specs.push(spec("printer-2", &["printer"]));
 

@@ -1,26 +1,11 @@
 //! Maintenance, force unlock and the expiry history, with explicit time.
 
-use std::time::Duration;
-
 use super::*;
-use crate::domain::reservation::{Priority, ReservationRequest, ReservationStatus};
-
-const T0: Timestamp = Timestamp::from_millis(1_764_000_000_000);
-
-fn at(secs: u64) -> Timestamp {
-    T0.checked_add(Duration::from_secs(secs)).unwrap()
-}
+use crate::domain::broker::test_support::*;
+use crate::domain::reservation::{ReservationRequest, ReservationStatus};
 
 fn ms(t: Timestamp, millis: i64) -> Timestamp {
     Timestamp::from_millis(t.as_millis().checked_add_signed(millis).unwrap())
-}
-
-fn secs(s: u64) -> Ttl {
-    Ttl::from_secs(s).unwrap()
-}
-
-fn id(n: u32) -> ResourceId {
-    ResourceId::new(n)
 }
 
 fn board() -> Selector {
@@ -54,15 +39,9 @@ fn window(reason: &str, from: Timestamp, until: Option<Timestamp>) -> Unavailabi
 
 fn one_board(ttl: u64) -> ReservationRequest {
     ReservationRequest {
-        groups: vec![Group {
-            criteria: Criteria::Tags(vec!["board".into()]),
-            quantity: 1,
-        }],
-        priority: Priority::DEFAULT,
         ttl: secs(ttl),
         max_wait: secs(86_400),
-        auto_claim: false,
-        meta: LockMeta::default(),
+        ..request(&["board"], 1)
     }
 }
 

@@ -1,30 +1,11 @@
 //! Query tests: every filter, each sort in both orders, pagination edges, and a check of
 //! every strategy (index walk, partial sort, name search) against a naive model.
 
-use std::time::Duration;
-
 use super::*;
 use crate::domain::broker::admin::ResourcePatch;
 use crate::domain::broker::maintenance::Unavailability;
+use crate::domain::broker::test_support::*;
 use crate::domain::reservation::{Group, ReservationRequest};
-
-const T0: Timestamp = Timestamp::from_millis(1_764_000_000_000);
-
-fn at(secs: u64) -> Timestamp {
-    T0.checked_add(Duration::from_secs(secs)).unwrap()
-}
-
-fn secs(s: u64) -> Ttl {
-    Ttl::from_secs(s).unwrap()
-}
-
-fn id(n: u32) -> ResourceId {
-    ResourceId::new(n)
-}
-
-fn tags(t: &[&str]) -> Criteria {
-    Criteria::Tags(t.iter().map(|s| s.to_string()).collect())
-}
 
 fn expr(text: &str) -> Criteria {
     Criteria::Expr(Expr::parse(text).unwrap())

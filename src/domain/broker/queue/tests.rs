@@ -3,51 +3,9 @@
 use std::time::Duration;
 
 use super::*;
+use crate::domain::broker::test_support::*;
 use crate::domain::expr::Expr;
 use crate::domain::reservation::Priority;
-
-const T0: Timestamp = Timestamp::from_millis(1_764_000_000_000);
-
-fn at(secs: u64) -> Timestamp {
-    T0.checked_add(Duration::from_secs(secs)).unwrap()
-}
-
-fn secs(s: u64) -> Ttl {
-    Ttl::from_secs(s).unwrap()
-}
-
-fn id(n: u32) -> ResourceId {
-    ResourceId::new(n)
-}
-
-fn tags(t: &[&str]) -> Criteria {
-    Criteria::Tags(t.iter().map(|s| s.to_string()).collect())
-}
-
-fn group(t: &[&str], quantity: u32) -> Group {
-    Group {
-        criteria: tags(t),
-        quantity,
-    }
-}
-
-/// A request for `quantity` resources with every tag of `t`: priority 5, ttl 600 s,
-/// waiting up to an hour.
-fn request(t: &[&str], quantity: u32) -> ReservationRequest {
-    ReservationRequest {
-        groups: vec![group(t, quantity)],
-        priority: Priority::DEFAULT,
-        ttl: secs(600),
-        max_wait: secs(3_600),
-        auto_claim: false,
-        meta: LockMeta::default(),
-    }
-}
-
-fn with_priority(mut r: ReservationRequest, level: u64) -> ReservationRequest {
-    r.priority = Priority::new(level).unwrap();
-    r
-}
 
 /// 1-4 boards [board, dut] (1, 2 arm; 3, 4 x86), 5 psu [psu], 6 printer [printer, flaky].
 fn lab() -> Broker {
