@@ -133,18 +133,7 @@ pub async fn delete_resource(
 ) -> Result<HttpResponse, ApiError> {
     let id = params::resource_id(&id)?;
     let query = Query::parse(&req)?;
-    let force = match query.get("force") {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(other) => {
-            return Err(ApiError::bad_request(
-                "invalid_parameter",
-                format!("force must be true or false, got {other:?}"),
-            )
-            .with("parameter", "force")
-            .with("force", other));
-        }
-    };
+    let force = params::query_flag(&query, "force")?.unwrap_or(false);
     let reason = query
         .get("reason")
         .map(str::trim)

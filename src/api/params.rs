@@ -56,6 +56,70 @@ impl Query {
     }
 }
 
+/// A 400 for query parameter `parameter`, whose value `given` is not `accepted`.
+pub fn invalid_parameter(parameter: &str, given: &str, accepted: &str) -> ApiError {
+    ApiError::bad_request(
+        "invalid_parameter",
+        format!("{parameter} must be {accepted}, got {given:?}"),
+    )
+    .with("parameter", parameter.to_owned())
+    .with("value", given)
+}
+
+/// Query parameter `parameter`: one of a fixed set of words; `None` when absent.
+pub fn query_choice<T: Copy>(
+    query: &Query,
+    parameter: &str,
+    words: &[(&str, T)],
+) -> Result<Option<T>, ApiError> {
+    let Some(raw) = query.get(parameter) else {
+        return Ok(None);
+    };
+    match words.iter().find(|(word, _)| *word == raw) {
+        Some(&(_, value)) => Ok(Some(value)),
+        None => {
+            let names: Vec<&str> = words.iter().map(|(w, _)| *w).collect();
+            let accepted = match names.split_last() {
+                Some((last, [])) => (*last).to_owned(),
+                Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+                None => String::new(),
+            };
+            Err(invalid_parameter(parameter, raw, &accepted))
+        }
+    }
+}
+
+/// Query parameter `parameter`: `true` or `false`; `None` when absent.
+pub fn query_flag(query: &Query, parameter: &str) -> Result<Option<bool>, ApiError> {
+    query_choice(query, parameter, &[("true", true), ("false", false)])
+}
+
+/// Query parameter `parameter`: a whole number (digits only) in `range`; `None` when
+/// absent.
+pub fn query_number(
+    query: &Query,
+    parameter: &str,
+    range: std::ops::RangeInclusive<usize>,
+) -> Result<Option<usize>, ApiError> {
+    let Some(raw) = query.get(parameter) else {
+        return Ok(None);
+    };
+    let digits = !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit());
+    digits
+        .then(|| raw.parse().ok())
+        .flatten()
+        .filter(|n| range.contains(n))
+        .map(Some)
+        .ok_or_else(|| {
+            let accepted = if *range.end() == usize::MAX {
+                format!("a whole number from {}", range.start())
+            } else {
+                format!("a whole number from {} to {}", range.start(), range.end())
+            };
+            invalid_parameter(parameter, raw, &accepted)
+        })
+}
+
 /// A resource id from the path or the query: decimal digits only (no sign, no spaces).
 pub fn resource_id(raw: &str) -> Result<ResourceId, ApiError> {
     let digits_only = !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit());

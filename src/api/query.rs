@@ -51,8 +51,8 @@ pub fn resource_query(query: &Query) -> Result<Option<ResourceQuery>, ApiError> 
     if !check_parameters(query, &RESOURCE_PARAMETERS)? {
         return Ok(None);
     }
-    let available = boolean(query, "available")?;
-    let unavailable = boolean(query, "unavailable")?;
+    let available = params::query_flag(query, "available")?;
+    let unavailable = params::query_flag(query, "unavailable")?;
     let in_service = match (available, unavailable.map(|u| !u)) {
         (Some(a), Some(u)) if a != u => {
             return Err(ApiError::bad_request(
@@ -78,11 +78,11 @@ pub fn resource_query(query: &Query) -> Result<Option<ResourceQuery>, ApiError> 
         ));
     }
     Ok(Some(ResourceQuery {
-        locked: boolean(query, "locked")?,
+        locked: params::query_flag(query, "locked")?,
         in_service,
         criteria,
         name: query.get("name").map(str::to_owned),
-        sort: choice(
+        sort: params::query_choice(
             query,
             "sort",
             &[
@@ -92,7 +92,7 @@ pub fn resource_query(query: &Query) -> Result<Option<ResourceQuery>, ApiError> 
             ],
         )?
         .unwrap_or_default(),
-        order: choice(
+        order: params::query_choice(
             query,
             "order",
             &[("asc", SortOrder::Asc), ("desc", SortOrder::Desc)],
@@ -122,7 +122,7 @@ pub fn reservation_query(query: &Query) -> Result<Option<ReservationQuery>, ApiE
             .into_iter()
             .find(|s| s.as_str() == raw)
             .ok_or_else(|| {
-                invalid(
+                params::invalid_parameter(
                     "status",
                     raw,
                     "pending, fulfilled or claimed (repeat it, or separate them with commas)",
@@ -140,7 +140,9 @@ pub fn reservation_query(query: &Query) -> Result<Option<ReservationQuery>, ApiE
                 .parse()
                 .ok()
                 .and_then(|n| Priority::new(n).ok())
-                .ok_or_else(|| invalid("priority", raw, "a whole number from 1 to 10"))?,
+                .ok_or_else(|| {
+                    params::invalid_parameter("priority", raw, "a whole number from 1 to 10")
+                })?,
         ),
     };
     Ok(Some(ReservationQuery {
@@ -182,44 +184,6 @@ fn check_parameters(query: &Query, known: &[&str]) -> Result<bool, ApiError> {
     Ok(true)
 }
 
-/// A 400 for `parameter`'s value `given`, saying what it accepts.
-fn invalid(parameter: &str, given: &str, accepted: &str) -> ApiError {
-    ApiError::bad_request(
-        "invalid_parameter",
-        format!("{parameter} must be {accepted}, got {given:?}"),
-    )
-    .with("parameter", parameter.to_owned())
-    .with("value", given)
-}
-
-/// `true` or `false`.
-fn boolean(query: &Query, parameter: &str) -> Result<Option<bool>, ApiError> {
-    choice(query, parameter, &[("true", true), ("false", false)])
-}
-
-/// One of a fixed set of words.
-fn choice<T: Copy>(
-    query: &Query,
-    parameter: &str,
-    words: &[(&str, T)],
-) -> Result<Option<T>, ApiError> {
-    let Some(raw) = query.get(parameter) else {
-        return Ok(None);
-    };
-    match words.iter().find(|(word, _)| *word == raw) {
-        Some(&(_, value)) => Ok(Some(value)),
-        None => {
-            let names: Vec<&str> = words.iter().map(|(w, _)| *w).collect();
-            let accepted = match names.split_last() {
-                Some((last, [])) => (*last).to_owned(),
-                Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
-                None => String::new(),
-            };
-            Err(invalid(parameter, raw, &accepted))
-        }
-    }
-}
-
 /// Every tag of every `tag` and `tags` value (each may be a comma-separated list),
 /// without repeats.
 fn tag_list(query: &Query) -> Result<Vec<String>, ApiError> {
@@ -228,7 +192,7 @@ fn tag_list(query: &Query) -> Result<Vec<String>, ApiError> {
         for value in query.all(parameter) {
             let parsed = descriptor::parse_tags(value).0;
             if parsed.is_empty() {
-                return Err(invalid(
+                return Err(params::invalid_parameter(
                     parameter,
                     value,
                     "a tag, or several separated by commas",
@@ -247,30 +211,13 @@ fn tag_list(query: &Query) -> Result<Vec<String>, ApiError> {
 /// `page` (1-based, default 1) and `limit` (1 to [`MAX_PAGE_LIMIT`], default 100).
 fn page(query: &Query) -> Result<Page, ApiError> {
     let mut page = Page::default();
-    if let Some(raw) = query.get("page") {
-        page.number = digits(raw)
-            .and_then(|d| d.parse().ok())
-            .filter(|&n| n >= 1)
-            .ok_or_else(|| invalid("page", raw, "a whole number from 1"))?;
+    if let Some(number) = params::query_number(query, "page", 1..=usize::MAX)? {
+        page.number = number as u64;
     }
-    if let Some(raw) = query.get("limit") {
-        page.limit = digits(raw)
-            .and_then(|d| d.parse().ok())
-            .filter(|n| (1..=MAX_PAGE_LIMIT).contains(n))
-            .ok_or_else(|| {
-                invalid(
-                    "limit",
-                    raw,
-                    &format!("a whole number from 1 to {MAX_PAGE_LIMIT}"),
-                )
-            })?;
+    if let Some(limit) = params::query_number(query, "limit", 1..=MAX_PAGE_LIMIT)? {
+        page.limit = limit;
     }
     Ok(page)
-}
-
-/// `raw` if it is decimal digits only (no sign, no spaces).
-fn digits(raw: &str) -> Option<&str> {
-    (!raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit())).then_some(raw)
 }
 
 /// The RFC 8288 `Link` header of a page: `first`, `prev` (unless on the first page),

@@ -145,20 +145,7 @@ pub async fn expired_locks(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let query = Query::parse(&req)?;
-    let limit = match query.get("limit") {
-        None => 100,
-        Some(raw) => raw
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=EXPIRY_HISTORY).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_parameter",
-                    format!("limit must be a whole number from 1 to {EXPIRY_HISTORY}, got {raw:?}"),
-                )
-                .with("parameter", "limit")
-            })?,
-    };
+    let limit = params::query_number(&query, "limit", 1..=EXPIRY_HISTORY)?.unwrap_or(100);
     let expired = broker.expired_locks(limit);
     Ok(HttpResponse::Ok().json(ExpiredList {
         expired: expired.iter().map(ExpiredView::from).collect(),
