@@ -451,15 +451,21 @@ impl Broker {
             .lease()
             .ok_or(DomainError::NothingToForce(id))?
             .clone();
+        self.break_lock(id, &lease, reason, now);
+        self.serve_queue_if_dirty(now);
+        Ok(lease)
+    }
+
+    /// Releases `lease` on `id` against its holder's will, recording why: the one way an
+    /// operator's action ends a lock (force unlock, forced delete).
+    fn break_lock(&mut self, id: ResourceId, lease: &Lease, reason: String, now: Timestamp) {
         self.events.push(Event::ForceUnlocked {
             resource: id,
             fencing: lease.fencing,
             reason: reason.clone(),
             at: now,
         });
-        self.release(id, &lease, Released::ForceUnlocked { at: now, reason }, now);
-        self.serve_queue_if_dirty(now);
-        Ok(lease)
+        self.release(id, lease, Released::ForceUnlocked { at: now, reason }, now);
     }
 
     /// Moves the lock's expiry to `now + additional` (1.0 semantics: not old expiry +

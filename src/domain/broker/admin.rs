@@ -134,18 +134,7 @@ impl Broker {
             .ok_or(DomainError::ResourceNotFound(id))?;
         if let Some(lease) = resource.lease().cloned() {
             let reason = force.ok_or(DomainError::ResourceLocked(id))?;
-            // As `force_unlock` records it.
-            self.events.push(Event::ForceUnlocked {
-                resource: id,
-                fencing: lease.fencing,
-                reason: reason.to_owned(),
-                at: now,
-            });
-            let why = Released::ForceUnlocked {
-                at: now,
-                reason: reason.to_owned(),
-            };
-            self.release(id, &lease, why, now);
+            self.break_lock(id, &lease, reason.to_owned(), now);
         }
         let removed = self.forget(id, now);
         self.serve_queue_if_dirty(now);
