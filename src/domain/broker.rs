@@ -510,7 +510,7 @@ impl Broker {
         stored.expires_at = new_expiry;
         let extended = stored.clone();
         // The query columns keep each lock's expiry (for sort=lock-expires-at).
-        self.tags.refresh(resource);
+        self.tags.expiry_moved(resource);
         self.events.push(Event::Extended {
             resource: id,
             fencing: lease.fencing,

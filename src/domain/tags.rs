@@ -106,6 +106,12 @@ impl TagIndex {
         }
     }
 
+    /// Follows a lock's new expiry: only the query columns keep it, so a lock extension
+    /// (a hot path) does not touch the free sets.
+    pub(crate) fn expiry_moved(&mut self, resource: &Resource) {
+        self.columns.refresh(resource);
+    }
+
     /// The query columns (see [`Columns`]).
     pub(crate) fn columns(&self) -> &Columns {
         &self.columns
