@@ -358,18 +358,8 @@ async fn invalid_list_parameters_are_refused_with_400_naming_the_parameter() {
         ),
     ];
     for (query, parameter, code, hint) in cases {
-        let body = app
-            .get(&format!("/api/v1/resources?{query}"))
-            .await
-            .expect_json(400);
-
-        assert_eq!(body["parameter"], parameter, "{query}: {body}");
-        assert_eq!(body["code"], code, "{query}: {body}");
-        let message = body["message"].as_str().unwrap();
-        assert!(
-            message.contains(parameter) && message.contains(hint),
-            "{query}: {message}"
-        );
+        let reply = app.get(&format!("/api/v1/resources?{query}")).await;
+        assert_refused(reply, query, parameter, code, hint);
     }
 }
 
@@ -589,20 +579,22 @@ async fn invalid_reservation_list_parameters_are_refused_with_400_naming_the_par
         ),
     ];
     for (query, parameter, code, hint) in cases {
-        let body = q
-            .app
-            .get(&format!("{RESERVATIONS}?{query}"))
-            .await
-            .expect_json(400);
-
-        assert_eq!(body["parameter"], parameter, "{query}: {body}");
-        assert_eq!(body["code"], code, "{query}: {body}");
-        let message = body["message"].as_str().unwrap();
-        assert!(
-            message.contains(parameter) && message.contains(hint),
-            "{query}: {message}"
-        );
+        let reply = q.app.get(&format!("{RESERVATIONS}?{query}")).await;
+        assert_refused(reply, query, parameter, code, hint);
     }
+}
+
+/// A 400 for `query` naming `parameter`, with `code`, and a message that names the
+/// parameter and says `hint`.
+fn assert_refused(reply: Reply, query: &str, parameter: &str, code: &str, hint: &str) {
+    let body = reply.expect_json(400);
+    assert_eq!(body["parameter"], parameter, "{query}: {body}");
+    assert_eq!(body["code"], code, "{query}: {body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains(parameter) && message.contains(hint),
+        "{query}: {message}"
+    );
 }
 
 #[tokio::test]
