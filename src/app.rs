@@ -31,6 +31,8 @@ pub struct Settings {
     /// The descriptor the resources were loaded from: what `POST /api/v1/admin/reload`
     /// (and, with `handle_signals`, SIGHUP) reads again. `None` refuses reloads.
     pub descriptor: Option<PathBuf>,
+    /// How requests are bounded and whose web pages may send them.
+    pub requests: api::RequestPolicy,
 }
 
 /// A bound, not yet running service.
@@ -65,8 +67,12 @@ pub fn build(
     let descriptor = web::Data::new(source.clone());
     // Remembered `Idempotency-Key` responses: one table, shared by every worker.
     let idempotency = api::idempotency::IdempotencyStore::new(handle.clone());
+    let requests = settings.requests.clone();
     let mut server = HttpServer::new(move || {
         ActixApp::new()
+            // Origin checks, HEAD, JSON for bodiless refusals, HTML security headers:
+            // on every route (see api/guard.rs).
+            .wrap(api::guard::Guard::new(requests.allowed_origins.clone()))
             // Logs each request at debug level: method, path (never the query string,
             // which may carry a lock token), status and latency.
             .wrap_fn(|req, srv| {
@@ -89,6 +95,7 @@ pub fn build(
             .app_data(data.clone())
             .app_data(descriptor.clone())
             .app_data(idempotency.clone())
+            .app_data(api::params::BodyTimeout(requests.body_timeout))
             .configure(api::configure)
             .configure(pages::configure)
             .default_service(web::to(api::no_route))
@@ -209,6 +216,11 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             expiry_warning: Duration::from_secs(args.expiry_warning),
         },
         descriptor,
+        requests: api::RequestPolicy {
+            body_timeout: Duration::from_secs(args.body_timeout),
+            allowed_origins: api::guard::AllowedOrigins::new(&args.allowed_origins)
+                .map_err(anyhow::Error::msg)?,
+        },
     };
     // The main runtime only runs the accept loop and the timer; actix runs its HTTP
     // workers on threads of its own.

@@ -69,6 +69,24 @@ pub struct ServeArgs {
     /// HTTP worker threads (default: one per CPU core).
     #[arg(long, env = "RENTABOT_WORKERS", value_parser = clap::value_parser!(u16).range(1..))]
     pub workers: Option<u16>,
+
+    /// Seconds a request body may take to arrive, once its headers have; a slower one
+    /// is answered 408 and its connection closed.
+    #[arg(long, env = "RENTABOT_BODY_TIMEOUT", value_name = "SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub body_timeout: u64,
+
+    /// Origins (scheme://host[:port]) besides rentabot's own whose web pages may change
+    /// things (POST, PATCH, DELETE, the WebSocket); repeat it, or separate with commas.
+    /// Needed behind a proxy that rewrites the Host header. Requests without an Origin
+    /// header (curl, CI jobs) are never refused.
+    #[arg(long = "allowed-origin", env = "RENTABOT_ALLOWED_ORIGINS", value_name = "ORIGIN",
+          value_delimiter = ',', value_parser = parse_origin)]
+    pub allowed_origins: Vec<String>,
+}
+
+fn parse_origin(raw: &str) -> Result<String, String> {
+    crate::api::guard::parse_origin(raw)
 }
 
 #[cfg(test)]

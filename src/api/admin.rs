@@ -11,17 +11,20 @@
 //! No authentication yet: these endpoints are as open as the rest of the API. API keys
 //! and roles are a later issue.
 
+use std::sync::LazyLock;
+
 use actix_web::http::header;
 use actix_web::web::{self, Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 use serde::Serialize;
 use serde_json::Value;
-use utoipa::ToSchema;
+use utoipa::openapi::path::{Parameter, ParameterIn};
+use utoipa::{IntoParams, ToSchema};
 
 use super::dto::{ErrorBody, ResourceEnvelope, ResourceView};
+use super::endpoint;
 use super::error::ApiError;
-use super::only;
-use super::params::{self, Body, Query};
+use super::params::{self, Body, Fields, Known, Query};
 use crate::domain::{Resource, ResourcePatch, ResourceSpec, Ttl, descriptor};
 use crate::runtime::BrokerHandle;
 use crate::runtime::reload::{self, DescriptorSource, ReloadError, Reloaded};
@@ -29,12 +32,17 @@ use crate::runtime::reload::{self, DescriptorSource, ReloadError, Reloaded};
 /// Registers `POST /admin/reload`. The resource routes are registered with the other
 /// resource routes (`resources::configure`), on the same paths.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(only("/admin/reload", web::post().to(reload_descriptor)));
+    cfg.service(endpoint("/admin/reload").post(reload_descriptor));
 }
 
 /// The properties a resource is created with and that `PATCH` may change, as the
-/// descriptor spells them.
-const PROPERTIES: [&str; 4] = ["description", "endpoint", "tags", "max-lock-duration"];
+/// descriptor spells them: those [`ResourcePatchRequest`] documents.
+static PROPERTIES: LazyLock<Fields> =
+    LazyLock::new(|| Fields::of::<ResourcePatchRequest>(PATCH_EXAMPLE));
+
+/// What a new resource may be given: `name` and the [`PROPERTIES`].
+static CREATE_FIELDS: LazyLock<Fields> =
+    LazyLock::new(|| Fields::of::<ResourceRequest>(CREATE_EXAMPLE));
 
 const CREATE_EXAMPLE: &str = r#"{"name": "board-arm-03", "tags": ["board", "arm"]}"#;
 const PATCH_EXAMPLE: &str = r#"{"tags": "board,arm,flaky"}"#;
@@ -42,19 +50,20 @@ const PATCH_EXAMPLE: &str = r#"{"tags": "board,arm,flaky"}"#;
 /// Creates a resource from the descriptor's fields. It gets the next id (ids are never
 /// reused) and may serve a waiting reservation at once.
 #[utoipa::path(post, path = "/api/v1/resources", tag = "admin",
-    request_body(content = ResourceRequestDoc, description = "The new resource; only name is required"),
+    request_body(content = ResourceRequest, description = "The new resource; only name is required"),
     responses(
         (status = 201, description = "Created; Location names it", body = ResourceEnvelope,
             headers(("Location" = String, description = "/api/v1/resources/{id}"))),
         (status = 400, description = "A missing, invalid or unknown field (the body's `field` names it)", body = ErrorBody),
         (status = 409, description = "A resource with this name exists", body = ErrorBody),
-        (status = 413, description = "Body over 256 KiB", body = ErrorBody),
     ))]
 pub async fn create_resource(
     broker: Data<BrokerHandle>,
+    req: HttpRequest,
     body: Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = Body::parse(&params::read_body(body).await?, CREATE_EXAMPLE)?;
+    Query::strict(&req, &Known::none())?;
+    let body = Body::read(&params::read_body(&req, body).await?, CREATE_EXAMPLE)?;
     let spec = new_spec(&body)?;
     let resource = broker.add_resource(spec)?;
     Ok(HttpResponse::Created()
@@ -71,37 +80,36 @@ pub async fn create_resource(
 /// re-indexes the resource and may serve waiting reservations; a waiting reservation
 /// that no resource could ever serve any more ends (`unsatisfiable`).
 #[utoipa::path(patch, path = "/api/v1/resources/{id}", tag = "admin",
-    params(("id" = u32, Path, description = "Resource id")),
-    request_body(content = ResourcePatchDoc, description = "The properties to change"),
+    params(("id" = u32, Path, description = "Resource id: digits, 0 to 4294967295 (an unknown one: 404)", minimum = 0, maximum = 4294967295.0)),
+    request_body(content = Option<ResourcePatchRequest>, description = "The properties to change"),
     responses(
         (status = 200, description = "Changed; `changed` lists what did", body = UpdatedResource),
         (status = 400, description = "An invalid, unknown or immutable field (name, id)", body = ErrorBody),
         (status = 404, description = "No such resource", body = ErrorBody),
-        (status = 413, description = "Body over 256 KiB", body = ErrorBody),
     ))]
 pub async fn update_resource(
     broker: Data<BrokerHandle>,
     id: web::Path<String>,
+    req: HttpRequest,
     body: Payload,
 ) -> Result<HttpResponse, ApiError> {
     let id = params::resource_id(&id)?;
-    let body = Body::parse(&params::read_body(body).await?, PATCH_EXAMPLE)?;
-    for field in body.fields().keys() {
-        match field.as_str() {
-            "name" | "id" => {
-                return Err(ApiError::bad_request(
-                    "immutable_field",
-                    format!(
-                        "{field} cannot be changed: delete the resource and create it anew, or change {}",
-                        PROPERTIES.join(", ")
-                    ),
-                )
-                .with("field", field.as_str()));
-            }
-            known if PROPERTIES.contains(&known) => {}
-            unknown => return Err(unknown_field(unknown)),
-        }
+    Query::strict(&req, &Known::none())?;
+    let body = Body::read(&params::read_body(&req, body).await?, PATCH_EXAMPLE)?;
+    if let Some(field) = ["name", "id"]
+        .iter()
+        .find(|f| body.fields().contains_key(**f))
+    {
+        return Err(ApiError::bad_request(
+            "immutable_field",
+            format!(
+                "{field} cannot be changed: delete the resource and create it anew, or change {}",
+                PROPERTIES.names().collect::<Vec<_>>().join(", ")
+            ),
+        )
+        .with("field", *field));
     }
+    PROPERTIES.check("", body.fields())?;
     let (resource, changed) = broker.update_resource(id, patch(&body)?)?;
     let view = ResourceView::current(&resource, &broker);
     Ok(HttpResponse::Ok().json(UpdatedResource {
@@ -115,14 +123,10 @@ pub async fn update_resource(
 /// unlocks nothing (404). A free resource held for a waiting reservation is released
 /// from the hold. Answers 200 with the resource as it was when it went.
 #[utoipa::path(delete, path = "/api/v1/resources/{id}", tag = "admin",
-    params(
-        ("id" = u32, Path, description = "Resource id"),
-        ("force" = Option<bool>, Query, description = "true: delete even if locked, breaking the lock"),
-        ("reason" = Option<String>, Query, description = "Why the lock is broken, with force=true"),
-    ),
+    params(("id" = u32, Path, description = "Resource id: digits, 0 to 4294967295 (an unknown one: 404)", minimum = 0, maximum = 4294967295.0), DeleteQuery),
     responses(
         (status = 200, description = "Deleted", body = DeletedResource),
-        (status = 400, description = "force is not true or false", body = ErrorBody),
+        (status = 400, description = "force is not true or false, a reason with control characters, or an unknown or repeated parameter", body = ErrorBody),
         (status = 404, description = "No such resource", body = ErrorBody),
         (status = 409, description = "Locked, and force=true not given", body = ErrorBody),
     ))]
@@ -132,13 +136,13 @@ pub async fn delete_resource(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let id = params::resource_id(&id)?;
-    let query = Query::parse(&req)?;
+    let query = Query::strict(&req, &DELETE_QUERY)?;
     let force = params::query_flag(&query, "force")?.unwrap_or(false);
-    let reason = query
-        .get("reason")
-        .map(str::trim)
-        .filter(|r| !r.is_empty())
-        .unwrap_or("resource deleted");
+    let reason = match query.get("reason") {
+        Some(raw) => params::optional_text("reason", raw)?,
+        None => None,
+    }
+    .unwrap_or("resource deleted");
     let resource = broker.remove_resource(id, force.then_some(reason))?;
     let view = ResourceView::current(&resource, &broker);
     Ok(HttpResponse::Ok().json(DeletedResource {
@@ -161,7 +165,9 @@ pub async fn delete_resource(
 pub async fn reload_descriptor(
     broker: Data<BrokerHandle>,
     source: Data<DescriptorSource>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
+    Query::strict(&req, &Known::none())?;
     let (handle, source) = (broker.get_ref().clone(), source.get_ref().clone());
     // Reading the file is blocking IO: off the worker's event loop.
     let outcome = web::block(move || reload::reload(&handle, &source))
@@ -199,20 +205,14 @@ pub async fn reload_descriptor(
 
 /// The spec of a new resource: `name`, and any of [`PROPERTIES`].
 fn new_spec(body: &Body) -> Result<ResourceSpec, ApiError> {
-    for field in body.fields().keys() {
-        match field.as_str() {
-            "id" => {
-                return Err(ApiError::bad_request(
-                    "immutable_field",
-                    "id is assigned by the broker (the next unused number): leave it out",
-                )
-                .with("field", "id"));
-            }
-            "name" => {}
-            known if PROPERTIES.contains(&known) => {}
-            unknown => return Err(unknown_field(unknown)),
-        }
+    if body.fields().contains_key("id") {
+        return Err(ApiError::bad_request(
+            "immutable_field",
+            "id is assigned by the broker (the next unused number): leave it out",
+        )
+        .with("field", "id"));
     }
+    CREATE_FIELDS.check("", body.fields())?;
     let name = match body.get("name") {
         Some(Value::String(name)) => name,
         None => {
@@ -225,6 +225,11 @@ fn new_spec(body: &Body) -> Result<ResourceSpec, ApiError> {
         Some(other) => return Err(invalid_name(format!("name must be a string, got {other}"))),
     };
     descriptor::check_name(name).map_err(|problem| invalid_name(problem.to_owned()))?;
+    if let Some(problem) = params::text_problem(name) {
+        return Err(invalid_name(format!(
+            "a resource name {problem}, got {name:?}"
+        )));
+    }
     let patch = patch(body)?;
     Ok(ResourceSpec {
         name: name.clone(),
@@ -319,17 +324,6 @@ fn invalid_name(message: String) -> ApiError {
     ApiError::bad_request("invalid_name", message).with("field", "name")
 }
 
-fn unknown_field(field: &str) -> ApiError {
-    ApiError::bad_request(
-        "unknown_field",
-        format!(
-            "unknown field {field:?}: a resource has name, {}",
-            PROPERTIES.join(", ")
-        ),
-    )
-    .with("field", field)
-}
-
 fn envelope(broker: &BrokerHandle, resource: &Resource) -> ResourceEnvelope {
     ResourceEnvelope {
         resource: ResourceView::current(resource, broker),
@@ -394,30 +388,100 @@ impl From<Reloaded> for ReloadResponse {
 
 /// The body of `POST /api/v1/resources`.
 #[derive(ToSchema)]
-#[allow(dead_code)] // documentation only: the body is parsed field by field (`new_spec`)
-pub struct ResourceRequestDoc {
-    /// Unique, not blank.
+#[allow(dead_code)] // documentation: the body is parsed field by field (`new_spec`)
+pub struct ResourceRequest {
+    /// Unique, with something visible, no control characters.
+    #[schema(schema_with = params::schema::name)]
     name: String,
+    #[schema(schema_with = text_or_null)]
     description: Option<String>,
+    #[schema(schema_with = text_or_null)]
     endpoint: Option<String>,
-    /// `"board,arm"` or `["board", "arm"]`.
+    /// `"board,arm"` or `["board", "arm"]` (not space-separated).
+    #[schema(schema_with = resource_tags)]
     tags: Option<Vec<String>>,
     /// Seconds, 1 to 100 years; default 86400.
-    #[schema(rename = "max-lock-duration")]
+    #[schema(rename = "max-lock-duration", schema_with = params::schema::ttl_or_null)]
     max_lock_duration: Option<u64>,
 }
 
 /// The body of `PATCH /api/v1/resources/{id}`: any of these; null resets to the default.
 #[derive(ToSchema)]
-#[allow(dead_code)] // documentation only: the body is parsed field by field (`patch`)
-pub struct ResourcePatchDoc {
+#[allow(dead_code)] // documentation: the body is parsed field by field (`patch`)
+pub struct ResourcePatchRequest {
+    #[schema(schema_with = text_or_null)]
     description: Option<String>,
+    #[schema(schema_with = text_or_null)]
     endpoint: Option<String>,
-    /// `"board,arm"` or `["board", "arm"]`.
+    /// `"board,arm"` or `["board", "arm"]` (not space-separated).
+    #[schema(schema_with = resource_tags)]
     tags: Option<Vec<String>>,
     /// Seconds; applies to later grants and extensions.
-    #[schema(rename = "max-lock-duration")]
+    #[schema(rename = "max-lock-duration", schema_with = params::schema::ttl_or_null)]
     max_lock_duration: Option<u64>,
+}
+
+/// `DELETE /api/v1/resources/{id}`.
+pub struct DeleteQuery;
+
+impl IntoParams for DeleteQuery {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            params::param(
+                "force",
+                "true: delete even if locked, breaking the lock",
+                params::schema::boolean(),
+            ),
+            params::param(
+                "reason",
+                "Why the lock is broken, with force=true (no control characters)",
+                delete_reason(),
+            ),
+        ]
+    }
+}
+
+static DELETE_QUERY: LazyLock<Known> = LazyLock::new(Known::of::<DeleteQuery>);
+
+fn text_or_null() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::Array(vec![
+            Type::String,
+            Type::Null,
+        ]))
+        .build()
+        .into()
+}
+
+/// A reason in the query: blank (the default reason) or visible text.
+fn delete_reason() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(params::schema::visible_or_blank()))
+        .build()
+        .into()
+}
+
+/// Tags as [`tags`] reads them: a string or a list of strings, none of them
+/// space-separated without a comma, or null (no tags).
+fn resource_tags() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+    let ws = params::schema::WHITE_SPACE;
+    // A comma anywhere, or no white space between two other characters.
+    let item = || {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(format!("^(.*,.*|[{ws}]*[^{ws}]*[{ws}]*)$")))
+            .build()
+    };
+    OneOfBuilder::new()
+        .item(item())
+        .item(ArrayBuilder::new().items(item()).build())
+        .item(ObjectBuilder::new().schema_type(Type::Null).build())
+        .build()
+        .into()
 }
 
 #[cfg(test)]
@@ -426,7 +490,7 @@ mod tests {
     use serde_json::json;
 
     fn body(value: Value) -> Body {
-        Body::parse(&value.to_string().into(), "{}").unwrap()
+        Body::read(&value.to_string().into(), "{}").unwrap()
     }
 
     #[test]

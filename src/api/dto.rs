@@ -147,10 +147,21 @@ fn lock_details(state: &LockState) -> String {
     }
 }
 
-/// `GET /api/v1/resources`.
+/// `GET /api/v1/resources` without list parameters: the 1.0 list, every resource.
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)] // documents `additionalProperties: false`: no page fields
 pub struct ResourceList {
     pub resources: Vec<ResourceView>,
+}
+
+/// `GET /api/v1/resources`: the 1.0 list, or a page of it. Documentation only: the
+/// handler answers one or the other.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum ResourceListBody {
+    All(ResourceList),
+    Page(ResourcePageList),
 }
 
 /// `GET /api/v1/resources/expired`.
@@ -521,10 +532,21 @@ impl From<&ReservationSnapshot> for ReservationView {
     }
 }
 
-/// `GET /api/v1/reservations`.
+/// `GET /api/v1/reservations` without list parameters: every live reservation.
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)] // documents `additionalProperties: false`: no page fields
 pub struct ReservationList {
     pub reservations: Vec<ReservationView>,
+}
+
+/// `GET /api/v1/reservations`: every live reservation, or a page of them. Documentation
+/// only: the handler answers one or the other.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum ReservationListBody {
+    All(ReservationList),
+    Page(ReservationPageList),
 }
 
 /// `GET /api/v1/resources` with query parameters: one page of the matches.

@@ -3,7 +3,7 @@
 //! The body is a JSON object of context fields, then `message` (the 1.0 text, which
 //! clients may match on), then `code`, a stable snake_case name added by rentabot.
 
-use actix_web::http::StatusCode;
+use actix_web::http::{StatusCode, header};
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::{Map, Value, json};
 
@@ -20,14 +20,44 @@ pub enum ApiError {
     #[error("no route for {method} {path}")]
     NoRoute { method: String, path: String },
 
-    /// 405: the path exists, but not for this method.
+    /// 405: the path exists, but not for this method. `allow` lists the methods it
+    /// serves (sent as the `Allow` header, as RFC 9110 requires).
     #[error("{method} is not allowed on {path}")]
-    MethodNotAllowed { method: String, path: String },
+    MethodNotAllowed {
+        method: String,
+        path: String,
+        allow: String,
+    },
 
-    /// 413: the request body is over `limit` bytes. Answered here rather than by
-    /// actix's extractor, whose refusal is plain text: every error body is JSON.
+    /// 413: the request body is over `limit` bytes (or its `Content-Length` says it will
+    /// be, refused before reading any of it). Answered here rather than by actix's
+    /// extractor, whose refusal is plain text: every error body is JSON. The connection
+    /// closes: the rest of the body is not worth reading.
     #[error("the request body is over {limit} bytes")]
     BodyTooLarge { limit: usize },
+
+    /// 408: the request body did not arrive within `secs` seconds
+    /// (`--body-timeout`). The connection closes, so that a client trickling a body
+    /// cannot hold it.
+    #[error("the request body did not arrive within {secs} s")]
+    BodyTimeout { secs: u64 },
+
+    /// 415: a request body that is not JSON: its `Content-Type` is a form, text or
+    /// anything but `application/json` (or a `+json` type). No content type is JSON, as
+    /// 1.0 clients send it.
+    #[error("the request body must be JSON, not {content_type}")]
+    UnsupportedMediaType { content_type: String },
+
+    /// 403: a change requested by a web page from another site (its `Origin` is neither
+    /// this service nor in `--allowed-origin`): a browser must not be usable to lock or
+    /// delete on a user's behalf.
+    #[error("requests from {origin} are not allowed to change anything")]
+    OriginNotAllowed { origin: String },
+
+    /// Any other HTTP refusal that came without a body (e.g. a 404 of the explorer's
+    /// assets): the status with a JSON body.
+    #[error("{status} for {path}")]
+    Status { status: StatusCode, path: String },
 
     /// 400: a parameter, header or body the caller must fix. `message` says how.
     #[error("{message}")]
@@ -61,6 +91,10 @@ struct Parts {
     code: &'static str,
     message: String,
     context: Vec<(&'static str, Value)>,
+    /// The `Allow` header of a 405.
+    allow: Option<String>,
+    /// Close the connection after this response (its request body was not read).
+    close: bool,
 }
 
 impl Parts {
@@ -70,7 +104,14 @@ impl Parts {
             code,
             message: message.into(),
             context: Vec::new(),
+            allow: None,
+            close: false,
         }
+    }
+
+    fn closing(mut self) -> Self {
+        self.close = true;
+        self
     }
 
     fn with(mut self, key: &'static str, value: impl Into<Value>) -> Self {
@@ -117,10 +158,8 @@ impl ApiError {
                 code,
                 context,
             } => Parts {
-                status: S::BAD_REQUEST,
-                code,
-                message: message.clone(),
                 context: context.clone(),
+                ..Parts::new(S::BAD_REQUEST, code, message.clone())
             },
             ApiError::NoRoute { method, path } => Parts::new(
                 S::NOT_FOUND,
@@ -128,21 +167,63 @@ impl ApiError {
                 format!("Not Found: no route for {method} {path}; the API is described at /docs"),
             )
             .with("path", path.as_str()),
-            ApiError::MethodNotAllowed { method, path } => Parts::new(
-                S::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                format!(
-                    "Method Not Allowed: {method} is not served on {path}; the API is described at /docs"
-                ),
-            )
-            .with("path", path.as_str())
-            .with("method", method.as_str()),
+            ApiError::MethodNotAllowed {
+                method,
+                path,
+                allow,
+            } => Parts {
+                allow: Some(allow.clone()),
+                ..Parts::new(
+                    S::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    format!(
+                        "Method Not Allowed: {method} is not served on {path}; the API is described at /docs"
+                    ),
+                )
+                .with("path", path.as_str())
+                .with("method", method.as_str())
+            },
             ApiError::BodyTooLarge { limit } => Parts::new(
                 S::PAYLOAD_TOO_LARGE,
                 "body_too_large",
                 format!("the request body must be at most {limit} bytes"),
             )
-            .with("limit", *limit),
+            .with("limit", *limit)
+            .closing(),
+            ApiError::BodyTimeout { secs } => Parts::new(
+                S::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                    "the request body did not arrive within {secs} s: send it whole, right after the headers"
+                ),
+            )
+            .with("timeout", *secs)
+            .closing(),
+            ApiError::UnsupportedMediaType { content_type } => Parts::new(
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!(
+                    "the request body must be JSON: send it with Content-Type: application/json (or with no Content-Type), not {content_type:?}"
+                ),
+            )
+            .with("content_type", content_type.as_str()),
+            ApiError::OriginNotAllowed { origin } => Parts::new(
+                S::FORBIDDEN,
+                "origin_not_allowed",
+                format!(
+                    "a web page on {origin} may not change anything here: only pages of this service (and origins listed with --allowed-origin) may"
+                ),
+            )
+            .with("origin", origin.as_str()),
+            ApiError::Status { status, path } => Parts::new(
+                *status,
+                "http_error",
+                format!(
+                    "{}: {path}",
+                    status.canonical_reason().unwrap_or("HTTP error")
+                ),
+            )
+            .with("path", path.as_str()),
             ApiError::IdempotencyKeyReused => Parts::new(
                 S::UNPROCESSABLE_ENTITY,
                 "idempotency_key_reused",
@@ -166,6 +247,9 @@ impl ApiError {
         }
     }
 }
+
+/// What a request without a lock token is told.
+pub const MISSING_TOKEN_HINT: &str = "no lock token was given: pass the token the lock returned as ?lock-token=TOKEN (with a hyphen) or in the X-Lock-Token header";
 
 /// The 1.0 status, message and context fields of each broker refusal.
 fn domain_parts(e: &DomainError) -> Parts {
@@ -285,17 +369,29 @@ fn domain_parts(e: &DomainError) -> Parts {
             resource,
             provided,
             used_for,
-        } => Parts::new(
-            S::FORBIDDEN,
-            "invalid_lock_token",
-            match used_for {
-                TokenUse::Unlock => "Cannot unlock resource, the lock token is not valid.",
-                TokenUse::Extend => "Cannot extend lock, the lock token is not valid.",
-            },
-        )
-        // 1.0 echoed the holder's real token here; the view is redacted.
-        .with("resource", json!(ResourceView::redacted(resource)))
-        .with("invalid-lock-token", json!(provided)),
+        } => {
+            let parts = Parts::new(
+                S::FORBIDDEN,
+                if provided.is_some() {
+                    "invalid_lock_token"
+                } else {
+                    "missing_lock_token"
+                },
+                match used_for {
+                    TokenUse::Unlock => "Cannot unlock resource, the lock token is not valid.",
+                    TokenUse::Extend => "Cannot extend lock, the lock token is not valid.",
+                },
+            )
+            // 1.0 echoed the holder's real token here; the view is redacted.
+            .with("resource", json!(ResourceView::redacted(resource)))
+            .with("invalid-lock-token", json!(provided));
+            if provided.is_some() {
+                parts
+            } else {
+                // The 1.0 message stays (clients match on it); the hint says what to do.
+                parts.with("hint", MISSING_TOKEN_HINT)
+            }
+        }
         DomainError::TtlAboveMax { id, ttl, max } => Parts::new(
             S::BAD_REQUEST,
             "ttl_above_max",
@@ -434,6 +530,8 @@ impl ResponseError for ApiError {
             code,
             message,
             context,
+            allow,
+            close,
         } = self.parts();
         let mut body = Map::new();
         for (key, value) in context {
@@ -441,6 +539,13 @@ impl ResponseError for ApiError {
         }
         body.insert("message".into(), Value::String(message));
         body.insert("code".into(), Value::String(code.into()));
-        HttpResponse::build(status).json(Value::Object(body))
+        let mut response = HttpResponse::build(status);
+        if let Some(allow) = allow {
+            response.insert_header((header::ALLOW, allow));
+        }
+        if close {
+            response.force_close();
+        }
+        response.json(Value::Object(body))
     }
 }

@@ -29,8 +29,8 @@ use tokio::time::{self, Instant, Interval, MissedTickBehavior};
 use utoipa::ToSchema;
 
 use super::dto::{ErrorBody, ReservationView};
+use super::endpoint;
 use super::error::ApiError;
-use super::only;
 use super::params::Query;
 use crate::domain::{DomainError, Event, ReservationId, ReservationStatus, Timestamp};
 use crate::runtime::{BrokerHandle, ReservationSnapshot};
@@ -62,15 +62,12 @@ pub const EVENT_TYPES: [&str; 16] = [
 
 /// Registers `GET /events`; mounted under `/api/v1`.
 pub fn configure_api(cfg: &mut web::ServiceConfig) {
-    cfg.service(only("/events", web::get().to(stream_events)));
+    cfg.service(endpoint("/events").get(stream_events));
 }
 
 /// Registers the WebSocket `GET /ws/reservations/{rid}`; mounted at the root.
 pub fn configure_ws(cfg: &mut web::ServiceConfig) {
-    cfg.service(only(
-        "/ws/reservations/{rid}",
-        web::get().to(watch_reservation),
-    ));
+    cfg.service(endpoint("/ws/reservations/{rid}").get(watch_reservation));
 }
 
 /// One broker event on the wire. Resource ids and fencing tokens are integers,
@@ -402,7 +399,8 @@ impl TypeFilter {
 /// after a reconnect.
 #[utoipa::path(get, path = "/api/v1/events", tag = "events",
     params(("types" = Option<String>, Query,
-        description = "Only these event types, comma-separated (e.g. locked,unlocked); default all")),
+        description = "Only these event types, comma-separated (e.g. locked,unlocked); default all",
+        pattern = "^(?:[\\t\\n\\x0b\\x0c\\r\\x85 \\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*,)*[\\t\\n\\x0b\\x0c\\r\\x85 \\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*(?:locked|extended|unlocked|expired|reservation_created|reservation_fulfilled|reservation_claimed|reservation_ended|force_unlocked|maintenance_scheduled|maintenance_started|maintenance_ended|resource_added|resource_updated|resource_retiring|resource_removed)[\\t\\n\\x0b\\x0c\\r\\x85 \\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*(?:,[\\t\\n\\x0b\\x0c\\r\\x85 \\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*(?:(?:locked|extended|unlocked|expired|reservation_created|reservation_fulfilled|reservation_claimed|reservation_ended|force_unlocked|maintenance_scheduled|maintenance_started|maintenance_ended|resource_added|resource_updated|resource_retiring|resource_removed)[\\t\\n\\x0b\\x0c\\r\\x85 \\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*)?)*$")),
     responses(
         (status = 200, description = "A text/event-stream of broker events; each data line is one EventView",
             content_type = "text/event-stream", body = EventView),

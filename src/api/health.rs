@@ -3,11 +3,11 @@
 use actix_web::{HttpResponse, web};
 
 use super::dto::Status;
-use super::only;
+use super::endpoint;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(only("/health", web::get().to(health)))
-        .service(only("/readiness", web::get().to(readiness)));
+    cfg.service(endpoint("/health").get(health))
+        .service(endpoint("/readiness").get(readiness));
 }
 
 /// 200 while the process serves HTTP.

@@ -437,7 +437,7 @@ pub async fn remember(
     };
     // Read the body to fingerprint it, under the handlers' own limit, then put it back.
     let payload = req.extract::<web::Payload>().await?;
-    let body = match params::read_body(payload).await {
+    let body = match params::read_body(req.request(), payload).await {
         Ok(body) => body,
         Err(e) => return Ok(req.error_response(e)),
     };

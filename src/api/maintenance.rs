@@ -4,14 +4,16 @@
 //! The rules (draining, what a held lock does, when the queue is served) live in
 //! `domain::broker::maintenance`; these handlers read the request and render.
 
-use actix_web::HttpResponse;
+use std::sync::LazyLock;
+
 use actix_web::web::{self, Data, Payload};
+use actix_web::{HttpRequest, HttpResponse};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::dto::{ErrorBody, ResourceView};
 use super::error::ApiError;
-use super::params::{self, Body};
+use super::params::{self, Body, Fields, Known, Query};
 use crate::domain::{Resource, Unavailability};
 use crate::runtime::BrokerHandle;
 
@@ -38,23 +40,22 @@ impl OperatorResponse {
 /// `POST .../available`). A held lock runs to its end; before `from` only locks that end
 /// by `from` are granted, so the resource is free when the window opens.
 #[utoipa::path(post, path = "/api/v1/resources/{id}/unavailable", tag = "maintenance",
-    params(("id" = u32, Path, description = "Resource id")),
-    request_body(content = UnavailableRequestDoc),
+    params(("id" = u32, Path, description = "Resource id: digits, 0 to 4294967295 (an unknown one: 404)", minimum = 0, maximum = 4294967295.0)),
+    request_body(content = UnavailableRequest),
     responses(
         (status = 200, description = "Out of service, or draining for the window", body = OperatorResponse),
-        (status = 400, description = "No reason, a bad date, or until not after the window opens", body = ErrorBody),
+        (status = 400, description = "No reason, a bad date, an unknown field, or until not after the window opens and now (`invalid_window`)", body = ErrorBody),
         (status = 404, description = "No such resource", body = ErrorBody),
     ))]
 pub async fn mark_unavailable(
     broker: Data<BrokerHandle>,
     id: web::Path<String>,
+    req: HttpRequest,
     body: Payload,
 ) -> Result<HttpResponse, ApiError> {
     let id = params::resource_id(&id)?;
-    let body = Body::parse(
-        &params::read_body(body).await?,
-        r#"{"reason": "replacing the disk", "until": "2026-11-25T18:00:00Z"}"#,
-    )?;
+    Query::strict(&req, &Known::none())?;
+    let body = Body::parse(&params::read_body(&req, body).await?, &UNAVAILABLE_FIELDS)?;
     let window = Unavailability {
         reason: reason(&body)?,
         from: body.timestamp("from")?,
@@ -75,16 +76,20 @@ pub async fn mark_unavailable(
 /// Returns a resource to service (or cancels its scheduled window) and serves the queue.
 /// Marking an available resource available changes nothing.
 #[utoipa::path(post, path = "/api/v1/resources/{id}/available", tag = "maintenance",
-    params(("id" = u32, Path, description = "Resource id")),
+    params(("id" = u32, Path, description = "Resource id: digits, 0 to 4294967295 (an unknown one: 404)", minimum = 0, maximum = 4294967295.0)),
     responses(
         (status = 200, description = "In service", body = OperatorResponse),
+        (status = 400, description = "A bad id, or a query parameter (it takes none)", body = ErrorBody),
         (status = 404, description = "No such resource", body = ErrorBody),
     ))]
 pub async fn mark_available(
     broker: Data<BrokerHandle>,
     id: web::Path<String>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let resource = broker.mark_available(params::resource_id(&id)?)?;
+    let id = params::resource_id(&id)?;
+    Query::strict(&req, &Known::none())?;
+    let resource = broker.mark_available(id)?;
     Ok(OperatorResponse::respond(
         "Resource available",
         &resource,
@@ -95,24 +100,23 @@ pub async fn mark_available(
 /// Breaks the lock on a resource, whoever holds it; `reason` shows in `lock-details`.
 /// The holder's token stops working; the queue is served.
 #[utoipa::path(post, path = "/api/v1/resources/{id}/force-unlock", tag = "maintenance",
-    params(("id" = u32, Path, description = "Resource id")),
-    request_body(content = ForceUnlockRequestDoc),
+    params(("id" = u32, Path, description = "Resource id: digits, 0 to 4294967295 (an unknown one: 404)", minimum = 0, maximum = 4294967295.0)),
+    request_body(content = ForceUnlockRequest),
     responses(
         (status = 200, description = "Unlocked", body = OperatorResponse),
-        (status = 400, description = "No reason", body = ErrorBody),
+        (status = 400, description = "No reason, or an unknown field", body = ErrorBody),
         (status = 404, description = "No such resource", body = ErrorBody),
         (status = 409, description = "Not locked", body = ErrorBody),
     ))]
 pub async fn force_unlock(
     broker: Data<BrokerHandle>,
     id: web::Path<String>,
+    req: HttpRequest,
     body: Payload,
 ) -> Result<HttpResponse, ApiError> {
     let id = params::resource_id(&id)?;
-    let body = Body::parse(
-        &params::read_body(body).await?,
-        r#"{"reason": "job 4711 hung holding the board"}"#,
-    )?;
+    Query::strict(&req, &Known::none())?;
+    let body = Body::parse(&params::read_body(&req, body).await?, &FORCE_UNLOCK_FIELDS)?;
     let (_, resource) = broker.force_unlock(id, reason(&body)?)?;
     Ok(OperatorResponse::respond(
         "Resource force-unlocked",
@@ -121,7 +125,7 @@ pub async fn force_unlock(
     ))
 }
 
-/// The required `reason`.
+/// The required `reason`: something visible (see `params::text_problem`).
 fn reason(body: &Body) -> Result<String, ApiError> {
     body.text("reason", MAX_REASON_CHARS)?.ok_or_else(|| {
         ApiError::bad_request(
@@ -134,22 +138,36 @@ fn reason(body: &Body) -> Result<String, ApiError> {
 
 /// `POST /resources/{id}/unavailable`.
 #[derive(ToSchema)]
-#[allow(dead_code)] // documentation only: parsed by Body
-pub struct UnavailableRequestDoc {
-    /// Why (at most 1024 characters), shown as `unavailable-reason`.
+#[allow(dead_code)] // documentation: read field by field by `params::Body`
+pub struct UnavailableRequest {
+    /// Why (at most 1024 characters, something visible), shown as `unavailable-reason`.
+    #[schema(schema_with = params::schema::reason)]
     reason: String,
     /// When the window opens (RFC 3339); absent or past: now. Until then the resource
     /// drains: only locks ending by then are granted.
+    #[schema(schema_with = params::schema::timestamp_or_null)]
     from: Option<String>,
-    /// When the resource returns to service by itself (RFC 3339); absent: on
-    /// `POST .../available`.
+    /// When the resource returns to service by itself (RFC 3339), after `from` and after
+    /// now; absent: on `POST .../available`.
+    #[schema(schema_with = params::schema::timestamp_or_null)]
     until: Option<String>,
 }
 
+static UNAVAILABLE_FIELDS: LazyLock<Fields> = LazyLock::new(|| {
+    Fields::of::<UnavailableRequest>(
+        r#"{"reason": "replacing the disk", "until": "2026-11-25T18:00:00Z"}"#,
+    )
+});
+
 /// `POST /resources/{id}/force-unlock`.
 #[derive(ToSchema)]
-#[allow(dead_code)] // documentation only: parsed by Body
-pub struct ForceUnlockRequestDoc {
-    /// Why (at most 1024 characters), shown in `lock-details`.
+#[allow(dead_code)] // documentation: read by `reason`
+pub struct ForceUnlockRequest {
+    /// Why (at most 1024 characters, something visible), shown in `lock-details`.
+    #[schema(schema_with = params::schema::reason)]
     reason: String,
 }
+
+static FORCE_UNLOCK_FIELDS: LazyLock<Fields> = LazyLock::new(|| {
+    Fields::of::<ForceUnlockRequest>(r#"{"reason": "job 4711 hung holding the board"}"#)
+});

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod dto;
 pub mod error;
 pub mod events;
+pub mod guard;
 pub mod health;
 pub mod idempotency;
 pub mod maintenance;
@@ -16,14 +17,42 @@ pub mod query;
 pub mod reservations;
 pub mod resources;
 
-use actix_web::dev::Service;
+use std::collections::BTreeSet;
+
+use actix_web::dev::{AppService, HttpServiceFactory, Service};
+use actix_web::http::Method;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::from_fn;
-use actix_web::{HttpRequest, HttpResponse, Resource, Route, web};
-use utoipa::OpenApi;
+use actix_web::{
+    FromRequest, Handler, HttpMessage, HttpRequest, HttpResponse, Resource, Responder, web,
+};
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::schema::{AdditionalProperties, Schema};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 pub use error::ApiError;
+
+/// How the HTTP layer bounds requests, and whose web pages may send changes: from
+/// `--body-timeout` and `--allowed-origin`.
+#[derive(Clone, Debug)]
+pub struct RequestPolicy {
+    /// How long a request body may take to arrive (408 after).
+    pub body_timeout: std::time::Duration,
+    /// Origins besides the service's own whose pages may POST, PATCH, DELETE and open
+    /// the WebSocket.
+    pub allowed_origins: guard::AllowedOrigins,
+}
+
+impl Default for RequestPolicy {
+    fn default() -> Self {
+        RequestPolicy {
+            body_timeout: params::DEFAULT_BODY_TIMEOUT,
+            allowed_origins: guard::AllowedOrigins::default(),
+        }
+    }
+}
 
 /// The current API prefix.
 pub const PREFIX: &str = "/api/v1";
@@ -61,6 +90,8 @@ pub const LEGACY_PREFIX: &str = "/rentabot/api/v1.0";
         admin::delete_resource,
         admin::reload_descriptor,
     ),
+    components(schemas(params::GroupRequest)),
+    modifiers(&CommonRefusals),
     tags(
         (name = "resources", description = "Lock, unlock and extend (Rent-A-Bot 1.0)"),
         (name = "maintenance", description = "Operators: take resources out of service, return them, break locks"),
@@ -136,18 +167,107 @@ async fn docs_redirect() -> HttpResponse {
         .finish()
 }
 
-/// A resource at `path` served by `route` alone: any other method gets a JSON 405 (1.0,
-/// on FastAPI, answered 405 too), instead of falling through to the 404 of unknown paths.
-pub(crate) fn only(path: &str, route: Route) -> Resource {
-    web::resource(path)
-        .route(route)
-        .default_service(web::to(method_not_allowed))
+/// A path and the methods it serves: `endpoint("/x").get(read).post(write)`. Any other
+/// method gets a JSON 405 (1.0, on FastAPI, answered 405 too) whose `Allow` header lists
+/// the methods served, instead of falling through to the 404 of unknown paths. `HEAD` is
+/// served wherever `GET` is (see [`guard`]), and listed in `Allow`.
+pub(crate) fn endpoint(path: &str) -> Endpoint {
+    Endpoint {
+        resource: web::resource(path),
+        methods: Vec::new(),
+    }
 }
 
-pub(crate) async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+/// See [`endpoint`]. Registered with `.service(...)`.
+pub(crate) struct Endpoint {
+    resource: Resource,
+    methods: Vec<Method>,
+}
+
+impl Endpoint {
+    pub(crate) fn get<F, Args>(self, handler: F) -> Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.on(Method::GET, handler)
+    }
+
+    pub(crate) fn post<F, Args>(self, handler: F) -> Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.on(Method::POST, handler)
+    }
+
+    pub(crate) fn patch<F, Args>(self, handler: F) -> Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.on(Method::PATCH, handler)
+    }
+
+    pub(crate) fn delete<F, Args>(self, handler: F) -> Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.on(Method::DELETE, handler)
+    }
+
+    fn on<F, Args>(mut self, method: Method, handler: F) -> Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.resource = self
+            .resource
+            .route(web::route().method(method.clone()).to(handler));
+        self.methods.push(method);
+        self
+    }
+
+    /// The `Allow` header: the methods served, `HEAD` after `GET`.
+    fn allow(&self) -> String {
+        let mut allow: Vec<&str> = Vec::new();
+        for method in &self.methods {
+            allow.push(method.as_str());
+            if method == Method::GET {
+                allow.push(Method::HEAD.as_str());
+            }
+        }
+        allow.join(", ")
+    }
+}
+
+impl HttpServiceFactory for Endpoint {
+    fn register(self, config: &mut AppService) {
+        let allow = self.allow();
+        self.resource
+            .default_service(web::to(move |req: HttpRequest| {
+                std::future::ready(method_not_allowed(&req, allow.clone()))
+            }))
+            .register(config);
+    }
+}
+
+fn method_not_allowed(req: &HttpRequest, allow: String) -> Result<HttpResponse, ApiError> {
+    let method = if req.extensions().contains::<guard::WasHead>() {
+        Method::HEAD.to_string()
+    } else {
+        req.method().to_string()
+    };
     Err(ApiError::MethodNotAllowed {
-        method: req.method().to_string(),
+        method,
         path: req.path().to_owned(),
+        allow,
     })
 }
 
@@ -157,4 +277,160 @@ pub async fn no_route(req: HttpRequest) -> Result<HttpResponse, ApiError> {
         method: req.method().to_string(),
         path: req.path().to_owned(),
     })
+}
+
+/// What the document says of every operation because a layer below the handlers does it
+/// to every request (so the handlers' annotations need not repeat it, and cannot forget
+/// it):
+///
+/// - a request body is read by `params::read_body`: 408 when it is late, 413 when it is
+///   too large, 415 when it is not JSON; and its schema is closed
+///   (`additionalProperties: false`), because `params::Body` refuses fields the schema
+///   does not name (it reads the names from the same schema);
+/// - a change (POST, PATCH, DELETE) is refused with 403 when a foreign web page asks
+///   (`guard`), and with 400 for an unknown or repeated query parameter;
+/// - a query parameter that is invalid is a 400.
+struct CommonRefusals;
+
+impl Modify for CommonRefusals {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let mut bodies: Vec<RefOr<Schema>> = Vec::new();
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                (&mut item.get, false),
+                (&mut item.post, true),
+                (&mut item.patch, true),
+                (&mut item.delete, true),
+                (&mut item.put, true),
+            ];
+            for (operation, is_change) in operations {
+                let Some(operation) = operation.as_mut() else {
+                    continue;
+                };
+                if let Some(body) = &operation.request_body {
+                    bodies.extend(body.content.values().filter_map(|c| c.schema.clone()));
+                    refusal(
+                        operation,
+                        "408",
+                        "The request body did not arrive in time (`--body-timeout`); the connection is closed",
+                    );
+                    refusal(operation, "413", "The request body is over 256 KiB");
+                    refusal(
+                        operation,
+                        "415",
+                        "The request body is not JSON (send `Content-Type: application/json`, or none)",
+                    );
+                }
+                if is_change {
+                    refusal(
+                        operation,
+                        "403",
+                        "Refused: a web page of another origin asked (`Origin` not allowed, code `origin_not_allowed`)",
+                    );
+                }
+                let has_query =
+                    operation.parameters.iter().flatten().any(|p| {
+                        matches!(p.parameter_in, utoipa::openapi::path::ParameterIn::Query)
+                    });
+                if is_change || has_query {
+                    refusal(
+                        operation,
+                        "400",
+                        "An unknown, repeated or invalid parameter",
+                    );
+                }
+            }
+        }
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        // Close every object a request body can contain, however deep.
+        let mut closed: BTreeSet<String> = BTreeSet::new();
+        let mut pending: Vec<RefOr<Schema>> = bodies;
+        while let Some(schema) = pending.pop() {
+            match schema {
+                RefOr::Ref(reference) => {
+                    let name = reference
+                        .ref_location
+                        .rsplit('/')
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
+                    if closed.insert(name.clone())
+                        && let Some(component) = components.schemas.get_mut(&name)
+                    {
+                        close(component, &mut pending);
+                    }
+                }
+                RefOr::T(mut inline) => {
+                    close_schema(&mut inline, &mut pending);
+                }
+            }
+        }
+    }
+}
+
+/// Documents `status` on `operation`, unless the handler already says when it happens.
+fn refusal(operation: &mut Operation, status: &str, description: &str) {
+    operation
+        .responses
+        .responses
+        .entry(status.to_owned())
+        .or_insert_with(|| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("ErrorBody")))
+                            .build(),
+                    )
+                    .build(),
+            )
+        });
+}
+
+fn close(schema: &mut RefOr<Schema>, pending: &mut Vec<RefOr<Schema>>) {
+    match schema {
+        RefOr::Ref(_) => pending.push(schema.clone()),
+        RefOr::T(schema) => close_schema(schema, pending),
+    }
+}
+
+/// Sets `additionalProperties: false` on an object with properties, and queues what it
+/// contains.
+fn close_schema(schema: &mut Schema, pending: &mut Vec<RefOr<Schema>>) {
+    match schema {
+        Schema::Object(object) => {
+            if !object.properties.is_empty() {
+                object.additional_properties =
+                    Some(Box::new(AdditionalProperties::FreeForm(false)));
+            }
+            for property in object.properties.values_mut() {
+                close(property, pending);
+            }
+        }
+        Schema::Array(array) => {
+            if let utoipa::openapi::schema::ArrayItems::RefOrSchema(items) = &mut array.items {
+                close(items, pending);
+            }
+        }
+        Schema::OneOf(one_of) => {
+            for item in &mut one_of.items {
+                close(item, pending);
+            }
+        }
+        Schema::AnyOf(any_of) => {
+            for item in &mut any_of.items {
+                close(item, pending);
+            }
+        }
+        Schema::AllOf(all_of) => {
+            for item in &mut all_of.items {
+                close(item, pending);
+            }
+        }
+        _ => {}
+    }
 }

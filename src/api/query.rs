@@ -7,37 +7,138 @@
 //! ones, rather than a silently unfiltered list), single-valued ones may appear once, and
 //! every value is checked. Each refusal is a 400 whose body names the `parameter`.
 
+use std::sync::LazyLock;
+
 use actix_web::HttpRequest;
-use serde_json::json;
+use utoipa::IntoParams;
+use utoipa::openapi::path::{Parameter, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 
 use super::error::ApiError;
-use super::params::{self, Query};
+use super::params::{self, Known, Query, param, schema};
 use crate::domain::{
     Criteria, MAX_PAGE_LIMIT, Page, Priority, ReservationQuery, ReservationStatus, ResourceQuery,
     ResourceSort, SortOrder, descriptor,
 };
 
-/// The parameters of `GET /resources`, in the order the error message lists them.
-pub const RESOURCE_PARAMETERS: [&str; 11] = [
-    "locked",
-    "available",
-    "unavailable",
-    "tag",
-    "tags",
-    "expr",
-    "name",
-    "sort",
-    "order",
-    "page",
-    "limit",
-];
+/// The highest page number: far past the end of any list, and exact as a JSON number.
+pub const MAX_PAGE: usize = u32::MAX as usize;
+
+/// The parameters of `GET /resources`, in the order the error message lists them. Lists
+/// (`tag`, `tags`) may be repeated; their values add up.
+pub struct ResourceListQuery;
+
+impl IntoParams for ResourceListQuery {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            param(
+                "locked",
+                "Only locked (true) or only free (false) resources",
+                schema::boolean(),
+            ),
+            param(
+                "available",
+                "Only resources in service (true) or out of it (false)",
+                schema::boolean(),
+            ),
+            param(
+                "unavailable",
+                "Only resources out of service: in maintenance or retiring (true); contradicting `available` is a 400 `conflicting_parameters`",
+                schema::boolean(),
+            ),
+            param(
+                "tag",
+                "Required tag; repeat it or separate with commas",
+                schema::tag_query(),
+            ),
+            param("tags", "Alias of `tag`", schema::tag_query()),
+            param(
+                "expr",
+                "Label expression, e.g. `linux && !flaky` (one that does not parse: 400 `invalid_expr`)",
+                schema::non_empty(),
+            ),
+            param(
+                "name",
+                "Substring of the name, ignoring case",
+                schema::string(),
+            ),
+            param(
+                "sort",
+                "id (default), name or lock-expires-at (free resources last)",
+                schema::words(&["id", "name", "lock-expires-at"]),
+            ),
+            param(
+                "order",
+                "asc (default) or desc",
+                schema::words(&["asc", "desc"]),
+            ),
+            page_param(),
+            limit_param(),
+        ]
+    }
+}
 
 /// The parameters of `GET /reservations`.
-pub const RESERVATION_PARAMETERS: [&str; 6] =
-    ["status", "tag", "tags", "priority", "page", "limit"];
+pub struct ReservationListQuery;
 
-/// Parameters that may be repeated (their values add up).
-const REPEATABLE: [&str; 3] = ["tag", "tags", "status"];
+impl IntoParams for ReservationListQuery {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            param(
+                "status",
+                "pending, fulfilled or claimed; repeat it or separate with commas",
+                status_list_schema(),
+            ),
+            param(
+                "tag",
+                "A tag some group asks for (an expression group: a tag it requires)",
+                schema::tag_query(),
+            ),
+            param("tags", "Alias of `tag`", schema::tag_query()),
+            param(
+                "priority",
+                "The priority it was created with, 1 to 10",
+                schema::integer(1, 10),
+            ),
+            page_param(),
+            limit_param(),
+        ]
+    }
+}
+
+fn page_param() -> Parameter {
+    param(
+        "page",
+        "1-based page, default 1",
+        schema::integer(1, MAX_PAGE as u64),
+    )
+}
+
+fn limit_param() -> Parameter {
+    param(
+        "limit",
+        "Page size, 1 to 1000, default 100",
+        schema::integer(1, MAX_PAGE_LIMIT as u64),
+    )
+}
+
+static RESOURCE_PARAMETERS: LazyLock<Known> = LazyLock::new(Known::of::<ResourceListQuery>);
+static RESERVATION_PARAMETERS: LazyLock<Known> = LazyLock::new(Known::of::<ReservationListQuery>);
+
+/// Statuses, each value a comma-separated list of them.
+fn status_list_schema() -> Schema {
+    let ws = schema::WHITE_SPACE;
+    let status = "(pending|fulfilled|claimed)";
+    schema::repeated(
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(format!(
+                "^[{ws}]*{status}[{ws}]*(,[{ws}]*{status}[{ws}]*)*$"
+            )))
+            .build()
+            .into(),
+    )
+}
 
 /// `GET /resources`'s query, or `None` when the query string names none of its
 /// parameters (the 1.0 list).
@@ -55,15 +156,14 @@ pub fn resource_query(query: &Query) -> Result<Option<ResourceQuery>, ApiError> 
     let unavailable = params::query_flag(query, "unavailable")?;
     let in_service = match (available, unavailable.map(|u| !u)) {
         (Some(a), Some(u)) if a != u => {
-            return Err(ApiError::bad_request(
-                "conflicting_parameters",
+            return Err(params::conflict(
+                "unavailable",
                 format!(
                     "available={} and unavailable={} contradict each other: give one of them",
                     available.unwrap_or_default(),
                     unavailable.unwrap_or_default()
                 ),
-            )
-            .with("parameter", "unavailable"));
+            ));
         }
         (a, u) => a.or(u),
     };
@@ -136,8 +236,7 @@ pub fn reservation_query(query: &Query) -> Result<Option<ReservationQuery>, ApiE
     let priority = match query.get("priority") {
         None => None,
         Some(raw) => Some(
-            raw.trim()
-                .parse()
+            raw.parse()
                 .ok()
                 .and_then(|n| Priority::new(n).ok())
                 .ok_or_else(|| {
@@ -155,32 +254,11 @@ pub fn reservation_query(query: &Query) -> Result<Option<ReservationQuery>, ApiE
 
 /// Whether the query names any of `known`; if it does, refuses unknown and repeated
 /// parameters.
-fn check_parameters(query: &Query, known: &[&str]) -> Result<bool, ApiError> {
-    if !query.keys().any(|k| known.contains(&k)) {
+fn check_parameters(query: &Query, known: &Known) -> Result<bool, ApiError> {
+    if !known.is_named_in(query) {
         return Ok(false);
     }
-    let mut seen: Vec<&str> = Vec::new();
-    for key in query.keys() {
-        if !known.contains(&key) {
-            return Err(ApiError::bad_request(
-                "unknown_parameter",
-                format!(
-                    "unknown query parameter {key:?}: this list takes {}",
-                    known.join(", ")
-                ),
-            )
-            .with("parameter", key)
-            .with("known", json!(known)));
-        }
-        if seen.contains(&key) && !REPEATABLE.contains(&key) {
-            return Err(ApiError::bad_request(
-                "repeated_parameter",
-                format!("{key} may be given only once"),
-            )
-            .with("parameter", key));
-        }
-        seen.push(key);
-    }
+    known.check(query)?;
     Ok(true)
 }
 
@@ -211,7 +289,7 @@ fn tag_list(query: &Query) -> Result<Vec<String>, ApiError> {
 /// `page` (1-based, default 1) and `limit` (1 to [`MAX_PAGE_LIMIT`], default 100).
 fn page(query: &Query) -> Result<Page, ApiError> {
     let mut page = Page::default();
-    if let Some(number) = params::query_number(query, "page", 1..=usize::MAX)? {
+    if let Some(number) = params::query_number(query, "page", 1..=MAX_PAGE)? {
         page.number = number as u64;
     }
     if let Some(limit) = params::query_number(query, "limit", 1..=MAX_PAGE_LIMIT)? {

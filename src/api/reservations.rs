@@ -5,18 +5,23 @@
 //! frees them (see `domain::broker::queue`); `GET ...?wait=` lets a client learn it
 //! without polling.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::web::{self, Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 use tokio::sync::broadcast::error::RecvError;
+use utoipa::openapi::path::{Parameter, ParameterIn};
+use utoipa::{IntoParams, ToSchema};
 
-use super::dto::{ErrorBody, ReservationList, ReservationPageList, ReservationView};
+use super::dto::{
+    ErrorBody, ReservationList, ReservationListBody, ReservationPageList, ReservationView,
+};
+use super::endpoint;
 use super::error::ApiError;
 use super::idempotency::Retain;
-use super::only;
-use super::params::{self, Body, Query};
+use super::params::{self, Body, Fields, GroupRequest, Known, Query, param};
 use super::query;
 use crate::domain::{Event, ReservationId, ReservationRequest, ReservationStatus, Ttl};
 use crate::runtime::BrokerHandle;
@@ -26,41 +31,35 @@ pub const MAX_WAIT_SECS: f64 = 300.0;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/reservations")
-            .route(web::post().to(create_reservation))
-            .route(web::get().to(list_reservations))
-            .default_service(web::to(super::method_not_allowed)),
+        endpoint("/reservations")
+            .post(create_reservation)
+            .get(list_reservations),
     )
     .service(
-        web::resource("/reservations/{rid}")
-            .route(web::get().to(get_reservation))
-            .route(web::delete().to(cancel_reservation))
-            .default_service(web::to(super::method_not_allowed)),
+        endpoint("/reservations/{rid}")
+            .get(get_reservation)
+            .delete(cancel_reservation),
     )
-    .service(only(
-        "/reservations/{rid}/claim",
-        web::post().to(claim_reservation),
-    ));
+    .service(endpoint("/reservations/{rid}/claim").post(claim_reservation));
 }
 
 /// Queues a reservation for resources matching tags (or a label expression), or for
 /// several groups at once. It is fulfilled in this response when the resources are free.
 #[utoipa::path(post, path = "/api/v1/reservations", tag = "reservations",
-    request_body(content = ReservationRequestDoc, description = "What to reserve"),
+    request_body(content = ReserveRequest, description = "What to reserve"),
     responses(
-        (status = 201, description = "Queued (status pending) or already fulfilled", body = ReservationView),
-        (status = 400, description = "Invalid request, or one that could never be served", body = ErrorBody),
+        (status = 201, description = "Queued (status pending) or already fulfilled", body = ReservationView,
+            headers(("Location" = String, description = "/api/v1/reservations/{rid}"))),
+        (status = 400, description = "Invalid request, no criteria (`no_criterion`), criteria that exclude each other (`conflicting_parameters`), an expression that does not parse (`invalid_expr`), or one that could never be served (`unsatisfiable`)", body = ErrorBody),
         (status = 404, description = "No resource matches a group's criteria", body = ErrorBody),
-        (status = 413, description = "Body over 256 KiB", body = ErrorBody),
     ))]
 pub async fn create_reservation(
     broker: Data<BrokerHandle>,
+    req: HttpRequest,
     body: Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = Body::parse(
-        &params::read_body(body).await?,
-        r#"{"tags": ["ci", "linux"], "quantity": 2}"#,
-    )?;
+    Query::strict(&req, &Known::none())?;
+    let body = Body::parse(&params::read_body(&req, body).await?, &RESERVATION_FIELDS)?;
     let request = reservation_request(&body)?;
     // An Idempotency-Key retry must find this answer while the reservation may wait and
     // then hold its locks.
@@ -81,15 +80,9 @@ pub async fn create_reservation(
 /// (`total`, `page` and `limit` in the body, RFC 8288 `Link` header); an unknown
 /// parameter beside them is a 400.
 #[utoipa::path(get, path = "/api/v1/reservations", tag = "reservations",
-    params(
-        ("status" = Option<Vec<String>>, Query, description = "pending, fulfilled or claimed; repeat it or separate with commas"),
-        ("tag" = Option<Vec<String>>, Query, description = "A tag some group asks for (an expression group: a tag it requires); alias `tags`"),
-        ("priority" = Option<u8>, Query, description = "The priority it was created with, 1 to 10"),
-        ("page" = Option<u64>, Query, description = "1-based page, default 1"),
-        ("limit" = Option<u32>, Query, description = "Page size, 1 to 1000, default 100"),
-    ),
+    params(super::query::ReservationListQuery),
     responses(
-        (status = 200, description = "Every live reservation (no parameter), or one page of the matches", body = ReservationPageList),
+        (status = 200, description = "Every live reservation (no list parameter), or one page of the matches (`total`, `page`, `limit`)", body = ReservationListBody),
         (status = 400, description = "An unknown, repeated or invalid parameter (named in `parameter`)", body = ErrorBody),
     ))]
 pub async fn list_reservations(
@@ -125,14 +118,10 @@ pub async fn list_reservations(
 /// ends with the state unchanged. `&status=pending` (the status the caller last saw)
 /// answers at once if it has already changed, so no change is missed between two polls.
 #[utoipa::path(get, path = "/api/v1/reservations/{rid}", tag = "reservations",
-    params(
-        ("rid" = String, Path, description = "Reservation id (res_...)"),
-        ("wait" = Option<f64>, Query, description = "Long-poll: seconds to wait for a status change"),
-        ("status" = Option<String>, Query, description = "With wait: the status last seen; answer at once if it differs"),
-    ),
+    params(("rid" = String, Path, description = "Reservation id: `res_` and 32 hex digits (a malformed one: 404, as in 1.0)", pattern = "^res_[0-9a-fA-F]{32}$"), WaitQuery),
     responses(
         (status = 200, body = ReservationView),
-        (status = 400, description = "Bad wait", body = ErrorBody),
+        (status = 400, description = "A bad wait or status, or an unknown or repeated parameter", body = ErrorBody),
         (status = 404, description = "No such reservation, or it has ended", body = ErrorBody),
     ))]
 pub async fn get_reservation(
@@ -141,7 +130,7 @@ pub async fn get_reservation(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let id = reservation_id(&rid)?;
-    let query = Query::parse(&req)?;
+    let query = Query::strict(&req, &WAIT_QUERY)?;
     let wait = long_poll_wait(&query)?;
     let last_seen = last_seen_status(&query)?;
     // Subscribe before reading, so that a change between the two is not missed.
@@ -175,7 +164,7 @@ pub async fn get_reservation(
 
 /// Confirms a fulfilled reservation within its claim window.
 #[utoipa::path(post, path = "/api/v1/reservations/{rid}/claim", tag = "reservations",
-    params(("rid" = String, Path, description = "Reservation id (res_...)")),
+    params(("rid" = String, Path, description = "Reservation id: `res_` and 32 hex digits (a malformed one: 404, as in 1.0)", pattern = "^res_[0-9a-fA-F]{32}$")),
     responses(
         (status = 200, description = "Claimed", body = ReservationView),
         (status = 404, description = "No such reservation", body = ErrorBody),
@@ -185,14 +174,17 @@ pub async fn get_reservation(
 pub async fn claim_reservation(
     broker: Data<BrokerHandle>,
     rid: web::Path<String>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let snapshot = broker.claim(reservation_id(&rid)?)?;
+    let id = reservation_id(&rid)?;
+    Query::strict(&req, &Known::none())?;
+    let snapshot = broker.claim(id)?;
     Ok(HttpResponse::Ok().json(ReservationView::from(&snapshot)))
 }
 
 /// Withdraws a pending reservation.
 #[utoipa::path(delete, path = "/api/v1/reservations/{rid}", tag = "reservations",
-    params(("rid" = String, Path, description = "Reservation id (res_...)")),
+    params(("rid" = String, Path, description = "Reservation id: `res_` and 32 hex digits (a malformed one: 404, as in 1.0)", pattern = "^res_[0-9a-fA-F]{32}$")),
     responses(
         (status = 204, description = "Cancelled"),
         (status = 404, description = "No such reservation", body = ErrorBody),
@@ -201,8 +193,11 @@ pub async fn claim_reservation(
 pub async fn cancel_reservation(
     broker: Data<BrokerHandle>,
     rid: web::Path<String>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    broker.cancel(reservation_id(&rid)?)?;
+    let id = reservation_id(&rid)?;
+    Query::strict(&req, &Known::none())?;
+    broker.cancel(id)?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -211,7 +206,7 @@ pub async fn cancel_reservation(
 fn reservation_request(body: &Body) -> Result<ReservationRequest, ApiError> {
     let groups = body.groups()?.ok_or_else(|| {
         ApiError::bad_request(
-            "invalid_tags",
+            "no_criterion",
             "tags is required: a non-empty list such as [\"ci\", \"linux\"] (or expr, or groups)",
         )
     })?;
@@ -281,34 +276,65 @@ fn changes_status(event: &Event, id: ReservationId) -> bool {
     )
 }
 
-/// Documentation of the request body (it is parsed by hand, see `params::Body`).
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)] // documentation only
-pub struct ReservationRequestDoc {
-    /// Every tag required (the 1.0 form). Or give `expr`, or `groups`.
-    tags: Option<Vec<String>>,
-    /// A label expression such as `linux && (x86 || arm) && !flaky`, instead of `tags`.
-    expr: Option<String>,
-    /// Resources wanted (default 1).
-    quantity: Option<u32>,
-    /// Several groups granted atomically, never overlapping:
-    /// `[{"tags": ["dut","arm"], "quantity": 2}, {"expr": "psu", "quantity": 1}]`.
-    groups: Option<Vec<GroupDoc>>,
-    /// Lock lifetime once fulfilled, seconds (default 3600), counted from fulfilment.
-    ttl: Option<u64>,
-    /// Seconds to wait in the queue before giving up (default 3600).
-    max_wait_time: Option<u64>,
-    /// 1 (served first) to 10; default 5. Improves by one level per --queue-aging waited.
-    priority: Option<u8>,
-    /// Fulfilment is the claim: no second step (default false).
-    auto_claim: Option<bool>,
+/// `GET /reservations/{rid}`.
+pub struct WaitQuery;
+
+impl IntoParams for WaitQuery {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            param(
+                "wait",
+                "Long-poll: seconds to wait for a status change, 0 to 300, fractions allowed",
+                params::schema::seconds(MAX_WAIT_SECS),
+            ),
+            param(
+                "status",
+                "With wait: the status last seen; answer at once if it differs",
+                params::schema::words(&["pending", "fulfilled", "claimed"]),
+            ),
+        ]
+    }
 }
 
-/// One group of a request.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)] // documentation only
-pub struct GroupDoc {
+static WAIT_QUERY: LazyLock<Known> = LazyLock::new(Known::of::<WaitQuery>);
+
+/// The body of `POST /reservations`: `groups`, or `tags`/`expr` with `quantity`.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation: read field by field by `params::Body`
+pub struct ReserveRequest {
+    /// Every tag required (the 1.0 form): a list, or a comma-separated string. Or give
+    /// `expr`, or `groups`.
+    #[schema(schema_with = params::schema::tags_or_null)]
     tags: Option<Vec<String>>,
+    /// A label expression such as `linux && (x86 || arm) && !flaky`, instead of `tags`.
+    #[schema(schema_with = params::schema::expr_or_null)]
     expr: Option<String>,
+    /// Resources wanted (default 1), with `tags` or `expr`.
+    #[schema(schema_with = params::schema::quantity_or_null)]
     quantity: Option<u32>,
+    /// Several groups granted atomically, never overlapping, instead of `tags`/`expr`:
+    /// `[{"tags": ["dut","arm"], "quantity": 2}, {"expr": "psu", "quantity": 1}]`.
+    #[schema(schema_with = params::schema::groups_or_null)]
+    groups: Option<Vec<GroupRequest>>,
+    /// Lock lifetime once fulfilled, seconds (default 3600), counted from fulfilment.
+    #[schema(schema_with = params::schema::ttl_or_null)]
+    ttl: Option<u64>,
+    /// Seconds to wait in the queue before giving up (default 3600).
+    #[schema(schema_with = params::schema::ttl_or_null)]
+    max_wait_time: Option<u64>,
+    /// 1 (served first) to 10; default 5. Improves by one level per --queue-aging waited.
+    #[schema(schema_with = params::schema::priority_or_null)]
+    priority: Option<u8>,
+    /// Fulfilment is the claim: no second step (default false).
+    #[schema(schema_with = params::schema::bool_or_null)]
+    auto_claim: Option<bool>,
+    /// Who asks (a job URL, a user), at most 256 characters; given to every lock.
+    #[schema(schema_with = params::schema::holder)]
+    holder: Option<String>,
+    /// Why, at most 1024 characters.
+    #[schema(schema_with = params::schema::note)]
+    note: Option<String>,
 }
+
+static RESERVATION_FIELDS: LazyLock<Fields> =
+    LazyLock::new(|| Fields::of::<ReserveRequest>(r#"{"tags": ["ci", "linux"], "quantity": 2}"#));

@@ -9,6 +9,7 @@ use reqwest::header::HeaderMap;
 use reqwest::{Client, RequestBuilder, StatusCode};
 use serde_json::Value;
 
+use rentabot::api::RequestPolicy;
 use rentabot::app::{self, Settings};
 use rentabot::domain::{Policy, ResourceSpec, Timestamp, descriptor};
 use rentabot::runtime::{BrokerHandle, ManualClock};
@@ -79,7 +80,12 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts the service over `resources`, with its clock at [`T0`].
 pub async fn spawn_app_with(resources: Vec<ResourceSpec>) -> TestApp {
-    start(resources, None).await
+    start(resources, None, RequestPolicy::default()).await
+}
+
+/// Starts the service over [`lab`], bounding requests by `requests`.
+pub async fn spawn_app_with_requests(requests: RequestPolicy) -> TestApp {
+    start(lab(), None, requests).await
 }
 
 /// Starts the service over the descriptor at `path`, as `--config path` would: a reload
@@ -88,10 +94,14 @@ pub async fn spawn_app_with_descriptor(path: &Path) -> TestApp {
     let resources = rentabot::config::load_descriptor(path)
         .expect("the test descriptor is valid")
         .resources;
-    start(resources, Some(path.to_owned())).await
+    start(resources, Some(path.to_owned()), RequestPolicy::default()).await
 }
 
-async fn start(resources: Vec<ResourceSpec>, descriptor: Option<PathBuf>) -> TestApp {
+async fn start(
+    resources: Vec<ResourceSpec>,
+    descriptor: Option<PathBuf>,
+    requests: RequestPolicy,
+) -> TestApp {
     init_test_log();
     let clock = Arc::new(ManualClock::new(T0));
     let settings = Settings {
@@ -103,6 +113,7 @@ async fn start(resources: Vec<ResourceSpec>, descriptor: Option<PathBuf>) -> Tes
         handle_signals: false,
         policy: Policy::default(),
         descriptor,
+        requests,
     };
     let app = app::build(&settings, resources, clock.clone()).expect("the test app builds");
     let address = format!("http://127.0.0.1:{}", app.port());

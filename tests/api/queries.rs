@@ -618,6 +618,7 @@ async fn the_openapi_document_describes_the_list_parameters_and_pages() {
             "available",
             "unavailable",
             "tag",
+            "tags",
             "expr",
             "name",
             "sort",
@@ -626,9 +627,11 @@ async fn the_openapi_document_describes_the_list_parameters_and_pages() {
             "limit"
         ]
     );
+    // `tags`, the alias, was accepted but undocumented: the document now names every
+    // parameter the parser takes (the parser reads the names from it).
     assert_eq!(
         names("/api/v1/reservations"),
-        ["status", "tag", "priority", "page", "limit"]
+        ["status", "tag", "tags", "priority", "page", "limit"]
     );
     let schemas = &doc["components"]["schemas"];
     for schema in ["ResourcePageList", "ReservationPageList"] {

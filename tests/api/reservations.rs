@@ -291,7 +291,7 @@ async fn list_shows_pending_reservations_in_queue_order_then_the_others() {
 #[tokio::test]
 async fn create_returns_400_naming_what_to_fix_when_the_request_is_invalid() {
     let cases = [
-        (json!({}), "invalid_tags", "no criteria"),
+        (json!({}), "no_criterion", "no criteria"),
         (json!({"tags": []}), "invalid_tags", "empty tags"),
         (json!({"tags": [1]}), "invalid_tags", "tags not strings"),
         (json!({"tags": {"a": 1}}), "invalid_tags", "tags not a list"),
@@ -348,18 +348,18 @@ async fn create_returns_400_naming_what_to_fix_when_the_request_is_invalid() {
         ),
         (
             json!({"tags": ["ci"], "expr": "ci"}),
-            "invalid_groups",
+            "conflicting_parameters",
             "tags and expr",
         ),
         (json!({"groups": []}), "invalid_groups", "no groups"),
         (
             json!({"groups": [{"quantity": 1}]}),
-            "invalid_groups",
+            "no_criterion",
             "a group without criteria",
         ),
         (
             json!({"groups": [{"tags": ["ci"]}], "tags": ["ci"]}),
-            "invalid_body",
+            "conflicting_parameters",
             "groups and tags",
         ),
         (
@@ -638,15 +638,17 @@ async fn lock_with_quantity_locks_every_resource_or_none() {
             .expect_json(400)["code"],
         "unsatisfiable"
     );
-    for bad in [
-        "tag=ci&quantity=0",
-        "tag=ci&quantity=x",
-        "id=1&quantity=2",
-        "name=printer&quantity=1",
+    // A bad quantity, and a quantity with a criterion that names one resource: a rule
+    // between parameters has a code of its own (issue 9).
+    for (bad, code) in [
+        ("tag=ci&quantity=0", "invalid_quantity"),
+        ("tag=ci&quantity=x", "invalid_quantity"),
+        ("id=1&quantity=2", "conflicting_parameters"),
+        ("name=printer&quantity=1", "conflicting_parameters"),
     ] {
         assert_eq!(
             app.lock_where(bad).await.expect_json(400)["code"],
-            "invalid_quantity",
+            code,
             "{bad}"
         );
     }
@@ -691,7 +693,7 @@ async fn lock_with_groups_in_the_body_locks_them_together() {
         )
         .await
         .expect_json(400);
-    assert_eq!(both["code"], "invalid_body");
+    assert_eq!(both["code"], "conflicting_parameters");
 }
 
 #[tokio::test]
@@ -713,7 +715,7 @@ async fn lock_by_expression_takes_the_lowest_free_match() {
     );
     assert_eq!(
         app.lock_where("tag=ci&expr=arm").await.expect_json(400)["code"],
-        "invalid_query"
+        "conflicting_parameters"
     );
 }
 

@@ -173,7 +173,7 @@ async fn get_returns_400_when_the_id_is_not_an_integer() {
             reply.expect_json(400),
             json!({
                 "resource_id": decoded,
-                "message": format!("resource id must be a positive integer, got {decoded:?}"),
+                "message": format!("resource id must be a whole number from 0 to 4294967295, got {decoded:?}"),
                 "code": "invalid_resource_id",
             }),
             "{why}"

@@ -228,8 +228,9 @@ async fn unlock_returns_403_without_revealing_the_token_when_no_token_is_given()
         json!({
             "resource": redacted_coffee_machine(),
             "invalid-lock-token": null,
+            "hint": "no lock token was given: pass the token the lock returned as ?lock-token=TOKEN (with a hyphen) or in the X-Lock-Token header",
             "message": "Cannot unlock resource, the lock token is not valid.",
-            "code": "invalid_lock_token",
+            "code": "missing_lock_token",
         })
     );
     assert_still_held(&app, &held).await;
@@ -277,11 +278,14 @@ async fn unlock_returns_400_when_the_id_is_not_an_integer() {
     assert_eq!(reply.expect_json(400)["code"], "invalid_resource_id");
 }
 
+/// Issue 9: a query token and a header token that differ were settled by the query; now
+/// which one the caller meant is not guessed.
 #[tokio::test]
-async fn unlock_uses_the_query_token_when_both_query_and_header_carry_one() {
+async fn unlock_refuses_a_query_and_a_header_token_that_differ_and_takes_them_when_they_agree() {
     let cases = [
-        (true, false, 200, "right in the query, wrong in the header"),
-        (false, true, 403, "wrong in the query, right in the header"),
+        (true, false, 400, "right in the query, wrong in the header"),
+        (false, true, 400, "wrong in the query, right in the header"),
+        (true, true, 200, "the same token in both"),
     ];
     for (query_is_right, header_is_right, status, why) in cases {
         // Arrange
