@@ -105,17 +105,18 @@ async fn head_answers_as_get_does_without_a_body_wherever_get_is_served() {
     paths.push("/rentabot/api/v1.0/resources/1".to_owned());
 
     for path in paths {
-        let get = app.client.get(app.url(&path)).send().await.unwrap();
-        let (get_status, get_type) = (get.status(), get.headers().get("content-type").cloned());
-        drop(get);
-
-        // Within the safety net: the event stream must not be streamed to a HEAD.
-        let head = timeout(
-            Duration::from_secs(5),
-            app.send(app.client.head(app.url(&path))),
-        )
+        // Within the safety net: the event stream must not be streamed to a HEAD (it
+        // would never end, and the connection would serve nothing else).
+        let (get_status, get_type, head) = timeout(Duration::from_secs(5), async {
+            let get = app.client.get(app.url(&path)).send().await.unwrap();
+            let (status, content_type) =
+                (get.status(), get.headers().get("content-type").cloned());
+            drop(get);
+            let head = app.send(app.client.head(app.url(&path))).await;
+            (status, content_type, head)
+        })
         .await
-        .unwrap_or_else(|_| panic!("HEAD {path} answered"));
+        .unwrap_or_else(|_| panic!("GET and HEAD {path} answered"));
 
         assert_eq!(head.status, get_status, "{path}");
         assert_eq!(
