@@ -109,8 +109,7 @@ async fn head_answers_as_get_does_without_a_body_wherever_get_is_served() {
         // would never end, and the connection would serve nothing else).
         let (get_status, get_type, head) = timeout(Duration::from_secs(5), async {
             let get = app.client.get(app.url(&path)).send().await.unwrap();
-            let (status, content_type) =
-                (get.status(), get.headers().get("content-type").cloned());
+            let (status, content_type) = (get.status(), get.headers().get("content-type").cloned());
             drop(get);
             let head = app.send(app.client.head(app.url(&path))).await;
             (status, content_type, head)
