@@ -11,6 +11,7 @@ pub mod events;
 pub mod health;
 pub mod idempotency;
 pub mod maintenance;
+pub mod middleware;
 pub mod params;
 pub mod query;
 pub mod reservations;

@@ -18,4 +18,5 @@ mod maintenance;
 mod queries;
 mod reservations;
 mod resources;
+mod shutdown;
 mod unlock;
