@@ -15,6 +15,7 @@ mod idempotency;
 mod legacy;
 mod locking;
 mod maintenance;
+mod middleware;
 mod queries;
 mod reservations;
 mod resources;
