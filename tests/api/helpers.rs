@@ -94,7 +94,9 @@ pub async fn spawn_app_with_descriptor(path: &Path) -> TestApp {
     start(resources, Some(path.to_owned())).await
 }
 
-async fn start(resources: Vec<ResourceSpec>, descriptor: Option<PathBuf>) -> TestApp {
+/// Starts the service over `resources`, with `descriptor` as the file a reload reads
+/// (not read now: it may be a FIFO the test writes later).
+pub async fn start(resources: Vec<ResourceSpec>, descriptor: Option<PathBuf>) -> TestApp {
     init_test_log();
     let clock = Arc::new(ManualClock::new(T0));
     let settings = Settings {
