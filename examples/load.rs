@@ -334,8 +334,7 @@ fn start_in_process(args: &Args) -> anyhow::Result<(String, BrokerHandle)> {
         workers: args.workers,
         handle_signals: false,
         policy: Policy::default(),
-        descriptor: None,
-        requests: Default::default(),
+        ..Settings::default()
     };
     let mut specs: Vec<ResourceSpec> = (1..=args.resources)
         .map(|i| ResourceSpec::named(format!("board-{i}")).with_tags(&[args.tag.as_str()]))

@@ -3,19 +3,36 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use actix_web::dev::{Server, Service};
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::http::KeepAlive;
+use actix_web::middleware::from_fn;
 use actix_web::{App as ActixApp, HttpServer, web};
 use anyhow::Context;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing_actix_web::TracingLogger;
 
-use crate::cli::ServeArgs;
+use crate::api::middleware::{RequestSpan, envelope};
+use crate::cli::{ServeArgs, limits};
 use crate::config;
 use crate::domain::{Broker, Clock, Policy, ResourceSpec};
-use crate::runtime::{BrokerHandle, DescriptorSource, SystemClock, run_expiry_timer};
+use crate::runtime::{BrokerHandle, DescriptorSource, Shutdown, SystemClock, run_expiry_timer};
 use crate::{api, web as pages};
+
+/// Seconds the requests in flight get to finish once a stop began, before their
+/// connections are dropped. Long-polls, event streams and sockets do not count against
+/// it: they are told to finish at once (see [`Shutdown`]).
+pub const SHUTDOWN_GRACE_SECS: u64 = 5;
+
+/// How long the server waits for a client to close a connection it is closing (after
+/// an error, or at shutdown) before dropping it: 1 s, actix's default, set explicitly.
+pub const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Descriptors (files, sockets, epoll) the process needs besides its connections: kept
+/// free when `--max-connections` is checked against the open file limit.
+const RESERVED_FDS: u64 = 64;
 
 /// Where and how to serve.
 #[derive(Clone, Debug)]
@@ -33,6 +50,48 @@ pub struct Settings {
     pub descriptor: Option<PathBuf>,
     /// How requests are bounded and whose web pages may send them.
     pub requests: api::RequestPolicy,
+    /// What one client may hold: connections, and how long a head or an idle
+    /// connection may take.
+    pub connections: Connections,
+}
+
+impl Default for Settings {
+    /// Loopback on a free port, no descriptor, no signal handling: what tests and tools
+    /// start from.
+    fn default() -> Self {
+        Settings {
+            host: "127.0.0.1".to_owned(),
+            port: 0,
+            workers: None,
+            handle_signals: false,
+            policy: Policy::default(),
+            descriptor: None,
+            connections: Connections::default(),
+            requests: api::RequestPolicy::default(),
+        }
+    }
+}
+
+/// The connection limits (`--max-connections`, `--head-timeout`, `--keep-alive`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Connections {
+    /// Connections served at once, all workers together; the next ones wait in the
+    /// listen backlog until one closes.
+    pub max: usize,
+    /// Time to receive a request's head; then 408 and close.
+    pub head_timeout: Duration,
+    /// Time an idle kept-alive connection stays open; zero closes after each response.
+    pub keep_alive: Duration,
+}
+
+impl Default for Connections {
+    fn default() -> Self {
+        Connections {
+            max: limits::DEFAULT_MAX_CONNECTIONS as usize,
+            head_timeout: Duration::from_secs(limits::DEFAULT_HEAD_TIMEOUT_SECS),
+            keep_alive: Duration::from_secs(limits::DEFAULT_KEEP_ALIVE_SECS),
+        }
+    }
 }
 
 /// A bound, not yet running service.
@@ -40,10 +99,39 @@ pub struct App {
     port: u16,
     server: Server,
     handle: BrokerHandle,
+    stopper: Stopper,
     cancel: CancellationToken,
     timer: JoinHandle<()>,
     /// Reloads the descriptor on SIGHUP; only when the app handles signals.
     reloader: Option<JoinHandle<()>>,
+    /// Stops the service on SIGINT/SIGTERM; only when the app handles signals.
+    terminator: Option<JoinHandle<()>>,
+}
+
+/// Stops the service cleanly: what SIGTERM does, and what tests call.
+#[derive(Clone)]
+pub struct Stopper {
+    shutdown: Shutdown,
+    server: ServerHandle,
+}
+
+impl Stopper {
+    /// Tells long-polls, event streams and sockets to finish ([`Shutdown::begin`]),
+    /// then stops accepting and waits up to [`SHUTDOWN_GRACE_SECS`] for the requests in
+    /// flight. Returns when the server has stopped.
+    pub async fn stop(&self) {
+        tracing::info!(
+            waiting = self.shutdown.watchers(),
+            "stopping: answering long-polls, closing event streams and sockets"
+        );
+        self.shutdown.begin();
+        self.server.stop(true).await;
+    }
+
+    /// The shutdown signal the app's responses listen to.
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.shutdown
+    }
 }
 
 /// Binds the listener, starts the expiry timer (and, when handling signals, the SIGHUP
@@ -67,63 +155,129 @@ pub fn build(
     let descriptor = web::Data::new(source.clone());
     // Remembered `Idempotency-Key` responses: one table, shared by every worker.
     let idempotency = api::idempotency::IdempotencyStore::new(handle.clone());
+    let shutdown = Shutdown::new();
+    let stopping = web::Data::new(shutdown.clone());
+    let workers = settings
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
+    let connections = settings.connections;
     let requests = settings.requests.clone();
-    let mut server = HttpServer::new(move || {
+    let server = HttpServer::new(move || {
         ActixApp::new()
+            // The innermost wrap runs last: TracingLogger opens the request's span
+            // (picking its id), then `envelope` checks the head and runs the route in it.
             // Origin checks, HEAD, JSON for bodiless refusals, HTML security headers:
             // on every route (see api/guard.rs).
             .wrap(api::guard::Guard::new(requests.allowed_origins.clone()))
-            // Logs each request at debug level: method, path (never the query string,
-            // which may carry a lock token), status and latency.
-            .wrap_fn(|req, srv| {
-                let start = Instant::now();
-                let method = req.method().clone();
-                let path = req.path().to_owned();
-                let response = srv.call(req);
-                async move {
-                    let response = response.await?;
-                    tracing::debug!(
-                        %method,
-                        %path,
-                        status = response.status().as_u16(),
-                        micros = start.elapsed().as_micros() as u64,
-                        "request"
-                    );
-                    Ok(response)
-                }
-            })
+            .wrap(from_fn(envelope))
+            .wrap(TracingLogger::<RequestSpan>::new())
             .app_data(data.clone())
             .app_data(descriptor.clone())
             .app_data(idempotency.clone())
+            .app_data(stopping.clone())
             .app_data(api::params::BodyTimeout(requests.body_timeout))
             .configure(api::configure)
             .configure(pages::configure)
             .default_service(web::to(api::no_route))
     })
-    .listen(listener)?;
-    if let Some(workers) = settings.workers {
-        server = server.workers(workers);
-    }
-    if !settings.handle_signals {
-        server = server.disable_signals();
-    }
-    let server = server.shutdown_timeout(10).run();
+    .workers(workers)
+    // actix counts connections per worker.
+    .max_connections(connections.max.div_ceil(workers).max(1))
+    .client_request_timeout(connections.head_timeout)
+    .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
+    .keep_alive(if connections.keep_alive.is_zero() {
+        KeepAlive::Disabled
+    } else {
+        KeepAlive::Timeout(connections.keep_alive)
+    })
+    // Signals are ours (see `stop_on_signals`): actix's own handling would stop without
+    // telling long-polls and sockets, which then hold the stop for the whole grace time.
+    .disable_signals()
+    .shutdown_timeout(SHUTDOWN_GRACE_SECS)
+    .listen(listener)?
+    .run();
+    let stopper = Stopper {
+        shutdown,
+        server: server.handle(),
+    };
 
     let cancel = CancellationToken::new();
     let timer = tokio::spawn(run_expiry_timer(handle.clone(), cancel.clone()));
-    let reloader = if settings.handle_signals {
-        reload_on_hangup(&handle, source, &cancel)?
+    let (reloader, terminator) = if settings.handle_signals {
+        (
+            reload_on_hangup(&handle, source, &cancel)?,
+            Some(stop_on_signals(stopper.clone())?),
+        )
     } else {
-        None
+        (None, None)
     };
     Ok(App {
         port,
         server,
         handle,
+        stopper,
         cancel,
         timer,
         reloader,
+        terminator,
     })
+}
+
+/// Installs the SIGINT and SIGTERM handlers now, before the service announces itself,
+/// and spawns the task that stops cleanly on the first signal ([`Stopper::stop`]) and
+/// at once on a second one.
+fn stop_on_signals(stopper: Stopper) -> anyhow::Result<JoinHandle<()>> {
+    let mut signals = StopSignals::install()?;
+    Ok(tokio::spawn(async move {
+        let first = signals.next().await;
+        tracing::info!("{first} received");
+        tokio::select! {
+            () = stopper.stop() => {}
+            second = signals.next() => {
+                tracing::warn!("{second} received again: stopping now, dropping the requests in flight");
+                stopper.server.stop(false).await;
+            }
+        }
+    }))
+}
+
+/// SIGINT and SIGTERM (Ctrl-C off Unix).
+struct StopSignals {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    #[cfg(unix)]
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(StopSignals {
+            interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            terminate: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+        })
+    }
+
+    #[cfg(not(unix))]
+    fn install() -> anyhow::Result<Self> {
+        Ok(StopSignals {})
+    }
+
+    /// The name of the next signal. Cancel-safe.
+    #[cfg(unix)]
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.terminate.recv() => "SIGTERM",
+        }
+    }
+
+    #[cfg(not(unix))]
+    async fn next(&mut self) -> &'static str {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
 }
 
 /// Installs the SIGHUP handler now, before the service announces itself, and spawns
@@ -164,6 +318,11 @@ impl App {
         self.handle.clone()
     }
 
+    /// What stops the service cleanly, as SIGTERM does; tests call it directly.
+    pub fn stopper(&self) -> Stopper {
+        self.stopper.clone()
+    }
+
     /// Serves until the server stops (a signal, or its handle), then stops the timer.
     ///
     /// # Errors
@@ -178,6 +337,10 @@ impl App {
             && let Err(e) = reloader.await
         {
             tracing::error!(error.cause_chain = ?e, "SIGHUP reloader failed");
+        }
+        if let Some(terminator) = self.terminator {
+            // Waiting for a signal that will not come, if the server stopped otherwise.
+            terminator.abort();
         }
         tracing::info!("stopped");
         served.context("HTTP server failed")
@@ -221,6 +384,11 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             allowed_origins: api::guard::AllowedOrigins::new(&args.allowed_origins)
                 .map_err(anyhow::Error::msg)?,
         },
+        connections: Connections {
+            max: fit_open_file_limit(u64::from(args.max_connections)),
+            head_timeout: Duration::from_secs(args.head_timeout),
+            keep_alive: Duration::from_secs(args.keep_alive),
+        },
     };
     // The main runtime only runs the accept loop and the timer; actix runs its HTTP
     // workers on threads of its own.
@@ -250,4 +418,70 @@ fn load(path: &Path) -> anyhow::Result<Vec<ResourceSpec>> {
         path.display()
     );
     Ok(descriptor.resources)
+}
+
+/// `wanted` connections, if the open file limit holds them with [`RESERVED_FDS`] to
+/// spare: raising the soft limit towards the hard one if needed, else lowering the
+/// connections to fit (with a warning), so that connections can never use up the
+/// process's file descriptors.
+fn fit_open_file_limit(wanted: u64) -> usize {
+    let needed = wanted + RESERVED_FDS;
+    let fitted = match raise_open_file_limit(needed) {
+        Ok(limit) if limit >= needed => wanted,
+        Ok(limit) => {
+            let fitted = limit.saturating_sub(RESERVED_FDS).max(1);
+            tracing::warn!(
+                "--max-connections {wanted} does not fit the open file limit of {limit} \
+                 (ulimit -n); serving at most {fitted} connections at once"
+            );
+            fitted
+        }
+        Err(e) => {
+            tracing::warn!(
+                "cannot read the open file limit ({e}); --max-connections {wanted} unchecked"
+            );
+            wanted
+        }
+    };
+    usize::try_from(fitted).unwrap_or(usize::MAX)
+}
+
+/// The soft open file limit after trying to raise it to `needed` (never above the hard
+/// limit, which only root may raise).
+#[cfg(unix)]
+fn raise_open_file_limit(needed: u64) -> std::io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one `rlimit` through a valid, exclusive pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let soft = rlim_u64(limit.rlim_cur);
+    let hard = rlim_u64(limit.rlim_max);
+    if soft >= needed || soft >= hard {
+        return Ok(soft);
+    }
+    let raised = libc::rlimit {
+        rlim_cur: needed.min(hard) as libc::rlim_t,
+        rlim_max: limit.rlim_max,
+    };
+    // SAFETY: setrlimit reads one `rlimit` through a valid pointer.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const raised) } != 0 {
+        return Ok(soft);
+    }
+    Ok(rlim_u64(raised.rlim_cur))
+}
+
+#[cfg(unix)]
+#[allow(clippy::useless_conversion)] // rlim_t is u64 on Linux x86-64, but not on every Unix
+fn rlim_u64(value: libc::rlim_t) -> u64 {
+    u64::from(value)
+}
+
+/// No file limit to check off Unix.
+#[cfg(not(unix))]
+fn raise_open_file_limit(needed: u64) -> std::io::Result<u64> {
+    Ok(needed)
 }

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+pub use crate::telemetry::LogFormat;
+
 /// rentabot: lock and reserve shared lab resources (boards, rigs, licences) over HTTP.
 /// Speaks the Rent-A-Bot 1.0 API.
 #[derive(Debug, Parser)]
@@ -44,10 +46,14 @@ pub struct ServeArgs {
     #[arg(long, env = "RENTABOT_PORT", default_value_t = 8000)]
     pub port: u16,
 
-    /// Log level (error, warn, info, debug, trace) or a tracing filter such as
-    /// `rentabot=debug,actix_web=info`.
+    /// Log level: error, warn, info, debug, trace, off, or 1.0's warning and critical;
+    /// or directives such as `rentabot=debug,actix_server=warn`. Anything else is refused.
     #[arg(long, env = "RENTABOT_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+
+    /// Log format: `text` (one line per event) or `json` (one object per line).
+    #[arg(long, env = "RENTABOT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 
     /// Seconds of waiting that improve a queued reservation's priority by one level, so
     /// that nothing waits forever.
@@ -83,10 +89,46 @@ pub struct ServeArgs {
     #[arg(long = "allowed-origin", env = "RENTABOT_ALLOWED_ORIGINS", value_name = "ORIGIN",
           value_delimiter = ',', value_parser = parse_origin)]
     pub allowed_origins: Vec<String>,
+
+    /// Open connections served at once (long-polls and sockets count); more wait in the
+    /// listen backlog. Shared evenly among the workers. Lowered at start if the open
+    /// file limit (`ulimit -n`) cannot hold it.
+    #[arg(long, env = "RENTABOT_MAX_CONNECTIONS", value_name = "N",
+          default_value_t = limits::DEFAULT_MAX_CONNECTIONS,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+
+    /// Seconds a client has to send a request's head (request line and headers) once it
+    /// connected or, on a kept-alive connection, once it began: a slower one gets a 408
+    /// and the connection closes.
+    #[arg(long, env = "RENTABOT_HEAD_TIMEOUT", value_name = "SECS",
+          default_value_t = limits::DEFAULT_HEAD_TIMEOUT_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub head_timeout: u64,
+
+    /// Seconds an idle kept-alive connection stays open for the next request (0: close
+    /// after each response).
+    #[arg(long, env = "RENTABOT_KEEP_ALIVE", value_name = "SECS",
+          default_value_t = limits::DEFAULT_KEEP_ALIVE_SECS,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub keep_alive: u64,
 }
 
 fn parse_origin(raw: &str) -> Result<String, String> {
     crate::api::guard::parse_origin(raw)
+}
+
+/// The defaults of the connection limits, shared by the flags and the documentation.
+pub mod limits {
+    /// `--max-connections`: far below the usual `ulimit -n` of 1024 once the process's
+    /// own files are counted, and enough for a lab of a few hundred jobs long-polling.
+    pub const DEFAULT_MAX_CONNECTIONS: u32 = 1000;
+    /// `--head-timeout`: a request head is a few hundred bytes; 5 s is generous on any
+    /// network a lab uses, and short enough that slow-head clients cannot pile up.
+    pub const DEFAULT_HEAD_TIMEOUT_SECS: u64 = 5;
+    /// `--keep-alive`: long enough for a job's lock, work, unlock bursts to reuse one
+    /// connection, short enough not to hoard connections.
+    pub const DEFAULT_KEEP_ALIVE_SECS: u64 = 5;
 }
 
 #[cfg(test)]
@@ -108,6 +150,37 @@ mod tests {
         assert_eq!(cli.serve.config, Some(PathBuf::from("x.yaml")));
         assert_eq!(cli.serve.port, 9000);
         assert_eq!(cli.serve.host, "127.0.0.1");
+    }
+
+    #[test]
+    fn log_format_and_connection_limits_have_documented_defaults() {
+        let cli = Cli::try_parse_from(["rentabot"]).unwrap();
+        assert_eq!(cli.serve.log_format, LogFormat::Text);
+        assert_eq!(cli.serve.max_connections, 1000);
+        assert_eq!(cli.serve.head_timeout, 5);
+        assert_eq!(cli.serve.keep_alive, 5);
+
+        let cli = Cli::try_parse_from([
+            "rentabot",
+            "--log-format",
+            "json",
+            "--max-connections",
+            "50",
+        ])
+        .unwrap();
+        assert_eq!(cli.serve.log_format, LogFormat::Json);
+        assert_eq!(cli.serve.max_connections, 50);
+        for bad in [
+            ["--log-format", "yaml"],
+            ["--max-connections", "0"],
+            ["--head-timeout", "0"],
+            ["--keep-alive", "-1"],
+        ] {
+            assert!(
+                Cli::try_parse_from(["rentabot", bad[0], bad[1]]).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

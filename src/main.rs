@@ -1,47 +1,67 @@
+use std::io::{self, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
-use rentabot::cli::{Cli, Command};
+use rentabot::cli::{Cli, Command, ServeArgs};
 use rentabot::{app, config, telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match &cli.command {
         Some(Command::Check { file }) => check(file),
-        Some(Command::Serve(args)) => {
-            telemetry::init(&args.log_level).and_then(|()| app::serve(args))
-        }
-        None => telemetry::init(&cli.serve.log_level).and_then(|()| app::serve(&cli.serve)),
+        Some(Command::Serve(args)) => serve(args),
+        None => serve(&cli.serve),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`rentabot check F | head`): it has what it wanted, and
+        // there is nobody left to tell.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("rentabot: {e:#}");
+            // stderr may be gone too; there is nothing more to do then.
+            let _ = writeln!(io::stderr(), "rentabot: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-/// `rentabot check FILE`: validates a descriptor and prints what it would load.
+fn serve(args: &ServeArgs) -> anyhow::Result<()> {
+    telemetry::init(&args.log_level, args.log_format)?;
+    app::serve(args)
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<io::Error>())
+        .any(|e| e.kind() == io::ErrorKind::BrokenPipe)
+}
+
+/// `rentabot check FILE`: validates a descriptor and prints what it would load. Output
+/// goes through `write!`, not `println!`, which panics when the reader has gone.
 fn check(file: &std::path::Path) -> anyhow::Result<()> {
     let descriptor = config::load_descriptor(file)?;
+    let mut err = io::stderr().lock();
     for warning in &descriptor.warnings {
-        eprintln!("warning: {warning}");
+        writeln!(err, "warning: {warning}")?;
     }
-    println!(
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    writeln!(
+        out,
         "{}: {} resources",
         file.display(),
         descriptor.resources.len()
-    );
-    println!("{:>5}  {:<24} {:>10}  tags", "id", "name", "max-lock");
+    )?;
+    writeln!(out, "{:>5}  {:<24} {:>10}  tags", "id", "name", "max-lock")?;
     for (index, r) in descriptor.resources.iter().enumerate() {
-        println!(
+        writeln!(
+            out,
             "{:>5}  {:<24} {:>9}s  {}",
             index + 1,
             r.name,
             r.max_lock_duration.as_secs(),
             r.tags.join(",")
-        );
+        )?;
     }
+    out.flush()?;
     Ok(())
 }

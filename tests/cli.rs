@@ -1,15 +1,20 @@
-//! The real binary, as an operator runs it: SIGHUP re-reads the descriptor.
+//! The real binary, as an operator runs it: signals (SIGHUP reloads, SIGTERM stops
+//! cleanly), logging flags and format, connection limits, and `check` in a pipe.
 //!
 //! A real process has a real clock and its own timing, so waits here are bounded polls
 //! with a deadline (never a fixed sleep standing in for a TTL).
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 /// How long the service gets to start, or to act on a signal.
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -32,16 +37,27 @@ impl Drop for Service {
 impl Service {
     /// Starts `rentabot --config descriptor --port 0` and waits for it to listen.
     fn start(descriptor: &Path) -> Service {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rentabot"))
+        Service::start_with(descriptor, &["--log-level", "info"], &[("NO_COLOR", "1")])
+    }
+
+    /// Starts `rentabot --config descriptor --host 127.0.0.1 --port 0 ARGS` with the
+    /// extra environment `env`, and waits for it to log the address it listens on (so
+    /// `args` must keep `rentabot::app` at info).
+    fn start_with(descriptor: &Path, args: &[&str], env: &[(&str, &str)]) -> Service {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_rentabot"));
+        command
             .arg("--config")
             .arg(descriptor)
-            .args(["--host", "127.0.0.1", "--port", "0", "--log-level", "info"])
+            .args(["--host", "127.0.0.1", "--port", "0"])
+            .args(args)
             .current_dir(descriptor.parent().unwrap())
-            .env("NO_COLOR", "1")
+            .env_remove("NO_COLOR")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the binary starts");
+            .stderr(Stdio::inherit());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("the binary starts");
         let stdout = child.stdout.take().unwrap();
         let (tx, log) = mpsc::channel();
         std::thread::spawn(move || {
@@ -68,6 +84,53 @@ impl Service {
         service
     }
 
+    /// `host:port` of the service.
+    fn address(&self) -> &str {
+        self.base
+            .trim_start_matches("http://")
+            .trim_end_matches("/api/v1")
+    }
+
+    /// Every log line from now until the process exits (its stdout closes).
+    fn rest_of_log(&self) -> Vec<String> {
+        let deadline = Instant::now() + PATIENCE;
+        let mut lines = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) => lines.push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return lines,
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!("the log did not end: {lines:?}"),
+            }
+        }
+    }
+
+    /// Sends `signal` (a `kill` name: HUP, TERM) to the process.
+    fn signal(&self, signal: &str) {
+        // The shell's builtin `kill`: present wherever `sh` is, unlike /usr/bin/kill
+        // (procps), which minimal images leave out.
+        let status = Command::new("sh")
+            .args(["-c", &format!("kill -{signal} {}", self.child.id())])
+            .status()
+            .expect("sh runs");
+        assert!(status.success());
+    }
+
+    /// The exit status, once the process has exited.
+    fn wait_for_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still running after {PATIENCE:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// The first log line from now on containing `needle`.
     fn wait_for_log(&self, needle: &str) -> String {
         let deadline = Instant::now() + PATIENCE;
@@ -82,13 +145,7 @@ impl Service {
     }
 
     fn hang_up(&self) {
-        // The shell's builtin `kill`: present wherever `sh` is, unlike /usr/bin/kill
-        // (procps), which minimal images leave out.
-        let status = Command::new("sh")
-            .args(["-c", &format!("kill -HUP {}", self.child.id())])
-            .status()
-            .expect("sh runs");
-        assert!(status.success());
+        self.signal("HUP");
     }
 
     async fn names(&self, client: &reqwest::Client) -> Vec<String> {
@@ -153,4 +210,311 @@ async fn sighup_reloads_the_descriptor_and_a_bad_one_changes_nothing() {
     let refusal = service.wait_for_log("descriptor not reloaded");
     assert!(refusal.contains("lab.yaml"), "{refusal}");
     assert_eq!(service.names(&client).await, ["board-1", "board-2"]);
+}
+
+/// A one-board lab in a temporary directory.
+fn one_board_lab() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let descriptor = dir.path().join("lab.yaml");
+    std::fs::write(&descriptor, "board-1:\n    tags: \"arm\"\n").unwrap();
+    (dir, descriptor)
+}
+
+/// Runs the binary with `args`, expecting it to exit by itself within [`PATIENCE`]
+/// (killed and failed otherwise, rather than hanging the test).
+fn run(args: &[&str]) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rentabot"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let deadline = Instant::now() + PATIENCE;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "rentabot {args:?} did not exit: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn unknown_log_level_stops_the_start_with_a_message_naming_it() {
+    for level in ["verbose", "info,", "rentabot=loud"] {
+        let out = run(&["--log-level", level, "--port", "0"]);
+
+        assert!(!out.status.success(), "{level:?} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("invalid --log-level"), "{stderr}");
+        assert!(
+            stderr.contains("warning"),
+            "lists the accepted names: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "nothing was served or logged");
+    }
+}
+
+#[tokio::test]
+async fn log_levels_of_1_0_start_the_service_and_lines_have_no_colours_off_a_terminal() {
+    let (_dir, descriptor) = one_board_lab();
+    for level in ["warning,rentabot::app=info", "critical,rentabot::app=INFO"] {
+        // NO_COLOR unset: stdout being a pipe is what turns colours off.
+        let mut service = Service::start_with(&descriptor, &["--log-level", level], &[]);
+        assert_eq!(
+            service.names(&reqwest::Client::new()).await,
+            ["board-1"],
+            "{level}"
+        );
+
+        service.signal("TERM");
+        assert!(service.wait_for_exit().success());
+        for line in service.rest_of_log() {
+            assert!(!line.contains('\u{1b}'), "an escape sequence in {line:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_log_line_of_a_request_names_its_id_in_text_and_in_json() {
+    let (_dir, descriptor) = one_board_lab();
+    let client = reqwest::Client::new();
+    for format in ["text", "json"] {
+        let mut service = Service::start_with(
+            &descriptor,
+            &["--log-format", format, "--log-level", "debug"],
+            &[],
+        );
+        let id = format!("readme-{format}-1");
+
+        // A maintenance window with an end: "maintenance scheduled" is logged at info
+        // inside the request, with its `until`.
+        let response = client
+            .post(format!("{}/resources/1/unavailable", service.base))
+            .header("X-Request-Id", &id)
+            .body(r#"{"reason": "new SD card", "until": "2099-01-01T00:00:00Z"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["x-request-id"], id.as_str());
+
+        service.signal("TERM");
+        assert!(service.wait_for_exit().success());
+        let log = service.rest_of_log();
+        let of_request: Vec<&String> = log.iter().filter(|l| l.contains(&id)).collect();
+        let scheduled = log
+            .iter()
+            .find(|l| l.contains("maintenance scheduled"))
+            .unwrap_or_else(|| panic!("{format}: no maintenance line in {log:?}"));
+        assert!(of_request.contains(&scheduled), "{format}: {scheduled}");
+        assert!(
+            of_request
+                .iter()
+                .any(|l| l.contains("\"request\"") || l.contains(" request ")),
+            "{format}: the request's own debug line: {log:?}"
+        );
+        assert!(
+            scheduled.contains("2099-01-01T00:00:00.000Z"),
+            "{scheduled}"
+        );
+        for line in &log {
+            assert!(!line.contains("Some("), "{format}: {line}");
+        }
+        if format == "json" {
+            for line in &log {
+                let object: Value = serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("not one JSON object ({e}): {line}"));
+                assert!(object["level"].is_string(), "{line}");
+            }
+            let scheduled: Value = serde_json::from_str(scheduled).unwrap();
+            assert_eq!(scheduled["message"], "maintenance scheduled");
+            assert_eq!(scheduled["spans"][0]["id"], id.as_str());
+        } else {
+            assert!(
+                scheduled.contains(&format!("request{{id={id}}}")),
+                "{scheduled}"
+            );
+        }
+    }
+}
+
+#[test]
+fn check_into_a_closed_pipe_exits_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let descriptor = dir.path().join("big.yaml");
+    // About 1 MB of output: far more than a pipe holds, so writes fail once the
+    // reader has gone, wherever the pipe's capacity is set.
+    let lab: String = (0..20_000)
+        .map(|i| format!("board-{i}:\n    tags: \"arm,linux\"\n"))
+        .collect();
+    std::fs::write(&descriptor, lab).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rentabot"))
+        .arg("check")
+        .arg(&descriptor)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // What `| head -1` does: read a line, close the pipe.
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+
+    assert!(first.contains("20000 resources"), "{first}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+}
+
+#[tokio::test]
+async fn sigterm_answers_long_polls_closes_sockets_ends_streams_and_exits() {
+    let (_dir, descriptor) = one_board_lab();
+    let mut service = Service::start(&descriptor);
+    let client = reqwest::Client::new();
+    let lock = client
+        .post(format!("{}/resources/1/lock", service.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lock.status(), 200);
+    let reservation: Value = client
+        .post(format!("{}/reservations", service.base))
+        .body(r#"{"tags": ["arm"]}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rid = reservation["reservation_id"].as_str().unwrap().to_owned();
+    let poll = tokio::spawn(
+        client
+            .get(format!("{}/reservations/{rid}?wait=300", service.base))
+            .send(),
+    );
+    let mut events = client
+        .get(format!("{}/events", service.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!(
+        "ws://{}/ws/reservations/{rid}",
+        service.address()
+    ))
+    .await
+    .expect("the upgrade succeeds");
+    assert!(matches!(socket.next().await, Some(Ok(Message::Text(_)))));
+
+    service.signal("TERM");
+
+    let answered = tokio::time::timeout(PATIENCE, poll)
+        .await
+        .expect("the long-poll was answered")
+        .unwrap()
+        .expect("an answer, not a dropped connection");
+    assert_eq!(answered.status(), 200);
+    let state: Value = answered.json().await.unwrap();
+    assert_eq!(state["status"], "pending");
+    match tokio::time::timeout(PATIENCE, socket.next()).await.unwrap() {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(frame.code, CloseCode::Away),
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+    let end = tokio::time::timeout(PATIENCE, events.chunk())
+        .await
+        .unwrap();
+    assert!(
+        matches!(end, Ok(None)),
+        "the event stream ended cleanly: {end:?}"
+    );
+    assert!(service.wait_for_exit().success());
+    let log = service.rest_of_log();
+    assert!(
+        log.iter().any(|l| l.contains("SIGTERM received")),
+        "{log:?}"
+    );
+    assert!(log.iter().any(|l| l.ends_with("stopped")), "{log:?}");
+}
+
+/// Open descriptors of process `pid`.
+#[cfg(target_os = "linux")]
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("the process is alive")
+        .count()
+}
+
+/// 300 clients that open a connection and never finish their request head, against a
+/// service allowed 100 connections: it holds at most 100 of them (its descriptors stay
+/// bounded), answers each 408 when `--head-timeout` runs out, and then serves a normal
+/// client that queued behind them.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn slow_heads_hold_at_most_max_connections_and_are_cut_at_the_head_timeout() {
+    const SLOW: usize = 300;
+    const MAX: usize = 100;
+    let (_dir, descriptor) = one_board_lab();
+    let service = Service::start_with(
+        &descriptor,
+        &[
+            "--max-connections",
+            "100",
+            "--head-timeout",
+            "1",
+            "--workers",
+            "2",
+        ],
+        &[("NO_COLOR", "1")],
+    );
+    let pid = service.child.id();
+
+    let mut slow: Vec<TcpStream> = (0..SLOW)
+        .map(|_| {
+            let mut stream = TcpStream::connect(service.address()).expect("the kernel accepts");
+            stream
+                .write_all(b"GET /api/v1/resources HTTP/1.1\r\nHost: rentabot\r\n")
+                .unwrap();
+            stream
+        })
+        .collect();
+    let mut peak = 0;
+    let mut answered = 0;
+    let deadline = Instant::now() + PATIENCE;
+    for stream in &mut slow {
+        peak = peak.max(open_fds(pid));
+        stream
+            .set_read_timeout(Some(deadline.saturating_duration_since(Instant::now())))
+            .unwrap();
+        let mut reply = Vec::new();
+        // The server answers (408) and closes: read to the end.
+        stream
+            .read_to_end(&mut reply)
+            .expect("closed by the server within the patience");
+        let reply = String::from_utf8_lossy(&reply);
+        assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+        answered += 1;
+    }
+    let status = reqwest::get(format!("{}/resources", service.base))
+        .await
+        .expect("a normal client is served once the slow ones are gone")
+        .status();
+
+    assert_eq!(answered, SLOW);
+    assert_eq!(status, 200);
+    // The service keeps 64 descriptors besides its connections (files, runtimes):
+    // without the limit, the peak would be over 300.
+    assert!(
+        peak <= MAX + 64,
+        "{peak} descriptors open at the peak, for at most {MAX} connections"
+    );
 }

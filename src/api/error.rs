@@ -83,6 +83,19 @@ pub enum ApiError {
     /// (the caller logs it), never sent.
     #[error("internal error: {0}")]
     Internal(String),
+
+    /// 414: the request target (path and query) is over `limit` bytes.
+    #[error("the request URI is {length} bytes, over {limit}")]
+    UriTooLong { length: usize, limit: usize },
+
+    /// 431: too many headers, one header too large, or all of them too large together.
+    /// `header` names the one that is too large, when it is one.
+    #[error("request headers too large: {what}")]
+    HeadersTooLarge {
+        what: String,
+        header: Option<String>,
+        limit: usize,
+    },
 }
 
 /// Everything a response needs from an error.
@@ -244,6 +257,30 @@ impl ApiError {
                     .with("reservation_id", raw.as_str())
             }
             ApiError::Domain(e) => domain_parts(e),
+            ApiError::UriTooLong { length, limit } => Parts::new(
+                S::URI_TOO_LONG,
+                "uri_too_long",
+                format!(
+                    "the request URI (path and query) is {length} bytes, over the limit of {limit}: send long criteria in a JSON body"
+                ),
+            )
+            .with("limit", *limit),
+            ApiError::HeadersTooLarge {
+                what,
+                header,
+                limit,
+            } => {
+                let parts = Parts::new(
+                    S::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    "headers_too_large",
+                    format!("request headers too large: {what}"),
+                )
+                .with("limit", *limit);
+                match header {
+                    Some(name) => parts.with("header", name.as_str()),
+                    None => parts,
+                }
+            }
         }
     }
 }

@@ -14,6 +14,10 @@
 //!              {"type":"ended","reservation_id":"res_...","reason":"cancelled","at":"..."}
 //!              then a Normal (1000) close frame
 //! ```
+//!
+//! When the service stops ([`Shutdown`]), event streams end (the chunked body is
+//! terminated) and sockets close with Going Away (1001), at once, rather than holding
+//! the stop until actix's grace time runs out.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -33,7 +37,8 @@ use super::endpoint;
 use super::error::ApiError;
 use super::params::Query;
 use crate::domain::{DomainError, Event, ReservationId, ReservationStatus, Timestamp};
-use crate::runtime::{BrokerHandle, ReservationSnapshot};
+use crate::runtime::shutdown::Watch;
+use crate::runtime::{BrokerHandle, ReservationSnapshot, Shutdown};
 
 /// How long a connection may stay silent before we send something anyway: below the
 /// 30–60 s idle timeouts of common proxies, and the bound on how long a vanished client
@@ -408,6 +413,7 @@ impl TypeFilter {
     ))]
 pub async fn stream_events(
     broker: Data<BrokerHandle>,
+    shutdown: Data<Shutdown>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let filter = TypeFilter::parse(&Query::parse(&req)?)?;
@@ -419,7 +425,12 @@ pub async fn stream_events(
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         // nginx buffers responses unless told not to.
         .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(event_stream(events, filter, HEARTBEAT)))
+        .streaming(event_stream(
+            events,
+            filter,
+            HEARTBEAT,
+            shutdown.get_ref().clone(),
+        )))
 }
 
 /// What [`event_stream`] carries from one frame to the next.
@@ -429,6 +440,9 @@ struct Sse {
     heartbeat: Interval,
     /// The `id:` of the next frame.
     next_id: u64,
+    shutdown: Shutdown,
+    /// Counts this stream among the waiting responses while it lives.
+    _watch: Watch,
 }
 
 impl Sse {
@@ -442,13 +456,14 @@ impl Sse {
     }
 }
 
-/// The SSE body over `events`. It ends when the broker's channel closes; when the client
-/// goes away, actix drops it on the next failed write (at the latest one heartbeat later),
-/// which drops the receiver and so unsubscribes.
+/// The SSE body over `events`. It ends when the broker's channel closes or the service
+/// stops; when the client goes away, actix drops it on the next failed write (at the
+/// latest one heartbeat later), which drops the receiver and so unsubscribes.
 fn event_stream(
     events: broadcast::Receiver<Event>,
     filter: TypeFilter,
     heartbeat: Duration,
+    shutdown: Shutdown,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + 'static {
     let mut ticks = time::interval_at(Instant::now() + heartbeat, heartbeat);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -457,11 +472,14 @@ fn event_stream(
         filter,
         heartbeat: ticks,
         next_id: 1,
+        _watch: shutdown.watch(),
+        shutdown,
     };
     futures_util::stream::unfold(state, |mut sse| async move {
-        // Both branches are cancel-safe: a lost race loses neither an event nor a tick.
+        // Every branch is cancel-safe: a lost race loses neither an event nor a tick.
         let frame = loop {
             tokio::select! {
+                () = sse.shutdown.begun() => return None,
                 received = sse.events.recv() => match received {
                     Ok(event) => {
                         let view = EventView::from(&event);
@@ -516,6 +534,7 @@ impl SocketMessage {
 /// reservation id is what entitles a caller to its locks.
 pub async fn watch_reservation(
     broker: Data<BrokerHandle>,
+    shutdown: Data<Shutdown>,
     rid: web::Path<String>,
     req: HttpRequest,
     body: Payload,
@@ -540,6 +559,7 @@ pub async fn watch_reservation(
         events,
         session,
         messages,
+        shutdown.get_ref().clone(),
     ));
     Ok(response)
 }
@@ -556,9 +576,10 @@ fn changes_status(event: &Event, id: ReservationId) -> bool {
         )
 }
 
-/// Serves one reservation socket until the reservation ends, the client closes, or a
-/// write fails (the client is gone). Pings every [`HEARTBEAT`] keep proxies from cutting
-/// an idle socket and reveal a vanished client.
+/// Serves one reservation socket until the reservation ends, the client closes, a write
+/// fails (the client is gone) or the service stops (close code 1001, Going Away). Pings
+/// every [`HEARTBEAT`] keep proxies from cutting an idle socket and reveal a vanished
+/// client.
 async fn run_reservation_socket(
     broker: BrokerHandle,
     id: ReservationId,
@@ -566,7 +587,10 @@ async fn run_reservation_socket(
     mut events: broadcast::Receiver<Event>,
     mut session: Session,
     mut messages: MessageStream,
+    shutdown: Shutdown,
 ) {
+    // Subscribed in the handler, so nothing is missed from here on.
+    let _watch = shutdown.watch();
     let mut last = first.reservation.status;
     if send(&mut session, &reservation_message(&first))
         .await
@@ -578,6 +602,7 @@ async fn run_reservation_socket(
     pings.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let close = loop {
         tokio::select! {
+            () = shutdown.begun() => break CloseCode::Away,
             received = events.recv() => {
                 let outcome = match received {
                     Ok(Event::ReservationEnded { reservation, reason, at }) if reservation == id => {
@@ -630,10 +655,11 @@ async fn run_reservation_socket(
             }
         }
     };
+    let description = (close == CloseCode::Away).then(|| "the service is stopping".to_owned());
     let _ = session
         .close(Some(CloseReason {
             code: close,
-            description: None,
+            description,
         }))
         .await;
 }
@@ -812,7 +838,12 @@ mod tests {
     #[tokio::test]
     async fn stream_numbers_frames_and_names_each_event_when_events_arrive() {
         let (tx, rx) = broadcast::channel(16);
-        let mut stream = Box::pin(event_stream(rx, TypeFilter(None), HEARTBEAT));
+        let mut stream = Box::pin(event_stream(
+            rx,
+            TypeFilter(None),
+            HEARTBEAT,
+            Shutdown::new(),
+        ));
         tx.send(unlocked(1)).unwrap();
         tx.send(unlocked(2)).unwrap();
 
@@ -830,7 +861,7 @@ mod tests {
     async fn stream_skips_other_types_when_filtered() {
         let (tx, rx) = broadcast::channel(16);
         let filter = TypeFilter(Some(vec!["expired"]));
-        let mut stream = Box::pin(event_stream(rx, filter, HEARTBEAT));
+        let mut stream = Box::pin(event_stream(rx, filter, HEARTBEAT, Shutdown::new()));
         for event in one_of_each() {
             tx.send(event).unwrap();
         }
@@ -852,7 +883,12 @@ mod tests {
     #[tokio::test]
     async fn stream_reports_lag_and_goes_on_when_the_listener_falls_behind() {
         let (tx, rx) = broadcast::channel(2);
-        let mut stream = Box::pin(event_stream(rx, TypeFilter(None), HEARTBEAT));
+        let mut stream = Box::pin(event_stream(
+            rx,
+            TypeFilter(None),
+            HEARTBEAT,
+            Shutdown::new(),
+        ));
         for resource in 1..=5 {
             tx.send(unlocked(resource)).unwrap();
         }
@@ -870,7 +906,12 @@ mod tests {
     #[tokio::test]
     async fn stream_ends_when_the_broker_channel_closes() {
         let (tx, rx) = broadcast::channel::<Event>(2);
-        let mut stream = Box::pin(event_stream(rx, TypeFilter(None), HEARTBEAT));
+        let mut stream = Box::pin(event_stream(
+            rx,
+            TypeFilter(None),
+            HEARTBEAT,
+            Shutdown::new(),
+        ));
 
         drop(tx);
 
@@ -880,7 +921,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn stream_sends_a_keep_alive_comment_after_fifteen_idle_seconds() {
         let (tx, rx) = broadcast::channel::<Event>(2);
-        let mut stream = Box::pin(event_stream(rx, TypeFilter(None), HEARTBEAT));
+        let mut stream = Box::pin(event_stream(
+            rx,
+            TypeFilter(None),
+            HEARTBEAT,
+            Shutdown::new(),
+        ));
         let started = Instant::now();
 
         let frame = text(stream.next().await);
@@ -889,6 +935,25 @@ mod tests {
         assert_eq!(started.elapsed(), HEARTBEAT);
         tx.send(unlocked(1)).unwrap();
         assert!(text(stream.next().await).starts_with("id: 1\n"));
+    }
+
+    #[tokio::test]
+    async fn stream_ends_and_stops_counting_itself_when_the_service_stops() {
+        let (_tx, rx) = broadcast::channel::<Event>(2);
+        let shutdown = Shutdown::new();
+        let mut stream = Box::pin(event_stream(
+            rx,
+            TypeFilter(None),
+            HEARTBEAT,
+            shutdown.clone(),
+        ));
+        assert_eq!(shutdown.watchers(), 1);
+
+        shutdown.begin();
+
+        assert!(stream.next().await.is_none());
+        drop(stream);
+        assert_eq!(shutdown.watchers(), 0);
     }
 
     fn query(raw: &str) -> Query {

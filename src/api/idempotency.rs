@@ -46,7 +46,7 @@ use tokio::sync::watch;
 use super::error::ApiError;
 use super::params;
 use crate::domain::Timestamp;
-use crate::runtime::BrokerHandle;
+use crate::runtime::{BrokerHandle, Shutdown};
 
 /// The request header that names a retry-safe request.
 pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
@@ -454,7 +454,11 @@ pub async fn remember(
             // Nothing is ever sent: `changed` returns (with an error) when the runner's
             // sender drops, after it updated the table. Then look again: replay, or run
             // if the first attempt failed.
-            Begin::Wait(mut done) => while done.changed().await.is_ok() {},
+            Begin::Wait(mut done) => {
+                // Counted among the waiting responses meanwhile (tests wait for it).
+                let _watch = req.app_data::<web::Data<Shutdown>>().map(|s| s.watch());
+                while done.changed().await.is_ok() {}
+            }
             Begin::Replay(stored) => return Ok(req.into_response(stored.replay())),
             Begin::Mismatch => return Ok(req.error_response(ApiError::IdempotencyKeyReused)),
         }
@@ -541,7 +545,7 @@ mod tests {
         }
     }
 
-    fn at(t: Timestamp, d: Duration) -> Timestamp {
+    fn after(t: Timestamp, d: Duration) -> Timestamp {
         t.checked_add(d).unwrap()
     }
 
@@ -634,25 +638,25 @@ mod tests {
         remembered(&mut table, "long", [1; 32], 48 * HOUR, T0);
         assert_eq!(
             table.expiry_of(&scope("short")),
-            Some(at(T0, DEFAULT_RETENTION))
+            Some(after(T0, DEFAULT_RETENTION))
         );
-        assert_eq!(table.expiry_of(&scope("long")), Some(at(T0, 48 * HOUR)));
+        assert_eq!(table.expiry_of(&scope("long")), Some(after(T0, 48 * HOUR)));
 
-        let almost = at(T0, DEFAULT_RETENTION - Duration::from_millis(1));
+        let almost = after(T0, DEFAULT_RETENTION - Duration::from_millis(1));
         assert!(replays(&mut table, "short", [1; 32], almost));
         assert!(!replays(
             &mut table,
             "short",
             [1; 32],
-            at(T0, DEFAULT_RETENTION)
+            after(T0, DEFAULT_RETENTION)
         ));
         assert!(replays(
             &mut table,
             "long",
             [1; 32],
-            at(T0, DEFAULT_RETENTION)
+            after(T0, DEFAULT_RETENTION)
         ));
-        assert!(!replays(&mut table, "long", [1; 32], at(T0, 48 * HOUR)));
+        assert!(!replays(&mut table, "long", [1; 32], after(T0, 48 * HOUR)));
         assert_eq!(table.entries.len(), 0);
         assert_eq!(table.stored_bytes, 0);
     }
@@ -662,16 +666,16 @@ mod tests {
         let mut table = Table::new(3, 1 << 20);
         remembered(&mut table, "a", [1; 32], Duration::ZERO, T0);
         remembered(&mut table, "b", [1; 32], 30 * HOUR, T0);
-        remembered(&mut table, "c", [1; 32], Duration::ZERO, at(T0, HOUR));
-        remembered(&mut table, "d", [1; 32], Duration::ZERO, at(T0, HOUR));
+        remembered(&mut table, "c", [1; 32], Duration::ZERO, after(T0, HOUR));
+        remembered(&mut table, "d", [1; 32], Duration::ZERO, after(T0, HOUR));
 
         assert_eq!(table.by_expiry.len(), 3);
         assert!(
-            !replays(&mut table, "a", [1; 32], at(T0, HOUR)),
+            !replays(&mut table, "a", [1; 32], after(T0, HOUR)),
             "a expired first"
         );
         for key in ["b", "c", "d"] {
-            assert!(replays(&mut table, key, [1; 32], at(T0, HOUR)), "{key}");
+            assert!(replays(&mut table, key, [1; 32], after(T0, HOUR)), "{key}");
         }
     }
 
@@ -680,10 +684,16 @@ mod tests {
         let one = response("{}").bytes() + scope("a").bytes();
         let mut table = Table::new(100, 2 * one);
         remembered(&mut table, "a", [1; 32], Duration::ZERO, T0);
-        remembered(&mut table, "b", [1; 32], Duration::ZERO, at(T0, HOUR));
-        remembered(&mut table, "c", [1; 32], Duration::ZERO, at(T0, 2 * HOUR));
+        remembered(&mut table, "b", [1; 32], Duration::ZERO, after(T0, HOUR));
+        remembered(
+            &mut table,
+            "c",
+            [1; 32],
+            Duration::ZERO,
+            after(T0, 2 * HOUR),
+        );
         assert_eq!(table.stored_bytes, 2 * one);
-        assert!(!replays(&mut table, "a", [1; 32], at(T0, 2 * HOUR)));
+        assert!(!replays(&mut table, "a", [1; 32], after(T0, 2 * HOUR)));
 
         let Begin::Run((id, _done)) = table.begin(&scope("big"), [1; 32], T0) else {
             panic!("unknown key runs");

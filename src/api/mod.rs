@@ -12,6 +12,7 @@ pub mod guard;
 pub mod health;
 pub mod idempotency;
 pub mod maintenance;
+pub mod middleware;
 pub mod params;
 pub mod query;
 pub mod reservations;

@@ -24,7 +24,7 @@ use super::idempotency::Retain;
 use super::params::{self, Body, Fields, GroupRequest, Known, Query, param};
 use super::query;
 use crate::domain::{Event, ReservationId, ReservationRequest, ReservationStatus, Ttl};
-use crate::runtime::BrokerHandle;
+use crate::runtime::{BrokerHandle, Shutdown};
 
 /// The longest long-poll, in seconds: below the idle timeouts of common proxies.
 pub const MAX_WAIT_SECS: f64 = 300.0;
@@ -117,6 +117,7 @@ pub async fn list_reservations(
 /// fractions allowed) the answer comes as soon as its status changes, or when the wait
 /// ends with the state unchanged. `&status=pending` (the status the caller last saw)
 /// answers at once if it has already changed, so no change is missed between two polls.
+/// When the service stops, a waiting poll answers at once with the current state.
 #[utoipa::path(get, path = "/api/v1/reservations/{rid}", tag = "reservations",
     params(("rid" = String, Path, description = "Reservation id: `res_` and 32 hex digits (a malformed one: 404, as in 1.0)", pattern = "^res_[0-9a-fA-F]{32}$"), WaitQuery),
     responses(
@@ -126,6 +127,7 @@ pub async fn list_reservations(
     ))]
 pub async fn get_reservation(
     broker: Data<BrokerHandle>,
+    shutdown: Data<Shutdown>,
     rid: web::Path<String>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
@@ -157,7 +159,13 @@ pub async fn get_reservation(
             }
         }
     };
-    let _ = tokio::time::timeout(wait, changed).await;
+    // Counted from here on: the subscription above sees every change after this point.
+    let _watch = shutdown.watch();
+    // A stopping service answers with the state as it is (at once if already stopping).
+    tokio::select! {
+        _ = tokio::time::timeout(wait, changed) => {}
+        () = shutdown.begun() => {}
+    }
     let now = broker.reservation(id)?;
     Ok(HttpResponse::Ok().json(ReservationView::from(&now)))
 }

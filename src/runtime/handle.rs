@@ -474,7 +474,7 @@ fn log(event: &Event) {
             until,
             ..
         } => {
-            tracing::info!(resource = %resource, reason = %reason, from = %from, until = ?until.map(|t| t.to_string()), "maintenance scheduled")
+            tracing::info!(resource = %resource, reason = %reason, from = %from, until = %until.map_or_else(|| "none".to_owned(), |t| t.to_string()), "maintenance scheduled")
         }
         Event::MaintenanceStarted { resource, .. } => {
             tracing::info!(resource = %resource, "out of service for maintenance")

@@ -4,6 +4,7 @@
 pub mod clock;
 pub mod handle;
 pub mod reload;
+pub mod shutdown;
 pub mod timer;
 
 pub use clock::{ManualClock, SystemClock};
@@ -11,4 +12,5 @@ pub use handle::{BrokerHandle, Grant, ReservationSnapshot};
 pub use reload::DescriptorSource;
 #[cfg(unix)]
 pub use reload::run_reload_on_hangup;
+pub use shutdown::Shutdown;
 pub use timer::run_expiry_timer;

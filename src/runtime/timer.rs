@@ -67,19 +67,29 @@ mod tests {
         (handle, events, cancel)
     }
 
+    /// A safety net in (paused, so instant) Tokio time: a timer that never publishes
+    /// fails the test after an hour of virtual time instead of hanging it, as the
+    /// runtime would otherwise skip from one 30 s nap to the next forever.
+    const PATIENCE: Duration = Duration::from_secs(3600);
+
     /// The next expiry, and the broker time at which the timer published it.
     async fn next_expiry(
         events: &mut Receiver<Event>,
         handle: &BrokerHandle,
     ) -> (ResourceId, Timestamp, Timestamp) {
-        loop {
-            match events.recv().await.unwrap() {
-                Event::Expired {
-                    resource, deadline, ..
-                } => return (resource, deadline, handle.now()),
-                _ => continue,
+        let expiry = async {
+            loop {
+                match events.recv().await.unwrap() {
+                    Event::Expired {
+                        resource, deadline, ..
+                    } => return (resource, deadline, handle.now()),
+                    _ => continue,
+                }
             }
-        }
+        };
+        tokio::time::timeout(PATIENCE, expiry)
+            .await
+            .expect("the timer published the expiry within an hour")
     }
 
     #[tokio::test(start_paused = true)]
@@ -120,6 +130,9 @@ mod tests {
         let cancel = CancellationToken::new();
         let timer = tokio::spawn(run_expiry_timer(handle, cancel.clone()));
         cancel.cancel();
-        timer.await.unwrap();
+        tokio::time::timeout(PATIENCE, timer)
+            .await
+            .expect("the timer stopped")
+            .unwrap();
     }
 }

@@ -393,11 +393,10 @@ async fn a_waiting_reservation_ends_unsatisfiable_and_its_long_poll_says_so() {
     app.locked(ARM_1, 600).await;
     app.locked(ARM_2, 600).await;
     let pending = reserve(&app, json!({"tags": ["arm"], "quantity": 2})).await;
-    let url = app.url(&format!(
-        "/api/v1/reservations/{}?wait=120&status=pending",
-        rid(&pending)
-    ));
+    let url = app.url(&format!("/api/v1/reservations/{}?wait=120", rid(&pending)));
     let poll = tokio::spawn(app.client.get(url).send());
+    // The poll waits before the change: only its wake-up can answer it in time.
+    app.until_waiting(1).await;
 
     // Only one arm board is left: two can never be had.
     patch(&app, ARM_2, json!({"tags": "ci,linux"}))

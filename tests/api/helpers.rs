@@ -10,7 +10,7 @@ use reqwest::{Client, RequestBuilder, StatusCode};
 use serde_json::Value;
 
 use rentabot::api::RequestPolicy;
-use rentabot::app::{self, Settings};
+use rentabot::app::{self, Settings, Stopper};
 use rentabot::domain::{Policy, ResourceSpec, Timestamp, descriptor};
 use rentabot::runtime::{BrokerHandle, ManualClock};
 
@@ -71,6 +71,9 @@ pub struct TestApp {
     pub clock: Arc<ManualClock>,
     /// The service's broker, to sweep or subscribe to events directly.
     pub broker: BrokerHandle,
+    /// Stops the service as SIGTERM does; its `shutdown()` counts the waiting
+    /// long-polls, event streams and sockets.
+    pub stopper: Stopper,
 }
 
 /// Starts the service over [`lab`].
@@ -97,7 +100,10 @@ pub async fn spawn_app_with_descriptor(path: &Path) -> TestApp {
     start(resources, Some(path.to_owned()), RequestPolicy::default()).await
 }
 
-async fn start(
+/// Starts the service over `resources`, with `descriptor` as the file a reload reads
+/// (not read now: it may be a FIFO the test writes later), refusing requests as
+/// `requests` says.
+pub async fn start(
     resources: Vec<ResourceSpec>,
     descriptor: Option<PathBuf>,
     requests: RequestPolicy,
@@ -114,10 +120,12 @@ async fn start(
         policy: Policy::default(),
         descriptor,
         requests,
+        ..Settings::default()
     };
     let app = app::build(&settings, resources, clock.clone()).expect("the test app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let broker = app.handle();
+    let stopper = app.stopper();
     // The server lives as long as this test's runtime.
     tokio::spawn(app.run_until_stopped());
     let client = Client::builder()
@@ -129,6 +137,7 @@ async fn start(
         client,
         clock,
         broker,
+        stopper,
     }
 }
 
@@ -137,7 +146,8 @@ fn init_test_log() {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
         if std::env::var_os("TEST_LOG").is_some() {
-            rentabot::telemetry::init("debug").expect("the test log subscriber installs");
+            rentabot::telemetry::init("debug", rentabot::telemetry::LogFormat::Text)
+                .expect("the test log subscriber installs");
         }
     });
 }
@@ -273,6 +283,25 @@ impl TestApp {
         let url = self.url(&format!("/api/v1/resources/{id}/extend"));
         let query = [("lock-token", token), ("additional-ttl", additional)];
         self.send(self.client.post(url).query(&query)).await
+    }
+
+    /// Returns once `n` responses wait (long-polls, event streams, sockets): each counts
+    /// itself only after subscribing to the changes it waits for, so whatever the test
+    /// does next, they see. Polls the count every millisecond; fails after 30 s.
+    pub async fn until_waiting(&self, n: usize) {
+        let waiting = async {
+            while self.stopper.shutdown().watchers() != n {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), waiting)
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{} responses waiting, expected {n}",
+                    self.stopper.shutdown().watchers()
+                )
+            });
     }
 
     /// Moves the service's clock forward.

@@ -120,26 +120,69 @@ async fn refused_lock_is_not_remembered_so_the_retry_succeeds_once_the_resource_
     assert_eq!(granted.fencing, other.fencing + 1);
 }
 
+/// The second request arrives while the first is still running, for certain: the first
+/// is held inside its handler (a reload reading a FIFO the test writes only later), and
+/// the test lets it finish only once the second is counted as waiting for it. Run one
+/// after the other, the second could not be waiting, and the test would time out.
+#[cfg(unix)]
 #[tokio::test]
-async fn concurrent_requests_with_one_key_take_one_grant_and_get_the_same_body() {
-    let app = spawn_app().await;
+async fn concurrent_requests_with_one_key_run_once_and_both_get_the_first_answer() {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
 
-    let (a, b) = tokio::join!(
-        lock_keyed(&app, COFFEE, KEY, 60),
-        lock_keyed(&app, COFFEE, KEY, 60)
-    );
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("lab.yaml");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    let app = start(lab(), Some(fifo.clone()), Default::default()).await;
+    let reload = || {
+        app.client
+            .post(app.url("/api/v1/admin/reload"))
+            .header("Idempotency-Key", KEY)
+            .send()
+    };
 
-    assert_eq!(a.expect_json(200), b.expect_json(200));
+    let first = tokio::spawn(reload());
+    // A FIFO opens for writing (without blocking) only once a reader has it open: then
+    // the first request is inside its handler, its key in flight.
+    let mut writer = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&fifo)
+            {
+                Ok(writer) => return writer,
+                Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+            }
+        }
+    })
+    .await
+    .expect("the first reload opened the descriptor");
+    let second = tokio::spawn(reload());
+    app.until_waiting(1).await;
+    writer
+        .write_all(format!("{LAB}board-new:\n    tags: \"ci\"\n").as_bytes())
+        .unwrap();
+    drop(writer);
+
+    let first = read(first.await.unwrap().unwrap()).await;
+    let second = read(second.await.unwrap().unwrap()).await;
+
+    let body = first.expect_json(200);
+    assert_eq!(body["added"], json!(["board-new"]));
+    assert!(!is_replayed(&first));
+    assert!(is_replayed(&second), "the second waited, then replayed");
+    assert_eq!(second.expect_json(200), body);
+    let names = app.get("/api/v1/resources").await.expect_json(200);
     assert_eq!(
-        [is_replayed(&a), is_replayed(&b)]
-            .iter()
-            .filter(|r| **r)
-            .count(),
-        1,
-        "one original, one replay"
+        names["resources"].as_array().unwrap().len(),
+        6,
+        "one reload"
     );
-    let granted = held(a);
-    assert_eq!(next_fencing(&app).await, granted.fencing + 1, "one grant");
 }
 
 #[tokio::test]

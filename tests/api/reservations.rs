@@ -516,13 +516,11 @@ async fn long_poll_returns_as_soon_as_the_reservation_is_fulfilled() {
     let app = spawn_app().await;
     let held = app.locked(X86_1, 600).await;
     let pending = app.reserved(json!({"tags": ["x86"]})).await;
-    // With the status it last saw, the poll cannot miss a change that comes before it
-    // reaches the server.
-    let url = app.url(&format!(
-        "{RESERVATIONS}/{}?wait=120&status=pending",
-        rid(&pending)
-    ));
+    let url = app.url(&format!("{RESERVATIONS}/{}?wait=120", rid(&pending)));
     let poll = tokio::spawn(app.client.get(url).send());
+    // The change comes once the poll waits for it, never before: only its wake-up can
+    // answer this poll before the 120 s are up.
+    app.until_waiting(1).await;
 
     app.unlock(X86_1, &held.token).await.expect_json(200);
 
@@ -533,6 +531,23 @@ async fn long_poll_returns_as_soon_as_the_reservation_is_fulfilled() {
         .unwrap()
         .unwrap();
     let body = read(response).await.expect_json(200);
+    assert_eq!(body["status"], "fulfilled");
+}
+
+#[tokio::test]
+async fn long_poll_answers_at_once_when_the_status_changed_before_it_came() {
+    let app = spawn_app().await;
+    let held = app.locked(X86_1, 600).await;
+    let pending = app.reserved(json!({"tags": ["x86"]})).await;
+    app.unlock(X86_1, &held.token).await.expect_json(200);
+
+    // The caller last saw `pending`; the change came between its two requests.
+    let path = format!("{RESERVATIONS}/{}?wait=120&status=pending", rid(&pending));
+    let body = tokio::time::timeout(Duration::from_secs(30), app.get(&path))
+        .await
+        .expect("answered without waiting")
+        .expect_json(200);
+
     assert_eq!(body["status"], "fulfilled");
 }
 
@@ -584,11 +599,9 @@ async fn long_poll_reports_the_end_of_a_reservation_that_expires() {
     let pending = app
         .reserved(json!({"tags": ["x86"], "max_wait_time": 30}))
         .await;
-    let url = app.url(&format!(
-        "{RESERVATIONS}/{}?wait=120&status=pending",
-        rid(&pending)
-    ));
+    let url = app.url(&format!("{RESERVATIONS}/{}?wait=120", rid(&pending)));
     let poll = tokio::spawn(app.client.get(url).send());
+    app.until_waiting(1).await;
 
     app.advance(Duration::from_secs(30));
     app.broker.sweep();

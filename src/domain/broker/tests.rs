@@ -5,8 +5,10 @@ use std::time::Duration;
 use super::*;
 use crate::domain::broker::test_support::{T0, id, secs};
 
-fn at(offset_ms: u64) -> Timestamp {
-    T0.checked_add(Duration::from_millis(offset_ms)).unwrap()
+/// `ms` milliseconds after [`T0`]. (`at` is seconds in every unit test: see
+/// `test_support::at`.)
+fn at_ms(ms: u64) -> Timestamp {
+    T0.checked_add(Duration::from_millis(ms)).unwrap()
 }
 
 fn tags(t: &[&str]) -> Selector {
@@ -56,16 +58,16 @@ fn lock_grants_a_lease_from_now_for_the_ttl() {
     let Granted { token, lease, .. } = b.lock(id(2), secs(30), T0).unwrap();
     assert_eq!(lease.token, token);
     assert_eq!(lease.acquired_at, T0);
-    assert_eq!(lease.expires_at, at(30_000));
+    assert_eq!(lease.expires_at, at_ms(30_000));
     assert_eq!(state(&b, 2), &LockState::Locked(lease.clone()));
-    assert_eq!(b.next_deadline(), Some(at(30_000)));
+    assert_eq!(b.next_deadline(), Some(at_ms(30_000)));
     assert_eq!(
         b.drain_events(),
         [Event::Locked {
             resource: id(2),
             fencing: lease.fencing,
             at: T0,
-            expires_at: at(30_000),
+            expires_at: at_ms(30_000),
             reservation: None,
         }]
     );
@@ -113,7 +115,8 @@ fn unlock_with_the_token_frees_the_resource() {
     let mut b = lab();
     let Granted { token, lease, .. } = b.lock(id(1), secs(30), T0).unwrap();
     b.drain_events();
-    b.unlock(id(1), Some(&token.reveal()), at(5_000)).unwrap();
+    b.unlock(id(1), Some(&token.reveal()), at_ms(5_000))
+        .unwrap();
     assert_eq!(state(&b, 1), &LockState::Free(Released::Unlocked));
     assert_eq!(b.next_deadline(), None, "the lock's deadline is gone");
     assert_eq!(
@@ -121,7 +124,7 @@ fn unlock_with_the_token_frees_the_resource() {
         [Event::Unlocked {
             resource: id(1),
             fencing: lease.fencing,
-            at: at(5_000)
+            at: at_ms(5_000)
         }]
     );
     b.check_invariants();
@@ -181,11 +184,11 @@ fn extend_sets_the_expiry_to_now_plus_additional_not_old_expiry_plus_additional(
     let Granted { token, lease, .. } = b.lock(id(1), secs(100), T0).unwrap();
     b.drain_events();
     let extended = b
-        .extend(id(1), Some(&token.reveal()), secs(50), at(10_000))
+        .extend(id(1), Some(&token.reveal()), secs(50), at_ms(10_000))
         .unwrap();
     assert_eq!(
         extended.expires_at,
-        at(60_000),
+        at_ms(60_000),
         "10 s + 50 s, not 100 s + 50 s"
     );
     assert_eq!(extended.acquired_at, T0);
@@ -196,7 +199,7 @@ fn extend_sets_the_expiry_to_now_plus_additional_not_old_expiry_plus_additional(
     );
     assert_eq!(
         b.next_deadline(),
-        Some(at(60_000)),
+        Some(at_ms(60_000)),
         "the old deadline is replaced"
     );
     assert_eq!(
@@ -204,7 +207,7 @@ fn extend_sets_the_expiry_to_now_plus_additional_not_old_expiry_plus_additional(
         [Event::Extended {
             resource: id(1),
             fencing: lease.fencing,
-            expires_at: at(60_000)
+            expires_at: at_ms(60_000)
         }]
     );
     b.check_invariants();
@@ -216,12 +219,12 @@ fn extend_is_refused_when_the_whole_lock_would_outlast_the_maximum() {
     let Granted { token, lease, .. } = b.lock(id(4), secs(500), T0).unwrap();
     // 400 s in, 200 more would make 600 s in all: exactly the maximum, allowed.
     let ok = b
-        .extend(id(4), Some(&token.reveal()), secs(200), at(400_000))
+        .extend(id(4), Some(&token.reveal()), secs(200), at_ms(400_000))
         .unwrap();
-    assert_eq!(ok.expires_at, at(600_000));
+    assert_eq!(ok.expires_at, at_ms(600_000));
     // One more second from the same moment would make 601 s.
     assert_eq!(
-        b.extend(id(4), Some(&token.reveal()), secs(201), at(400_000))
+        b.extend(id(4), Some(&token.reveal()), secs(201), at_ms(400_000))
             .unwrap_err(),
         DomainError::TotalAboveMax {
             id: id(4),
@@ -231,7 +234,7 @@ fn extend_is_refused_when_the_whole_lock_would_outlast_the_maximum() {
     );
     assert_eq!(
         b.resource(id(4)).unwrap().lease().unwrap().expires_at,
-        at(600_000)
+        at_ms(600_000)
     );
     assert_eq!(
         b.resource(id(4)).unwrap().lease().unwrap().fencing,
@@ -266,20 +269,20 @@ fn a_lock_expires_at_its_deadline_and_not_a_millisecond_before() {
     let mut b = lab();
     let Granted { lease, .. } = b.lock(id(1), secs(30), T0).unwrap();
     b.drain_events();
-    b.expire_due(at(29_999));
+    b.expire_due(at_ms(29_999));
     assert!(b.resource(id(1)).unwrap().is_locked(), "1 ms early");
     assert!(b.drain_events().is_empty());
-    b.expire_due(at(30_000));
+    b.expire_due(at_ms(30_000));
     assert_eq!(
         state(&b, 1),
-        &LockState::Free(Released::Expired(at(30_000)))
+        &LockState::Free(Released::Expired(at_ms(30_000)))
     );
     assert_eq!(
         b.drain_events(),
         [Event::Expired {
             resource: id(1),
             fencing: lease.fencing,
-            deadline: at(30_000)
+            deadline: at_ms(30_000)
         }]
     );
     assert_eq!(b.next_deadline(), None);
@@ -290,10 +293,10 @@ fn a_lock_expires_at_its_deadline_and_not_a_millisecond_before() {
 fn a_late_sweep_records_the_deadline_not_the_sweep_time() {
     let mut b = lab();
     b.lock(id(1), secs(30), T0).unwrap();
-    b.expire_due(at(95_000));
+    b.expire_due(at_ms(95_000));
     assert_eq!(
         state(&b, 1),
-        &LockState::Free(Released::Expired(at(30_000)))
+        &LockState::Free(Released::Expired(at_ms(30_000)))
     );
 }
 
@@ -302,15 +305,15 @@ fn every_operation_first_expires_what_is_due() {
     let mut b = lab();
     let Granted { token, .. } = b.lock(id(1), secs(30), T0).unwrap();
     // No sweep in between: the lock at 30 s finds the old lock gone.
-    let Granted { lease: relock, .. } = b.lock(id(1), secs(30), at(30_000)).unwrap();
-    assert_eq!(relock.acquired_at, at(30_000));
+    let Granted { lease: relock, .. } = b.lock(id(1), secs(30), at_ms(30_000)).unwrap();
+    assert_eq!(relock.acquired_at, at_ms(30_000));
     // And the expired holder's token no longer unlocks or extends.
     assert!(matches!(
-        b.unlock(id(1), Some(&token.reveal()), at(30_001)),
+        b.unlock(id(1), Some(&token.reveal()), at_ms(30_001)),
         Err(DomainError::InvalidToken { .. })
     ));
     assert!(matches!(
-        b.extend(id(1), Some(&token.reveal()), secs(5), at(30_001)),
+        b.extend(id(1), Some(&token.reveal()), secs(5), at_ms(30_001)),
         Err(DomainError::InvalidToken { .. })
     ));
     b.check_invariants();
@@ -320,16 +323,16 @@ fn every_operation_first_expires_what_is_due() {
 fn an_extended_lock_expires_at_its_new_deadline_only() {
     let mut b = lab();
     let Granted { token, .. } = b.lock(id(1), secs(10), T0).unwrap();
-    b.extend(id(1), Some(&token.reveal()), secs(20), at(5_000))
+    b.extend(id(1), Some(&token.reveal()), secs(20), at_ms(5_000))
         .unwrap();
-    b.expire_due(at(10_000));
+    b.expire_due(at_ms(10_000));
     assert!(
         b.resource(id(1)).unwrap().is_locked(),
         "the old deadline is void"
     );
-    b.expire_due(at(24_999));
+    b.expire_due(at_ms(24_999));
     assert!(b.resource(id(1)).unwrap().is_locked());
-    b.expire_due(at(25_000));
+    b.expire_due(at_ms(25_000));
     assert!(!b.resource(id(1)).unwrap().is_locked());
     b.check_invariants();
 }
@@ -341,7 +344,7 @@ fn expiry_releases_every_due_lock_in_deadline_order_and_keeps_the_rest() {
     b.lock(id(1), secs(10), T0).unwrap();
     b.lock(id(2), secs(40), T0).unwrap();
     b.drain_events();
-    b.expire_due(at(30_000));
+    b.expire_due(at_ms(30_000));
     let expired: Vec<ResourceId> = b
         .drain_events()
         .into_iter()
@@ -352,7 +355,7 @@ fn expiry_releases_every_due_lock_in_deadline_order_and_keeps_the_rest() {
         .collect();
     assert_eq!(expired, [id(1), id(3)]);
     assert!(b.resource(id(2)).unwrap().is_locked());
-    assert_eq!(b.next_deadline(), Some(at(40_000)));
+    assert_eq!(b.next_deadline(), Some(at_ms(40_000)));
     b.check_invariants();
 }
 
@@ -369,10 +372,15 @@ fn fencing_tokens_grow_with_every_grant_across_resources_and_relocks() {
     seen.push(b.lock(id(2), secs(10), T0).unwrap().lease.fencing);
     b.unlock(id(1), Some(&t1.reveal()), T0).unwrap();
     seen.push(b.lock(id(1), secs(10), T0).unwrap().lease.fencing);
-    b.expire_due(at(10_000));
-    seen.push(b.lock(id(2), secs(10), at(10_000)).unwrap().lease.fencing);
+    b.expire_due(at_ms(10_000));
     seen.push(
-        b.lock_matching(&tags(&["printer"]), secs(10), at(10_000))
+        b.lock(id(2), secs(10), at_ms(10_000))
+            .unwrap()
+            .lease
+            .fencing,
+    );
+    seen.push(
+        b.lock_matching(&tags(&["printer"]), secs(10), at_ms(10_000))
             .unwrap()
             .lease
             .fencing,
@@ -453,7 +461,7 @@ fn lock_by_tags_refuses_when_nothing_matches_or_every_match_is_locked() {
     );
     // Once one expires, it is found again.
     let Granted { resource: got, .. } = b
-        .lock_matching(&tags(&["arm"]), secs(10), at(10_000))
+        .lock_matching(&tags(&["arm"]), secs(10), at_ms(10_000))
         .unwrap();
     assert_eq!(got, id(1));
     b.check_invariants();

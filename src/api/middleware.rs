@@ -1,0 +1,220 @@
+//! What every request goes through before its route: an id and a log span, the head
+//! limits, and the request's debug line. `app::build` mounts them in this order:
+//!
+//! ```text
+//! TracingLogger<RequestSpan>   picks the id (the caller's X-Request-Id, or a new one) and
+//!                              opens the `request{id=…}` span the rest runs in
+//!   envelope                   refuses an oversized head with a JSON 414/431, runs the
+//!                              route, echoes X-Request-Id, logs `request` at debug
+//!     routes
+//! ```
+//!
+//! # Head limits
+//!
+//! actix-http's HTTP/1 parser refuses some requests itself, before any service sees them,
+//! with an empty body: a head over 128 KiB or with more than 96 headers (431), a URI over
+//! 65 534 bytes, a malformed request line, header or framing (400), a head not received
+//! within `--head-timeout` (408). Those limits are constants of actix-http. Ours are
+//! smaller, so a request that is merely too large reaches [`envelope`] and gets the JSON
+//! error body every other refusal has; only what the parser cannot read at all still gets
+//! actix's empty answer (README § Limits lists both).
+
+use std::time::Instant;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{Error, HttpMessage};
+use tracing::Span;
+use tracing_actix_web::RootSpanBuilder;
+
+use super::error::ApiError;
+
+/// The request and response header carrying the request id.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The longest caller-supplied request id kept; a longer one is replaced.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+/// The longest request target (path and query string), in bytes: 414 above.
+pub const MAX_URI_BYTES: usize = 16 * 1024;
+/// The most header lines: 431 above.
+pub const MAX_HEADERS: usize = 64;
+/// The largest single header (name and value), in bytes: 431 above.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// The largest header section (every name and value, plus 4 bytes a line), in bytes.
+pub const MAX_HEADER_SECTION_BYTES: usize = 32 * 1024;
+
+/// The id of the request being served, in the request's extensions.
+#[derive(Clone, Debug)]
+pub struct RequestId(HeaderValue);
+
+impl RequestId {
+    pub fn as_str(&self) -> &str {
+        // Only ever built from visible ASCII (see `is_valid_request_id`, and UUIDs).
+        self.0.to_str().unwrap_or("-")
+    }
+}
+
+/// A caller's id is kept when it is 1 to [`MAX_REQUEST_ID_LEN`] characters of
+/// `A-Z a-z 0-9 - _ . : / + = @`: enough for UUIDs, ULIDs, trace ids and most proxies'
+/// ids, and nothing that could disturb a log line. Anything else is replaced, not
+/// refused: a bad id is no reason to fail a request.
+pub fn is_valid_request_id(value: &[u8]) -> bool {
+    (1..=MAX_REQUEST_ID_LEN).contains(&value.len())
+        && value
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=@".contains(b))
+}
+
+/// The root span of every request: `request{id=…}`, nothing else, because creating it is
+/// on the hot path (each field is formatted when the span opens). Its level is ERROR so
+/// that it is enabled whenever any line is: at `--log-level warn` a warning still names
+/// its request.
+pub struct RequestSpan;
+
+impl RootSpanBuilder for RequestSpan {
+    fn on_request_start(request: &ServiceRequest) -> Span {
+        let given = request
+            .headers()
+            .get(&REQUEST_ID)
+            .filter(|v| is_valid_request_id(v.as_bytes()))
+            .cloned();
+        let id = given.unwrap_or_else(|| {
+            // TracingLogger has just stored a fresh UUID; a hyphenated UUID is a valid
+            // header value.
+            let fresh = request
+                .extensions()
+                .get::<tracing_actix_web::RequestId>()
+                .map(ToString::to_string)
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            HeaderValue::from_str(&fresh).expect("a UUID is a valid header value")
+        });
+        let id = RequestId(id);
+        let span = tracing::error_span!("request", id = %id.as_str());
+        request.extensions_mut().insert(id);
+        span
+    }
+
+    fn on_request_end<B: MessageBody>(_span: Span, _outcome: &Result<ServiceResponse<B>, Error>) {
+        // The debug `request` line is written by `envelope`, which knows the latency.
+    }
+}
+
+/// Inside the request span: refuses an oversized head, runs the route, echoes the
+/// request id, and logs method, path (never the query, which may carry a lock token),
+/// status and latency at debug.
+///
+/// # Errors
+/// Only an error a middleware below returned instead of a response (handlers' errors
+/// are responses); actix renders it, without the request id header.
+pub async fn envelope(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let start = Instant::now();
+    let id = req.extensions().get::<RequestId>().cloned();
+    let mut response = match check_head(&req) {
+        Err(refusal) => req.error_response(refusal),
+        Ok(()) => match next.call(req).await {
+            Ok(response) => response.map_into_boxed_body(),
+            Err(e) => {
+                let status = e.as_response_error().status_code().as_u16();
+                tracing::debug!(status, micros = micros(start), "request failed: {e}");
+                return Err(e);
+            }
+        },
+    };
+    if let Some(id) = id {
+        response.headers_mut().insert(REQUEST_ID, id.0);
+    }
+    let request = response.request();
+    tracing::debug!(
+        method = %request.method(),
+        path = request.path(),
+        status = response.status().as_u16(),
+        micros = micros(start),
+        "request"
+    );
+    Ok(response)
+}
+
+fn micros(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// The limits on the request head (see the module doc).
+fn check_head(req: &ServiceRequest) -> Result<(), ApiError> {
+    let length = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if length > MAX_URI_BYTES {
+        return Err(ApiError::UriTooLong {
+            length,
+            limit: MAX_URI_BYTES,
+        });
+    }
+    let headers = req.headers();
+    if headers.len() > MAX_HEADERS {
+        return Err(ApiError::HeadersTooLarge {
+            what: format!(
+                "{} header lines, over the limit of {MAX_HEADERS}",
+                headers.len()
+            ),
+            header: None,
+            limit: MAX_HEADERS,
+        });
+    }
+    let mut section = 0;
+    for (name, value) in headers.iter() {
+        let size = name.as_str().len() + value.len();
+        if size > MAX_HEADER_BYTES {
+            return Err(ApiError::HeadersTooLarge {
+                what: format!(
+                    "the {name} header is {size} bytes, over the limit of {MAX_HEADER_BYTES}"
+                ),
+                header: Some(name.as_str().to_owned()),
+                limit: MAX_HEADER_BYTES,
+            });
+        }
+        section += size + 4;
+    }
+    if section > MAX_HEADER_SECTION_BYTES {
+        return Err(ApiError::HeadersTooLarge {
+            what: format!(
+                "the headers are {section} bytes together, over the limit of {MAX_HEADER_SECTION_BYTES}"
+            ),
+            header: None,
+            limit: MAX_HEADER_SECTION_BYTES,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_kept_when_short_and_plain() {
+        for (id, why) in [
+            ("3f2c1a9e-0b7d-4c55-9a61-2b8f0e6d4c11", "a UUID"),
+            ("01HF8Z5K3Q9Y7W6V5T4S3R2P1N", "a ULID"),
+            (
+                "Root=1-5759e988-bd862e3fe1be46a994272793",
+                "an AWS trace id",
+            ),
+            ("job/4711:step.2@ci+x", "the allowed punctuation"),
+        ] {
+            assert!(is_valid_request_id(id.as_bytes()), "{why}");
+        }
+        let long = "a".repeat(MAX_REQUEST_ID_LEN + 1);
+        for (id, why) in [
+            ("", "empty"),
+            (long.as_str(), "too long"),
+            ("a b", "a space"),
+            ("a\nINFO forged", "a newline"),
+            ("a;b", "other punctuation"),
+            ("é", "not ASCII"),
+        ] {
+            assert!(!is_valid_request_id(id.as_bytes()), "{why}");
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! [`Shutdown`]: the service is stopping, and the responses that would otherwise run on
+//! end now.
+//!
+//! A long-poll may wait five minutes, a WebSocket or an event stream for hours; actix's
+//! graceful stop waits for them (up to its timeout) without telling them. So on SIGTERM
+//! `app` first calls [`Shutdown::begin`]: long-polls answer with the state they have,
+//! sockets send a close frame, event streams end; then actix stops accepting and closes
+//! the connections as their responses finish. Each of those responses holds a [`Watch`]
+//! while it waits, which is how the stop (and a test) can tell how many are open.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio_util::sync::CancellationToken;
+
+/// Cheap to clone: every clone shares one state. Built once in `app::build` and
+/// registered as app data.
+#[derive(Clone, Debug, Default)]
+pub struct Shutdown {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    begun: CancellationToken,
+    /// Responses that wait for something: long-polls, event streams, sockets.
+    watchers: AtomicUsize,
+}
+
+impl Shutdown {
+    pub fn new() -> Self {
+        Shutdown::default()
+    }
+
+    /// Tells every waiting response, and every later one, to finish now. Idempotent.
+    pub fn begin(&self) {
+        self.shared.begun.cancel();
+    }
+
+    pub fn is_begun(&self) -> bool {
+        self.shared.begun.is_cancelled()
+    }
+
+    /// Resolves once [`begin`](Self::begin) has been called (at once if it has been).
+    /// Cancel-safe: use it in `select!`.
+    pub async fn begun(&self) {
+        self.shared.begun.cancelled().await;
+    }
+
+    /// Counts the caller as a waiting response until the guard drops. Take it after
+    /// subscribing to what it waits for, so that once it is counted, nothing it waits
+    /// for can be missed.
+    pub fn watch(&self) -> Watch {
+        self.shared.watchers.fetch_add(1, Ordering::SeqCst);
+        Watch {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// How many responses are waiting now (long-polls, event streams, sockets).
+    pub fn watchers(&self) -> usize {
+        self.shared.watchers.load(Ordering::SeqCst)
+    }
+}
+
+/// One waiting response, counted in [`Shutdown::watchers`] while it lives.
+#[derive(Debug)]
+pub struct Watch {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.shared.watchers.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn begun_resolves_for_waiters_before_and_after_the_call() {
+        let shutdown = Shutdown::new();
+        let early = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move { shutdown.begun().await }
+        });
+        assert!(!shutdown.is_begun());
+
+        shutdown.begin();
+
+        early.await.unwrap();
+        shutdown.begun().await;
+        assert!(shutdown.is_begun());
+    }
+
+    #[test]
+    fn watchers_count_the_live_guards() {
+        let shutdown = Shutdown::new();
+        let a = shutdown.watch();
+        let b = shutdown.clone().watch();
+        assert_eq!(shutdown.watchers(), 2);
+        drop(a);
+        assert_eq!(shutdown.watchers(), 1);
+        drop(b);
+        assert_eq!(shutdown.watchers(), 0);
+    }
+}
