@@ -184,6 +184,43 @@ mod tests {
     }
 
     #[test]
+    fn request_bounds_and_allowed_origins_have_defaults_and_are_checked() {
+        let plain = Cli::try_parse_from(["rentabot"]).unwrap();
+        assert_eq!(plain.serve.body_timeout, 10);
+        assert!(plain.serve.allowed_origins.is_empty());
+
+        let cli = Cli::try_parse_from([
+            "rentabot",
+            "--body-timeout",
+            "30",
+            "--allowed-origin",
+            "https://Dash.Example.com:443,http://10.0.0.5:8080",
+            "--allowed-origin",
+            "http://ci.example.com",
+        ])
+        .unwrap();
+        assert_eq!(cli.serve.body_timeout, 30);
+        assert_eq!(
+            cli.serve.allowed_origins,
+            [
+                "https://dash.example.com",
+                "http://10.0.0.5:8080",
+                "http://ci.example.com"
+            ]
+        );
+        for bad in [
+            ["--allowed-origin", "dash.example.com"],
+            ["--allowed-origin", "https://dash.example.com/"],
+            ["--body-timeout", "0"],
+        ] {
+            assert!(
+                Cli::try_parse_from(["rentabot", bad[0], bad[1]]).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
     fn check_takes_a_file() {
         let cli = Cli::try_parse_from(["rentabot", "check", "d.yaml"]).unwrap();
         assert!(

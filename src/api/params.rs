@@ -13,7 +13,9 @@
 
 use std::cell::RefCell;
 use std::fmt;
+use std::future::Future;
 use std::sync::LazyLock;
+use std::task::Poll;
 use std::time::Duration;
 
 use actix_web::HttpRequest;
@@ -459,7 +461,15 @@ pub async fn read_body(req: &HttpRequest, payload: Payload) -> Result<Bytes, Api
         });
     }
     let timeout = req.app_data::<BodyTimeout>().copied().unwrap_or_default().0;
-    let body = match tokio::time::timeout(timeout, payload.to_bytes_limited(MAX_BODY_BYTES)).await {
+    // A small body usually came with the headers: read what is there first, and arm a
+    // timer (a timer-wheel entry per request) only for a body still on its way.
+    let mut read = std::pin::pin!(payload.to_bytes_limited(MAX_BODY_BYTES));
+    let first = std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await;
+    let read = match first {
+        Poll::Ready(read) => Ok(read),
+        Poll::Pending => tokio::time::timeout(timeout, read).await,
+    };
+    let body = match read {
         Err(_late) => {
             return Err(ApiError::BodyTimeout {
                 secs: timeout.as_secs_f64().ceil() as u64,

@@ -147,3 +147,77 @@ async fn docs_explorer_loads_the_local_openapi_document_when_initialised() {
     );
     assert!(!script.text.contains("https://"), "{}", script.text);
 }
+
+/// The document says what the layers below the handlers do to every request (issue 9):
+/// a body can be late (408), too large (413) or not JSON (415), and names no field the
+/// document does not list; a change can come from a foreign origin (403).
+#[tokio::test]
+async fn openapi_document_gives_every_operation_the_refusals_it_can_get() {
+    let app = spawn_app().await;
+
+    let doc = app.get("/api/v1/openapi.json").await.expect_json(200);
+
+    let schemas = &doc["components"]["schemas"];
+    let mut bodies = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let responses = &operation["responses"];
+            if ["post", "patch", "delete"].contains(&method.as_str()) {
+                assert!(responses["403"].is_object(), "{method} {path}");
+                assert!(responses["400"].is_object(), "{method} {path}");
+            }
+            let Some(body) = operation.get("requestBody") else {
+                continue;
+            };
+            bodies += 1;
+            for status in ["408", "413", "415"] {
+                assert!(responses[status].is_object(), "{method} {path}: {status}");
+            }
+            let schema = &body["content"]["application/json"]["schema"];
+            let reference = schema["$ref"]
+                .as_str()
+                .or_else(|| schema["oneOf"][1]["$ref"].as_str())
+                .unwrap_or_else(|| panic!("{method} {path}: {schema}"));
+            let name = reference.rsplit('/').next().unwrap();
+            assert_eq!(
+                schemas[name]["additionalProperties"], false,
+                "{method} {path}: {name} is closed"
+            );
+        }
+    }
+    assert_eq!(bodies, 8, "every body is checked");
+    assert_eq!(schemas["GroupRequest"]["additionalProperties"], false);
+}
+
+/// The lists answer the 1.0 body without list parameters, and a page with them: the
+/// document says so, and the 1.0 body is closed, so that one matches exactly one.
+#[tokio::test]
+async fn openapi_document_describes_a_list_as_the_1_0_list_or_a_page() {
+    let app = spawn_app().await;
+
+    let doc = app.get("/api/v1/openapi.json").await.expect_json(200);
+
+    for (path, list, page) in [
+        ("/api/v1/resources", "ResourceList", "ResourcePageList"),
+        (
+            "/api/v1/reservations",
+            "ReservationList",
+            "ReservationPageList",
+        ),
+    ] {
+        let schema =
+            &doc["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"];
+        let name = schema["$ref"].as_str().unwrap().rsplit('/').next().unwrap();
+        let one_of: Vec<&str> = doc["components"]["schemas"][name]["oneOf"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{path}: {name}"))
+            .iter()
+            .map(|s| s["$ref"].as_str().unwrap().rsplit('/').next().unwrap())
+            .collect();
+        assert_eq!(one_of, [list, page], "{path}");
+        assert_eq!(
+            doc["components"]["schemas"][list]["additionalProperties"], false,
+            "{path}"
+        );
+    }
+}
