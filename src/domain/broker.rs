@@ -25,11 +25,13 @@ mod maintenance;
 mod query;
 mod queue;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::allocation::{self, Shortfall};
 use super::clock::Timestamp;
+use super::columns::{IN_SERVICE, LOCKED, RETIRING, WINDOW};
 use super::error::{DomainError, TokenRefusal, TokenUse};
 use super::events::Event;
 use super::queue::Queue;
@@ -38,6 +40,7 @@ use super::resource::{
     FencingToken, Lease, LockMeta, LockState, LockTerms, LockToken, Origin, Released, Resource,
     ResourceId, ResourceSpec, Ttl, deadline,
 };
+use super::table::{ResourceSnapshot, ResourceTable};
 use super::tags::{Pool, TagIndex};
 
 pub use admin::{ReloadReport, ResourcePatch};
@@ -127,7 +130,9 @@ pub struct Granted {
 
 #[derive(Debug)]
 pub struct Broker {
-    resources: BTreeMap<ResourceId, Resource>,
+    /// Every resource, copy-on-write (`table.rs`): changed only through
+    /// `ResourceTable::get_mut`, `insert` and `remove`.
+    resources: ResourceTable,
     /// The id the next new resource gets: ids are never reused.
     next_id: u32,
     by_name: HashMap<String, ResourceId>,
@@ -176,7 +181,7 @@ impl Broker {
     /// If two specs share a name.
     pub fn with_policy(specs: impl IntoIterator<Item = ResourceSpec>, policy: Policy) -> Self {
         let mut broker = Broker {
-            resources: BTreeMap::new(),
+            resources: ResourceTable::default(),
             next_id: 1,
             by_name: HashMap::new(),
             by_token: HashMap::new(),
@@ -218,7 +223,7 @@ impl Broker {
         self.by_name.insert(spec.name.clone(), id);
         let resource = Resource::new(id, spec, origin);
         self.tags.insert(&resource);
-        self.resources.insert(id, resource);
+        self.resources.insert(resource);
         Some(id)
     }
 
@@ -230,9 +235,25 @@ impl Broker {
         self.resources.get(&id)
     }
 
+    /// Resource `id` as the broker shares it: cloning the `Arc` copies nothing.
+    pub fn resource_shared(&self, id: ResourceId) -> Option<&Arc<Resource>> {
+        self.resources.get_shared(&id)
+    }
+
     /// Every resource, in id order.
-    pub fn resources(&self) -> impl ExactSizeIterator<Item = &Resource> {
+    pub fn resources(&self) -> impl DoubleEndedIterator<Item = &Resource> {
         self.resources.values()
+    }
+
+    /// How many resources there are.
+    pub fn resource_count(&self) -> usize {
+        self.resources.len()
+    }
+
+    /// Every resource as it stands now, to read after the broker has moved on: costs a
+    /// pointer per 1 024 resources (see `domain/table.rs`).
+    pub fn snapshot(&self) -> ResourceSnapshot {
+        self.resources.snapshot()
     }
 
     /// The waiting reservation `id` is held for, if it is.
@@ -311,7 +332,10 @@ impl Broker {
                 if self.held.contains_key(&id) {
                     return false;
                 }
-                let refusal = maintenance::maintenance_refusal(&self.resources[&id], lock_end, now);
+                // Free resources are in service: only a window can refuse the lock.
+                let refusal = (self.tags.columns().flags(id) & WINDOW != 0)
+                    .then(|| maintenance::maintenance_refusal(&self.resources[&id], lock_end, now))
+                    .flatten();
                 if crossing.is_none() {
                     crossing = refusal.clone();
                 }
@@ -750,33 +774,43 @@ impl Broker {
         limit: usize,
     ) -> Vec<ResourceId> {
         self.matching(criteria, pool)
-            .filter(|r| {
+            .filter(|&id| {
                 ttl.is_none_or(|ttl| {
-                    r.spec.max_lock_duration >= ttl
-                        && (pool == Pool::All || r.fits_before_maintenance(ttl, now))
+                    self.allows(id, ttl) && (pool == Pool::All || self.fits(id, ttl, now))
                 })
             })
-            .map(|r| r.id)
             .filter(|&id| available(id))
             .take(limit)
             .collect()
     }
 
-    /// Resources meeting `criteria` in `pool`, in id order.
-    fn matching<'a>(
-        &'a self,
-        criteria: &'a Criteria,
-        pool: Pool,
-    ) -> impl Iterator<Item = &'a Resource> + 'a {
+    /// Whether resource `id`'s `max-lock-duration` allows a lock of `ttl`.
+    fn allows(&self, id: ResourceId, ttl: Ttl) -> bool {
+        self.tags.columns().max_lock_secs(id) >= ttl.as_secs()
+    }
+
+    /// Whether a lock of `ttl` from `now` on resource `id` ends before its maintenance
+    /// window opens (always, without one: the resource is read only when it has one).
+    fn fits(&self, id: ResourceId, ttl: Ttl, now: Timestamp) -> bool {
+        self.tags.columns().flags(id) & WINDOW == 0
+            || self.resources[&id].fits_before_maintenance(ttl, now)
+    }
+
+    /// Resources meeting `criteria` in `pool`, in id order. The criteria are compiled
+    /// once to tag numbers, and each candidate is checked against the query columns:
+    /// no resource is read, no string compared.
+    fn matching(&self, criteria: &Criteria, pool: Pool) -> impl Iterator<Item = ResourceId> + '_ {
         // Tags need no allocation: they are their own required tags.
         let candidates = match criteria {
             Criteria::Tags(tags) => self.tags.candidates(tags, pool),
             Criteria::Expr(expr) => self.tags.candidates(&expr.required_tags(), pool),
         };
+        let test = self.tags.compile(criteria);
+        let columns = self.tags.columns();
         candidates
             .iter()
-            .map(|id| &self.resources[id])
-            .filter(move |r| criteria.matches(r))
+            .copied()
+            .filter(move |&id| test.admits(id, columns))
     }
 
     /// Chooses resources for every group from `pool`, passing `available`.
@@ -797,13 +831,17 @@ impl Broker {
     /// Refuses a request that no release could ever serve. Maintenance does not count:
     /// every window ends, if only when an operator says so. Retiring resources do not
     /// count either: they are lent to no one again.
-    fn check_satisfiable(
+    ///
+    /// # Errors
+    /// `NoMatch` when a group matches nothing, `Unsatisfiable` when too few resources
+    /// match and allow `ttl`.
+    pub fn check_satisfiable(
         &self,
         groups: &[Group],
         ttl: Ttl,
         now: Timestamp,
     ) -> Result<(), DomainError> {
-        let lasting = |id| !self.resources[&id].retiring;
+        let lasting = |id| self.tags.columns().flags(id) & RETIRING == 0;
         if self.allocate(groups, ttl, Pool::All, now, lasting).is_ok() {
             return Ok(());
         }
@@ -835,17 +873,22 @@ impl Broker {
 
     /// The refusal of a single lock of `ttl` by criteria that found nothing to grant.
     fn none_available(&self, criteria: Criteria, ttl: Ttl, now: Timestamp) -> DomainError {
+        let columns = self.tags.columns();
         let mut held_for = Vec::new();
+        let mut seen = HashSet::new();
         let (mut matching, mut out_of_service, mut crossing) = (0, 0, 0);
-        for r in self.matching(&criteria, Pool::All) {
+        for id in self.matching(&criteria, Pool::All) {
             matching += 1;
-            if !r.in_service() {
+            let flags = columns.flags(id);
+            if flags & IN_SERVICE == 0 {
                 out_of_service += 1;
-            } else if !r.fits_before_maintenance(ttl, now) {
+            } else if !self.fits(id, ttl, now) {
                 crossing += 1;
             }
-            if let Some(&rid) = self.held.get(&r.id)
-                && !held_for.contains(&rid)
+            // Only a free resource is held.
+            if flags & LOCKED == 0
+                && let Some(&rid) = self.held.get(&id)
+                && seen.insert(rid)
             {
                 held_for.push(rid);
             }

@@ -12,7 +12,8 @@ pub mod expr;
 mod queue;
 pub mod reservation;
 pub mod resource;
-mod tags;
+mod table;
+pub mod tags;
 
 pub use broker::{
     Broker, DEFAULT_PAGE_LIMIT, EXPIRY_HISTORY, ExpiredLock, Granted, GroupWait, MAX_PAGE_LIMIT,
@@ -31,3 +32,4 @@ pub use resource::{
     FencingToken, Lease, LockMeta, LockState, LockTerms, LockToken, Maintenance, Origin, Released,
     Resource, ResourceId, ResourceSpec, Ttl,
 };
+pub use table::ResourceSnapshot;

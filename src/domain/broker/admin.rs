@@ -267,12 +267,16 @@ impl Broker {
         if old.max_lock_duration != spec.max_lock_duration {
             fields.push("max-lock-duration");
         }
+        let max_changed = old.max_lock_duration != spec.max_lock_duration;
         if retagged {
             self.tags.remove(resource);
             resource.spec = spec;
             self.tags.insert(resource);
         } else {
             resource.spec = spec;
+            if max_changed {
+                self.tags.max_lock_changed(resource);
+            }
         }
         if retagged || fields.contains(&"max-lock-duration") {
             // Who the resource can serve changed: it may let a waiter in, move the holds,
@@ -374,8 +378,7 @@ impl Broker {
         }
         assert!(
             self.resources
-                .keys()
-                .next_back()
+                .last_id()
                 .is_none_or(|id| id.get() < self.next_id),
             "ids are never reused"
         );

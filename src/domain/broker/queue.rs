@@ -239,30 +239,33 @@ impl Broker {
                     free: 0,
                 };
                 let mut expiries = Vec::new();
-                for r in self.matching(&group.criteria, Pool::All) {
-                    if r.spec.max_lock_duration < ttl {
+                let columns = self.tags.columns();
+                for id in self.matching(&group.criteria, Pool::All) {
+                    if !self.allows(id, ttl) {
                         continue;
                     }
                     wait.matching += 1;
+                    let flags = columns.flags(id);
                     // Out of service, or draining for a window this reservation's lock
                     // would cross: no release makes it usable before the window ends.
-                    if !r.in_service() || !r.fits_before_maintenance(ttl, now) {
+                    if flags & IN_SERVICE == 0 || !self.fits(id, ttl, now) {
                         wait.unavailable += 1;
                         continue;
                     }
-                    match r.lease() {
-                        Some(lease) => expiries.push(lease.expires_at),
-                        None if ahead.contains(&r.id) => wait.held_for_earlier += 1,
+                    match columns.expires_at(id) {
+                        Some(expiry) => expiries.push(expiry),
+                        None if ahead.contains(&id) => wait.held_for_earlier += 1,
                         None => wait.free += 1,
                     }
                 }
-                expiries.sort_unstable();
                 wait.locked = expiries.len();
-                wait.next_release_at = expiries.first().copied();
+                wait.next_release_at = expiries.iter().min().copied();
                 let missing = (group.quantity as usize).saturating_sub(wait.free);
+                // The `missing`-th earliest expiry, found without sorting them all.
                 let group_estimate = match missing {
                     0 => Some(now),
-                    n => expiries.get(n - 1).copied(),
+                    n if n > expiries.len() => None,
+                    n => Some(*expiries.select_nth_unstable(n - 1).1),
                 };
                 estimate = estimate.zip(group_estimate).map(|(a, b)| a.max(b));
                 wait
@@ -335,7 +338,7 @@ impl Broker {
                         // fits before its window depends on the time, and a hold must not
                         // go stale between two servings (it goes out of service soon).
                         let holdable = |r: &ResourceId| {
-                            !plan.taken.contains(r) && self.resources[r].maintenance.is_none()
+                            !plan.taken.contains(r) && self.tags.columns().flags(*r) & WINDOW == 0
                         };
                         let wanted = group.quantity as usize;
                         let mut hold: Vec<ResourceId> =

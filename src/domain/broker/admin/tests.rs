@@ -93,7 +93,7 @@ fn add_resource_is_refused_when_the_name_is_taken() {
             id: id(2)
         })
     );
-    assert_eq!(b.resources().len(), 4);
+    assert_eq!(b.resource_count(), 4);
     assert_eq!(b.resource(id(2)).unwrap().spec.tags, ["board", "x86"]);
     settled(&b, T0);
 }
