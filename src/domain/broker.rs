@@ -141,7 +141,9 @@ pub struct Broker {
     deadlines: BTreeSet<(Timestamp, Due)>,
     /// The fencing token of the next grant. Starts at 1 and only grows.
     next_fencing: u64,
-    reservations: HashMap<ReservationId, Reservation>,
+    /// Live reservations, shared with readers (`Arc`): a snapshot is a pointer copy.
+    /// Changed only through `reservation_mut`, `insert` and `remove`.
+    reservations: HashMap<ReservationId, Arc<Reservation>>,
     /// The pending reservations, in serving order.
     queue: Queue,
     next_seq: u64,
@@ -158,7 +160,7 @@ pub struct Broker {
     retired: Vec<ResourceId>,
     /// Set when resources changed or went: before the queue is next served, waiters that
     /// can now never be served end (`EndReason::Unsatisfiable`).
-    recheck_waiters: bool,
+    recheck: admin::Recheck,
     /// The latest auto-expired locks, oldest first, at most [`EXPIRY_HISTORY`].
     expired: VecDeque<ExpiredLock>,
     policy: Policy,
@@ -197,7 +199,7 @@ impl Broker {
             ended: HashMap::new(),
             ended_order: VecDeque::new(),
             retired: Vec::new(),
-            recheck_waiters: false,
+            recheck: admin::Recheck::Nobody,
             expired: VecDeque::new(),
             policy,
             events: Vec::new(),

@@ -41,6 +41,35 @@ pub struct ResourcePatch {
     pub max_lock_duration: Option<Ttl>,
 }
 
+/// Resources that changed or went since the waiters were last re-examined (see
+/// [`Broker::end_unsatisfiable`]), by the tags they had; past a few, every waiter is
+/// re-examined instead of matching each against each.
+#[derive(Debug, Default)]
+pub(super) enum Recheck {
+    #[default]
+    Nobody,
+    Tags(Vec<Vec<String>>),
+    Everyone,
+}
+
+/// How many changed resources are matched against the waiters' criteria one by one.
+const RECHECK_BY_TAGS: usize = 8;
+
+impl Recheck {
+    /// A resource that had `tags` changed what it can serve, or went.
+    pub(super) fn add(&mut self, tags: &[String]) {
+        match self {
+            Recheck::Nobody => *self = Recheck::Tags(vec![tags.to_vec()]),
+            Recheck::Tags(old) if old.len() < RECHECK_BY_TAGS => old.push(tags.to_vec()),
+            Recheck::Tags(_) | Recheck::Everyone => *self = Recheck::Everyone,
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        matches!(self, Recheck::Nobody)
+    }
+}
+
 /// What a reload did, by resource name (file order for `added` and `updated`, id order
 /// for the others).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -190,7 +219,7 @@ impl Broker {
                 resource.retiring = true;
                 self.tags.refresh(resource);
                 self.queue_dirty = true;
-                self.recheck_waiters = true;
+                self.recheck.add(&resource.spec.tags);
                 self.events.push(Event::ResourceRetiring {
                     resource: id,
                     name: name.clone(),
@@ -268,6 +297,12 @@ impl Broker {
             fields.push("max-lock-duration");
         }
         let max_changed = old.max_lock_duration != spec.max_lock_duration;
+        if retagged || max_changed {
+            // Who the resource can serve changed: it may let a waiter in, move the holds,
+            // or leave a waiter nothing that could ever serve it.
+            self.queue_dirty = true;
+            self.recheck.add(&old.tags);
+        }
         if retagged {
             self.tags.remove(resource);
             resource.spec = spec;
@@ -277,12 +312,6 @@ impl Broker {
             if max_changed {
                 self.tags.max_lock_changed(resource);
             }
-        }
-        if retagged || fields.contains(&"max-lock-duration") {
-            // Who the resource can serve changed: it may let a waiter in, move the holds,
-            // or leave a waiter nothing that could ever serve it.
-            self.queue_dirty = true;
-            self.recheck_waiters = true;
         }
         fields
     }
@@ -311,7 +340,7 @@ impl Broker {
         self.tags.remove(&resource);
         self.held.remove(&id);
         self.queue_dirty = true;
-        self.recheck_waiters = true;
+        self.recheck.add(&resource.spec.tags);
         self.events.push(Event::ResourceRemoved {
             resource: id,
             name: resource.spec.name.clone(),
@@ -333,17 +362,39 @@ impl Broker {
                 self.forget(id, now);
             }
         }
-        if std::mem::take(&mut self.recheck_waiters) {
-            self.end_unsatisfiable(now);
+        let recheck = std::mem::take(&mut self.recheck);
+        if !recheck.is_empty() {
+            self.end_unsatisfiable(recheck, now);
         }
     }
 
     /// Ends every pending reservation that no remaining resource could ever serve.
-    fn end_unsatisfiable(&mut self, now: Timestamp) {
+    /// Only waiters asking by criteria that a changed or removed resource met (under
+    /// its old tags) can have lost anything: the others are not looked at.
+    fn end_unsatisfiable(&mut self, recheck: Recheck, now: Timestamp) {
+        let affected: Vec<bool> = match recheck {
+            Recheck::Nobody => return,
+            Recheck::Everyone => vec![true; self.queue.criteria_count()],
+            Recheck::Tags(old) => {
+                let mut affected = vec![false; self.queue.criteria_count()];
+                for (number, criteria) in self.queue.every_criteria() {
+                    affected[number] = old.iter().any(|tags| criteria.matches_tags(tags));
+                }
+                affected
+            }
+        };
         // Waiters asking the same thing get the same answer: judge each request once.
         let mut verdicts: HashMap<(Shape, Vec<u32>), bool> = HashMap::new();
         let mut doomed = Vec::new();
         for (id, shape) in self.queue.in_order(now, self.policy.aging) {
+            if !self
+                .queue
+                .shape_criteria(shape)
+                .iter()
+                .any(|&c| affected[c])
+            {
+                continue;
+            }
             let request = &self.reservations[&id].request;
             let quantities = request.groups.iter().map(|g| g.quantity).collect();
             let servable = *verdicts.entry((shape, quantities)).or_insert_with(|| {
@@ -366,7 +417,7 @@ impl Broker {
             "retired resources are gone before an operation returns"
         );
         assert!(
-            !self.recheck_waiters,
+            self.recheck.is_empty(),
             "waiters are re-examined before returning"
         );
         for r in self.resources.values() {

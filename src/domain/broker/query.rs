@@ -138,7 +138,7 @@ pub struct ReservationQuery {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReservationPage {
     pub total: usize,
-    pub items: Vec<(Reservation, Option<usize>)>,
+    pub items: Vec<(Arc<Reservation>, Option<usize>)>,
 }
 
 /// The filters of a [`ResourceQuery`], compiled against the [`Columns`]: checking a
@@ -630,7 +630,7 @@ impl Broker {
             .zip(1..)
             .filter(|_| wants_pending)
             .map(|(id, place)| (&self.reservations[&id], Some(place)));
-        let mut others: Vec<&Reservation> = self
+        let mut others: Vec<&Arc<Reservation>> = self
             .reservations
             .values()
             .filter(|r| r.status != ReservationStatus::Pending && admits(r))
