@@ -43,7 +43,7 @@ use super::resource::{
 use super::table::{ResourceSnapshot, ResourceTable};
 use super::tags::{Pool, TagIndex};
 
-pub use admin::{ReloadReport, ResourcePatch};
+pub use admin::{ReloadDiff, ReloadReport, ResourcePatch};
 pub use maintenance::Unavailability;
 pub use query::{
     DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, ReservationPage, ReservationQuery, ResourcePage,
@@ -161,6 +161,8 @@ pub struct Broker {
     /// Set when resources changed or went: before the queue is next served, waiters that
     /// can now never be served end (`EndReason::Unsatisfiable`).
     recheck: admin::Recheck,
+    /// See [`Broker::spec_version`].
+    spec_version: u64,
     /// The latest auto-expired locks, oldest first, at most [`EXPIRY_HISTORY`].
     expired: VecDeque<ExpiredLock>,
     policy: Policy,
@@ -200,6 +202,7 @@ impl Broker {
             ended_order: VecDeque::new(),
             retired: Vec::new(),
             recheck: admin::Recheck::Nobody,
+            spec_version: 0,
             expired: VecDeque::new(),
             policy,
             events: Vec::new(),
@@ -226,6 +229,7 @@ impl Broker {
         let resource = Resource::new(id, spec, origin);
         self.tags.insert(&resource);
         self.resources.insert(resource);
+        self.spec_version += 1;
         Some(id)
     }
 
@@ -742,8 +746,12 @@ impl Broker {
     /// reservation whose last lock this was ends. A retiring resource goes when the queue
     /// is served next (before this operation returns).
     fn release(&mut self, id: ResourceId, lease: &Lease, why: Released, now: Timestamp) {
-        self.deadlines
-            .remove(&(lease.expires_at, Due::LockExpiry(id)));
+        // An expiry's deadline was just taken off the set by `expire_due`: looking for it
+        // again would cost a descent of the tree per expired lock.
+        if !matches!(why, Released::Expired(_)) {
+            self.deadlines
+                .remove(&(lease.expires_at, Due::LockExpiry(id)));
+        }
         self.by_token.remove(&lease.token);
         self.set_state(id, LockState::Free(why));
         self.queue_dirty = true;
@@ -811,7 +819,6 @@ impl Broker {
         let columns = self.tags.columns();
         candidates
             .iter()
-            .copied()
             .filter(move |&id| test.admits(id, columns))
     }
 

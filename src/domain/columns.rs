@@ -136,17 +136,7 @@ impl Columns {
         let folded = Span::of(self.folded.as_bytes(), at);
         self.folded.push('\0');
         self.folded_starts.push((folded.at, resource.id));
-        let at = self.tags.len();
-        self.tags.extend_from_slice(tags);
-        let tags = Span::of(&self.tags, at);
-        let mut inline = [NO_TAG; INLINE_TAGS];
-        match &self.tags[tags.range()] {
-            numbers if numbers.len() <= INLINE_TAGS => {
-                inline[..numbers.len()].copy_from_slice(numbers);
-            }
-            _ => inline[0] = MORE_TAGS,
-        }
-        self.inline_tags[index] = inline;
+        let tags = self.file_tags(index, tags);
         self.spans[index] = Spans {
             name: name_span,
             folded,
@@ -160,6 +150,31 @@ impl Columns {
             order.insert(at, resource.id);
         }
         self.refresh(resource);
+    }
+
+    /// Appends a row's tag numbers (ascending) and fills its inline ones.
+    fn file_tags(&mut self, index: usize, numbers: &[TagNo]) -> Span {
+        let at = self.tags.len();
+        self.tags.extend_from_slice(numbers);
+        let mut inline = [NO_TAG; INLINE_TAGS];
+        if numbers.len() <= INLINE_TAGS {
+            inline[..numbers.len()].copy_from_slice(numbers);
+        } else {
+            inline[0] = MORE_TAGS;
+        }
+        self.inline_tags[index] = inline;
+        Span::of(&self.tags, at)
+    }
+
+    /// Gives live resource `id` new tag numbers (ascending); its name stays where it is.
+    pub(crate) fn retag(&mut self, id: ResourceId, numbers: &[TagNo]) {
+        debug_assert!(numbers.is_sorted(), "tag numbers in ascending order");
+        let index = id.get() as usize;
+        self.garbage += self.spans[index].tags.len as usize;
+        self.spans[index].tags = self.file_tags(index, numbers);
+        if self.garbage > 64 * 1024 && self.garbage > self.names.len() {
+            self.compact();
+        }
     }
 
     /// Follows a change of lock or service state.

@@ -9,6 +9,7 @@ pub mod descriptor;
 pub mod error;
 pub mod events;
 pub mod expr;
+mod idset;
 mod queue;
 pub mod reservation;
 pub mod resource;
@@ -17,8 +18,8 @@ pub mod tags;
 
 pub use broker::{
     Broker, DEFAULT_PAGE_LIMIT, EXPIRY_HISTORY, ExpiredLock, Granted, GroupWait, MAX_PAGE_LIMIT,
-    Page, Policy, ReloadReport, ReservationPage, ReservationQuery, ResourcePage, ResourcePatch,
-    ResourceQuery, ResourceSort, Selector, SortOrder, Unavailability, WaitingFor,
+    Page, Policy, ReloadDiff, ReloadReport, ReservationPage, ReservationQuery, ResourcePage,
+    ResourcePatch, ResourceQuery, ResourceSort, Selector, SortOrder, Unavailability, WaitingFor,
 };
 pub use clock::{Clock, Timestamp};
 pub use error::{DomainError, TokenRefusal, TokenUse};

@@ -23,10 +23,11 @@
 //! request's tag list, each at most [`MAX_TAG_BYTES`] long. Expressions have their own
 //! limits (`expr.rs`).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use super::columns::{Columns, TagNo};
 use super::expr::Expr;
+use super::idset::IdSet;
 use super::reservation::Criteria;
 use super::resource::{Resource, ResourceId};
 use super::table::ResourceTable;
@@ -95,12 +96,12 @@ struct Tag {
 
 #[derive(Debug, Default)]
 struct TagSets {
-    all: BTreeSet<ResourceId>,
-    free: BTreeSet<ResourceId>,
+    all: IdSet,
+    free: IdSet,
 }
 
 impl TagSets {
-    fn pick(&self, pool: Pool) -> &BTreeSet<ResourceId> {
+    fn pick(&self, pool: Pool) -> &IdSet {
         match pool {
             Pool::All => &self.all,
             Pool::Free => &self.free,
@@ -180,20 +181,53 @@ impl TagIndex {
         }
     }
 
-    /// Takes `resource` out of every set (before it is removed, or its tags change).
+    /// Takes `resource` out of every set (before it is removed).
     pub(crate) fn remove(&mut self, resource: &Resource) {
         let numbers = self.columns.tags(resource.id).to_vec();
         self.columns.remove(resource.id);
         self.lab.remove(resource.id);
         for n in numbers {
-            let tag = &mut self.tags[n as usize];
-            tag.sets.remove(resource.id);
-            if tag.sets.all.is_empty() {
-                // No resource carries it any more: its number is free.
-                let name = std::mem::take(&mut tag.name);
-                self.numbers.remove(&name);
-                self.free_numbers.push(n);
+            self.untag(n, resource.id);
+        }
+    }
+
+    /// Files `resource` under its new tags (its spec has just changed; the columns
+    /// still hold the old ones). Only the tags that came or went change sets, and its
+    /// name keeps its place in the name order.
+    pub(crate) fn retag(&mut self, resource: &Resource) {
+        let id = resource.id;
+        let old = self.columns.tags(id).to_vec();
+        // Numbers for the new tags first: a tag it keeps keeps its number.
+        let mut new: Vec<TagNo> = resource
+            .spec
+            .tags
+            .iter()
+            .map(|tag| self.intern(tag))
+            .collect();
+        new.sort_unstable();
+        let is_free = resource.is_lendable();
+        for &n in &new {
+            if old.binary_search(&n).is_err() {
+                self.tags[n as usize].sets.insert(id, is_free);
             }
+        }
+        for &n in &old {
+            if new.binary_search(&n).is_err() {
+                self.untag(n, id);
+            }
+        }
+        self.columns.retag(id, &new);
+    }
+
+    /// Takes `id` out of tag `n`'s sets; frees the number when nothing carries it.
+    fn untag(&mut self, n: TagNo, id: ResourceId) {
+        let tag = &mut self.tags[n as usize];
+        tag.sets.remove(id);
+        if tag.sets.all.is_empty() {
+            // No resource carries it any more: its number is free.
+            let name = std::mem::take(&mut tag.name);
+            self.numbers.remove(&name);
+            self.free_numbers.push(n);
         }
     }
 
@@ -274,12 +308,8 @@ impl TagIndex {
     /// A superset of the resources in `pool` carrying every tag of `required`, in id
     /// order: the smallest of the tags' sets, or the lab-wide set when `required` is
     /// empty. Empty when a required tag is unknown. Callers still check every tag.
-    pub(crate) fn candidates<S: AsRef<str>>(
-        &self,
-        required: &[S],
-        pool: Pool,
-    ) -> &BTreeSet<ResourceId> {
-        static NONE: BTreeSet<ResourceId> = BTreeSet::new();
+    pub(crate) fn candidates<S: AsRef<str>>(&self, required: &[S], pool: Pool) -> &IdSet {
+        static NONE: IdSet = IdSet::Sparse(std::collections::BTreeSet::new());
         let mut best = self.lab.pick(pool);
         for (i, tag) in required.iter().enumerate() {
             let Some(n) = self.number(tag.as_ref()) else {
@@ -314,15 +344,15 @@ impl TagIndex {
             .chain([(None, &self.lab)]);
         for (tag, sets) in sets {
             for id in &sets.all {
-                let r = &resources[id];
+                let r = &resources[&id];
                 assert!(
                     tag.is_none_or(|t| r.has_tag(t)),
                     "index lists {id} under {tag:?}"
                 );
             }
             for id in &sets.free {
-                assert!(sets.all.contains(id));
-                assert!(resources[id].is_lendable(), "{id} indexed as free");
+                assert!(sets.all.contains(&id));
+                assert!(resources[&id].is_lendable(), "{id} indexed as free");
             }
         }
         assert_eq!(self.lab.all.len(), resources.len());

@@ -13,9 +13,10 @@ use tokio::sync::{Notify, broadcast};
 
 use crate::domain::{
     Broker, Clock, DomainError, Event, ExpiredLock, Granted, Group, Lease, LockTerms, LockToken,
-    Policy, ReloadReport, Reservation, ReservationId, ReservationQuery, ReservationRequest,
-    ReservationStatus, Resource, ResourceId, ResourcePage, ResourcePatch, ResourceQuery,
-    ResourceSnapshot, ResourceSpec, Selector, Timestamp, Ttl, Unavailability, WaitingFor,
+    Policy, ReloadDiff, ReloadReport, Reservation, ReservationId, ReservationQuery,
+    ReservationRequest, ReservationStatus, Resource, ResourceId, ResourcePage, ResourcePatch,
+    ResourceQuery, ResourceSnapshot, ResourceSpec, Selector, Timestamp, Ttl, Unavailability,
+    WaitingFor,
 };
 
 /// A cheap, cloneable reference to the one broker of this process.
@@ -421,10 +422,21 @@ impl BrokerHandle {
         self.with_broker(|b, now| b.remove_resource(id, force, now))
     }
 
-    /// See [`Broker::reload`]. The caller has read and validated the descriptor: only
-    /// the merge runs under the mutex.
+    /// See [`Broker::reload`]. The caller has read and validated the descriptor. The
+    /// comparison with the lab runs outside the mutex, against a snapshot; under it, only
+    /// the differences are applied (compared again there if the lab changed meanwhile),
+    /// and the unchanged specs are dropped after it is released.
     pub fn reload(&self, specs: Vec<ResourceSpec>) -> ReloadReport {
-        self.with_broker(|b, now| b.reload(specs, now))
+        let (snapshot, version) = self.with_broker(|b, now| {
+            b.expire_due(now);
+            (b.snapshot(), b.spec_version())
+        });
+        let mut diff = ReloadDiff::new(&snapshot, version, specs);
+        // Released before applying, so that the broker's changes copy no shared chunk.
+        drop(snapshot);
+        let report = self.with_broker(|b, now| b.apply_reload(&mut diff, now));
+        drop(diff);
+        report
     }
 }
 

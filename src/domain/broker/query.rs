@@ -405,7 +405,6 @@ impl Broker {
                 (ResourceSort::Id, SortOrder::Asc) if is_narrow => Some(
                     candidates
                         .iter()
-                        .copied()
                         .skip(range.start)
                         .take(range.len())
                         .collect(),
@@ -414,7 +413,6 @@ impl Broker {
                     candidates
                         .iter()
                         .rev()
-                        .copied()
                         .skip(range.start)
                         .take(range.len())
                         .collect(),
@@ -458,10 +456,9 @@ impl Broker {
         }
 
         let matches: Vec<ResourceId> = match folded.as_deref() {
-            _ if is_narrow && is_exact => candidates.iter().copied().collect(),
+            _ if is_narrow && is_exact => candidates.iter().collect(),
             _ if is_narrow => candidates
                 .iter()
-                .copied()
                 .filter(|&id| rest.admits_id(id, columns))
                 .collect(),
             // When the candidates are most of the lab, one search over every name beats

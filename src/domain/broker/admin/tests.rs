@@ -937,3 +937,48 @@ fn reload_serves_a_waiter_with_a_new_resource() {
     assert_eq!(reservation.allocations[0].resource, id(5));
     settled(&b, at(1));
 }
+
+#[test]
+fn a_reload_compared_outside_applies_only_the_differences() {
+    let mut b = lab();
+    let mut specs = lab_without("board-2");
+    specs[0].description = "relabelled".into();
+    specs.push(spec("board-4", &["board"]));
+
+    let mut diff = ReloadDiff::new(&b.snapshot(), b.spec_version(), specs);
+    let report = b.apply_reload(&mut diff, at(1));
+
+    assert_eq!(report.added, strings(&["board-4"]));
+    assert_eq!(report.updated, strings(&["board-1"]));
+    assert_eq!(report.removed, strings(&["board-2"]));
+    assert_eq!(report.unchanged, 2);
+    assert_eq!(b.resource(id(1)).unwrap().spec.description, "relabelled");
+    settled(&b, at(1));
+}
+
+#[test]
+fn a_reload_compared_before_the_lab_changed_is_compared_again_when_applied() {
+    let mut b = lab();
+    let mut specs = lab_without("board-2");
+    specs.push(spec("board-4", &["board"]));
+    let mut diff = ReloadDiff::new(&b.snapshot(), b.spec_version(), specs);
+
+    // Meanwhile, through the API: board-4 is created, board-3 changed.
+    b.add_resource(spec("board-4", &["board", "new"]), at(1))
+        .unwrap();
+    let patch = ResourcePatch {
+        description: Some("by hand".into()),
+        ..ResourcePatch::default()
+    };
+    b.update_resource(id(3), patch, at(1)).unwrap();
+
+    let report = b.apply_reload(&mut diff, at(2));
+
+    // As a reload compared now: board-4 is the API's, and becomes the descriptor's.
+    assert_eq!(report.added, Vec::<String>::new());
+    assert_eq!(report.updated, strings(&["board-3", "board-4"]));
+    assert_eq!(report.removed, strings(&["board-2"]));
+    assert_eq!(b.resource(id(5)).unwrap().spec.tags, ["board"]);
+    assert_eq!(b.resource(id(3)).unwrap().spec.description, "");
+    settled(&b, at(2));
+}
