@@ -8,6 +8,7 @@ use actix_web::web::{Bytes, Payload};
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
+use crate::domain::tags::{MAX_TAGS_PER_CRITERIA, check_tags};
 use crate::domain::{
     Criteria, Expr, Group, LockMeta, LockTerms, Priority, ResourceId, Timestamp, Ttl, descriptor,
 };
@@ -469,19 +470,12 @@ fn tag_list(field: &str, value: &Value) -> Result<Vec<String>, ApiError> {
         .with("tags", value.clone())
     };
     let mut tags: Vec<String> = Vec::new();
-    let mut add = |raw: &str| {
-        for tag in descriptor::parse_tags(raw).0 {
-            if !tags.contains(&tag) {
-                tags.push(tag);
-            }
-        }
-    };
     match value {
-        Value::String(s) => add(s),
+        Value::String(s) => add_tags(field, &mut tags, s)?,
         Value::Array(items) => {
             for item in items {
                 match item {
-                    Value::String(s) => add(s),
+                    Value::String(s) => add_tags(field, &mut tags, s)?,
                     _ => return Err(invalid()),
                 }
             }
@@ -493,6 +487,28 @@ fn tag_list(field: &str, value: &Value) -> Result<Vec<String>, ApiError> {
     } else {
         Ok(tags)
     }
+}
+
+/// Adds the tags of `raw` (comma-separated) to a request's tag list `tags`, skipping
+/// repeats; a 400 naming `field` once the list would hold more than
+/// [`MAX_TAGS_PER_CRITERIA`] tags or a tag is over
+/// [`MAX_TAG_BYTES`](crate::domain::tags::MAX_TAG_BYTES). Refused as soon as
+/// the limit is passed, before the rest of a hostile list is read.
+pub fn add_tags(field: &str, tags: &mut Vec<String>, raw: &str) -> Result<(), ApiError> {
+    for tag in descriptor::parse_tags(raw).0 {
+        if tags.contains(&tag) {
+            continue;
+        }
+        tags.push(tag);
+        if let Err(problem) = check_tags(tags, MAX_TAGS_PER_CRITERIA, "a request's tag list") {
+            return Err(ApiError::bad_request(
+                "invalid_tags",
+                format!("{field}: {problem}; see the limits in the README (Limits)"),
+            )
+            .with("field", field.to_owned()));
+        }
+    }
+    Ok(())
 }
 
 /// A label expression; a syntax error is a 400 that points at the position.

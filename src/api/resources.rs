@@ -20,7 +20,7 @@ use super::error::ApiError;
 use super::idempotency::Retain;
 use super::params::{self, Body, Query};
 use super::{maintenance, only, query};
-use crate::domain::{Criteria, EXPIRY_HISTORY, Group, Selector, descriptor};
+use crate::domain::{Criteria, EXPIRY_HISTORY, Group, Selector};
 use crate::runtime::BrokerHandle;
 
 /// Resources per piece of the streamed 1.0 list: about 32 KiB, what actix buffers for a
@@ -372,11 +372,7 @@ fn selector(query: &Query) -> Result<Selector, ApiError> {
     }
     let mut tags: Vec<String> = Vec::new();
     for value in query.all("tag") {
-        for tag in descriptor::parse_tags(value).0 {
-            if !tags.contains(&tag) {
-                tags.push(tag);
-            }
-        }
+        params::add_tags("tag", &mut tags, value)?;
     }
     let expr = query.get("expr").filter(|v| !v.trim().is_empty());
     match (tags.is_empty(), expr) {

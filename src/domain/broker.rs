@@ -41,7 +41,7 @@ use super::resource::{
     ResourceId, ResourceSpec, Ttl, deadline,
 };
 use super::table::{ResourceSnapshot, ResourceTable};
-use super::tags::{Pool, TagIndex};
+use super::tags::{self, Pool, TagIndex};
 
 pub use admin::{ReloadDiff, ReloadReport, ResourcePatch};
 pub use maintenance::Unavailability;
@@ -70,7 +70,21 @@ pub struct Policy {
     pub claim_window: Duration,
     /// A lock this close to its end is *expiring soon* (shown on the resource).
     pub expiry_warning: Duration,
+    /// The most reservations that may wait at once: a new one that would wait is
+    /// refused (`QueueFull`) while this many do. Every serving of the queue may walk
+    /// them, so this bounds what a release costs.
+    pub max_pending: usize,
 }
+
+/// The default [`Policy::max_pending`].
+pub const DEFAULT_MAX_PENDING: usize = 10_000;
+
+/// The most resources one request may ask for over all its groups: what one lock or
+/// reservation grants, and allocates, at most.
+pub const MAX_RESOURCES_PER_REQUEST: u32 = 10_000;
+
+/// How long a refusal for a full queue tells the caller to wait before trying again.
+const QUEUE_FULL_RETRY_SECS: u64 = 10;
 
 impl Default for Policy {
     fn default() -> Self {
@@ -78,7 +92,38 @@ impl Default for Policy {
             aging: Duration::from_secs(300),
             claim_window: Duration::from_secs(60),
             expiry_warning: Duration::from_secs(300),
+            max_pending: DEFAULT_MAX_PENDING,
         }
+    }
+}
+
+/// Refuses a request whose tag lists or quantities are over the limits, before any of
+/// it is looked at (`domain::tags`, [`MAX_RESOURCES_PER_REQUEST`]).
+///
+/// # Errors
+/// `InvalidTags`, `TooManyResources`.
+pub fn check_request(groups: &[Group]) -> Result<(), DomainError> {
+    for g in groups {
+        check_criteria(&g.criteria)?;
+    }
+    let total: u64 = groups.iter().map(|g| u64::from(g.quantity)).sum();
+    if total > u64::from(MAX_RESOURCES_PER_REQUEST) {
+        return Err(DomainError::TooManyResources {
+            total,
+            max: MAX_RESOURCES_PER_REQUEST,
+        });
+    }
+    Ok(())
+}
+
+/// Refuses a tag list over the limits (expressions are bounded by their parser).
+fn check_criteria(criteria: &Criteria) -> Result<(), DomainError> {
+    match criteria {
+        Criteria::Tags(tags) => {
+            tags::check_tags(tags, tags::MAX_TAGS_PER_CRITERIA, "a request's tag list")
+                .map_err(DomainError::InvalidTags)
+        }
+        Criteria::Expr(_) => Ok(()),
     }
 }
 
@@ -325,6 +370,7 @@ impl Broker {
             }
             Selector::Matching(criteria) => criteria,
         };
+        check_criteria(criteria)?;
         // The lowest free, unheld match whose maintenance window (if any) the lock
         // would not cross; if only such crossings stand in the way, say so.
         let lock_end = deadline(now, ttl);
@@ -370,6 +416,7 @@ impl Broker {
     ) -> Result<Vec<(usize, Granted)>, DomainError> {
         self.expire_due(now);
         let LockTerms { ttl, meta } = terms.into();
+        check_request(groups)?;
         self.check_satisfiable(groups, ttl, now)?;
         let chosen = self
             .allocate(groups, ttl, Pool::Free, now, |id| {

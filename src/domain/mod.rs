@@ -17,9 +17,10 @@ mod table;
 pub mod tags;
 
 pub use broker::{
-    Broker, DEFAULT_PAGE_LIMIT, EXPIRY_HISTORY, ExpiredLock, Granted, GroupWait, MAX_PAGE_LIMIT,
-    Page, Policy, ReloadDiff, ReloadReport, ReservationPage, ReservationQuery, ResourcePage,
-    ResourcePatch, ResourceQuery, ResourceSort, Selector, SortOrder, Unavailability, WaitingFor,
+    Broker, DEFAULT_MAX_PENDING, DEFAULT_PAGE_LIMIT, EXPIRY_HISTORY, ExpiredLock, Granted,
+    GroupWait, MAX_PAGE_LIMIT, MAX_RESOURCES_PER_REQUEST, Page, Policy, ReloadDiff, ReloadReport,
+    ReservationPage, ReservationQuery, ResourcePage, ResourcePatch, ResourceQuery, ResourceSort,
+    Selector, SortOrder, Unavailability, WaitingFor,
 };
 pub use clock::{Clock, Timestamp};
 pub use error::{DomainError, TokenRefusal, TokenUse};

@@ -79,7 +79,12 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts the service over `resources`, with its clock at [`T0`].
 pub async fn spawn_app_with(resources: Vec<ResourceSpec>) -> TestApp {
-    start(resources, None).await
+    start(resources, None, Policy::default()).await
+}
+
+/// Starts the service over `resources` with a queue policy of the test's own.
+pub async fn spawn_app_with_policy(resources: Vec<ResourceSpec>, policy: Policy) -> TestApp {
+    start(resources, None, policy).await
 }
 
 /// Starts the service over the descriptor at `path`, as `--config path` would: a reload
@@ -88,10 +93,14 @@ pub async fn spawn_app_with_descriptor(path: &Path) -> TestApp {
     let resources = rentabot::config::load_descriptor(path)
         .expect("the test descriptor is valid")
         .resources;
-    start(resources, Some(path.to_owned())).await
+    start(resources, Some(path.to_owned()), Policy::default()).await
 }
 
-async fn start(resources: Vec<ResourceSpec>, descriptor: Option<PathBuf>) -> TestApp {
+async fn start(
+    resources: Vec<ResourceSpec>,
+    descriptor: Option<PathBuf>,
+    policy: Policy,
+) -> TestApp {
     init_test_log();
     let clock = Arc::new(ManualClock::new(T0));
     let settings = Settings {
@@ -101,7 +110,7 @@ async fn start(resources: Vec<ResourceSpec>, descriptor: Option<PathBuf>) -> Tes
         // the tests of this binary run in parallel, each with its own server.
         workers: Some(1),
         handle_signals: false,
-        policy: Policy::default(),
+        policy,
         descriptor,
     };
     let app = app::build(&settings, resources, clock.clone()).expect("the test app builds");

@@ -13,6 +13,7 @@ mod fencing;
 mod health;
 mod idempotency;
 mod legacy;
+mod limits;
 mod locking;
 mod maintenance;
 mod queries;

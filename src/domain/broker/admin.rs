@@ -75,6 +75,12 @@ impl Recheck {
     }
 }
 
+/// Refuses a resource's tag list over the limits (`domain::tags`).
+fn check_resource_tags(tags: &[String]) -> Result<(), DomainError> {
+    tags::check_tags(tags, tags::MAX_TAGS_PER_RESOURCE, "a resource")
+        .map_err(DomainError::InvalidTags)
+}
+
 /// A re-read descriptor compared with the lab: what a reload has to change.
 ///
 /// Comparing 100 000 specs takes tens of milliseconds; the runtime does it outside the
@@ -185,13 +191,15 @@ impl Broker {
     /// waiting reservation at once.
     ///
     /// # Errors
-    /// `NameTaken` when another resource has the name.
+    /// `InvalidTags` over the tag limits; `NameTaken` when another resource has the
+    /// name.
     pub fn add_resource(
         &mut self,
         spec: ResourceSpec,
         now: Timestamp,
     ) -> Result<ResourceId, DomainError> {
         self.expire_due(now);
+        check_resource_tags(&spec.tags)?;
         if let Some(&id) = self.by_name.get(&spec.name) {
             return Err(DomainError::NameTaken {
                 name: spec.name,
@@ -208,7 +216,7 @@ impl Broker {
     /// changed, by wire name (empty when nothing did).
     ///
     /// # Errors
-    /// `ResourceNotFound`.
+    /// `ResourceNotFound`; `InvalidTags` over the tag limits.
     pub fn update_resource(
         &mut self,
         id: ResourceId,
@@ -216,6 +224,9 @@ impl Broker {
         now: Timestamp,
     ) -> Result<Vec<Field>, DomainError> {
         self.expire_due(now);
+        if let Some(tags) = &patch.tags {
+            check_resource_tags(tags)?;
+        }
         let current = &self
             .resources
             .get(&id)

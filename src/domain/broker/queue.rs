@@ -69,8 +69,10 @@ impl Broker {
     /// its id; read it back with [`Broker::reservation`].
     ///
     /// # Errors
-    /// `NoMatch` when a group matches nothing, `Unsatisfiable` when the request could never
-    /// be served (too few resources match, or allow the TTL).
+    /// `InvalidTags` or `TooManyResources` over the limits; `NoMatch` when a group
+    /// matches nothing, `Unsatisfiable` when the request could never be served (too few
+    /// resources match, or allow the TTL); `QueueFull` when [`Policy::max_pending`]
+    /// reservations wait and this one would too.
     pub fn reserve(
         &mut self,
         request: ReservationRequest,
@@ -81,7 +83,14 @@ impl Broker {
             "the API asks for at least one group"
         );
         self.expire_due(now);
+        check_request(&request.groups)?;
         self.check_satisfiable(&request.groups, request.ttl, now)?;
+        if self.queue.len() >= self.policy.max_pending && !self.would_be_served(&request, now) {
+            return Err(DomainError::QueueFull {
+                max: self.policy.max_pending,
+                retry_after_secs: QUEUE_FULL_RETRY_SECS,
+            });
+        }
         let id = ReservationId::generate();
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -145,6 +154,27 @@ impl Broker {
             self.queue_dirty = true;
             self.serve_queue_if_dirty(now);
         }
+    }
+
+    /// Whether `request`, were it queued now, would be served at once: the queue is
+    /// settled, so it would be if the free resources not held for the waiters it would
+    /// queue behind serve it.
+    fn would_be_served(&self, request: &ReservationRequest, now: Timestamp) -> bool {
+        let newcomer = (request.priority, self.next_seq);
+        let ahead = |holder: ReservationId| {
+            let r = &self.reservations[&holder];
+            sort_key(
+                r.request.priority,
+                r.seq,
+                r.created_at,
+                now,
+                self.policy.aging,
+            ) < newcomer
+        };
+        self.allocate(&request.groups, request.ttl, Pool::Free, now, |r| {
+            self.held.get(&r).is_none_or(|&w| !ahead(w))
+        })
+        .is_ok()
     }
 
     /// Whether waiting reservation `id` finds no free resource that the waiters ahead of

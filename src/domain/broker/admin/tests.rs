@@ -982,3 +982,28 @@ fn a_reload_compared_before_the_lab_changed_is_compared_again_when_applied() {
     assert_eq!(b.resource(id(3)).unwrap().spec.description, "");
     settled(&b, at(2));
 }
+
+#[test]
+fn a_resource_over_the_tag_limits_is_refused_on_add_and_on_change() {
+    let mut b = lab();
+    let many: Vec<String> = (0..65).map(|i| format!("t{i}")).collect();
+    let over = ResourceSpec {
+        tags: many.clone(),
+        ..spec("board-9", &[])
+    };
+    assert!(matches!(
+        b.add_resource(over, T0),
+        Err(DomainError::InvalidTags(_))
+    ));
+    let patch = ResourcePatch {
+        tags: Some(many),
+        ..ResourcePatch::default()
+    };
+    assert!(matches!(
+        b.update_resource(id(1), patch, T0),
+        Err(DomainError::InvalidTags(_))
+    ));
+    assert_eq!(b.resource_count(), 4);
+    assert_eq!(b.resource(id(1)).unwrap().spec.tags, ["board", "arm"]);
+    settled(&b, T0);
+}

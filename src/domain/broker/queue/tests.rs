@@ -10,14 +10,18 @@ use crate::domain::reservation::Priority;
 
 /// 1-4 boards [board, dut] (1, 2 arm; 3, 4 x86), 5 psu [psu], 6 printer [printer, flaky].
 fn lab() -> Broker {
-    Broker::new([
+    Broker::new(lab_specs())
+}
+
+fn lab_specs() -> [ResourceSpec; 6] {
+    [
         ResourceSpec::named("arm-1").with_tags(&["board", "dut", "arm"]),
         ResourceSpec::named("arm-2").with_tags(&["board", "dut", "arm"]),
         ResourceSpec::named("x86-1").with_tags(&["board", "dut", "x86"]),
         ResourceSpec::named("x86-2").with_tags(&["board", "dut", "x86"]),
         ResourceSpec::named("psu").with_tags(&["psu"]),
         ResourceSpec::named("printer").with_tags(&["printer", "flaky"]),
-    ])
+    ]
 }
 
 fn status(b: &Broker, r: ReservationId) -> ReservationStatus {
@@ -263,6 +267,75 @@ fn a_waiter_whose_lock_ends_before_a_window_is_served_behind_one_whose_would_not
     assert_eq!(status(&b, crossing), ReservationStatus::Pending);
     assert_eq!(status(&b, fitting), ReservationStatus::Fulfilled);
     settled(&b, at(10));
+}
+
+#[test]
+fn a_full_queue_refuses_only_reservations_that_would_wait() {
+    let mut b = Broker::with_policy(
+        lab_specs(),
+        Policy {
+            max_pending: 1,
+            ..Policy::default()
+        },
+    );
+    lock_all(&mut b, &[1], 600, T0);
+    // Waits for both arm boards and holds the free one.
+    let both = b.reserve(request(&["arm"], 2), T0).unwrap();
+    assert_eq!(b.held_for(id(2)), Some(both));
+
+    // Behind it, a request for one arm board would wait: refused, nothing changes.
+    assert_eq!(
+        b.reserve(request(&["arm"], 1), at(1)),
+        Err(DomainError::QueueFull {
+            max: 1,
+            retry_after_secs: 10
+        })
+    );
+    assert_eq!(b.queue_len(), 1);
+    // Ahead of it (priority 1), the same request takes the held board at once.
+    let urgent = b
+        .reserve(with_priority(request(&["arm"], 1), 1), at(2))
+        .unwrap();
+    assert_eq!(resources_of(&b, urgent), [2]);
+    // So does one for a board nobody waits for.
+    let x86 = b.reserve(request(&["x86"], 1), at(3)).unwrap();
+    assert_eq!(status(&b, x86), ReservationStatus::Fulfilled);
+    settled(&b, at(3));
+}
+
+#[test]
+fn a_request_over_the_limits_is_refused_before_it_is_looked_at() {
+    let mut b = lab();
+    let many: Vec<String> = (0..65).map(|i| format!("t{i}")).collect();
+    let tags_over = ReservationRequest {
+        groups: vec![Group {
+            criteria: Criteria::Tags(many),
+            quantity: 1,
+        }],
+        ..request(&["arm"], 1)
+    };
+    assert!(matches!(
+        b.reserve(tags_over, T0),
+        Err(DomainError::InvalidTags(_))
+    ));
+    let too_many = ReservationRequest {
+        groups: vec![group(&["board"], 6_000), group(&["psu"], 5_000)],
+        ..request(&["arm"], 1)
+    };
+    assert_eq!(
+        b.reserve(too_many.clone(), T0),
+        Err(DomainError::TooManyResources {
+            total: 11_000,
+            max: 10_000
+        })
+    );
+    assert_eq!(
+        b.lock_groups(&too_many.groups, secs(60), T0),
+        Err(DomainError::TooManyResources {
+            total: 11_000,
+            max: 10_000
+        })
+    );
 }
 
 #[test]
