@@ -14,6 +14,7 @@
 //! reservations wait for `pct-8` (even, so all locked), one resource each, every one with
 //! a different TTL (600 + k s): 10 000 different requests, which no release of an odd
 //! resource can serve, so a release must pass them all ("waiters that want nothing").
+//! Behind them one more waits for 10 000 `parity-0` (50 000 match, all locked).
 //! The clock is manual and only the mass-expiry case moves it (1 s per iteration).
 //!
 //! Run: `cargo bench --bench hold` (about 3 minutes, most of it building the lab).
@@ -24,9 +25,9 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use rentabot::domain::{
-    Broker, Criteria, Group, LockMeta, Page, Policy, Priority, ReservationId, ReservationRequest,
-    ResourceId, ResourcePatch, ResourceQuery, ResourceSort, ResourceSpec, Selector, Timestamp, Ttl,
-    Unavailability,
+    Broker, Criteria, Group, LockMeta, Page, Policy, Priority, ReservationId, ReservationQuery,
+    ReservationRequest, ReservationStatus, ResourceId, ResourcePatch, ResourceQuery, ResourceSort,
+    ResourceSpec, Selector, Timestamp, Ttl, Unavailability,
 };
 use rentabot::runtime::handle::take_longest_hold;
 use rentabot::runtime::{BrokerHandle, ManualClock};
@@ -82,8 +83,10 @@ fn request(
 struct Lab {
     handle: BrokerHandle,
     clock: Arc<ManualClock>,
-    /// The last reservation in the queue.
+    /// The last of the 10 000 `pct-8` waiters.
     deepest: ReservationId,
+    /// Behind them, one waiting for 10 000 of the 50 000 (locked) `parity-0`.
+    broad: ReservationId,
 }
 
 fn lab() -> Lab {
@@ -103,12 +106,16 @@ fn lab() -> Lab {
             .expect("satisfiable");
         deepest = Some(id);
     }
+    let broad = broker
+        .reserve(request(tags("parity-0"), 10_000, 600, false), T0)
+        .expect("satisfiable");
     broker.drain_events();
     let clock = Arc::new(ManualClock::new(T0));
     Lab {
         handle: BrokerHandle::new(broker, clock.clone()),
         clock,
         deepest: deepest.expect("waiters"),
+        broad,
     }
 }
 
@@ -349,8 +356,23 @@ fn bench(c: &mut Criterion) {
     group.bench_function("get_reservation_pending_10000th", |b| {
         b.iter_custom(|iters| held(iters, || (), |()| h.reservation(lab.deepest), drop));
     });
+    group.bench_function("get_reservation_pending_50000_matching", |b| {
+        b.iter_custom(|iters| held(iters, || (), |()| h.reservation(lab.broad), drop));
+    });
     group.bench_function("list_reservations", |b| {
         b.iter_custom(|iters| held(iters, || (), |()| h.reservations(), drop));
+    });
+    let pending_pct8 = ReservationQuery {
+        statuses: vec![ReservationStatus::Pending],
+        tags: vec!["pct-8".to_owned()],
+        page: Page {
+            number: 90,
+            limit: 100,
+        },
+        ..ReservationQuery::default()
+    };
+    group.bench_function("list_reservations_filtered_page_90", |b| {
+        b.iter_custom(|iters| held(iters, || (), |()| h.query_reservations(&pending_pct8), drop));
     });
 
     let window = Unavailability {
