@@ -377,6 +377,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             aging: Duration::from_secs(args.queue_aging),
             claim_window: Duration::from_secs(args.claim_window),
             expiry_warning: Duration::from_secs(args.expiry_warning),
+            max_pending: args.max_pending_reservations,
         },
         descriptor,
         requests: api::RequestPolicy {

@@ -72,6 +72,14 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
     pub expiry_warning: u64,
 
+    /// Most reservations that may wait in the queue at once; a new one that would wait
+    /// beyond that is refused with 429 and Retry-After. Each release may look at every
+    /// waiter, so this bounds what it costs.
+    #[arg(long, env = "RENTABOT_MAX_PENDING_RESERVATIONS", value_name = "N",
+          default_value_t = crate::domain::DEFAULT_MAX_PENDING,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub max_pending_reservations: usize,
+
     /// HTTP worker threads (default: one per CPU core).
     #[arg(long, env = "RENTABOT_WORKERS", value_parser = clap::value_parser!(u16).range(1..))]
     pub workers: Option<u16>,
@@ -218,6 +226,15 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_pending_reservation_cap_defaults_and_refuses_zero() {
+        let cli = Cli::try_parse_from(["rentabot"]).unwrap();
+        assert_eq!(cli.serve.max_pending_reservations, 10_000);
+        let cli = Cli::try_parse_from(["rentabot", "--max-pending-reservations", "50"]).unwrap();
+        assert_eq!(cli.serve.max_pending_reservations, 50);
+        assert!(Cli::try_parse_from(["rentabot", "--max-pending-reservations", "0"]).is_err());
     }
 
     #[test]

@@ -280,6 +280,7 @@ fn text(field: &'static str, value: &Value) -> Result<String, ApiError> {
 /// itself be comma-separated); duplicates dropped, order kept. Space-separated tags are
 /// refused: a descriptor reads them as the pre-1.0 format, which is a guess.
 fn tags(value: &Value) -> Result<Vec<String>, ApiError> {
+    use crate::domain::tags::{MAX_TAGS_PER_RESOURCE, check_tags};
     let invalid = |detail: String| {
         ApiError::bad_request(
             "invalid_tags",
@@ -315,6 +316,8 @@ fn tags(value: &Value) -> Result<Vec<String>, ApiError> {
             if !tags.contains(&tag) {
                 tags.push(tag);
             }
+            // Refused as soon as over the limit, before the rest of the list is read.
+            check_tags(&tags, MAX_TAGS_PER_RESOURCE, "a resource").map_err(&invalid)?;
         }
     }
     Ok(tags)

@@ -5,13 +5,14 @@
 
 use std::time::Duration;
 
+use actix_web::web::Bytes;
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::domain::resource::RETIRING_REASON;
 use crate::domain::{
-    Criteria, ExpiredLock, GroupWait, LockState, Released, ReservationStatus, Resource, Timestamp,
-    WaitingFor,
+    Criteria, ExpiredLock, GroupWait, LockState, Released, ReservationStatus, Resource,
+    ResourceSnapshot, Timestamp, WaitingFor,
 };
 use crate::runtime::{BrokerHandle, Grant, ReservationSnapshot};
 
@@ -162,6 +163,76 @@ pub struct ResourceList {
 pub enum ResourceListBody {
     All(ResourceList),
     Page(ResourcePageList),
+}
+
+/// The 1.0 list body, byte for byte what `serde_json` writes for a [`ResourceList`] of
+/// the snapshot, produced in pieces of `per_piece` resources: a client reading a list of
+/// 100 000 slowly costs the server one piece and the (shared) snapshot, not the whole
+/// serialised body.
+pub struct ResourceListPieces {
+    snapshot: ResourceSnapshot,
+    cursor: usize,
+    per_piece: usize,
+    now: Timestamp,
+    expiry_warning: Duration,
+    started: bool,
+    done: bool,
+}
+
+impl ResourceListPieces {
+    /// Every resource of `snapshot` as of `now`.
+    pub fn new(
+        snapshot: ResourceSnapshot,
+        now: Timestamp,
+        expiry_warning: Duration,
+        per_piece: usize,
+    ) -> Self {
+        ResourceListPieces {
+            snapshot,
+            cursor: 0,
+            per_piece: per_piece.max(1),
+            now,
+            expiry_warning,
+            started: false,
+            done: false,
+        }
+    }
+}
+
+impl ResourceListPieces {
+    /// Whether every piece has been produced.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+}
+
+impl Iterator for ResourceListPieces {
+    type Item = Bytes;
+
+    fn next(&mut self) -> Option<Bytes> {
+        if self.done {
+            return None;
+        }
+        let (page, cursor) = self.snapshot.page(self.cursor, self.per_piece);
+        self.cursor = cursor;
+        let mut out = Vec::with_capacity(page.len() * 512 + 16);
+        if !self.started {
+            out.extend_from_slice(b"{\"resources\":[");
+        }
+        for (i, r) in page.iter().enumerate() {
+            if self.started || i > 0 {
+                out.push(b',');
+            }
+            let view = ResourceView::new(r, self.now, self.expiry_warning);
+            serde_json::to_writer(&mut out, &view).expect("a view serialises");
+        }
+        self.started |= !page.is_empty();
+        if page.len() < self.per_piece {
+            out.extend_from_slice(b"]}");
+            self.done = true;
+        }
+        Some(Bytes::from(out))
+    }
 }
 
 /// `GET /api/v1/resources/expired`.
@@ -571,4 +642,53 @@ pub struct ReservationPageList {
     pub page: u64,
     /// Most reservations a page holds.
     pub limit: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Broker, ResourceId, ResourceSpec, Ttl, Unavailability};
+
+    #[test]
+    fn the_list_in_pieces_is_byte_for_byte_the_list_in_one_go() {
+        let t0 = Timestamp::from_millis(1_768_471_200_000);
+        let specs = (1..=7).map(|i| {
+            ResourceSpec::named(format!("board-{i}"))
+                .with_tags(&["ci", "a\"quote"])
+                .with_max_lock_duration(Ttl::from_secs(600).unwrap())
+        });
+        let mut broker = Broker::new(specs);
+        broker
+            .lock(ResourceId::new(2), Ttl::from_secs(60).unwrap(), t0)
+            .unwrap();
+        let window = Unavailability {
+            reason: "fan <noisy> & hot".into(),
+            from: None,
+            until: None,
+        };
+        broker
+            .mark_unavailable(ResourceId::new(5), window, t0)
+            .unwrap();
+        broker
+            .remove_resource(ResourceId::new(6), None, t0)
+            .unwrap();
+        let warning = Duration::from_secs(300);
+        let whole = serde_json::to_vec(&ResourceList {
+            resources: broker
+                .resources()
+                .map(|r| ResourceView::new(r, t0, warning))
+                .collect(),
+        })
+        .unwrap();
+
+        for per_piece in [1, 2, 3, 6, 7, 100] {
+            let pieces: Vec<Bytes> =
+                ResourceListPieces::new(broker.snapshot(), t0, warning, per_piece).collect();
+            assert_eq!(pieces.concat(), whole, "{per_piece} per piece");
+            assert_eq!(pieces.len(), 6 / per_piece + 1, "{per_piece} per piece");
+        }
+        let empty: Vec<Bytes> =
+            ResourceListPieces::new(Broker::new([]).snapshot(), t0, warning, 4).collect();
+        assert_eq!(empty.concat(), br#"{"resources":[]}"#);
+    }
 }

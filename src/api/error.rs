@@ -3,7 +3,8 @@
 //! The body is a JSON object of context fields, then `message` (the 1.0 text, which
 //! clients may match on), then `code`, a stable snake_case name added by rentabot.
 
-use actix_web::http::{StatusCode, header};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, RETRY_AFTER};
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::{Map, Value, json};
 
@@ -538,6 +539,32 @@ fn domain_parts(e: &DomainError) -> Parts {
             "Cannot delete a locked resource: delete it once unlocked, or now with ?force=true, which breaks the lock",
         )
         .with("resource_id", id.get()),
+        DomainError::InvalidTags(problem) => Parts::new(
+            S::BAD_REQUEST,
+            "invalid_tags",
+            format!("{problem}; see the limits in the README (Limits)"),
+        ),
+        DomainError::TooManyResources { total, max } => Parts::new(
+            S::BAD_REQUEST,
+            "invalid_quantity",
+            format!(
+                "{total} resources asked for in one request, over the limit of {max}: ask for fewer, or split the request"
+            ),
+        )
+        .with("quantity", *total)
+        .with("max", *max),
+        DomainError::QueueFull {
+            max,
+            retry_after_secs,
+        } => Parts::new(
+            S::TOO_MANY_REQUESTS,
+            "queue_full",
+            format!(
+                "The queue is full: {max} reservations already wait; try again in {retry_after_secs} s, or lock what is free now"
+            ),
+        )
+        .with("max_pending", *max)
+        .with("retry_after", *retry_after_secs),
         DomainError::BatchRefused(refusals) => {
             let errors: Vec<Value> = refusals
                 .iter()
@@ -582,6 +609,12 @@ impl ResponseError for ApiError {
         }
         if close {
             response.force_close();
+        }
+        if let ApiError::Domain(DomainError::QueueFull {
+            retry_after_secs, ..
+        }) = self
+        {
+            response.insert_header((RETRY_AFTER, retry_after_secs.to_string()));
         }
         response.json(Value::Object(body))
     }

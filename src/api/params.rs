@@ -29,6 +29,7 @@ use utoipa::openapi::{RefOr, Required};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::ApiError;
+use crate::domain::tags::{MAX_TAGS_PER_CRITERIA, check_tags};
 use crate::domain::{
     Criteria, Expr, Group, LockMeta, LockTerms, Priority, ResourceId, Timestamp, Ttl, descriptor,
 };
@@ -1073,24 +1074,29 @@ fn tag_list(field: &str, value: &Value) -> Result<Vec<String>, ApiError> {
         .with("tags", value.clone())
     };
     let mut tags: Vec<String> = Vec::new();
-    let mut add = |raw: &str| {
-        let parsed = descriptor::parse_tags(raw).0;
-        if parsed.is_empty() {
-            return false;
+    // Every item must name a tag: an empty one is a mistake, not a shorter list.
+    let mut add = |raw: &str| -> Result<bool, ApiError> {
+        if descriptor::parse_tags(raw).0.is_empty() {
+            return Ok(false);
         }
-        for tag in parsed {
-            if !tags.contains(&tag) {
-                tags.push(tag);
-            }
-        }
-        true
+        add_tags(field, &mut tags, raw)?;
+        Ok(true)
     };
     let all_name_tags = match value {
-        Value::String(s) => add(s),
-        Value::Array(items) if !items.is_empty() => items.iter().all(|item| match item {
-            Value::String(s) => add(s),
-            _ => false,
-        }),
+        Value::String(s) => add(s)?,
+        Value::Array(items) if !items.is_empty() => {
+            let mut all = true;
+            for item in items {
+                all = match item {
+                    Value::String(s) => add(s)?,
+                    _ => false,
+                };
+                if !all {
+                    break;
+                }
+            }
+            all
+        }
         _ => false,
     };
     if all_name_tags {
@@ -1098,6 +1104,28 @@ fn tag_list(field: &str, value: &Value) -> Result<Vec<String>, ApiError> {
     } else {
         Err(invalid())
     }
+}
+
+/// Adds the tags of `raw` (comma-separated) to a request's tag list `tags`, skipping
+/// repeats; a 400 naming `field` once the list would hold more than
+/// [`MAX_TAGS_PER_CRITERIA`] tags or a tag is over
+/// [`MAX_TAG_BYTES`](crate::domain::tags::MAX_TAG_BYTES). Refused as soon as
+/// the limit is passed, before the rest of a hostile list is read.
+pub fn add_tags(field: &str, tags: &mut Vec<String>, raw: &str) -> Result<(), ApiError> {
+    for tag in descriptor::parse_tags(raw).0 {
+        if tags.contains(&tag) {
+            continue;
+        }
+        tags.push(tag);
+        if let Err(problem) = check_tags(tags, MAX_TAGS_PER_CRITERIA, "a request's tag list") {
+            return Err(ApiError::bad_request(
+                "invalid_tags",
+                format!("{field}: {problem}; see the limits in the README (Limits)"),
+            )
+            .with("field", field.to_owned()));
+        }
+    }
+    Ok(())
 }
 
 /// A label expression; a syntax error is a 400 that points at the position.

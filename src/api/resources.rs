@@ -9,6 +9,7 @@ use std::sync::LazyLock;
 use actix_web::http::header;
 use actix_web::web::{self, Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
+use futures_util::StreamExt;
 use serde_json::Value;
 use utoipa::openapi::path::{Parameter, ParameterIn};
 use utoipa::{IntoParams, ToSchema};
@@ -16,7 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::admin;
 use super::dto::{
     ErrorBody, ExpiredList, ExpiredView, ExtendResponse, LockResponse, MessageResponse,
-    MultiLockResponse, ResourceEnvelope, ResourceList, ResourceListBody, ResourcePageList,
+    MultiLockResponse, ResourceEnvelope, ResourceListBody, ResourceListPieces, ResourcePageList,
     ResourceView, UnlockBatchResponse,
 };
 use super::error::ApiError;
@@ -25,8 +26,12 @@ use super::params::{
     self, Body, Fields, GroupRequest, Known, Query, param, required_param, schema,
 };
 use super::{endpoint, maintenance, query};
-use crate::domain::{Criteria, EXPIRY_HISTORY, Group, Selector, descriptor};
+use crate::domain::{Criteria, EXPIRY_HISTORY, Group, Selector};
 use crate::runtime::BrokerHandle;
+
+/// Resources per piece of the streamed 1.0 list: about 32 KiB, what actix buffers for a
+/// connection before it stops asking the stream for more.
+const LIST_PIECE: usize = 64;
 
 /// Registers the routes under the current scope. Fixed paths come before `{id}` paths:
 /// actix answers 405 from the first resource whose path matches, whatever its methods.
@@ -81,14 +86,20 @@ pub async fn list_resources(
     };
     let warning = broker.policy().expiry_warning;
     let Some((query, filters)) = filters else {
+        // A snapshot (a pointer per 1 024 resources, under the lock), serialised after
+        // the lock is released and streamed in pieces as the client reads: every slow
+        // reader of a 100 000-resource list costs one piece, not the whole body.
         let resources = broker.resources();
         let now = broker.now();
-        return Ok(HttpResponse::Ok().json(ResourceList {
-            resources: resources
-                .iter()
-                .map(|r| ResourceView::new(r, now, warning))
-                .collect(),
-        }));
+        let mut pieces = ResourceListPieces::new(resources, now, warning, LIST_PIECE);
+        let first = pieces.next().expect("at least the opening piece");
+        let json = (header::CONTENT_TYPE, "application/json");
+        if pieces.is_done() {
+            return Ok(HttpResponse::Ok().insert_header(json).body(first));
+        }
+        let rest = futures_util::stream::iter(std::iter::once(first).chain(pieces))
+            .map(Ok::<_, std::convert::Infallible>);
+        return Ok(HttpResponse::Ok().insert_header(json).streaming(rest));
     };
     let page = broker.query_resources(&filters);
     let now = broker.now();
@@ -351,11 +362,7 @@ fn selector(query: &Query) -> Result<Selector, ApiError> {
     }
     let mut tags: Vec<String> = Vec::new();
     for value in query.all("tag") {
-        for tag in descriptor::parse_tags(value).0 {
-            if !tags.contains(&tag) {
-                tags.push(tag);
-            }
-        }
+        params::add_tags("tag", &mut tags, value)?;
     }
     let expr = query.get("expr").filter(|v| !v.trim().is_empty());
     match (tags.is_empty(), expr) {

@@ -25,11 +25,13 @@ mod maintenance;
 mod query;
 mod queue;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::allocation::{self, Shortfall};
 use super::clock::Timestamp;
+use super::columns::{IN_SERVICE, LOCKED, RETIRING, WINDOW};
 use super::error::{DomainError, TokenRefusal, TokenUse};
 use super::events::Event;
 use super::queue::Queue;
@@ -38,9 +40,10 @@ use super::resource::{
     FencingToken, Lease, LockMeta, LockState, LockTerms, LockToken, Origin, Released, Resource,
     ResourceId, ResourceSpec, Ttl, deadline,
 };
-use super::tags::{Pool, TagIndex};
+use super::table::{ResourceSnapshot, ResourceTable};
+use super::tags::{self, Pool, TagIndex};
 
-pub use admin::{ReloadReport, ResourcePatch};
+pub use admin::{ReloadDiff, ReloadReport, ResourcePatch};
 pub use maintenance::Unavailability;
 pub use query::{
     DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, ReservationPage, ReservationQuery, ResourcePage,
@@ -67,7 +70,21 @@ pub struct Policy {
     pub claim_window: Duration,
     /// A lock this close to its end is *expiring soon* (shown on the resource).
     pub expiry_warning: Duration,
+    /// The most reservations that may wait at once: a new one that would wait is
+    /// refused (`QueueFull`) while this many do. Every serving of the queue may walk
+    /// them, so this bounds what a release costs.
+    pub max_pending: usize,
 }
+
+/// The default [`Policy::max_pending`].
+pub const DEFAULT_MAX_PENDING: usize = 10_000;
+
+/// The most resources one request may ask for over all its groups: what one lock or
+/// reservation grants, and allocates, at most.
+pub const MAX_RESOURCES_PER_REQUEST: u32 = 10_000;
+
+/// How long a refusal for a full queue tells the caller to wait before trying again.
+const QUEUE_FULL_RETRY_SECS: u64 = 10;
 
 impl Default for Policy {
     fn default() -> Self {
@@ -75,7 +92,38 @@ impl Default for Policy {
             aging: Duration::from_secs(300),
             claim_window: Duration::from_secs(60),
             expiry_warning: Duration::from_secs(300),
+            max_pending: DEFAULT_MAX_PENDING,
         }
+    }
+}
+
+/// Refuses a request whose tag lists or quantities are over the limits, before any of
+/// it is looked at (`domain::tags`, [`MAX_RESOURCES_PER_REQUEST`]).
+///
+/// # Errors
+/// `InvalidTags`, `TooManyResources`.
+pub fn check_request(groups: &[Group]) -> Result<(), DomainError> {
+    for g in groups {
+        check_criteria(&g.criteria)?;
+    }
+    let total: u64 = groups.iter().map(|g| u64::from(g.quantity)).sum();
+    if total > u64::from(MAX_RESOURCES_PER_REQUEST) {
+        return Err(DomainError::TooManyResources {
+            total,
+            max: MAX_RESOURCES_PER_REQUEST,
+        });
+    }
+    Ok(())
+}
+
+/// Refuses a tag list over the limits (expressions are bounded by their parser).
+fn check_criteria(criteria: &Criteria) -> Result<(), DomainError> {
+    match criteria {
+        Criteria::Tags(tags) => {
+            tags::check_tags(tags, tags::MAX_TAGS_PER_CRITERIA, "a request's tag list")
+                .map_err(DomainError::InvalidTags)
+        }
+        Criteria::Expr(_) => Ok(()),
     }
 }
 
@@ -127,7 +175,9 @@ pub struct Granted {
 
 #[derive(Debug)]
 pub struct Broker {
-    resources: BTreeMap<ResourceId, Resource>,
+    /// Every resource, copy-on-write (`table.rs`): changed only through
+    /// `ResourceTable::get_mut`, `insert` and `remove`.
+    resources: ResourceTable,
     /// The id the next new resource gets: ids are never reused.
     next_id: u32,
     by_name: HashMap<String, ResourceId>,
@@ -136,7 +186,9 @@ pub struct Broker {
     deadlines: BTreeSet<(Timestamp, Due)>,
     /// The fencing token of the next grant. Starts at 1 and only grows.
     next_fencing: u64,
-    reservations: HashMap<ReservationId, Reservation>,
+    /// Live reservations, shared with readers (`Arc`): a snapshot is a pointer copy.
+    /// Changed only through `reservation_mut`, `insert` and `remove`.
+    reservations: HashMap<ReservationId, Arc<Reservation>>,
     /// The pending reservations, in serving order.
     queue: Queue,
     next_seq: u64,
@@ -153,7 +205,9 @@ pub struct Broker {
     retired: Vec<ResourceId>,
     /// Set when resources changed or went: before the queue is next served, waiters that
     /// can now never be served end (`EndReason::Unsatisfiable`).
-    recheck_waiters: bool,
+    recheck: admin::Recheck,
+    /// See [`Broker::spec_version`].
+    spec_version: u64,
     /// The latest auto-expired locks, oldest first, at most [`EXPIRY_HISTORY`].
     expired: VecDeque<ExpiredLock>,
     policy: Policy,
@@ -176,7 +230,7 @@ impl Broker {
     /// If two specs share a name.
     pub fn with_policy(specs: impl IntoIterator<Item = ResourceSpec>, policy: Policy) -> Self {
         let mut broker = Broker {
-            resources: BTreeMap::new(),
+            resources: ResourceTable::default(),
             next_id: 1,
             by_name: HashMap::new(),
             by_token: HashMap::new(),
@@ -192,7 +246,8 @@ impl Broker {
             ended: HashMap::new(),
             ended_order: VecDeque::new(),
             retired: Vec::new(),
-            recheck_waiters: false,
+            recheck: admin::Recheck::Nobody,
+            spec_version: 0,
             expired: VecDeque::new(),
             policy,
             events: Vec::new(),
@@ -218,7 +273,8 @@ impl Broker {
         self.by_name.insert(spec.name.clone(), id);
         let resource = Resource::new(id, spec, origin);
         self.tags.insert(&resource);
-        self.resources.insert(id, resource);
+        self.resources.insert(resource);
+        self.spec_version += 1;
         Some(id)
     }
 
@@ -230,9 +286,25 @@ impl Broker {
         self.resources.get(&id)
     }
 
+    /// Resource `id` as the broker shares it: cloning the `Arc` copies nothing.
+    pub fn resource_shared(&self, id: ResourceId) -> Option<&Arc<Resource>> {
+        self.resources.get_shared(&id)
+    }
+
     /// Every resource, in id order.
-    pub fn resources(&self) -> impl ExactSizeIterator<Item = &Resource> {
+    pub fn resources(&self) -> impl DoubleEndedIterator<Item = &Resource> {
         self.resources.values()
+    }
+
+    /// How many resources there are.
+    pub fn resource_count(&self) -> usize {
+        self.resources.len()
+    }
+
+    /// Every resource as it stands now, to read after the broker has moved on: costs a
+    /// pointer per 1 024 resources (see `domain/table.rs`).
+    pub fn snapshot(&self) -> ResourceSnapshot {
+        self.resources.snapshot()
     }
 
     /// The waiting reservation `id` is held for, if it is.
@@ -298,6 +370,7 @@ impl Broker {
             }
             Selector::Matching(criteria) => criteria,
         };
+        check_criteria(criteria)?;
         // The lowest free, unheld match whose maintenance window (if any) the lock
         // would not cross; if only such crossings stand in the way, say so.
         let lock_end = deadline(now, ttl);
@@ -311,7 +384,10 @@ impl Broker {
                 if self.held.contains_key(&id) {
                     return false;
                 }
-                let refusal = maintenance::maintenance_refusal(&self.resources[&id], lock_end, now);
+                // Free resources are in service: only a window can refuse the lock.
+                let refusal = (self.tags.columns().flags(id) & WINDOW != 0)
+                    .then(|| maintenance::maintenance_refusal(&self.resources[&id], lock_end, now))
+                    .flatten();
                 if crossing.is_none() {
                     crossing = refusal.clone();
                 }
@@ -340,6 +416,7 @@ impl Broker {
     ) -> Result<Vec<(usize, Granted)>, DomainError> {
         self.expire_due(now);
         let LockTerms { ttl, meta } = terms.into();
+        check_request(groups)?;
         self.check_satisfiable(groups, ttl, now)?;
         let chosen = self
             .allocate(groups, ttl, Pool::Free, now, |id| {
@@ -716,8 +793,12 @@ impl Broker {
     /// reservation whose last lock this was ends. A retiring resource goes when the queue
     /// is served next (before this operation returns).
     fn release(&mut self, id: ResourceId, lease: &Lease, why: Released, now: Timestamp) {
-        self.deadlines
-            .remove(&(lease.expires_at, Due::LockExpiry(id)));
+        // An expiry's deadline was just taken off the set by `expire_due`: looking for it
+        // again would cost a descent of the tree per expired lock.
+        if !matches!(why, Released::Expired(_)) {
+            self.deadlines
+                .remove(&(lease.expires_at, Due::LockExpiry(id)));
+        }
         self.by_token.remove(&lease.token);
         self.set_state(id, LockState::Free(why));
         self.queue_dirty = true;
@@ -750,33 +831,42 @@ impl Broker {
         limit: usize,
     ) -> Vec<ResourceId> {
         self.matching(criteria, pool)
-            .filter(|r| {
+            .filter(|&id| {
                 ttl.is_none_or(|ttl| {
-                    r.spec.max_lock_duration >= ttl
-                        && (pool == Pool::All || r.fits_before_maintenance(ttl, now))
+                    self.allows(id, ttl) && (pool == Pool::All || self.fits(id, ttl, now))
                 })
             })
-            .map(|r| r.id)
             .filter(|&id| available(id))
             .take(limit)
             .collect()
     }
 
-    /// Resources meeting `criteria` in `pool`, in id order.
-    fn matching<'a>(
-        &'a self,
-        criteria: &'a Criteria,
-        pool: Pool,
-    ) -> impl Iterator<Item = &'a Resource> + 'a {
+    /// Whether resource `id`'s `max-lock-duration` allows a lock of `ttl`.
+    fn allows(&self, id: ResourceId, ttl: Ttl) -> bool {
+        self.tags.columns().max_lock_secs(id) >= ttl.as_secs()
+    }
+
+    /// Whether a lock of `ttl` from `now` on resource `id` ends before its maintenance
+    /// window opens (always, without one: the resource is read only when it has one).
+    fn fits(&self, id: ResourceId, ttl: Ttl, now: Timestamp) -> bool {
+        self.tags.columns().flags(id) & WINDOW == 0
+            || self.resources[&id].fits_before_maintenance(ttl, now)
+    }
+
+    /// Resources meeting `criteria` in `pool`, in id order. The criteria are compiled
+    /// once to tag numbers, and each candidate is checked against the query columns:
+    /// no resource is read, no string compared.
+    fn matching(&self, criteria: &Criteria, pool: Pool) -> impl Iterator<Item = ResourceId> + '_ {
         // Tags need no allocation: they are their own required tags.
         let candidates = match criteria {
             Criteria::Tags(tags) => self.tags.candidates(tags, pool),
             Criteria::Expr(expr) => self.tags.candidates(&expr.required_tags(), pool),
         };
+        let test = self.tags.compile(criteria);
+        let columns = self.tags.columns();
         candidates
             .iter()
-            .map(|id| &self.resources[id])
-            .filter(move |r| criteria.matches(r))
+            .filter(move |&id| test.admits(id, columns))
     }
 
     /// Chooses resources for every group from `pool`, passing `available`.
@@ -797,13 +887,17 @@ impl Broker {
     /// Refuses a request that no release could ever serve. Maintenance does not count:
     /// every window ends, if only when an operator says so. Retiring resources do not
     /// count either: they are lent to no one again.
-    fn check_satisfiable(
+    ///
+    /// # Errors
+    /// `NoMatch` when a group matches nothing, `Unsatisfiable` when too few resources
+    /// match and allow `ttl`.
+    pub fn check_satisfiable(
         &self,
         groups: &[Group],
         ttl: Ttl,
         now: Timestamp,
     ) -> Result<(), DomainError> {
-        let lasting = |id| !self.resources[&id].retiring;
+        let lasting = |id| self.tags.columns().flags(id) & RETIRING == 0;
         if self.allocate(groups, ttl, Pool::All, now, lasting).is_ok() {
             return Ok(());
         }
@@ -835,17 +929,22 @@ impl Broker {
 
     /// The refusal of a single lock of `ttl` by criteria that found nothing to grant.
     fn none_available(&self, criteria: Criteria, ttl: Ttl, now: Timestamp) -> DomainError {
+        let columns = self.tags.columns();
         let mut held_for = Vec::new();
+        let mut seen = HashSet::new();
         let (mut matching, mut out_of_service, mut crossing) = (0, 0, 0);
-        for r in self.matching(&criteria, Pool::All) {
+        for id in self.matching(&criteria, Pool::All) {
             matching += 1;
-            if !r.in_service() {
+            let flags = columns.flags(id);
+            if flags & IN_SERVICE == 0 {
                 out_of_service += 1;
-            } else if !r.fits_before_maintenance(ttl, now) {
+            } else if !self.fits(id, ttl, now) {
                 crossing += 1;
             }
-            if let Some(&rid) = self.held.get(&r.id)
-                && !held_for.contains(&rid)
+            // Only a free resource is held.
+            if flags & LOCKED == 0
+                && let Some(&rid) = self.held.get(&id)
+                && seen.insert(rid)
             {
                 held_for.push(rid);
             }

@@ -13,14 +13,15 @@
 //! which is compacted away once it outweighs the live data.
 
 use std::cell::OnceCell;
-use std::collections::{BTreeMap, HashMap};
 
 use memchr::memmem;
 
 use super::clock::Timestamp;
 use super::resource::{Resource, ResourceId};
+use super::table::ResourceTable;
 
-/// A tag's number in [`Columns`] (interned once, never reused).
+/// A tag's number, interned by the [`TagIndex`](super::tags::TagIndex) while some
+/// resource carries the tag.
 pub(crate) type TagNo = u32;
 
 /// How many tag numbers a row keeps inline: most resources carry a few tags, and
@@ -37,6 +38,11 @@ pub(crate) type Flags = u8;
 pub(crate) const LIVE: Flags = 1;
 pub(crate) const LOCKED: Flags = 2;
 pub(crate) const IN_SERVICE: Flags = 4;
+/// A maintenance window is scheduled or open: whether a lock fits before it needs the
+/// resource itself.
+pub(crate) const WINDOW: Flags = 8;
+/// Removed from the descriptor while locked: lent to no one again.
+pub(crate) const RETIRING: Flags = 16;
 
 /// Where one resource's name, lower-cased name and tags are in the buffers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -82,6 +88,8 @@ pub(crate) struct Columns {
     spans: Vec<Spans>,
     /// Each resource's tag numbers when they fit, else [`MORE_TAGS`] first.
     inline_tags: Vec<[TagNo; INLINE_TAGS]>,
+    /// Each resource's `max-lock-duration`, in seconds.
+    max_lock: Vec<u64>,
     live: usize,
     /// Every name, back to back.
     names: String,
@@ -91,9 +99,9 @@ pub(crate) struct Columns {
     /// maps back to its resource with these. Entries whose row now points elsewhere are
     /// stale and skipped.
     folded_starts: Vec<(u32, ResourceId)>,
-    /// Every row's tag numbers, back to back.
+    /// Every row's tag numbers, back to back, each row's in ascending order (a lookup is
+    /// a binary search, whatever the number of tags).
     tags: Vec<TagNo>,
-    tag_numbers: HashMap<String, TagNo>,
     /// Live resources in name order (`sort=name`), built by the first query that needs
     /// it, then kept in step by each insert and remove (a binary search and a move of
     /// the tail: microseconds at 100 000). Lazy so that loading a lab of 100 000 costs no
@@ -104,14 +112,17 @@ pub(crate) struct Columns {
 }
 
 impl Columns {
-    /// Files `resource`, or re-files it after its spec changed.
-    pub(crate) fn insert(&mut self, resource: &Resource) {
+    /// Files `resource`, whose tags have the numbers `tags` (in ascending order), or
+    /// re-files it after its spec changed.
+    pub(crate) fn insert(&mut self, resource: &Resource, tags: &[TagNo]) {
+        debug_assert!(tags.is_sorted(), "tag numbers in ascending order");
         let index = resource.id.get() as usize;
         if self.flags.len() <= index {
             self.flags.resize(index + 1, 0);
             self.expires.resize(index + 1, None);
             self.spans.resize(index + 1, Spans::default());
             self.inline_tags.resize(index + 1, [NO_TAG; INLINE_TAGS]);
+            self.max_lock.resize(index + 1, 0);
         }
         if self.is_live(resource.id) {
             self.remove(resource.id);
@@ -125,42 +136,45 @@ impl Columns {
         let folded = Span::of(self.folded.as_bytes(), at);
         self.folded.push('\0');
         self.folded_starts.push((folded.at, resource.id));
-        let at = self.tags.len();
-        for tag in &resource.spec.tags {
-            let number = match self.tag_numbers.get(tag) {
-                Some(&number) => number,
-                None => {
-                    let next = TagNo::try_from(self.tag_numbers.len())
-                        .ok()
-                        .filter(|&n| n < MORE_TAGS)
-                        .expect("fewer than 4e9 tags");
-                    self.tag_numbers.insert(tag.clone(), next);
-                    next
-                }
-            };
-            self.tags.push(number);
-        }
-        let tags = Span::of(&self.tags, at);
-        let mut inline = [NO_TAG; INLINE_TAGS];
-        match &self.tags[tags.range()] {
-            numbers if numbers.len() <= INLINE_TAGS => {
-                inline[..numbers.len()].copy_from_slice(numbers);
-            }
-            _ => inline[0] = MORE_TAGS,
-        }
-        self.inline_tags[index] = inline;
+        let tags = self.file_tags(index, tags);
         self.spans[index] = Spans {
             name: name_span,
             folded,
             tags,
         };
         self.flags[index] = LIVE;
+        self.max_lock[index] = resource.spec.max_lock_duration.as_secs();
         self.live += 1;
         if let Some(at) = self.name_position(name) {
             let order = self.name_order.get_mut().expect("built");
             order.insert(at, resource.id);
         }
         self.refresh(resource);
+    }
+
+    /// Appends a row's tag numbers (ascending) and fills its inline ones.
+    fn file_tags(&mut self, index: usize, numbers: &[TagNo]) -> Span {
+        let at = self.tags.len();
+        self.tags.extend_from_slice(numbers);
+        let mut inline = [NO_TAG; INLINE_TAGS];
+        if numbers.len() <= INLINE_TAGS {
+            inline[..numbers.len()].copy_from_slice(numbers);
+        } else {
+            inline[0] = MORE_TAGS;
+        }
+        self.inline_tags[index] = inline;
+        Span::of(&self.tags, at)
+    }
+
+    /// Gives live resource `id` new tag numbers (ascending); its name stays where it is.
+    pub(crate) fn retag(&mut self, id: ResourceId, numbers: &[TagNo]) {
+        debug_assert!(numbers.is_sorted(), "tag numbers in ascending order");
+        let index = id.get() as usize;
+        self.garbage += self.spans[index].tags.len as usize;
+        self.spans[index].tags = self.file_tags(index, numbers);
+        if self.garbage > 64 * 1024 && self.garbage > self.names.len() {
+            self.compact();
+        }
     }
 
     /// Follows a change of lock or service state.
@@ -173,8 +187,19 @@ impl Columns {
         if resource.in_service() {
             flags |= IN_SERVICE;
         }
+        if resource.maintenance.is_some() {
+            flags |= WINDOW;
+        }
+        if resource.retiring {
+            flags |= RETIRING;
+        }
         self.flags[index] = flags;
         self.expires[index] = resource.lease().map(|l| l.expires_at);
+    }
+
+    /// Follows a change of `max-lock-duration` alone.
+    pub(crate) fn max_lock_changed(&mut self, resource: &Resource) {
+        self.max_lock[resource.id.get() as usize] = resource.spec.max_lock_duration.as_secs();
     }
 
     pub(crate) fn remove(&mut self, id: ResourceId) {
@@ -239,6 +264,12 @@ impl Columns {
         self.flags(id) & LIVE != 0
     }
 
+    /// The `max-lock-duration` of a live resource, in seconds.
+    #[inline]
+    pub(crate) fn max_lock_secs(&self, id: ResourceId) -> u64 {
+        self.max_lock[id.get() as usize]
+    }
+
     /// The expiry of the lock on `id`, if it is locked.
     pub(crate) fn expires_at(&self, id: ResourceId) -> Option<Timestamp> {
         self.expires.get(id.get() as usize).copied().flatten()
@@ -279,25 +310,22 @@ impl Columns {
         &self.folded.as_bytes()[self.spans[id.get() as usize].folded.range()]
     }
 
-    /// The tag numbers of a live resource.
+    /// The tag numbers of a live resource, in ascending order.
     pub(crate) fn tags(&self, id: ResourceId) -> &[TagNo] {
         &self.tags[self.spans[id.get() as usize].tags.range()]
     }
 
-    /// Whether the live resource `id` carries tag number `tag`.
+    /// Whether the live resource `id` carries tag number `tag`: a look at the inline
+    /// numbers, or a binary search, so a resource with many tags costs no more than
+    /// `log2` of their number.
     #[inline]
     pub(crate) fn has_tag(&self, id: ResourceId, tag: TagNo) -> bool {
         let inline = &self.inline_tags[id.get() as usize];
         if inline[0] == MORE_TAGS {
-            self.tags(id).contains(&tag)
+            self.tags(id).binary_search(&tag).is_ok()
         } else {
             inline.contains(&tag)
         }
-    }
-
-    /// The number of `tag`; `None` when no resource ever carried it.
-    pub(crate) fn tag_number(&self, tag: &str) -> Option<TagNo> {
-        self.tag_numbers.get(tag).copied()
     }
 
     /// Live resources in name order (byte order; names are unique).
@@ -351,8 +379,9 @@ impl Columns {
         found
     }
 
-    /// Panics unless the columns agree with `resources` (test support).
-    pub(crate) fn check_against(&self, resources: &BTreeMap<ResourceId, Resource>) {
+    /// Panics unless the columns agree with `resources`, whose tags have the numbers
+    /// `number` gives (test support).
+    pub(crate) fn check_against(&self, resources: &ResourceTable, number: impl Fn(&str) -> TagNo) {
         assert_eq!(self.live, resources.len(), "live rows");
         if let Some(order) = self.name_order.get() {
             let mut by_name: Vec<(&String, ResourceId)> =
@@ -371,13 +400,21 @@ impl Columns {
                 r.spec.name.to_lowercase().as_bytes(),
                 "{id}: folded name"
             );
-            let tags: Vec<TagNo> = r.spec.tags.iter().map(|t| self.tag_numbers[t]).collect();
+            let mut tags: Vec<TagNo> = r.spec.tags.iter().map(|t| number(t)).collect();
+            tags.sort_unstable();
             assert_eq!(self.tags(id), tags, "{id}: tags");
             for n in &tags {
                 assert!(self.has_tag(id, *n), "{id}: inline tags");
             }
             assert_eq!(flags & LOCKED != 0, r.is_locked(), "{id}: locked");
             assert_eq!(flags & IN_SERVICE != 0, r.in_service(), "{id}: in service");
+            assert_eq!(flags & WINDOW != 0, r.maintenance.is_some(), "{id}: window");
+            assert_eq!(flags & RETIRING != 0, r.retiring, "{id}: retiring");
+            assert_eq!(
+                self.max_lock_secs(id),
+                r.spec.max_lock_duration.as_secs(),
+                "{id}: max-lock-duration"
+            );
             assert_eq!(
                 self.expires_at(id),
                 r.lease().map(|l| l.expires_at),
@@ -397,29 +434,58 @@ mod tests {
         Resource::new(ResourceId::new(n), spec, Origin::Api)
     }
 
-    fn filed(resources: &[Resource]) -> BTreeMap<ResourceId, Resource> {
-        resources.iter().map(|r| (r.id, r.clone())).collect()
+    fn filed(resources: &[Resource]) -> ResourceTable {
+        let mut table = ResourceTable::default();
+        for r in resources {
+            table.insert(r.clone());
+        }
+        table
+    }
+
+    /// Tag numbers in order of first use, as the tag index gives them out.
+    #[derive(Default)]
+    struct Numbers(std::collections::HashMap<String, TagNo>);
+
+    impl Numbers {
+        fn of(&mut self, tag: &str) -> TagNo {
+            let next = self.0.len() as TagNo;
+            *self.0.entry(tag.to_owned()).or_insert(next)
+        }
+
+        fn sorted(&mut self, r: &Resource) -> Vec<TagNo> {
+            let mut numbers: Vec<TagNo> = r.spec.tags.iter().map(|t| self.of(t)).collect();
+            numbers.sort_unstable();
+            numbers
+        }
+
+        fn insert(&mut self, columns: &mut Columns, r: &Resource) {
+            let numbers = self.sorted(r);
+            columns.insert(r, &numbers);
+        }
+
+        fn check(&self, columns: &Columns, resources: &[Resource]) {
+            columns.check_against(&filed(resources), |t| self.0[t]);
+        }
     }
 
     #[test]
     fn a_refiled_resource_is_found_by_its_new_tags_and_once_by_name() {
         let mut columns = Columns::default();
+        let mut numbers = Numbers::default();
         let (a, b) = (resource(1, "Alpha", &["x"]), resource(2, "beta", &["y"]));
-        columns.insert(&a);
-        columns.insert(&b);
+        numbers.insert(&mut columns, &a);
+        numbers.insert(&mut columns, &b);
         assert_eq!(columns.by_name().count(), 2, "the name order is built");
 
-        let a = resource(1, "Alpha", &["y", "z"]);
-        columns.insert(&a);
+        let a = resource(1, "Alpha", &["z", "y"]);
+        numbers.insert(&mut columns, &a);
 
-        columns.check_against(&filed(&[a, b]));
+        numbers.check(&columns, &[a, b]);
         assert_eq!(columns.len(), 2);
         assert_eq!(
             columns.tags(ResourceId::new(1)),
-            [
-                columns.tag_number("y").unwrap(),
-                columns.tag_number("z").unwrap()
-            ]
+            [numbers.of("y"), numbers.of("z")],
+            "in ascending order"
         );
         assert_eq!(columns.names_containing("alph"), [ResourceId::new(1)]);
         assert_eq!(
@@ -433,27 +499,31 @@ mod tests {
     #[test]
     fn tags_beyond_the_inline_ones_are_found_in_the_arena() {
         let mut columns = Columns::default();
+        let mut numbers = Numbers::default();
         let few = resource(1, "few", &["a", "b"]);
-        let many = resource(2, "many", &["a", "b", "c", "d", "e", "f"]);
-        columns.insert(&few);
-        columns.insert(&many);
+        let many = resource(2, "many", &["f", "a", "e", "b", "c", "d"]);
+        numbers.insert(&mut columns, &few);
+        numbers.insert(&mut columns, &many);
 
-        columns.check_against(&filed(&[few, many]));
-        let number = |t| columns.tag_number(t).unwrap();
-        assert!(columns.has_tag(ResourceId::new(2), number("f")));
-        assert!(columns.has_tag(ResourceId::new(2), number("a")));
-        assert!(!columns.has_tag(ResourceId::new(1), number("f")));
-        assert!(columns.has_tag(ResourceId::new(1), number("b")));
+        numbers.check(&columns, &[few, many]);
+        let mut number = |t| numbers.of(t);
+        let (a, b, f, g) = (number("a"), number("b"), number("f"), number("g"));
+        assert!(columns.has_tag(ResourceId::new(2), f));
+        assert!(columns.has_tag(ResourceId::new(2), a));
+        assert!(!columns.has_tag(ResourceId::new(2), g));
+        assert!(!columns.has_tag(ResourceId::new(1), f));
+        assert!(columns.has_tag(ResourceId::new(1), b));
     }
 
     #[test]
     fn removed_resources_are_forgotten_and_their_bytes_compacted_away() {
         let mut columns = Columns::default();
+        let mut numbers = Numbers::default();
         let long = "x".repeat(1000);
         let mut kept = Vec::new();
         for n in 1..=200 {
             let r = resource(n, &format!("{long}-{n}"), &["t"]);
-            columns.insert(&r);
+            numbers.insert(&mut columns, &r);
             kept.push(r);
         }
         assert_eq!(columns.by_name().count(), 200, "the name order is built");
@@ -461,7 +531,7 @@ mod tests {
             columns.remove(r.id);
         }
 
-        columns.check_against(&filed(&kept));
+        numbers.check(&columns, &kept);
         assert_eq!(
             columns.garbage, 0,
             "compacted once garbage outweighed live data"

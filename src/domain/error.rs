@@ -162,6 +162,22 @@ pub enum DomainError {
     /// Deleting a locked resource without force: the lock would be broken.
     #[error("resource {0} is locked")]
     ResourceLocked(ResourceId),
+
+    /// A tag list over a limit (`domain::tags`): too many tags, or one too long.
+    #[error("{0}")]
+    InvalidTags(String),
+
+    /// One request asks for more resources, over all its groups, than any request may.
+    #[error("{total} resources asked for in one request, over the limit of {max}")]
+    TooManyResources { total: u64, max: u32 },
+
+    /// The queue holds as many pending reservations as it may, and this one would wait.
+    #[error("{max} reservations already wait: the queue is full")]
+    QueueFull {
+        max: usize,
+        /// When to try again, in seconds: a hint, not a promise.
+        retry_after_secs: u64,
+    },
 }
 
 /// Why one token of a batch unlock was refused.

@@ -9,15 +9,18 @@ pub mod descriptor;
 pub mod error;
 pub mod events;
 pub mod expr;
+mod idset;
 mod queue;
 pub mod reservation;
 pub mod resource;
-mod tags;
+mod table;
+pub mod tags;
 
 pub use broker::{
-    Broker, DEFAULT_PAGE_LIMIT, EXPIRY_HISTORY, ExpiredLock, Granted, GroupWait, MAX_PAGE_LIMIT,
-    Page, Policy, ReloadReport, ReservationPage, ReservationQuery, ResourcePage, ResourcePatch,
-    ResourceQuery, ResourceSort, Selector, SortOrder, Unavailability, WaitingFor,
+    Broker, DEFAULT_MAX_PENDING, DEFAULT_PAGE_LIMIT, EXPIRY_HISTORY, ExpiredLock, Granted,
+    GroupWait, MAX_PAGE_LIMIT, MAX_RESOURCES_PER_REQUEST, Page, Policy, ReloadDiff, ReloadReport,
+    ReservationPage, ReservationQuery, ResourcePage, ResourcePatch, ResourceQuery, ResourceSort,
+    Selector, SortOrder, Unavailability, WaitingFor,
 };
 pub use clock::{Clock, Timestamp};
 pub use error::{DomainError, TokenRefusal, TokenUse};
@@ -31,3 +34,4 @@ pub use resource::{
     FencingToken, Lease, LockMeta, LockState, LockTerms, LockToken, Maintenance, Origin, Released,
     Resource, ResourceId, ResourceSpec, Ttl,
 };
+pub use table::ResourceSnapshot;

@@ -107,6 +107,16 @@ impl Criteria {
         }
     }
 
+    /// Whether a resource carrying exactly `tags` meets the criteria (for resources
+    /// no longer in the tag index: a changed one's old tags).
+    pub fn matches_tags(&self, tags: &[String]) -> bool {
+        let has = |t: &str| tags.iter().any(|x| x == t);
+        match self {
+            Criteria::Tags(wanted) => wanted.iter().all(|t| has(t)),
+            Criteria::Expr(expr) => expr.matches(has),
+        }
+    }
+
     /// Tags every match carries, for the tag index to narrow candidates. Empty when the
     /// criteria need none in particular (then every resource is a candidate).
     pub fn required_tags(&self) -> Vec<&str> {

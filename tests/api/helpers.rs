@@ -83,12 +83,31 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts the service over `resources`, with its clock at [`T0`].
 pub async fn spawn_app_with(resources: Vec<ResourceSpec>) -> TestApp {
-    start(resources, None, RequestPolicy::default()).await
+    start(resources, Options::default()).await
 }
 
 /// Starts the service over [`lab`], bounding requests by `requests`.
 pub async fn spawn_app_with_requests(requests: RequestPolicy) -> TestApp {
-    start(lab(), None, requests).await
+    start(
+        lab(),
+        Options {
+            requests,
+            ..Options::default()
+        },
+    )
+    .await
+}
+
+/// Starts the service over `resources` with a queue policy of the test's own.
+pub async fn spawn_app_with_policy(resources: Vec<ResourceSpec>, policy: Policy) -> TestApp {
+    start(
+        resources,
+        Options {
+            policy,
+            ..Options::default()
+        },
+    )
+    .await
 }
 
 /// Starts the service over the descriptor at `path`, as `--config path` would: a reload
@@ -97,17 +116,28 @@ pub async fn spawn_app_with_descriptor(path: &Path) -> TestApp {
     let resources = rentabot::config::load_descriptor(path)
         .expect("the test descriptor is valid")
         .resources;
-    start(resources, Some(path.to_owned()), RequestPolicy::default()).await
+    start(
+        resources,
+        Options {
+            descriptor: Some(path.to_owned()),
+            ..Options::default()
+        },
+    )
+    .await
 }
 
-/// Starts the service over `resources`, with `descriptor` as the file a reload reads
-/// (not read now: it may be a FIFO the test writes later), refusing requests as
-/// `requests` says.
-pub async fn start(
-    resources: Vec<ResourceSpec>,
-    descriptor: Option<PathBuf>,
-    requests: RequestPolicy,
-) -> TestApp {
+/// How a test app differs from the default one.
+#[derive(Default)]
+pub struct Options {
+    /// The file a reload reads (not read at start: it may be a FIFO the test writes
+    /// later).
+    pub descriptor: Option<PathBuf>,
+    pub requests: RequestPolicy,
+    pub policy: Policy,
+}
+
+/// Starts the service over `resources`, as `options` say.
+pub async fn start(resources: Vec<ResourceSpec>, options: Options) -> TestApp {
     init_test_log();
     let clock = Arc::new(ManualClock::new(T0));
     let settings = Settings {
@@ -117,9 +147,9 @@ pub async fn start(
         // the tests of this binary run in parallel, each with its own server.
         workers: Some(1),
         handle_signals: false,
-        policy: Policy::default(),
-        descriptor,
-        requests,
+        policy: options.policy,
+        descriptor: options.descriptor,
+        requests: options.requests,
         ..Settings::default()
     };
     let app = app::build(&settings, resources, clock.clone()).expect("the test app builds");

@@ -137,7 +137,14 @@ async fn concurrent_requests_with_one_key_run_once_and_both_get_the_first_answer
         .status()
         .expect("mkfifo runs");
     assert!(made.success());
-    let app = start(lab(), Some(fifo.clone()), Default::default()).await;
+    let app = start(
+        lab(),
+        Options {
+            descriptor: Some(fifo.clone()),
+            ..Options::default()
+        },
+    )
+    .await;
     let reload = || {
         app.client
             .post(app.url("/api/v1/admin/reload"))

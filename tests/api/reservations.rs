@@ -443,8 +443,8 @@ async fn groups_are_granted_together_and_reported_per_group() {
     assert_eq!(
         body["groups"],
         json!([
-            {"tags": ["linux"], "quantity": 2, "resource_ids": [X86_1, ARM_2]},
-            {"expr": "arm && !x86", "quantity": 1, "resource_ids": [ARM_1]},
+            {"tags": ["linux"], "quantity": 2, "resource_ids": [ARM_1, X86_1]},
+            {"expr": "arm && !x86", "quantity": 1, "resource_ids": [ARM_2]},
         ])
     );
 }

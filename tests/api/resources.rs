@@ -1,5 +1,6 @@
 //! Reading resources: `GET /api/v1/resources` and `GET /api/v1/resources/{id}`.
 
+use rentabot::domain::ResourceSpec;
 use serde_json::json;
 
 use crate::helpers::{ARM_1, COFFEE, PRINTER, RESOURCE_KEYS, UNKNOWN, keys, spawn_app};
@@ -59,6 +60,30 @@ async fn list_keeps_the_1_0_keys_in_1_0_order_when_serialized() {
     let body = app.get("/api/v1/resources").await.expect_json(200);
 
     for resource in body["resources"].as_array().unwrap() {
+        assert_eq!(keys(resource), RESOURCE_KEYS, "{resource}");
+    }
+}
+
+#[tokio::test]
+async fn a_list_too_long_for_one_piece_is_streamed_whole_and_in_order() {
+    let lab: Vec<ResourceSpec> = (1..=300)
+        .map(|i| ResourceSpec::named(format!("board-{i}")).with_tags(&["ci"]))
+        .collect();
+    let app = crate::helpers::spawn_app_with(lab).await;
+    app.locked(7, 60).await;
+
+    let reply = app.get("/api/v1/resources").await;
+
+    assert_eq!(reply.header("content-type"), "application/json");
+    let body = reply.expect_json(200);
+    let resources = body["resources"].as_array().unwrap();
+    let ids: Vec<u64> = resources
+        .iter()
+        .map(|r| r["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, (1..=300).collect::<Vec<u64>>());
+    assert_eq!(resources[6]["lock-details"], "Resource locked");
+    for resource in resources {
         assert_eq!(keys(resource), RESOURCE_KEYS, "{resource}");
     }
 }

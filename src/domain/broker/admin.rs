@@ -41,6 +41,133 @@ pub struct ResourcePatch {
     pub max_lock_duration: Option<Ttl>,
 }
 
+/// Resources that changed or went since the waiters were last re-examined (see
+/// [`Broker::end_unsatisfiable`]), by the tags they had; past a few, every waiter is
+/// re-examined instead of matching each against each.
+#[derive(Debug, Default)]
+pub(super) enum Recheck {
+    #[default]
+    Nobody,
+    Tags(Vec<Vec<String>>),
+    Everyone,
+}
+
+/// How many changed resources are remembered by their tags; past that, every waiter is
+/// re-examined.
+const RECHECK_BY_TAGS: usize = 4_096;
+
+/// The most (changed resource, waiters' criteria) pairs matched one by one (tens of
+/// nanoseconds each); past that, every waiter is re-examined instead.
+const RECHECK_PAIRS: usize = 100_000;
+
+impl Recheck {
+    /// A resource that had `tags` changed what it can serve, or went.
+    pub(super) fn add(&mut self, tags: &[String]) {
+        match self {
+            Recheck::Nobody => *self = Recheck::Tags(vec![tags.to_vec()]),
+            Recheck::Tags(old) if old.len() < RECHECK_BY_TAGS => old.push(tags.to_vec()),
+            Recheck::Tags(_) | Recheck::Everyone => *self = Recheck::Everyone,
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        matches!(self, Recheck::Nobody)
+    }
+}
+
+/// Refuses a resource's tag list over the limits (`domain::tags`).
+fn check_resource_tags(tags: &[String]) -> Result<(), DomainError> {
+    tags::check_tags(tags, tags::MAX_TAGS_PER_RESOURCE, "a resource")
+        .map_err(DomainError::InvalidTags)
+}
+
+/// A re-read descriptor compared with the lab: what a reload has to change.
+///
+/// Comparing 100 000 specs takes tens of milliseconds; the runtime does it outside the
+/// broker mutex, against a snapshot, and the broker then applies only the differences
+/// ([`Broker::apply_reload`]): its time follows what changed, not the size of the lab.
+#[derive(Debug)]
+pub struct ReloadDiff {
+    /// The file's specs in file order, each with what it is to the lab.
+    specs: Vec<(ResourceSpec, Verdict)>,
+    /// Indexes into `specs` of the new and the differing ones.
+    changed: Vec<usize>,
+    /// Descriptor resources the file no longer names, in id order.
+    gone: Vec<ResourceId>,
+    unchanged: usize,
+    /// [`Broker::spec_version`] when compared.
+    version: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    New,
+    Same,
+    Differs(ResourceId),
+}
+
+impl ReloadDiff {
+    /// Compares `specs` (a validated descriptor: unique names) with `snapshot`, taken at
+    /// [`Broker::spec_version`] `version`. Pure: call it without the broker.
+    pub fn new(snapshot: &ResourceSnapshot, version: u64, specs: Vec<ResourceSpec>) -> Self {
+        let by_name: HashMap<&str, ResourceId> = snapshot
+            .iter()
+            .map(|r| (r.spec.name.as_str(), r.id))
+            .collect();
+        Self::compare(
+            snapshot.iter(),
+            |name| by_name.get(name).copied(),
+            specs,
+            version,
+        )
+    }
+
+    /// One hash lookup per name, then one walk over the resources (in id order) beside
+    /// the ids the file names (sorted), which tells what the file dropped and which
+    /// named resources differ from it.
+    fn compare<'a>(
+        resources: impl Iterator<Item = &'a Resource>,
+        id_of: impl Fn(&str) -> Option<ResourceId>,
+        specs: Vec<ResourceSpec>,
+        version: u64,
+    ) -> Self {
+        let ids: Vec<Option<ResourceId>> = specs.iter().map(|s| id_of(&s.name)).collect();
+        let mut named: Vec<(ResourceId, usize)> = ids
+            .iter()
+            .enumerate()
+            .filter_map(|(i, id)| id.map(|id| (id, i)))
+            .collect();
+        named.sort_unstable();
+        let mut verdicts: Vec<Verdict> = vec![Verdict::New; specs.len()];
+        let mut gone = Vec::new();
+        let mut unchanged = 0;
+        let mut named = named.into_iter().peekable();
+        for r in resources {
+            match named.next_if(|&(id, _)| id == r.id) {
+                Some((_, i))
+                    if r.spec == specs[i] && !r.retiring && r.origin == Origin::Descriptor =>
+                {
+                    verdicts[i] = Verdict::Same;
+                    unchanged += 1;
+                }
+                Some((id, i)) => verdicts[i] = Verdict::Differs(id),
+                None if r.origin == Origin::Descriptor => gone.push(r.id),
+                None => {} // created through the API: left alone
+            }
+        }
+        let changed = (0..specs.len())
+            .filter(|&i| verdicts[i] != Verdict::Same)
+            .collect();
+        ReloadDiff {
+            specs: specs.into_iter().zip(verdicts).collect(),
+            changed,
+            gone,
+            unchanged,
+            version,
+        }
+    }
+}
+
 /// What a reload did, by resource name (file order for `added` and `updated`, id order
 /// for the others).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -64,13 +191,15 @@ impl Broker {
     /// waiting reservation at once.
     ///
     /// # Errors
-    /// `NameTaken` when another resource has the name.
+    /// `InvalidTags` over the tag limits; `NameTaken` when another resource has the
+    /// name.
     pub fn add_resource(
         &mut self,
         spec: ResourceSpec,
         now: Timestamp,
     ) -> Result<ResourceId, DomainError> {
         self.expire_due(now);
+        check_resource_tags(&spec.tags)?;
         if let Some(&id) = self.by_name.get(&spec.name) {
             return Err(DomainError::NameTaken {
                 name: spec.name,
@@ -87,7 +216,7 @@ impl Broker {
     /// changed, by wire name (empty when nothing did).
     ///
     /// # Errors
-    /// `ResourceNotFound`.
+    /// `ResourceNotFound`; `InvalidTags` over the tag limits.
     pub fn update_resource(
         &mut self,
         id: ResourceId,
@@ -95,6 +224,9 @@ impl Broker {
         now: Timestamp,
     ) -> Result<Vec<Field>, DomainError> {
         self.expire_due(now);
+        if let Some(tags) = &patch.tags {
+            check_resource_tags(tags)?;
+        }
         let current = &self
             .resources
             .get(&id)
@@ -144,42 +276,45 @@ impl Broker {
     /// Merges a re-read descriptor by name (see the module documentation). Ids of the
     /// resources that stay do not change; no held lock is broken.
     ///
-    /// `specs` come from a validated descriptor: names are unique.
+    /// `specs` come from a validated descriptor: names are unique. This compares and
+    /// applies in one go; the runtime compares outside the broker mutex instead
+    /// ([`ReloadDiff::new`], then [`Broker::apply_reload`]).
     pub fn reload(&mut self, specs: Vec<ResourceSpec>, now: Timestamp) -> ReloadReport {
         self.expire_due(now);
-        let mut report = ReloadReport::default();
-        // At 100 000 resources this runs for milliseconds under the broker mutex, so it
-        // avoids a lookup per resource: one hash lookup per name, then one ordered walk
-        // over the resources beside the ids the file names (both in id order) tells
-        // what the file dropped and which named resources differ from it.
-        let ids: Vec<Option<ResourceId>> = specs
-            .iter()
-            .map(|s| self.by_name.get(&s.name).copied())
-            .collect();
-        let mut named: Vec<(ResourceId, usize)> = ids
-            .iter()
-            .enumerate()
-            .filter_map(|(i, id)| id.map(|id| (id, i)))
-            .collect();
-        named.sort_unstable();
-        let mut differs = vec![false; specs.len()];
-        let mut gone = Vec::new();
-        let mut named = named.into_iter().peekable();
-        for r in self.resources.values() {
-            match named.next_if(|&(id, _)| id == r.id) {
-                Some((_, i))
-                    if r.spec == specs[i] && !r.retiring && r.origin == Origin::Descriptor =>
-                {
-                    report.unchanged += 1;
-                }
-                Some((_, i)) => differs[i] = true,
-                None if r.origin == Origin::Descriptor => gone.push(r.id),
-                None => {} // created through the API: left alone
-            }
+        let mut diff = self.diff(specs);
+        self.apply_reload(&mut diff, now)
+    }
+
+    /// A number that changes whenever a resource is added, removed, or changes its
+    /// spec, origin or retiring state: a [`ReloadDiff`] made at one version applies
+    /// as is only at the same version.
+    pub fn spec_version(&self) -> u64 {
+        self.spec_version
+    }
+
+    /// Applies a reload compared at [`Broker::spec_version`] `diff.version`: only what
+    /// differs is touched, so the broker's time follows the changes, not the lab. If
+    /// the lab changed since, the comparison is made again first. The specs left in
+    /// `diff` (the unchanged ones) are the caller's to drop, outside the mutex.
+    pub fn apply_reload(&mut self, diff: &mut ReloadDiff, now: Timestamp) -> ReloadReport {
+        self.expire_due(now);
+        if diff.version != self.spec_version {
+            let specs = std::mem::take(&mut diff.specs)
+                .into_iter()
+                .map(|(spec, _)| spec)
+                .collect();
+            *diff = self.diff(specs);
         }
+        let mut report = ReloadReport {
+            unchanged: diff.unchanged,
+            ..ReloadReport::default()
+        };
         // Removals first, so that a hold they release can go to a waiter in this step.
-        for id in gone {
-            let resource = self.resources.get_mut(&id).expect("listed above");
+        for &id in &diff.gone {
+            let resource = self
+                .resources
+                .get_mut(&id)
+                .expect("compared at this version");
             let name = resource.spec.name.clone();
             if !resource.is_locked() {
                 self.forget(id, now);
@@ -190,7 +325,8 @@ impl Broker {
                 resource.retiring = true;
                 self.tags.refresh(resource);
                 self.queue_dirty = true;
-                self.recheck_waiters = true;
+                self.recheck.add(&resource.spec.tags);
+                self.spec_version += 1;
                 self.events.push(Event::ResourceRetiring {
                     resource: id,
                     name: name.clone(),
@@ -199,15 +335,15 @@ impl Broker {
             }
             report.retiring.push(name);
         }
-        for ((spec, id), differs) in specs.into_iter().zip(ids).zip(differs) {
-            let Some(id) = id else {
+        for &at in &diff.changed {
+            let (spec, verdict) = &mut diff.specs[at];
+            // An empty name allocates nothing: the spec moves out, a husk stays.
+            let spec = std::mem::replace(spec, ResourceSpec::named(String::new()));
+            let Verdict::Differs(id) = *verdict else {
                 report.added.push(spec.name.clone());
                 self.add(spec, Origin::Descriptor, now);
                 continue;
             };
-            if !differs {
-                continue; // counted unchanged above
-            }
             let name = spec.name.clone();
             let mut fields = self.respecify(id, spec);
             let resource = self.resources.get_mut(&id).expect("indexed by name");
@@ -227,6 +363,16 @@ impl Broker {
         }
         self.serve_queue_if_dirty(now);
         report
+    }
+
+    /// Compares `specs` with the lab, under the mutex (see [`ReloadDiff::new`]).
+    fn diff(&self, specs: Vec<ResourceSpec>) -> ReloadDiff {
+        ReloadDiff::compare(
+            self.resources.values(),
+            |name| self.by_name.get(name).copied(),
+            specs,
+            self.spec_version,
+        )
     }
 
     /// Files a new resource and records it. The queue is dirty: it may serve a waiter.
@@ -260,6 +406,7 @@ impl Broker {
         if old.endpoint != spec.endpoint {
             fields.push("endpoint");
         }
+        self.spec_version += 1;
         let retagged = old.tags != spec.tags;
         if retagged {
             fields.push("tags");
@@ -267,18 +414,19 @@ impl Broker {
         if old.max_lock_duration != spec.max_lock_duration {
             fields.push("max-lock-duration");
         }
-        if retagged {
-            self.tags.remove(resource);
-            resource.spec = spec;
-            self.tags.insert(resource);
-        } else {
-            resource.spec = spec;
-        }
-        if retagged || fields.contains(&"max-lock-duration") {
+        let max_changed = old.max_lock_duration != spec.max_lock_duration;
+        if retagged || max_changed {
             // Who the resource can serve changed: it may let a waiter in, move the holds,
             // or leave a waiter nothing that could ever serve it.
             self.queue_dirty = true;
-            self.recheck_waiters = true;
+            self.recheck.add(&old.tags);
+        }
+        resource.spec = spec;
+        if retagged {
+            self.tags.retag(resource);
+        }
+        if max_changed {
+            self.tags.max_lock_changed(resource);
         }
         fields
     }
@@ -307,7 +455,8 @@ impl Broker {
         self.tags.remove(&resource);
         self.held.remove(&id);
         self.queue_dirty = true;
-        self.recheck_waiters = true;
+        self.spec_version += 1;
+        self.recheck.add(&resource.spec.tags);
         self.events.push(Event::ResourceRemoved {
             resource: id,
             name: resource.spec.name.clone(),
@@ -329,17 +478,42 @@ impl Broker {
                 self.forget(id, now);
             }
         }
-        if std::mem::take(&mut self.recheck_waiters) {
-            self.end_unsatisfiable(now);
+        let recheck = std::mem::take(&mut self.recheck);
+        if !recheck.is_empty() {
+            self.end_unsatisfiable(recheck, now);
         }
     }
 
     /// Ends every pending reservation that no remaining resource could ever serve.
-    fn end_unsatisfiable(&mut self, now: Timestamp) {
+    /// Only waiters asking by criteria that a changed or removed resource met (under
+    /// its old tags) can have lost anything: the others are not looked at.
+    fn end_unsatisfiable(&mut self, recheck: Recheck, now: Timestamp) {
+        let affected: Vec<bool> = match recheck {
+            Recheck::Nobody => return,
+            Recheck::Everyone => vec![true; self.queue.criteria_count()],
+            Recheck::Tags(old) if old.len() * self.queue.criteria_count() > RECHECK_PAIRS => {
+                vec![true; self.queue.criteria_count()]
+            }
+            Recheck::Tags(old) => {
+                let mut affected = vec![false; self.queue.criteria_count()];
+                for (number, criteria) in self.queue.every_criteria() {
+                    affected[number] = old.iter().any(|tags| criteria.matches_tags(tags));
+                }
+                affected
+            }
+        };
         // Waiters asking the same thing get the same answer: judge each request once.
         let mut verdicts: HashMap<(Shape, Vec<u32>), bool> = HashMap::new();
         let mut doomed = Vec::new();
         for (id, shape) in self.queue.in_order(now, self.policy.aging) {
+            if !self
+                .queue
+                .shape_criteria(shape)
+                .iter()
+                .any(|&c| affected[c])
+            {
+                continue;
+            }
             let request = &self.reservations[&id].request;
             let quantities = request.groups.iter().map(|g| g.quantity).collect();
             let servable = *verdicts.entry((shape, quantities)).or_insert_with(|| {
@@ -362,7 +536,7 @@ impl Broker {
             "retired resources are gone before an operation returns"
         );
         assert!(
-            !self.recheck_waiters,
+            self.recheck.is_empty(),
             "waiters are re-examined before returning"
         );
         for r in self.resources.values() {
@@ -374,8 +548,7 @@ impl Broker {
         }
         assert!(
             self.resources
-                .keys()
-                .next_back()
+                .last_id()
                 .is_none_or(|id| id.get() < self.next_id),
             "ids are never reused"
         );

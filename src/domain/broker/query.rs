@@ -23,9 +23,9 @@ use std::ops::Range;
 use memchr::memmem;
 
 use super::*;
-use crate::domain::columns::{Columns, Flags, IN_SERVICE, LIVE, LOCKED, TagNo};
-use crate::domain::expr::Expr;
+use crate::domain::columns::{Columns, Flags, LIVE};
 use crate::domain::reservation::{Priority, ReservationStatus};
+use crate::domain::tags::TagTest;
 
 /// The largest page a query may ask for. Keeps one answer, and the time the broker's
 /// mutex is held for it, bounded.
@@ -116,7 +116,7 @@ pub struct ResourcePage {
     /// Every match, on every page.
     pub total: usize,
     /// This page's matches, in the query's order.
-    pub items: Vec<Resource>,
+    pub items: Vec<Arc<Resource>>,
 }
 
 /// Which reservations a list shows, and which page of them. Their order is the list's
@@ -138,7 +138,7 @@ pub struct ReservationQuery {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReservationPage {
     pub total: usize,
-    pub items: Vec<(Reservation, Option<usize>)>,
+    pub items: Vec<(Arc<Reservation>, Option<usize>)>,
 }
 
 /// The filters of a [`ResourceQuery`], compiled against the [`Columns`]: checking a
@@ -156,7 +156,7 @@ struct RowFilter<'q> {
 }
 
 impl<'q> RowFilter<'q> {
-    fn new(query: &ResourceQuery, folded_name: Option<&'q str>, columns: &Columns) -> Self {
+    fn new(query: &ResourceQuery, folded_name: Option<&'q str>, tags: &TagIndex) -> Self {
         let mut want = LIVE;
         let mut mask = LIVE;
         for (filter, flag) in [(query.locked, LOCKED), (query.in_service, IN_SERVICE)] {
@@ -170,11 +170,7 @@ impl<'q> RowFilter<'q> {
         RowFilter {
             want,
             mask,
-            criteria: query
-                .criteria
-                .iter()
-                .map(|c| TagTest::new(c, columns))
-                .collect(),
+            criteria: query.criteria.iter().map(|c| tags.compile(c)).collect(),
             name: folded_name.map(memmem::Finder::new),
         }
     }
@@ -228,11 +224,7 @@ impl<'q> RowFilter<'q> {
     #[inline]
     fn admits(&self, id: ResourceId, flags: Flags, columns: &Columns) -> bool {
         flags & self.mask == self.want
-            && self.criteria.iter().all(|c| match c {
-                // The common case, without the recursive call.
-                TagTest::AllOf(numbers) => numbers.iter().all(|&n| columns.has_tag(id, n)),
-                other => other.holds(&|tag| columns.has_tag(id, tag)),
-            })
+            && self.criteria.iter().all(|c| c.admits(id, columns))
             && self
                 .name
                 .as_ref()
@@ -241,54 +233,6 @@ impl<'q> RowFilter<'q> {
 
     fn admits_id(&self, id: ResourceId, columns: &Columns) -> bool {
         self.admits(id, columns.flags(id), columns)
-    }
-}
-
-/// [`Criteria`] over tag numbers.
-#[derive(Clone)]
-enum TagTest {
-    /// Every one of these tags (a tag list, the common case, checked without recursion).
-    AllOf(Vec<TagNo>),
-    /// `None`: a tag no resource carries.
-    Tag(Option<TagNo>),
-    Not(Box<TagTest>),
-    All(Vec<TagTest>),
-    Any(Vec<TagTest>),
-}
-
-impl TagTest {
-    fn new(criteria: &Criteria, columns: &Columns) -> Self {
-        match criteria {
-            Criteria::Tags(tags) => {
-                match tags.iter().map(|t| columns.tag_number(t)).collect() {
-                    Some(numbers) => TagTest::AllOf(numbers),
-                    // A tag no resource carries: nothing matches.
-                    None => TagTest::Tag(None),
-                }
-            }
-            Criteria::Expr(expr) => Self::of_expr(expr, columns),
-        }
-    }
-
-    fn of_expr(expr: &Expr, columns: &Columns) -> Self {
-        let all = |operands: &[Expr]| operands.iter().map(|e| Self::of_expr(e, columns)).collect();
-        match expr {
-            Expr::Tag(tag) => TagTest::Tag(columns.tag_number(tag)),
-            Expr::Not(inner) => TagTest::Not(Box::new(Self::of_expr(inner, columns))),
-            Expr::And(operands) => TagTest::All(all(operands)),
-            Expr::Or(operands) => TagTest::Any(all(operands)),
-        }
-    }
-
-    /// Whether a resource that `has` exactly the tags it has passes.
-    fn holds(&self, has: &impl Fn(TagNo) -> bool) -> bool {
-        match self {
-            TagTest::AllOf(numbers) => numbers.iter().all(|&n| has(n)),
-            TagTest::Tag(number) => number.is_some_and(has),
-            TagTest::Not(inner) => !inner.holds(has),
-            TagTest::All(tests) => tests.iter().all(|t| t.holds(has)),
-            TagTest::Any(tests) => tests.iter().any(|t| t.holds(has)),
-        }
     }
 }
 
@@ -433,7 +377,7 @@ impl Broker {
             .as_deref()
             .filter(|n| !n.is_empty())
             .map(str::to_lowercase);
-        let filter = RowFilter::new(query, folded.as_deref(), columns);
+        let filter = RowFilter::new(query, folded.as_deref(), &self.tags);
         // What the candidates do not guarantee. When nothing, they are the matches.
         let rest = filter.beyond_candidates(query, pool);
         let is_exact = rest.is_trivial();
@@ -461,7 +405,6 @@ impl Broker {
                 (ResourceSort::Id, SortOrder::Asc) if is_narrow => Some(
                     candidates
                         .iter()
-                        .copied()
                         .skip(range.start)
                         .take(range.len())
                         .collect(),
@@ -470,7 +413,6 @@ impl Broker {
                     candidates
                         .iter()
                         .rev()
-                        .copied()
                         .skip(range.start)
                         .take(range.len())
                         .collect(),
@@ -514,10 +456,9 @@ impl Broker {
         }
 
         let matches: Vec<ResourceId> = match folded.as_deref() {
-            _ if is_narrow && is_exact => candidates.iter().copied().collect(),
+            _ if is_narrow && is_exact => candidates.iter().collect(),
             _ if is_narrow => candidates
                 .iter()
-                .copied()
                 .filter(|&id| rest.admits_id(id, columns))
                 .collect(),
             // When the candidates are most of the lab, one search over every name beats
@@ -658,7 +599,10 @@ impl Broker {
     fn page_of(&self, total: usize, ids: Vec<ResourceId>) -> ResourcePage {
         ResourcePage {
             total,
-            items: ids.iter().map(|id| self.resources[id].clone()).collect(),
+            items: ids
+                .iter()
+                .map(|id| self.resources.get_shared(id).expect("listed").clone())
+                .collect(),
         }
     }
 
@@ -683,7 +627,7 @@ impl Broker {
             .zip(1..)
             .filter(|_| wants_pending)
             .map(|(id, place)| (&self.reservations[&id], Some(place)));
-        let mut others: Vec<&Reservation> = self
+        let mut others: Vec<&Arc<Reservation>> = self
             .reservations
             .values()
             .filter(|r| r.status != ReservationStatus::Pending && admits(r))

@@ -25,6 +25,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::*;
+use crate::domain::queue::sort_key;
 use crate::domain::reservation::{Allocation, Priority, ReservationRequest, ReservationStatus};
 
 /// Why a pending reservation waits, group by group.
@@ -68,8 +69,10 @@ impl Broker {
     /// its id; read it back with [`Broker::reservation`].
     ///
     /// # Errors
-    /// `NoMatch` when a group matches nothing, `Unsatisfiable` when the request could never
-    /// be served (too few resources match, or allow the TTL).
+    /// `InvalidTags` or `TooManyResources` over the limits; `NoMatch` when a group
+    /// matches nothing, `Unsatisfiable` when the request could never be served (too few
+    /// resources match, or allow the TTL); `QueueFull` when [`Policy::max_pending`]
+    /// reservations wait and this one would too.
     pub fn reserve(
         &mut self,
         request: ReservationRequest,
@@ -80,7 +83,14 @@ impl Broker {
             "the API asks for at least one group"
         );
         self.expire_due(now);
+        check_request(&request.groups)?;
         self.check_satisfiable(&request.groups, request.ttl, now)?;
+        if self.queue.len() >= self.policy.max_pending && !self.would_be_served(&request, now) {
+            return Err(DomainError::QueueFull {
+                max: self.policy.max_pending,
+                retry_after_secs: QUEUE_FULL_RETRY_SECS,
+            });
+        }
         let id = ReservationId::generate();
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -112,14 +122,115 @@ impl Broker {
         if reservation.request.priority > Priority::HIGHEST {
             self.schedule_aging(id, deadline_after(now, self.policy.aging));
         }
-        self.reservations.insert(id, reservation);
+        self.reservations.insert(id, Arc::new(reservation));
         self.events.push(Event::ReservationCreated {
             reservation: id,
             at: now,
         });
-        self.queue_dirty = true;
-        self.serve_queue_if_dirty(now);
+        self.serve_newcomer(id, now);
         Ok(id)
+    }
+
+    /// Serves the queue after reservation `id` joined it, without walking the queue when
+    /// the newcomer alone can change something.
+    ///
+    /// The queue was settled before it came (`expire_due` served it): every waiter ahead
+    /// of it keeps what the last serving gave it, because a waiter's share depends only
+    /// on those ahead of it. So when the newcomer is last in serving order (the common
+    /// case: a new reservation waits behind older ones of its priority), serving is
+    /// deciding its own share from the free resources the others do not hold. When it
+    /// overtakes some (a higher priority), it changes nothing unless some free resource
+    /// not held by those ahead of it could serve it; only then is the whole queue served.
+    fn serve_newcomer(&mut self, id: ReservationId, now: Timestamp) {
+        let settled = !self.queue_dirty && self.recheck.is_empty() && self.retired.is_empty();
+        if settled && self.queue_position(id, now) == Some(self.queue.len()) {
+            match self.decide(id, now, &|r| self.held.contains_key(&r)) {
+                Ok(chosen) => self.fulfil(id, chosen, now),
+                Err((holds, _)) => self.held.extend(holds.into_iter().map(|r| (r, id))),
+            }
+            return;
+        }
+        if !settled || !self.is_inert(id, now) {
+            self.queue_dirty = true;
+            self.serve_queue_if_dirty(now);
+        }
+    }
+
+    /// Whether `request`, were it queued now, would be served at once: the queue is
+    /// settled, so it would be if the free resources not held for the waiters it would
+    /// queue behind serve it.
+    fn would_be_served(&self, request: &ReservationRequest, now: Timestamp) -> bool {
+        let newcomer = (request.priority, self.next_seq);
+        let ahead = |holder: ReservationId| {
+            let r = &self.reservations[&holder];
+            sort_key(
+                r.request.priority,
+                r.seq,
+                r.created_at,
+                now,
+                self.policy.aging,
+            ) < newcomer
+        };
+        self.allocate(&request.groups, request.ttl, Pool::Free, now, |r| {
+            self.held.get(&r).is_none_or(|&w| !ahead(w))
+        })
+        .is_ok()
+    }
+
+    /// Whether waiting reservation `id` finds no free resource that the waiters ahead of
+    /// it do not hold, for any of its groups: then it holds nothing and is not served,
+    /// and those after it find the same as before.
+    fn is_inert(&self, id: ReservationId, now: Timestamp) -> bool {
+        let request = &self.reservations[&id].request;
+        request.groups.iter().all(|group| {
+            self.eligible(
+                &group.criteria,
+                Some(request.ttl),
+                Pool::Free,
+                now,
+                |r| !self.held_ahead_of(r, id, now),
+                1,
+            )
+            .is_empty()
+        })
+    }
+
+    /// Whether free resource `r` is held for a waiter served before waiting reservation
+    /// `id` (at `now`; the queue settled).
+    fn held_ahead_of(&self, r: ResourceId, id: ReservationId, now: Timestamp) -> bool {
+        self.held
+            .get(&r)
+            .is_some_and(|&holder| holder != id && self.is_ahead_of(holder, id, now))
+    }
+
+    /// Whether waiting reservation `a` is served before waiting reservation `b` at `now`.
+    fn is_ahead_of(&self, a: ReservationId, b: ReservationId, now: Timestamp) -> bool {
+        let key = |id| {
+            let r = &self.reservations[&id];
+            sort_key(
+                r.request.priority,
+                r.seq,
+                r.created_at,
+                now,
+                self.policy.aging,
+            )
+        };
+        key(a) < key(b)
+    }
+
+    /// The 1-based place of waiting reservation `id` in serving order at `now` (1.0
+    /// `position_in_queue`); `None` unless it is pending. O(log n), see `domain/queue.rs`.
+    pub fn queue_position(&self, id: ReservationId, now: Timestamp) -> Option<usize> {
+        let r = self.reservations.get(&id)?;
+        (r.status == ReservationStatus::Pending).then(|| {
+            self.queue.position(
+                r.request.priority,
+                r.seq,
+                r.created_at,
+                now,
+                self.policy.aging,
+            )
+        })
     }
 
     /// Confirms a fulfilled reservation: its locks are now the caller's to use and unlock.
@@ -133,7 +244,7 @@ impl Broker {
         now: Timestamp,
     ) -> Result<&Reservation, DomainError> {
         self.expire_due(now);
-        let Some(reservation) = self.reservations.get_mut(&id) else {
+        let Some(reservation) = self.reservation_mut(id) else {
             return Err(match self.ended.get(&id) {
                 Some((EndReason::ClaimExpired, _)) => DomainError::ClaimWindowOver(id),
                 _ => self.missing(id),
@@ -181,12 +292,22 @@ impl Broker {
     }
 
     pub fn reservation(&self, id: ReservationId) -> Option<&Reservation> {
+        self.reservations.get(&id).map(|r| &**r)
+    }
+
+    /// Reservation `id` as the broker shares it: cloning the `Arc` copies nothing.
+    pub fn reservation_shared(&self, id: ReservationId) -> Option<&Arc<Reservation>> {
         self.reservations.get(&id)
     }
 
     /// Every live reservation, in no particular order.
-    pub fn reservations(&self) -> impl ExactSizeIterator<Item = &Reservation> {
+    pub fn reservations(&self) -> impl ExactSizeIterator<Item = &Arc<Reservation>> {
         self.reservations.values()
+    }
+
+    /// The one way to change a live reservation (copied first if a reader shares it).
+    fn reservation_mut(&mut self, id: ReservationId) -> Option<&mut Reservation> {
+        self.reservations.get_mut(&id).map(Arc::make_mut)
     }
 
     /// How and when a recently ended reservation ended.
@@ -221,7 +342,8 @@ impl Broker {
         if reservation.status != ReservationStatus::Pending {
             return None;
         }
-        let ahead = self.plan(now, Some(id)).taken;
+        // What serving gave to those ahead of it: in a settled queue, their holds.
+        let ahead = |r| self.held_ahead_of(r, id, now);
         let ttl = reservation.request.ttl;
         let mut estimate = Some(now);
         let groups = reservation
@@ -239,30 +361,33 @@ impl Broker {
                     free: 0,
                 };
                 let mut expiries = Vec::new();
-                for r in self.matching(&group.criteria, Pool::All) {
-                    if r.spec.max_lock_duration < ttl {
+                let columns = self.tags.columns();
+                for id in self.matching(&group.criteria, Pool::All) {
+                    if !self.allows(id, ttl) {
                         continue;
                     }
                     wait.matching += 1;
+                    let flags = columns.flags(id);
                     // Out of service, or draining for a window this reservation's lock
                     // would cross: no release makes it usable before the window ends.
-                    if !r.in_service() || !r.fits_before_maintenance(ttl, now) {
+                    if flags & IN_SERVICE == 0 || !self.fits(id, ttl, now) {
                         wait.unavailable += 1;
                         continue;
                     }
-                    match r.lease() {
-                        Some(lease) => expiries.push(lease.expires_at),
-                        None if ahead.contains(&r.id) => wait.held_for_earlier += 1,
+                    match columns.expires_at(id) {
+                        Some(expiry) => expiries.push(expiry),
+                        None if ahead(id) => wait.held_for_earlier += 1,
                         None => wait.free += 1,
                     }
                 }
-                expiries.sort_unstable();
                 wait.locked = expiries.len();
-                wait.next_release_at = expiries.first().copied();
+                wait.next_release_at = expiries.iter().min().copied();
                 let missing = (group.quantity as usize).saturating_sub(wait.free);
+                // The `missing`-th earliest expiry, found without sorting them all.
                 let group_estimate = match missing {
                     0 => Some(now),
-                    n => expiries.get(n - 1).copied(),
+                    n if n > expiries.len() => None,
+                    n => Some(*expiries.select_nth_unstable(n - 1).1),
                 };
                 estimate = estimate.zip(group_estimate).map(|(a, b)| a.max(b));
                 wait
@@ -277,7 +402,9 @@ impl Broker {
     /// Whether serving the queue now would change nothing: no waiter could be fulfilled
     /// and the holds are as they should be (test support).
     pub fn is_settled(&self, now: Timestamp) -> bool {
-        let plan = self.plan(now, None);
+        // Without the shortcuts serving takes (skipping waiters known to find nothing,
+        // stopping once everything is taken), so that a wrong shortcut shows.
+        let plan = self.plan_with(now, false);
         plan.fulfil.is_empty() && plan.holds == self.held
     }
 
@@ -293,75 +420,140 @@ impl Broker {
         // Retired resources go, and waiters that can then never be served end, first.
         self.settle_admin(now);
         self.queue_dirty = false;
-        let plan = self.plan(now, None);
+        let plan = self.plan(now);
         self.held = plan.holds;
         for (id, chosen) in plan.fulfil {
             self.fulfil(id, chosen, now);
         }
     }
 
-    /// Walks the queue in order (up to `stop_before`, if given) and decides who is served
-    /// and what is held. Changes nothing.
-    fn plan(&self, now: Timestamp, stop_before: Option<ReservationId>) -> Plan {
+    /// Walks the queue in order and decides who is served and what is held. Changes
+    /// nothing.
+    fn plan(&self, now: Timestamp) -> Plan {
+        self.plan_with(now, true)
+    }
+
+    /// [`Broker::plan`], with or without the shortcuts (for [`Broker::is_settled`]).
+    fn plan_with(&self, now: Timestamp, shortcuts: bool) -> Plan {
         let mut plan = Plan::default();
         let free = self.tags.free_len();
-        // Shapes (what a waiter asks for) that no untaken free resource can serve, nor
-        // give anything to hold. The walk only ever takes more, so they stay exhausted:
-        // their waiters are skipped on their queue entry alone, which keeps a release
-        // cheap behind thousands of waiters it cannot serve.
-        let mut exhausted = vec![false; self.queue.shape_count()];
+        // Per criteria number: the longest TTL that an untaken free resource meeting the
+        // criteria may still allow (`u64::MAX`: not known yet). A group asking longer
+        // finds nothing, and the walk only ever takes more, so it never will: a waiter
+        // whose every group is in that case holds nothing and is skipped on its queue
+        // entry alone. This keeps a release cheap behind thousands of waiters it cannot
+        // serve, whether they ask the same or (another TTL, another quantity) not.
+        let mut longest = vec![u64::MAX; self.queue.criteria_count()];
         for (id, shape) in self.queue.in_order(now, self.policy.aging) {
-            if plan.taken.len() >= free || Some(id) == stop_before {
+            if shortcuts && plan.taken.len() >= free {
                 break;
             }
-            if exhausted[shape] {
+            let criteria = self.queue.shape_criteria(shape);
+            let ttl = self.queue.shape_ttl(shape).as_secs();
+            if shortcuts && criteria.iter().all(|&c| ttl > longest[c]) {
                 continue;
             }
-            let request = &self.reservations[&id].request;
-            let chosen = self.allocate(&request.groups, request.ttl, Pool::Free, now, |r| {
-                !plan.taken.contains(&r)
-            });
-            match chosen {
+            match self.decide(id, now, &|r| plan.taken.contains(&r)) {
                 Ok(chosen) => {
                     plan.taken.extend(chosen.iter().map(|&(_, r)| r));
                     plan.fulfil.push((id, chosen));
                 }
-                Err(shortfall) => {
-                    exhausted[shape] = shortfall.candidates.iter().all(Vec::is_empty);
-                    let listed = request.total_quantity() as usize;
-                    for (list, group) in shortfall.candidates.iter().zip(&request.groups) {
-                        // Each group holds its first `quantity` free resources not taken
-                        // before it. A draining resource is never held: whether a lock
-                        // fits before its window depends on the time, and a hold must not
-                        // go stale between two servings (it goes out of service soon).
-                        let holdable = |r: &ResourceId| {
-                            !plan.taken.contains(r) && self.resources[r].maintenance.is_none()
-                        };
-                        let wanted = group.quantity as usize;
-                        let mut hold: Vec<ResourceId> =
-                            list.iter().copied().filter(holdable).take(wanted).collect();
-                        // The list is the first `listed` candidates in id order: if it
-                        // was cut short and came up short, look further.
-                        if hold.len() < wanted && list.len() == listed {
-                            hold = self.eligible(
-                                &group.criteria,
-                                Some(request.ttl),
-                                Pool::Free,
-                                now,
-                                |r| holdable(&r),
-                                wanted,
-                            );
-                        }
-                        for r in hold {
-                            if plan.taken.insert(r) {
-                                plan.holds.insert(r, id);
+                Err((holds, found_none)) => {
+                    for (&c, none) in criteria.iter().zip(found_none) {
+                        if none {
+                            if longest[c] == u64::MAX {
+                                let taken = |r| plan.taken.contains(&r);
+                                longest[c] =
+                                    self.longest_ttl_left(self.queue.criteria(c), now, taken);
                             }
+                            longest[c] = longest[c].min(ttl - 1);
                         }
+                    }
+                    for r in holds {
+                        plan.taken.insert(r);
+                        plan.holds.insert(r, id);
                     }
                 }
             }
         }
         plan
+    }
+
+    /// What waiting reservation `id` gets from the free resources that `taken` (by
+    /// those served before it) leaves: `Ok` the resources that serve it, or `Err` the
+    /// ones it holds while it waits, with, per group, whether it found none at all.
+    #[allow(clippy::type_complexity)] // a one-off pair, named by the doc above
+    fn decide(
+        &self,
+        id: ReservationId,
+        now: Timestamp,
+        taken: &impl Fn(ResourceId) -> bool,
+    ) -> Result<Vec<(usize, ResourceId)>, (Vec<ResourceId>, Vec<bool>)> {
+        let request = &self.reservations[&id].request;
+        let shortfall =
+            match self.allocate(&request.groups, request.ttl, Pool::Free, now, |r| !taken(r)) {
+                Ok(chosen) => return Ok(chosen),
+                Err(shortfall) => shortfall,
+            };
+        let found_none = shortfall.candidates.iter().map(Vec::is_empty).collect();
+        let listed = request.total_quantity() as usize;
+        let mut holds = Vec::new();
+        let mut mine = HashSet::new();
+        for (list, group) in shortfall.candidates.iter().zip(&request.groups) {
+            // Each group holds its first `quantity` free resources not taken before it
+            // (nor by its earlier groups). A draining resource is never held: whether a
+            // lock fits before its window depends on the time, and a hold must not go
+            // stale between two servings (it goes out of service soon).
+            let holdable = |r: &ResourceId| {
+                !taken(*r) && !mine.contains(r) && self.tags.columns().flags(*r) & WINDOW == 0
+            };
+            let wanted = group.quantity as usize;
+            let mut hold: Vec<ResourceId> =
+                list.iter().copied().filter(holdable).take(wanted).collect();
+            // The list is the first `listed` candidates in id order: if it was cut short
+            // and came up short, look further.
+            if hold.len() < wanted && list.len() == listed {
+                hold = self.eligible(
+                    &group.criteria,
+                    Some(request.ttl),
+                    Pool::Free,
+                    now,
+                    |r| holdable(&r),
+                    wanted,
+                );
+            }
+            for r in hold {
+                if mine.insert(r) {
+                    holds.push(r);
+                }
+            }
+        }
+        Err((holds, found_none))
+    }
+
+    /// The longest TTL (seconds) that a free resource meeting `criteria` and not
+    /// `taken` allows (its `max-lock-duration`, or the time left before its maintenance
+    /// window opens); 0 when there is none.
+    fn longest_ttl_left(
+        &self,
+        criteria: &Criteria,
+        now: Timestamp,
+        taken: impl Fn(ResourceId) -> bool,
+    ) -> u64 {
+        let columns = self.tags.columns();
+        self.matching(criteria, Pool::Free)
+            .filter(|&r| !taken(r))
+            .map(|r| {
+                let max = columns.max_lock_secs(r);
+                match &self.resources[&r].maintenance {
+                    Some(m) if columns.flags(r) & WINDOW != 0 => {
+                        max.min(m.from.saturating_duration_since(now).as_secs())
+                    }
+                    _ => max,
+                }
+            })
+            .max()
+            .unwrap_or(0)
     }
 
     fn fulfil(&mut self, id: ReservationId, chosen: Vec<(usize, ResourceId)>, now: Timestamp) {
@@ -393,10 +585,7 @@ impl Broker {
             .collect();
         let resources = allocations.iter().map(|a| a.resource).collect();
         let claim_window = deadline_after(now, self.policy.claim_window);
-        let reservation = self
-            .reservations
-            .get_mut(&id)
-            .expect("planned from the queue");
+        let reservation = self.reservation_mut(id).expect("planned from the queue");
         reservation.allocations = allocations;
         reservation.fulfilled_at = Some(now);
         if auto_claim {

@@ -93,7 +93,7 @@ fn add_resource_is_refused_when_the_name_is_taken() {
             id: id(2)
         })
     );
-    assert_eq!(b.resources().len(), 4);
+    assert_eq!(b.resource_count(), 4);
     assert_eq!(b.resource(id(2)).unwrap().spec.tags, ["board", "x86"]);
     settled(&b, T0);
 }
@@ -936,4 +936,74 @@ fn reload_serves_a_waiter_with_a_new_resource() {
     assert_eq!(reservation.status, ReservationStatus::Fulfilled);
     assert_eq!(reservation.allocations[0].resource, id(5));
     settled(&b, at(1));
+}
+
+#[test]
+fn a_reload_compared_outside_applies_only_the_differences() {
+    let mut b = lab();
+    let mut specs = lab_without("board-2");
+    specs[0].description = "relabelled".into();
+    specs.push(spec("board-4", &["board"]));
+
+    let mut diff = ReloadDiff::new(&b.snapshot(), b.spec_version(), specs);
+    let report = b.apply_reload(&mut diff, at(1));
+
+    assert_eq!(report.added, strings(&["board-4"]));
+    assert_eq!(report.updated, strings(&["board-1"]));
+    assert_eq!(report.removed, strings(&["board-2"]));
+    assert_eq!(report.unchanged, 2);
+    assert_eq!(b.resource(id(1)).unwrap().spec.description, "relabelled");
+    settled(&b, at(1));
+}
+
+#[test]
+fn a_reload_compared_before_the_lab_changed_is_compared_again_when_applied() {
+    let mut b = lab();
+    let mut specs = lab_without("board-2");
+    specs.push(spec("board-4", &["board"]));
+    let mut diff = ReloadDiff::new(&b.snapshot(), b.spec_version(), specs);
+
+    // Meanwhile, through the API: board-4 is created, board-3 changed.
+    b.add_resource(spec("board-4", &["board", "new"]), at(1))
+        .unwrap();
+    let patch = ResourcePatch {
+        description: Some("by hand".into()),
+        ..ResourcePatch::default()
+    };
+    b.update_resource(id(3), patch, at(1)).unwrap();
+
+    let report = b.apply_reload(&mut diff, at(2));
+
+    // As a reload compared now: board-4 is the API's, and becomes the descriptor's.
+    assert_eq!(report.added, Vec::<String>::new());
+    assert_eq!(report.updated, strings(&["board-3", "board-4"]));
+    assert_eq!(report.removed, strings(&["board-2"]));
+    assert_eq!(b.resource(id(5)).unwrap().spec.tags, ["board"]);
+    assert_eq!(b.resource(id(3)).unwrap().spec.description, "");
+    settled(&b, at(2));
+}
+
+#[test]
+fn a_resource_over_the_tag_limits_is_refused_on_add_and_on_change() {
+    let mut b = lab();
+    let many: Vec<String> = (0..65).map(|i| format!("t{i}")).collect();
+    let over = ResourceSpec {
+        tags: many.clone(),
+        ..spec("board-9", &[])
+    };
+    assert!(matches!(
+        b.add_resource(over, T0),
+        Err(DomainError::InvalidTags(_))
+    ));
+    let patch = ResourcePatch {
+        tags: Some(many),
+        ..ResourcePatch::default()
+    };
+    assert!(matches!(
+        b.update_resource(id(1), patch, T0),
+        Err(DomainError::InvalidTags(_))
+    ));
+    assert_eq!(b.resource_count(), 4);
+    assert_eq!(b.resource(id(1)).unwrap().spec.tags, ["board", "arm"]);
+    settled(&b, T0);
 }

@@ -5,6 +5,7 @@ use super::*;
 use crate::domain::broker::admin::ResourcePatch;
 use crate::domain::broker::maintenance::Unavailability;
 use crate::domain::broker::test_support::*;
+use crate::domain::expr::Expr;
 use crate::domain::reservation::{Group, ReservationRequest};
 
 fn expr(text: &str) -> Criteria {
@@ -59,7 +60,7 @@ fn the_default_query_lists_every_resource_in_id_order() {
 
     assert_eq!(page.total, 6);
     assert_eq!(ids(&page), [1, 2, 3, 4, 5, 6]);
-    assert_eq!(page.items[1], *b.resource(id(2)).unwrap());
+    assert_eq!(*page.items[1], *b.resource(id(2)).unwrap());
 }
 
 #[test]

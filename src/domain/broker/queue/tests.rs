@@ -3,20 +3,25 @@
 use std::time::Duration;
 
 use super::*;
+use crate::domain::broker::maintenance::Unavailability;
 use crate::domain::broker::test_support::*;
 use crate::domain::expr::Expr;
 use crate::domain::reservation::Priority;
 
 /// 1-4 boards [board, dut] (1, 2 arm; 3, 4 x86), 5 psu [psu], 6 printer [printer, flaky].
 fn lab() -> Broker {
-    Broker::new([
+    Broker::new(lab_specs())
+}
+
+fn lab_specs() -> [ResourceSpec; 6] {
+    [
         ResourceSpec::named("arm-1").with_tags(&["board", "dut", "arm"]),
         ResourceSpec::named("arm-2").with_tags(&["board", "dut", "arm"]),
         ResourceSpec::named("x86-1").with_tags(&["board", "dut", "x86"]),
         ResourceSpec::named("x86-2").with_tags(&["board", "dut", "x86"]),
         ResourceSpec::named("psu").with_tags(&["psu"]),
         ResourceSpec::named("printer").with_tags(&["printer", "flaky"]),
-    ])
+    ]
 }
 
 fn status(b: &Broker, r: ReservationId) -> ReservationStatus {
@@ -202,6 +207,169 @@ fn a_waiting_reservation_holds_the_free_resources_it_matches() {
         .is_ok()
     );
     settled(&b, at(3));
+}
+
+#[test]
+fn a_waiter_asking_a_shorter_ttl_is_served_behind_ones_the_free_resources_cannot_take() {
+    // Three psus, allowing 1 day, 60 s and 40 s locks.
+    let mut b = Broker::new([
+        ResourceSpec::named("psu-day").with_tags(&["psu"]),
+        ResourceSpec::named("psu-60")
+            .with_tags(&["psu"])
+            .with_max_lock_duration(secs(60)),
+        ResourceSpec::named("psu-40")
+            .with_tags(&["psu"])
+            .with_max_lock_duration(secs(40)),
+    ]);
+    let tokens = lock_all(&mut b, &[1, 2, 3], 40, T0);
+    let asking = |ttl| ReservationRequest {
+        ttl: secs(ttl),
+        ..request(&["psu"], 1)
+    };
+    let waiters: Vec<ReservationId> = [600, 55, 50, 30, 20]
+        .iter()
+        .zip(1..)
+        .map(|(&ttl, t)| b.reserve(asking(ttl), at(t)).unwrap())
+        .collect();
+
+    // Both short ones free up at once. The 600 s waiter can take neither; the 55 s one
+    // takes psu-60; the 50 s one finds only psu-40, too short; the 30 s one takes it.
+    let batch = [tokens[1].reveal(), tokens[2].reveal()];
+    b.unlock_batch(&batch, at(10)).unwrap();
+
+    let statuses: Vec<ReservationStatus> = waiters.iter().map(|&r| status(&b, r)).collect();
+    use ReservationStatus::{Fulfilled, Pending};
+    assert_eq!(statuses, [Pending, Fulfilled, Pending, Fulfilled, Pending]);
+    assert_eq!(resources_of(&b, waiters[1]), [2]);
+    assert_eq!(resources_of(&b, waiters[3]), [3]);
+    settled(&b, at(10));
+}
+
+#[test]
+fn a_waiter_whose_lock_ends_before_a_window_is_served_behind_one_whose_would_not() {
+    let mut b = Broker::new([ResourceSpec::named("psu").with_tags(&["psu"])]);
+    let token = lock_all(&mut b, &[1], 60, T0).remove(0);
+    let window = Unavailability {
+        reason: "rewiring".into(),
+        from: Some(at(1_000)),
+        until: None,
+    };
+    b.mark_unavailable(id(1), window, at(1)).unwrap();
+    let ttl = |ttl| ReservationRequest {
+        ttl: secs(ttl),
+        ..request(&["psu"], 1)
+    };
+    let crossing = b.reserve(ttl(5_000), at(2)).unwrap();
+    let fitting = b.reserve(ttl(900), at(3)).unwrap();
+
+    b.unlock(id(1), Some(&token.reveal()), at(10)).unwrap();
+
+    assert_eq!(status(&b, crossing), ReservationStatus::Pending);
+    assert_eq!(status(&b, fitting), ReservationStatus::Fulfilled);
+    settled(&b, at(10));
+}
+
+#[test]
+fn a_full_queue_refuses_only_reservations_that_would_wait() {
+    let mut b = Broker::with_policy(
+        lab_specs(),
+        Policy {
+            max_pending: 1,
+            ..Policy::default()
+        },
+    );
+    lock_all(&mut b, &[1], 600, T0);
+    // Waits for both arm boards and holds the free one.
+    let both = b.reserve(request(&["arm"], 2), T0).unwrap();
+    assert_eq!(b.held_for(id(2)), Some(both));
+
+    // Behind it, a request for one arm board would wait: refused, nothing changes.
+    assert_eq!(
+        b.reserve(request(&["arm"], 1), at(1)),
+        Err(DomainError::QueueFull {
+            max: 1,
+            retry_after_secs: 10
+        })
+    );
+    assert_eq!(b.queue_len(), 1);
+    // Ahead of it (priority 1), the same request takes the held board at once.
+    let urgent = b
+        .reserve(with_priority(request(&["arm"], 1), 1), at(2))
+        .unwrap();
+    assert_eq!(resources_of(&b, urgent), [2]);
+    // So does one for a board nobody waits for.
+    let x86 = b.reserve(request(&["x86"], 1), at(3)).unwrap();
+    assert_eq!(status(&b, x86), ReservationStatus::Fulfilled);
+    settled(&b, at(3));
+}
+
+#[test]
+fn a_request_over_the_limits_is_refused_before_it_is_looked_at() {
+    let mut b = lab();
+    let many: Vec<String> = (0..65).map(|i| format!("t{i}")).collect();
+    let tags_over = ReservationRequest {
+        groups: vec![Group {
+            criteria: Criteria::Tags(many),
+            quantity: 1,
+        }],
+        ..request(&["arm"], 1)
+    };
+    assert!(matches!(
+        b.reserve(tags_over, T0),
+        Err(DomainError::InvalidTags(_))
+    ));
+    let too_many = ReservationRequest {
+        groups: vec![group(&["board"], 6_000), group(&["psu"], 5_000)],
+        ..request(&["arm"], 1)
+    };
+    assert_eq!(
+        b.reserve(too_many.clone(), T0),
+        Err(DomainError::TooManyResources {
+            total: 11_000,
+            max: 10_000
+        })
+    );
+    assert_eq!(
+        b.lock_groups(&too_many.groups, secs(60), T0),
+        Err(DomainError::TooManyResources {
+            total: 11_000,
+            max: 10_000
+        })
+    );
+}
+
+#[test]
+fn positions_follow_priority_and_aging_as_the_queue_changes() {
+    let mut b = lab();
+    lock_all(&mut b, &[1, 2, 3, 4], 86_000, T0);
+    let low = b
+        .reserve(with_priority(request(&["board"], 1), 9), T0)
+        .unwrap();
+    let place = |b: &Broker, r, t| b.queue_position(r, t);
+    assert_eq!(place(&b, low, T0), Some(1));
+    // Four aging periods (300 s each) later the old level 9 is level 5: ahead of a new
+    // level 5, behind a new level 1.
+    let later = at(4 * 300);
+    let mid = b.reserve(request(&["board"], 1), later).unwrap();
+    let high = b
+        .reserve(with_priority(request(&["board"], 1), 1), later)
+        .unwrap();
+    assert_eq!(
+        [
+            place(&b, high, later),
+            place(&b, low, later),
+            place(&b, mid, later)
+        ],
+        [Some(1), Some(2), Some(3)]
+    );
+    assert_eq!(
+        place(&b, mid, at(4 * 300 - 1)),
+        Some(2),
+        "one second earlier, low was 6"
+    );
+    b.cancel(high, later).unwrap();
+    assert_eq!(place(&b, low, later), Some(1));
+    assert_eq!(place(&b, high, later), None, "gone");
 }
 
 #[test]
@@ -760,7 +928,7 @@ mod properties {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
         #[test]
         fn no_interleaving_grants_a_resource_twice_or_leaves_a_servable_waiter(
@@ -877,6 +1045,10 @@ mod properties {
                 }
                 b.check_invariants();
                 prop_assert!(b.is_settled(now), "something servable is left waiting");
+                // Places are computed without walking the queue: they must be the walk's.
+                for (place, r) in b.queue_order(now).enumerate() {
+                    prop_assert_eq!(b.queue_position(r, now), Some(place + 1));
+                }
             }
         }
     }
