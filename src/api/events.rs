@@ -724,7 +724,7 @@ mod tests {
     }
 
     fn one_of_each() -> Vec<Event> {
-        let r = ReservationId::generate();
+        let r = ReservationId::from_u128(0x5eed);
         let resource = ResourceId::new(2);
         let fencing = FencingToken::new(9);
         vec![
@@ -816,7 +816,7 @@ mod tests {
 
     #[test]
     fn locked_event_renders_ids_as_numbers_and_reservation_as_string() {
-        let r = ReservationId::generate();
+        let r = ReservationId::from_u128(0x5eed);
         let json = serde_json::to_value(EventView::from(&Event::Locked {
             resource: ResourceId::new(3),
             fencing: FencingToken::new(42),

@@ -22,6 +22,7 @@
 
 mod admin;
 mod maintenance;
+mod persist;
 mod query;
 mod queue;
 
@@ -32,6 +33,7 @@ use std::time::Duration;
 use super::allocation::{self, Shortfall};
 use super::clock::Timestamp;
 use super::columns::{IN_SERVICE, LOCKED, RETIRING, WINDOW};
+use super::entropy::{Entropy, Seeded};
 use super::error::{DomainError, TokenRefusal, TokenUse};
 use super::events::Event;
 use super::queue::Queue;
@@ -127,9 +129,12 @@ fn check_criteria(criteria: &Criteria) -> Result<(), DomainError> {
     }
 }
 
+/// The seed of the brokers [`Broker::new`] builds.
+const TEST_SEED: u64 = 0x5eed;
+
 /// How many ended reservations the broker remembers (so that a late claim gets "gone"
 /// rather than "not found").
-const ENDED_MEMORY: usize = 10_000;
+pub const ENDED_MEMORY: usize = 10_000;
 
 /// Something that falls due at a deadline. One ordered index holds them all, so the timer
 /// needs only the first entry.
@@ -212,11 +217,19 @@ pub struct Broker {
     expired: VecDeque<ExpiredLock>,
     policy: Policy,
     events: Vec<Event>,
+    /// Where lock tokens and reservation ids come from.
+    entropy: Box<dyn Entropy>,
+    /// Reservations and history changed since the last `take_delta`; `None` unless
+    /// recording rows (`broker/persist.rs`). Resources record their own changes
+    /// (`ResourceTable`).
+    touched: Option<persist::Touched>,
 }
 
 impl Broker {
     /// A broker holding `specs`, numbered 1, 2, 3... in order, all free, with the default
-    /// queue policy.
+    /// queue policy. Its tokens and ids come from a fixed seed, so runs replay exactly:
+    /// for tests and benches. A service builds its broker with [`Broker::restore`], which
+    /// takes the entropy to use.
     ///
     /// # Panics
     /// If two specs share a name: descriptors are validated before they get here.
@@ -229,7 +242,18 @@ impl Broker {
     /// # Panics
     /// If two specs share a name.
     pub fn with_policy(specs: impl IntoIterator<Item = ResourceSpec>, policy: Policy) -> Self {
-        let mut broker = Broker {
+        let mut broker = Broker::empty(policy, Box::new(Seeded::new(TEST_SEED)));
+        for spec in specs {
+            let name = spec.name.clone();
+            let added = broker.insert_resource(spec, Origin::Descriptor);
+            assert!(added.is_some(), "duplicate resource name {name}");
+        }
+        broker
+    }
+
+    /// A broker with nothing in it, drawing tokens and ids from `entropy`.
+    fn empty(policy: Policy, entropy: Box<dyn Entropy>) -> Self {
+        Broker {
             resources: ResourceTable::default(),
             next_id: 1,
             by_name: HashMap::new(),
@@ -251,13 +275,9 @@ impl Broker {
             expired: VecDeque::new(),
             policy,
             events: Vec::new(),
-        };
-        for spec in specs {
-            let name = spec.name.clone();
-            let added = broker.insert_resource(spec, Origin::Descriptor);
-            assert!(added.is_some(), "duplicate resource name {name}");
+            entropy,
+            touched: None,
         }
-        broker
     }
 
     /// Files a new resource under the next id; `None` if the name is taken.
@@ -726,7 +746,7 @@ impl Broker {
         if let Some(refusal) = maintenance::maintenance_refusal(resource, deadline(now, ttl), now) {
             return Err(refusal);
         }
-        let token = LockToken::generate();
+        let token = LockToken::from_random(self.entropy.next_u128());
         let lease = Lease {
             token,
             fencing: FencingToken::new(self.next_fencing),
@@ -964,7 +984,7 @@ impl Broker {
         if self.expired.len() == EXPIRY_HISTORY {
             self.expired.pop_front();
         }
-        self.expired.push_back(ExpiredLock {
+        let expired = ExpiredLock {
             resource: id,
             name,
             fencing: lease.fencing,
@@ -972,7 +992,9 @@ impl Broker {
             expired_at: at,
             reservation: lease.reservation,
             meta: lease.meta,
-        });
+        };
+        self.touch_expired(&expired);
+        self.expired.push_back(expired);
     }
 }
 

@@ -6,10 +6,12 @@ pub mod broker;
 pub mod clock;
 mod columns;
 pub mod descriptor;
+pub mod entropy;
 pub mod error;
 pub mod events;
 pub mod expr;
 mod idset;
+pub mod image;
 mod queue;
 pub mod reservation;
 pub mod resource;
@@ -17,15 +19,17 @@ mod table;
 pub mod tags;
 
 pub use broker::{
-    Broker, DEFAULT_MAX_PENDING, DEFAULT_PAGE_LIMIT, EXPIRY_HISTORY, ExpiredLock, Granted,
-    GroupWait, MAX_PAGE_LIMIT, MAX_RESOURCES_PER_REQUEST, Page, Policy, ReloadDiff, ReloadReport,
-    ReservationPage, ReservationQuery, ResourcePage, ResourcePatch, ResourceQuery, ResourceSort,
-    Selector, SortOrder, Unavailability, WaitingFor,
+    Broker, DEFAULT_MAX_PENDING, DEFAULT_PAGE_LIMIT, ENDED_MEMORY, EXPIRY_HISTORY, ExpiredLock,
+    Granted, GroupWait, MAX_PAGE_LIMIT, MAX_RESOURCES_PER_REQUEST, Page, Policy, ReloadDiff,
+    ReloadReport, ReservationPage, ReservationQuery, ResourcePage, ResourcePatch, ResourceQuery,
+    ResourceSort, Selector, SortOrder, Unavailability, WaitingFor,
 };
 pub use clock::{Clock, Timestamp};
+pub use entropy::{Entropy, Seeded};
 pub use error::{DomainError, TokenRefusal, TokenUse};
 pub use events::Event;
 pub use expr::{Expr, ExprError};
+pub use image::{Counters, Delta, EndedReservation, Image, StoredReservation};
 pub use reservation::{
     Allocation, Criteria, EndReason, Group, Priority, Reservation, ReservationId,
     ReservationRequest, ReservationStatus,

@@ -383,7 +383,9 @@ mod tests {
     /// Reservations as (priority, created at secs); returns the ids in insertion order.
     fn queue(entries: &[(u64, u64)]) -> (Queue, Vec<ReservationId>) {
         let mut q = Queue::default();
-        let ids: Vec<_> = entries.iter().map(|_| ReservationId::generate()).collect();
+        let ids: Vec<_> = (1..=entries.len() as u128)
+            .map(ReservationId::from_u128)
+            .collect();
         for (seq, (&(level, created), id)) in entries.iter().zip(&ids).enumerate() {
             q.insert(
                 p(level),
@@ -490,9 +492,9 @@ mod tests {
     fn equal_requests_share_a_shape_that_is_forgotten_with_its_last_user() {
         let mut q = Queue::default();
         let key = |tag: &str| (vec![Criteria::Tags(vec![tag.to_owned()])], Ttl::DEFAULT);
-        q.insert(p(5), 0, ReservationId::generate(), at(0), key("a"));
-        q.insert(p(5), 1, ReservationId::generate(), at(0), key("b"));
-        q.insert(p(1), 2, ReservationId::generate(), at(0), key("a"));
+        q.insert(p(5), 0, ReservationId::from_u128(101), at(0), key("a"));
+        q.insert(p(5), 1, ReservationId::from_u128(102), at(0), key("b"));
+        q.insert(p(1), 2, ReservationId::from_u128(103), at(0), key("a"));
         let shapes: Vec<Shape> = q.in_order(at(0), AGING).map(|(_, s)| s).collect();
         assert_eq!(shapes, [0, 0, 1]);
         q.remove(p(5), 0);
@@ -503,7 +505,7 @@ mod tests {
             "no reservation asks for a any more"
         );
         assert_eq!(q.every_criteria().count(), 1);
-        q.insert(p(5), 3, ReservationId::generate(), at(0), key("c"));
+        q.insert(p(5), 3, ReservationId::from_u128(104), at(0), key("c"));
         assert_eq!(q.shapes.keys.len(), 2, "the free number is reused");
     }
 }

@@ -14,7 +14,12 @@
 //! two reference-count checks. With one alive, the first change to a chunk copies its
 //! 1 024 pointers (microseconds) and the first change to a resource copies it; the
 //! snapshot keeps the old ones.
+//!
+//! The same three doors record what changed when the broker records rows for a store
+//! ([`ResourceTable::record_changes`]): whatever goes through them is in the next
+//! [`ResourceTable::take_changed`], so no change can be left out of what is persisted.
 
+use std::collections::BTreeSet;
 use std::ops::Index;
 use std::sync::Arc;
 
@@ -31,6 +36,9 @@ type Chunk = Vec<Option<Arc<Resource>>>;
 pub(crate) struct ResourceTable {
     chunks: Vec<Arc<Chunk>>,
     len: usize,
+    /// The ids changed, inserted or removed since the last `take_changed`; `None`
+    /// unless recording.
+    changed: Option<BTreeSet<ResourceId>>,
 }
 
 fn place(id: ResourceId) -> (usize, usize) {
@@ -60,6 +68,9 @@ impl ResourceTable {
         let chunk = self.chunks.get_mut(chunk)?;
         // Only copy the chunk if the slot is filled: a miss changes nothing.
         chunk.get(slot)?.as_ref()?;
+        if let Some(changed) = &mut self.changed {
+            changed.insert(*id);
+        }
         let resource = Arc::make_mut(chunk)[slot].as_mut()?;
         Some(Arc::make_mut(resource))
     }
@@ -74,6 +85,9 @@ impl ResourceTable {
             self.chunks
                 .resize_with(chunk + 1, || Arc::new(vec![None; CHUNK]));
         }
+        if let Some(changed) = &mut self.changed {
+            changed.insert(resource.id);
+        }
         let entry = &mut Arc::make_mut(&mut self.chunks[chunk])[slot];
         assert!(entry.is_none(), "resource ids are never reused");
         *entry = Some(Arc::new(resource));
@@ -85,6 +99,9 @@ impl ResourceTable {
         let (chunk, slot) = place(*id);
         let chunk = self.chunks.get_mut(chunk)?;
         chunk.get(slot)?.as_ref()?;
+        if let Some(changed) = &mut self.changed {
+            changed.insert(*id);
+        }
         let resource = Arc::make_mut(chunk)[slot].take()?;
         self.len -= 1;
         Some(Arc::unwrap_or_clone(resource))
@@ -105,7 +122,25 @@ impl ResourceTable {
 
     /// Every resource as it stands now, for reading outside the broker.
     pub(crate) fn snapshot(&self) -> ResourceSnapshot {
-        ResourceSnapshot(self.clone())
+        ResourceSnapshot(ResourceTable {
+            chunks: self.chunks.clone(),
+            len: self.len,
+            changed: None,
+        })
+    }
+
+    /// From now on, remember which ids change (see [`ResourceTable::take_changed`]).
+    pub(crate) fn record_changes(&mut self) {
+        self.changed.get_or_insert_with(BTreeSet::new);
+    }
+
+    /// The ids changed, inserted or removed since the last call (empty unless
+    /// recording), in id order.
+    pub(crate) fn take_changed(&mut self) -> BTreeSet<ResourceId> {
+        self.changed
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 }
 

@@ -383,7 +383,10 @@ async fn reservation_socket_answers_404_json_without_upgrading_when_the_id_is_un
     let ws = app.address.replace("http://", "ws://");
 
     for (rid, why) in [
-        (ReservationId::generate().to_string(), "no such reservation"),
+        (
+            ReservationId::from_u128(0x0123_4567_89ab_cdef).to_string(),
+            "no such reservation",
+        ),
         ("res_nope".to_owned(), "not a reservation id"),
     ] {
         let refused = connect_async(format!("{ws}/ws/reservations/{rid}")).await;

@@ -25,6 +25,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::*;
+use crate::domain::image::EndedReservation;
 use crate::domain::queue::sort_key;
 use crate::domain::reservation::{Allocation, Priority, ReservationRequest, ReservationStatus};
 
@@ -91,7 +92,7 @@ impl Broker {
                 retry_after_secs: QUEUE_FULL_RETRY_SECS,
             });
         }
-        let id = ReservationId::generate();
+        let id = ReservationId::from_u128(self.entropy.next_u128());
         let seq = self.next_seq;
         self.next_seq += 1;
         let reservation = Reservation {
@@ -106,15 +107,7 @@ impl Broker {
             allocations: Vec::new(),
             request,
         };
-        let shape = (
-            reservation
-                .request
-                .groups
-                .iter()
-                .map(|g| g.criteria.clone())
-                .collect(),
-            reservation.request.ttl,
-        );
+        let shape = persist::shape_of(&reservation.request);
         self.queue
             .insert(reservation.request.priority, seq, id, now, shape);
         self.deadlines
@@ -123,6 +116,7 @@ impl Broker {
             self.schedule_aging(id, deadline_after(now, self.policy.aging));
         }
         self.reservations.insert(id, Arc::new(reservation));
+        self.touch_reservation(id);
         self.events.push(Event::ReservationCreated {
             reservation: id,
             at: now,
@@ -307,6 +301,7 @@ impl Broker {
 
     /// The one way to change a live reservation (copied first if a reader shares it).
     fn reservation_mut(&mut self, id: ReservationId) -> Option<&mut Reservation> {
+        self.touch_reservation(id);
         self.reservations.get_mut(&id).map(Arc::make_mut)
     }
 
@@ -615,6 +610,7 @@ impl Broker {
         let Some(reservation) = self.reservations.remove(&id) else {
             return;
         };
+        self.touch_reservation(id);
         match reservation.status {
             ReservationStatus::Pending => {
                 self.queue
@@ -668,6 +664,7 @@ impl Broker {
     /// reservation can still improve.
     pub(super) fn age(&mut self, id: ReservationId, at: Timestamp) {
         self.aging.remove(&id);
+        self.touch_reservation(id);
         let reservation = &self.reservations[&id];
         if reservation.effective_priority(at, self.policy.aging) > Priority::HIGHEST {
             self.schedule_aging(id, deadline_after(at, self.policy.aging));
@@ -676,12 +673,14 @@ impl Broker {
     }
 
     fn schedule_aging(&mut self, id: ReservationId, at: Timestamp) {
+        self.touch_reservation(id);
         self.aging.insert(id, at);
         self.deadlines.insert((at, Due::Aging(id)));
     }
 
     fn unschedule_aging(&mut self, id: ReservationId) {
         if let Some(at) = self.aging.remove(&id) {
+            self.touch_reservation(id);
             self.deadlines.remove(&(at, Due::Aging(id)));
         }
     }
@@ -694,6 +693,11 @@ impl Broker {
         }
         self.ended_order.push_back(id);
         self.ended.insert(id, (reason, now));
+        self.touch_ended(EndedReservation {
+            id,
+            reason,
+            at: now,
+        });
     }
 
     /// The reservation half of [`Broker::check_invariants`]; adds the deadlines the

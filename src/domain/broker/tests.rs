@@ -142,7 +142,7 @@ fn unlock_is_refused_for_unknown_free_wrong_or_missing_token() {
         DomainError::NotLocked(id(1), TokenUse::Unlock)
     );
     let Granted { token, .. } = b.lock(id(1), secs(30), T0).unwrap();
-    let other = LockToken::generate().reveal();
+    let other = LockToken::from_random(42).reveal();
     for (given, why) in [
         (Some(other.as_str()), "wrong"),
         (None, "missing"),

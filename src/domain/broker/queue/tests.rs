@@ -619,7 +619,7 @@ fn claim_and_cancel_are_refused_in_the_wrong_state() {
     lock_all(&mut b, &[5], 600, T0);
     let pending = b.reserve(request(&["psu"], 1), T0).unwrap();
     let fulfilled = b.reserve(request(&["arm"], 1), T0).unwrap();
-    let unknown = ReservationId::generate();
+    let unknown = ReservationId::from_u128(0xdead_beef);
 
     assert_eq!(
         b.claim(pending, T0).unwrap_err(),
@@ -740,7 +740,7 @@ fn a_batch_unlock_releases_all_or_nothing() {
     let bad = vec![
         tokens[0].clone(),
         "nope".into(),
-        LockToken::generate().reveal(),
+        LockToken::from_random(0xdead_beef).reveal(),
         tokens[0].clone(),
     ];
     let DomainError::BatchRefused(refusals) = b.unlock_batch(&bad, at(1)).unwrap_err() else {
@@ -781,8 +781,10 @@ mod properties {
     use std::collections::HashMap;
 
     use proptest::prelude::*;
+    use proptest::test_runner::TestCaseError;
 
     use super::*;
+    use crate::domain::{Image, Seeded};
 
     const TAGS: [&str; 3] = ["board", "arm", "psu"];
 
@@ -803,6 +805,10 @@ mod properties {
         },
         Unlock {
             pick: usize,
+        },
+        Extend {
+            pick: usize,
+            ttl: u64,
         },
         UnlockBatch {
             picks: Vec<usize>,
@@ -859,6 +865,7 @@ mod properties {
                 ttl
             }),
             any::<usize>().prop_map(|pick| Op::Unlock { pick }),
+            (any::<usize>(), 1..200u64).prop_map(|(pick, ttl)| Op::Extend { pick, ttl }),
             prop::collection::vec(any::<usize>(), 1..4).prop_map(|picks| Op::UnlockBatch { picks }),
             (
                 0..3usize,
@@ -901,10 +908,22 @@ mod properties {
         ]
     }
 
-    /// Five boards (two arm), two psus; one psu allows only 60 s locks.
-    fn small_lab() -> Broker {
-        Broker::with_policy(
-            [
+    /// The property test's queue policy: short, so that aging and claim windows happen.
+    fn policy() -> Policy {
+        Policy {
+            aging: Duration::from_secs(50),
+            claim_window: Duration::from_secs(30),
+            ..Policy::default()
+        }
+    }
+
+    /// Five boards (two arm), two psus; one psu allows only 60 s locks. Built as a
+    /// service builds its broker (restored from an empty image, recording its rows, then
+    /// the descriptor merged in), so that the test can check what a store would hold.
+    fn small_lab() -> (Broker, Image) {
+        let mut b = Broker::restore(Image::default(), policy(), Box::new(Seeded::new(1)), true);
+        b.reload(
+            vec![
                 ResourceSpec::named("b1").with_tags(&["board", "arm"]),
                 ResourceSpec::named("b2").with_tags(&["board", "arm"]),
                 ResourceSpec::named("b3").with_tags(&["board"]),
@@ -915,12 +934,35 @@ mod properties {
                     .with_tags(&["psu"])
                     .with_max_lock_duration(secs(60)),
             ],
-            Policy {
-                aging: Duration::from_secs(50),
-                claim_window: Duration::from_secs(30),
-                ..Policy::default()
-            },
-        )
+            T0,
+        );
+        b.drain_events();
+        let mut image = Image::default();
+        image.apply(&b.take_delta().expect("recording"));
+        (b, image)
+    }
+
+    /// Checks that a broker restored from `image` (the live broker's deltas applied one
+    /// after the other, as a store applies them) is the live broker: the same rows, the
+    /// same deadlines and, once served at `now`, the same holds, with nothing to do.
+    fn check_restores(live: &Broker, image: &Image, now: Timestamp) -> Result<(), TestCaseError> {
+        let mut restored =
+            Broker::restore(image.clone(), policy(), Box::new(Seeded::new(2)), false);
+        restored.expire_due(now);
+        prop_assert_eq!(
+            restored.drain_events(),
+            Vec::new(),
+            "restoring changed something"
+        );
+        prop_assert_eq!(
+            &restored.image(),
+            &live.image(),
+            "the stored rows differ from the live broker"
+        );
+        prop_assert_eq!(&restored.deadlines, &live.deadlines);
+        prop_assert_eq!(&restored.held, &live.held);
+        restored.check_invariants();
+        Ok(())
     }
 
     fn pick<T: Clone>(items: &[T], pick: usize) -> Option<T> {
@@ -934,7 +976,7 @@ mod properties {
         fn no_interleaving_grants_a_resource_twice_or_leaves_a_servable_waiter(
             ops in prop::collection::vec(op(), 1..60)
         ) {
-            let mut b = small_lab();
+            let (mut b, mut image) = small_lab();
             let mut now = T0;
             let mut reservations: Vec<ReservationId> = Vec::new();
             // Who holds each resource, according to the events alone.
@@ -954,6 +996,13 @@ mod properties {
                             .filter_map(|r| r.lease().map(|l| (r.id, l.token))).collect();
                         if let Some((r, token)) = pick(&tokens, p) {
                             b.unlock(r, Some(&token.reveal()), now).unwrap();
+                        }
+                    }
+                    Op::Extend { pick: p, ttl } => {
+                        let tokens: Vec<(ResourceId, LockToken)> = b.resources()
+                            .filter_map(|r| r.lease().map(|l| (r.id, l.token))).collect();
+                        if let Some((r, token)) = pick(&tokens, p) {
+                            let _ = b.extend(r, Some(&token.reveal()), secs(ttl), now);
                         }
                     }
                     Op::UnlockBatch { picks } => {
@@ -1045,6 +1094,8 @@ mod properties {
                 }
                 b.check_invariants();
                 prop_assert!(b.is_settled(now), "something servable is left waiting");
+                image.apply(&b.take_delta().expect("recording"));
+                check_restores(&b, &image, now)?;
                 // Places are computed without walking the queue: they must be the walk's.
                 for (place, r) in b.queue_order(now).enumerate() {
                     prop_assert_eq!(b.queue_position(r, now), Some(place + 1));
