@@ -46,14 +46,6 @@ const FORBIDDEN: &[(&str, &str)] = &[
     ("fastrand", "randomness"),
 ];
 
-/// Functions whose bodies are not checked, with the reason.
-///
-/// TEMPORARY: `LockToken::generate` and `ReservationId::generate` still draw their UUIDs
-/// from `Uuid::new_v4()` inside the domain. The next issue moves them behind an injected
-/// token source (DESIGN.md: "Randomness is an input like time"); then remove this entry,
-/// and the test holds the domain to no randomness at all.
-const EXEMPT_FNS: &[&str] = &["generate"];
-
 #[test]
 fn domain_names_no_framework_runtime_io_clock_or_randomness() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/domain");
@@ -82,7 +74,7 @@ fn domain_names_no_framework_runtime_io_clock_or_randomness() {
 }
 
 #[test]
-fn scanner_flags_each_kind_of_dependency_and_ignores_comments_strings_and_exempt_fns() {
+fn scanner_flags_each_kind_of_dependency_and_ignores_comments_and_strings() {
     for (source, flagged, why) in [
         ("use tokio::sync::Mutex;", Some("tokio"), "a runtime import"),
         (
@@ -158,13 +150,8 @@ fn scanner_flags_each_kind_of_dependency_and_ignores_comments_strings_and_exempt
         ),
         (
             "impl T { pub fn generate() -> Self { T(Uuid::new_v4()) } }",
-            None,
-            "an exempt function",
-        ),
-        (
-            "impl T { pub fn generate() -> Self { T(1) } fn other() { Uuid::new_v4(); } }",
             Some("new_v4"),
-            "only the exempt function's body is skipped",
+            "no function is exempt",
         ),
     ] {
         let found: Vec<&str> = violations_in(source)
@@ -191,7 +178,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 /// `(line, forbidden path, why)` for every forbidden path in the code of `source`.
 fn violations_in(source: &str) -> Vec<(usize, &'static str, &'static str)> {
-    let code = without_exempt_fns(&blank_comments_and_strings(source));
+    let code = blank_comments_and_strings(source);
     let flat = flatten_groups(&code);
     let mut found = Vec::new();
     for (index, line) in flat.lines().enumerate() {
@@ -287,42 +274,6 @@ fn flush(out: &mut String, word: &mut String, prefixes: &[String]) {
         out.push_str(word);
         word.clear();
     }
-}
-
-/// `code` with the bodies of [`EXEMPT_FNS`] blanked (newlines kept).
-fn without_exempt_fns(code: &str) -> String {
-    let mut out: Vec<char> = code.chars().collect();
-    for name in EXEMPT_FNS {
-        let pattern = format!("fn {name}(");
-        let mut from = 0;
-        while let Some(at) = code[from..].find(&pattern).map(|i| i + from) {
-            from = at + pattern.len();
-            let Some(open) = code[from..].find('{').map(|i| i + from) else {
-                break;
-            };
-            let mut depth = 0;
-            for (offset, c) in code[open..].char_indices() {
-                match c {
-                    '{' => depth += 1,
-                    '}' => depth -= 1,
-                    _ => {}
-                }
-                if depth == 0 {
-                    let (start, end) = (
-                        code[..open].chars().count(),
-                        code[..open + offset].chars().count(),
-                    );
-                    for c in &mut out[start + 1..end] {
-                        if *c != '\n' {
-                            *c = ' ';
-                        }
-                    }
-                    break;
-                }
-            }
-        }
-    }
-    out.into_iter().collect()
 }
 
 /// `source` with comments, string and char literals replaced by spaces (newlines kept,
