@@ -5,6 +5,7 @@ pub mod clock;
 pub mod handle;
 pub mod reload;
 pub mod shutdown;
+pub mod stream;
 pub mod timer;
 
 pub use clock::{ManualClock, SystemClock};
@@ -13,4 +14,8 @@ pub use reload::DescriptorSource;
 #[cfg(unix)]
 pub use reload::run_reload_on_hangup;
 pub use shutdown::Shutdown;
+pub use stream::{
+    Actor, Cause, Change, Committed, Committer, IdempotencyRecord, InMemory, Ledger, Publisher,
+    Unavailable,
+};
 pub use timer::run_expiry_timer;
