@@ -22,5 +22,6 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod runtime;
+pub mod store;
 pub mod telemetry;
 pub mod web;

@@ -1,0 +1,118 @@
+//! Persistence: the change stream's durable consumer.
+//!
+//! ```text
+//!   BrokerHandle ─(under the mutex, in order)─▶ Writer::submit ─▶ channel ─▶ writer thread
+//!   writer thread: take every queued change (group commit) ─▶ Backend::commit (one
+//!                  transaction) ─▶ Publisher::publish ─▶ Ledger::advance ─▶ answers go out
+//! ```
+//!
+//! A backend stores rows ([`crate::domain::Image`]), never replays code: `load` gives the
+//! image back at start and [`Broker::restore`](crate::domain::Broker::restore) rebuilds
+//! the indexes from it. SQLite ([`sqlite`]) is the single-node store; PostgreSQL, the
+//! same rows on a shared database, is what the HA pair stands on.
+
+pub mod sqlite;
+pub mod url;
+pub mod writer;
+
+pub use url::PersistUrl;
+pub use writer::{Failpoint, Writer};
+
+use crate::domain::{Image, Timestamp};
+use crate::runtime::{Change, IdempotencyRecord};
+
+/// What a store holds, as read at start.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub image: Image,
+    /// The sequence number of the last committed change (0 for a new store).
+    pub seq: u64,
+    /// The number the next published event gets (1 for a new store).
+    pub next_event: u64,
+    /// Remembered `Idempotency-Key` answers that have not expired.
+    pub records: Vec<IdempotencyRecord>,
+}
+
+/// One transaction's worth of changes, in sequence order.
+pub struct Batch<'a> {
+    pub changes: &'a [Change],
+    /// The remembered answers of the requests that made some of these changes.
+    pub records: &'a [IdempotencyRecord],
+    /// The number the first event after this batch gets.
+    pub next_event: u64,
+    /// Remembered answers that expired by now may be forgotten.
+    pub now: Timestamp,
+}
+
+/// Why a commit failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The commit may succeed if tried again (a busy or full disk, a lost connection).
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A place changes are committed to.
+pub trait Backend: Send + 'static {
+    /// Writes `batch` in one transaction: all of it or none.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the transaction did not commit; nothing of it is stored.
+    fn commit(&mut self, batch: &Batch<'_>) -> Result<(), StoreError>;
+}
+
+/// Opens the store `url` names, checks it and reads it.
+///
+/// # Errors
+/// A store that cannot be opened or created, is corrupt, or was written by a newer
+/// version; the message says which and what to do.
+pub fn open(url: &PersistUrl) -> anyhow::Result<(Box<dyn Backend>, Loaded)> {
+    match url {
+        PersistUrl::Sqlite(path) => {
+            let (store, loaded) = sqlite::SqliteStore::open(path)?;
+            Ok((Box::new(store), loaded))
+        }
+    }
+}
+
+/// A backend's view of the changes in a batch: the final image of each row, whatever
+/// order they were touched in.
+pub(crate) fn coalesce<'a>(changes: &'a [Change]) -> Coalesced<'a> {
+    use std::collections::BTreeMap;
+    let mut out = Coalesced::default();
+    let mut resources = BTreeMap::new();
+    let mut reservations = BTreeMap::new();
+    for change in changes {
+        let Some(delta) = &change.delta else { continue };
+        for (id, row) in &delta.resources {
+            resources.insert(*id, row.as_deref());
+        }
+        for (id, row) in &delta.reservations {
+            reservations.insert(*id, row.as_ref());
+        }
+        out.ended.extend(&delta.ended);
+        out.expired.extend(&delta.expired);
+        out.counters = Some(delta.counters);
+    }
+    out.resources = resources.into_iter().collect();
+    out.reservations = reservations.into_iter().collect();
+    out.seq = changes.last().map(|c| c.seq);
+    out
+}
+
+/// See [`coalesce`].
+#[derive(Default)]
+pub(crate) struct Coalesced<'a> {
+    pub resources: Vec<(
+        crate::domain::ResourceId,
+        Option<&'a crate::domain::Resource>,
+    )>,
+    pub reservations: Vec<(
+        crate::domain::ReservationId,
+        Option<&'a crate::domain::StoredReservation>,
+    )>,
+    pub ended: Vec<&'a crate::domain::EndedReservation>,
+    pub expired: Vec<&'a crate::domain::ExpiredLock>,
+    pub counters: Option<crate::domain::Counters>,
+    pub seq: Option<u64>,
+}
