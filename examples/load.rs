@@ -974,7 +974,7 @@ async fn run_expiry(
 /// Returns them and how many events were missed for falling behind.
 async fn watch_expired_events(
     handle: BrokerHandle,
-    mut events: tokio::sync::broadcast::Receiver<Event>,
+    mut events: tokio::sync::broadcast::Receiver<std::sync::Arc<rentabot::runtime::Committed>>,
     wanted: usize,
     give_up: tokio::time::Instant,
 ) -> (HashMap<u64, Release>, u64) {
@@ -982,16 +982,20 @@ async fn watch_expired_events(
     let mut lagged = 0;
     while seen.len() < wanted {
         match tokio::time::timeout_at(give_up, events.recv()).await {
-            Ok(Ok(Event::Expired {
-                fencing, deadline, ..
-            })) => {
-                let release = Release {
-                    seen_at_ms: handle.now().as_millis() as f64,
-                    deadline_ms: Some(deadline.as_millis() as i64),
-                };
-                seen.insert(fencing.get(), release);
+            Ok(Ok(change)) => {
+                for event in &change.events {
+                    if let Event::Expired {
+                        fencing, deadline, ..
+                    } = event
+                    {
+                        let release = Release {
+                            seen_at_ms: handle.now().as_millis() as f64,
+                            deadline_ms: Some(deadline.as_millis() as i64),
+                        };
+                        seen.insert(fencing.get(), release);
+                    }
+                }
             }
-            Ok(Ok(_)) => {}
             Ok(Err(RecvError::Lagged(n))) => lagged += n,
             Ok(Err(RecvError::Closed)) | Err(_) => break,
         }

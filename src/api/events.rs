@@ -19,7 +19,9 @@
 //! terminated) and sockets close with Going Away (1001), at once, rather than holding
 //! the stop until actix's grace time runs out.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::header;
@@ -38,7 +40,9 @@ use super::error::ApiError;
 use super::params::Query;
 use crate::domain::{DomainError, Event, ReservationId, ReservationStatus, Timestamp};
 use crate::runtime::shutdown::Watch;
-use crate::runtime::{BrokerHandle, ReservationSnapshot, Shutdown};
+use crate::runtime::{
+    BrokerHandle, Committed, Gap, Publisher, ReservationSnapshot, Shutdown, Subscription,
+};
 
 /// How long a connection may stay silent before we send something anyway: below the
 /// 30–60 s idle timeouts of common proxies, and the bound on how long a vanished client
@@ -342,11 +346,21 @@ impl EventView {
     }
 }
 
-/// The `lagged` event: this listener fell behind and `missed` events were skipped.
+/// The `lagged` event: events this listener will never get (`missed`; `None` when the
+/// count cannot be told). It must read the state again.
 #[derive(Debug, Serialize)]
 struct Lagged {
     r#type: &'static str,
-    missed: u64,
+    missed: Option<u64>,
+}
+
+impl Lagged {
+    fn new(missed: Option<u64>) -> Self {
+        Lagged {
+            r#type: "lagged",
+            missed,
+        }
+    }
 }
 
 /// Which event types a stream sends: `None` for all.
@@ -395,17 +409,26 @@ impl TypeFilter {
     }
 }
 
-/// Every broker event from now on, as server-sent events.
+/// Every broker event, as server-sent events, from now on or, with `Last-Event-ID`, from
+/// after the event the client saw last.
 ///
-/// `event:` is the type, `data:` the `EventView` as JSON, `id:` counts this connection's
-/// events from 1. A `: keep-alive` comment follows 15 s of silence. A client that falls
-/// behind gets `event: lagged` with `{"type":"lagged","missed":N}` and the stream goes on.
-/// No replay: `Last-Event-ID` is ignored, so read the state again (`GET /api/v1/resources`)
-/// after a reconnect.
+/// `event:` is the type, `data:` the `EventView` as JSON, `id:` the event's number in the
+/// broker's stream (it only grows; with `--persist`, also across restarts). Events are
+/// sent once their change is committed, in the order they happened. A client that
+/// reconnects with `Last-Event-ID` (browsers' `EventSource` does it by itself) gets every
+/// event it missed while the stream still keeps it (the last 10 000); one that falls
+/// behind a live stream catches up the same way. Whatever is no longer kept is reported
+/// as `event: lagged`, `{"type":"lagged","missed":N}` (`null` when it cannot be told,
+/// after a restart without `--persist`): read the state again. A `: keep-alive` comment
+/// follows 15 s of silence.
 #[utoipa::path(get, path = "/api/v1/events", tag = "events",
-    params(("types" = Option<String>, Query,
-        description = "Only these event types, comma-separated (e.g. locked,unlocked); default all",
-        pattern = "^(?:[\\t\\n\\x0b\\x0c\\r\\x85 \\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*,)*[\\t\\n\\x0b\\x0c\\r\\x85 \\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*(?:locked|extended|unlocked|expired|reservation_created|reservation_fulfilled|reservation_claimed|reservation_ended|force_unlocked|maintenance_scheduled|maintenance_started|maintenance_ended|resource_added|resource_updated|resource_retiring|resource_removed)[\\t\\n\\x0b\\x0c\\r\\x85 \\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*(?:,[\\t\\n\\x0b\\x0c\\r\\x85 \\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*(?:(?:locked|extended|unlocked|expired|reservation_created|reservation_fulfilled|reservation_claimed|reservation_ended|force_unlocked|maintenance_scheduled|maintenance_started|maintenance_ended|resource_added|resource_updated|resource_retiring|resource_removed)[\\t\\n\\x0b\\x0c\\r\\x85 \\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*)?)*$")),
+    params(
+        ("types" = Option<String>, Query,
+            description = "Only these event types, comma-separated (e.g. locked,unlocked); default all",
+            pattern = "^(?:[\\t\\n\\x0b\\x0c\\r\\x85 \\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*,)*[\\t\\n\\x0b\\x0c\\r\\x85 \\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*(?:locked|extended|unlocked|expired|reservation_created|reservation_fulfilled|reservation_claimed|reservation_ended|force_unlocked|maintenance_scheduled|maintenance_started|maintenance_ended|resource_added|resource_updated|resource_retiring|resource_removed)[\\t\\n\\x0b\\x0c\\r\\x85 \\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*(?:,[\\t\\n\\x0b\\x0c\\r\\x85 \\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*(?:(?:locked|extended|unlocked|expired|reservation_created|reservation_fulfilled|reservation_claimed|reservation_ended|force_unlocked|maintenance_scheduled|maintenance_started|maintenance_ended|resource_added|resource_updated|resource_retiring|resource_removed)[\\t\\n\\x0b\\x0c\\r\\x85 \\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*)?)*$"),
+        ("Last-Event-ID" = Option<String>, Header,
+            description = "The `id` of the last event the client saw: resume after it"),
+    ),
     responses(
         (status = 200, description = "A text/event-stream of broker events; each data line is one EventView",
             content_type = "text/event-stream", body = EventView),
@@ -418,78 +441,141 @@ pub async fn stream_events(
 ) -> Result<HttpResponse, ApiError> {
     let filter = TypeFilter::parse(&Query::parse(&req)?)?;
     // Subscribed before the response head goes out: a client that has seen the 200 sees
-    // every event after it.
-    let events = broker.subscribe();
+    // every event committed after it.
+    let last_seen = req
+        .headers()
+        .get(LAST_EVENT_ID)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let (subscription, last) = match last_seen {
+        Some(last) => (broker.resume(last), last),
+        None => {
+            let (last, live) = broker.subscribe_now();
+            let fresh = Subscription {
+                backlog: Vec::new(),
+                gap: Gap::None,
+                live,
+            };
+            (fresh, last)
+        }
+    };
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         // nginx buffers responses unless told not to.
         .insert_header(("X-Accel-Buffering", "no"))
         .streaming(event_stream(
-            events,
+            broker.publisher(),
+            subscription,
+            last,
             filter,
             HEARTBEAT,
             shutdown.get_ref().clone(),
         )))
 }
 
+/// The request header a reconnecting event-stream client sends.
+const LAST_EVENT_ID: &str = "Last-Event-ID";
+
 /// What [`event_stream`] carries from one frame to the next.
 struct Sse {
-    events: broadcast::Receiver<Event>,
+    publisher: Arc<Publisher>,
+    live: broadcast::Receiver<Arc<Committed>>,
+    /// Committed changes received (or replayed) and not yet sent out in full.
+    queued: VecDeque<Arc<Committed>>,
+    /// The number of the last event the client has been given (or skipped by filter).
+    last: u64,
+    /// A gap to report before the next event.
+    gap: Gap,
     filter: TypeFilter,
     heartbeat: Interval,
-    /// The `id:` of the next frame.
-    next_id: u64,
     shutdown: Shutdown,
     /// Counts this stream among the waiting responses while it lives.
     _watch: Watch,
 }
 
 impl Sse {
-    fn frame(&mut self, kind: &str, data: &impl Serialize) -> Bytes {
+    fn frame(id: Option<u64>, kind: &str, data: &impl Serialize) -> Bytes {
         let json = serde_json::to_string(data)
             // Plain structs of strings and numbers: serializing cannot fail.
             .expect("an event view serializes");
-        let id = self.next_id;
-        self.next_id += 1;
-        Bytes::from(format!("id: {id}\nevent: {kind}\ndata: {json}\n\n"))
+        match id {
+            Some(id) => Bytes::from(format!("id: {id}\nevent: {kind}\ndata: {json}\n\n")),
+            None => Bytes::from(format!("event: {kind}\ndata: {json}\n\n")),
+        }
+    }
+
+    /// The next frame from what is queued (a gap notice, then events in order), if any.
+    fn next_queued(&mut self) -> Option<Bytes> {
+        match std::mem::replace(&mut self.gap, Gap::None) {
+            Gap::None => {}
+            Gap::Missed(missed) => {
+                return Some(Self::frame(None, "lagged", &Lagged::new(Some(missed))));
+            }
+            Gap::Unknown => return Some(Self::frame(None, "lagged", &Lagged::new(None))),
+        }
+        while let Some(change) = self.queued.front() {
+            let next = change
+                .numbered()
+                .find(|(number, _)| *number > self.last)
+                .map(|(number, event)| (number, EventView::from(event)));
+            let Some((number, view)) = next else {
+                self.queued.pop_front();
+                continue;
+            };
+            self.last = number;
+            if self.filter.admits(view.kind()) {
+                return Some(Self::frame(Some(number), view.kind(), &view));
+            }
+        }
+        None
+    }
+
+    /// The live subscription fell behind: pick up again from the replay buffer.
+    fn catch_up(&mut self) {
+        let Subscription { backlog, gap, live } = self.publisher.resume(self.last);
+        self.live = live;
+        self.queued = backlog.into();
+        self.gap = gap;
     }
 }
 
-/// The SSE body over `events`. It ends when the broker's channel closes or the service
-/// stops; when the client goes away, actix drops it on the next failed write (at the
-/// latest one heartbeat later), which drops the receiver and so unsubscribes.
+/// The SSE body. It ends when the service stops; when the client goes away, actix drops
+/// it on the next failed write (at the latest one heartbeat later), which drops the
+/// receiver and so unsubscribes.
 fn event_stream(
-    events: broadcast::Receiver<Event>,
+    publisher: Arc<Publisher>,
+    subscription: Subscription,
+    last: u64,
     filter: TypeFilter,
     heartbeat: Duration,
     shutdown: Shutdown,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + 'static {
     let mut ticks = time::interval_at(Instant::now() + heartbeat, heartbeat);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let Subscription { backlog, gap, live } = subscription;
     let state = Sse {
-        events,
+        publisher,
+        live,
+        queued: backlog.into(),
+        last,
+        gap,
         filter,
         heartbeat: ticks,
-        next_id: 1,
         _watch: shutdown.watch(),
         shutdown,
     };
     futures_util::stream::unfold(state, |mut sse| async move {
         // Every branch is cancel-safe: a lost race loses neither an event nor a tick.
         let frame = loop {
+            if let Some(frame) = sse.next_queued() {
+                break frame;
+            }
             tokio::select! {
                 () = sse.shutdown.begun() => return None,
-                received = sse.events.recv() => match received {
-                    Ok(event) => {
-                        let view = EventView::from(&event);
-                        if sse.filter.admits(view.kind()) {
-                            break sse.frame(view.kind(), &view);
-                        }
-                    }
-                    Err(RecvError::Lagged(missed)) => {
-                        break sse.frame("lagged", &Lagged { r#type: "lagged", missed });
-                    }
+                received = sse.live.recv() => match received {
+                    Ok(change) => sse.queued.push_back(change),
+                    Err(RecvError::Lagged(_)) => sse.catch_up(),
                     Err(RecvError::Closed) => return None,
                 },
                 _ = sse.heartbeat.tick() => break Bytes::from_static(b": keep-alive\n\n"),
@@ -542,7 +628,7 @@ pub async fn watch_reservation(
     let id: ReservationId = rid
         .parse()
         .map_err(|_| ApiError::UnknownReservation(rid.to_string()))?;
-    // Subscribe before reading, so that a change between the two is not lost.
+    // Subscribe before reading, so that a change committed between the two is not lost.
     let events = broker.subscribe();
     let first = broker.reservation(id)?;
     let (response, session, messages) = actix_ws::handle(&req, body).map_err(|e| {
@@ -564,16 +650,30 @@ pub async fn watch_reservation(
     Ok(response)
 }
 
-/// Whether `event` may change the status of reservation `id`. Its `Locked` events and
+/// Whether `change` may change the status of reservation `id`. Its `Locked` events and
 /// its creation change nothing a watcher has not seen.
-fn changes_status(event: &Event, id: ReservationId) -> bool {
-    event.reservation() == Some(id)
-        && matches!(
-            event,
-            Event::ReservationFulfilled { .. }
-                | Event::ReservationClaimed { .. }
-                | Event::ReservationEnded { .. }
-        )
+pub(crate) fn changes_status(change: &Committed, id: ReservationId) -> bool {
+    change.events.iter().any(|event| {
+        event.reservation() == Some(id)
+            && matches!(
+                event,
+                Event::ReservationFulfilled { .. }
+                    | Event::ReservationClaimed { .. }
+                    | Event::ReservationEnded { .. }
+            )
+    })
+}
+
+/// How `change` ended reservation `id`, if it did.
+fn ending(change: &Committed, id: ReservationId) -> Option<SocketMessage> {
+    change.events.iter().find_map(|event| match event {
+        Event::ReservationEnded {
+            reservation,
+            reason,
+            at,
+        } if *reservation == id => Some(SocketMessage::ended(id, *reason, *at)),
+        _ => None,
+    })
 }
 
 /// Serves one reservation socket until the reservation ends, the client closes, a write
@@ -584,7 +684,7 @@ async fn run_reservation_socket(
     broker: BrokerHandle,
     id: ReservationId,
     first: ReservationSnapshot,
-    mut events: broadcast::Receiver<Event>,
+    mut events: broadcast::Receiver<Arc<Committed>>,
     mut session: Session,
     mut messages: MessageStream,
     shutdown: Shutdown,
@@ -605,11 +705,11 @@ async fn run_reservation_socket(
             () = shutdown.begun() => break CloseCode::Away,
             received = events.recv() => {
                 let outcome = match received {
-                    Ok(Event::ReservationEnded { reservation, reason, at }) if reservation == id => {
-                        Read::Ended(SocketMessage::ended(id, reason, at))
-                    }
-                    Ok(event) if changes_status(&event, id) => read(&broker, id, &mut last),
-                    Ok(_) => Read::Unchanged,
+                    Ok(change) => match ending(&change, id) {
+                        Some(ended) => Read::Ended(ended),
+                        None if changes_status(&change, id) => read(&broker, id, &mut last),
+                        None => Read::Unchanged,
+                    },
                     // Our change may be among the missed: read the state again.
                     Err(RecvError::Lagged(_)) => read(&broker, id, &mut last),
                     // The broker is going away with the server.
@@ -707,6 +807,7 @@ mod tests {
 
     use super::*;
     use crate::domain::{EndReason, FencingToken, ResourceId};
+    use crate::runtime::stream::{REPLAY_EVENTS, SUBSCRIBER_BUFFER};
 
     const T: Timestamp = Timestamp::from_millis(1_768_471_200_000);
 
@@ -835,96 +936,180 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn stream_numbers_frames_and_names_each_event_when_events_arrive() {
-        let (tx, rx) = broadcast::channel(16);
-        let mut stream = Box::pin(event_stream(
-            rx,
-            TypeFilter(None),
+    /// A publisher and a stream over it that starts after event `last` (`None`: now).
+    fn stream_over(
+        publisher: &Arc<Publisher>,
+        last: Option<u64>,
+        filter: TypeFilter,
+        shutdown: Shutdown,
+    ) -> impl Stream<Item = Result<Bytes, Infallible>> + use<> {
+        let (subscription, last) = match last {
+            Some(last) => (publisher.resume(last), last),
+            None => {
+                let (last, live) = publisher.subscribe_now();
+                let fresh = Subscription {
+                    backlog: Vec::new(),
+                    gap: Gap::None,
+                    live,
+                };
+                (fresh, last)
+            }
+        };
+        event_stream(
+            publisher.clone(),
+            subscription,
+            last,
+            filter,
             HEARTBEAT,
+            shutdown,
+        )
+    }
+
+    /// Publishes one change per event, numbered from `first_seq`.
+    fn publish(publisher: &Publisher, first_seq: u64, events: Vec<Event>) {
+        publisher.publish(
+            events
+                .into_iter()
+                .zip(first_seq..)
+                .map(|(event, seq)| (seq, vec![event])),
+        );
+    }
+
+    #[tokio::test]
+    async fn stream_numbers_frames_by_their_place_in_the_broker_stream() {
+        let publisher = Arc::new(Publisher::new(1));
+        publish(&publisher, 1, vec![unlocked(7)]); // before the client connected
+        let mut stream = Box::pin(stream_over(
+            &publisher,
+            None,
+            TypeFilter(None),
             Shutdown::new(),
         ));
-        tx.send(unlocked(1)).unwrap();
-        tx.send(unlocked(2)).unwrap();
+        publish(&publisher, 2, vec![unlocked(1), unlocked(2)]);
 
         let first = text(stream.next().await);
         let second = text(stream.next().await);
 
         assert_eq!(
             first,
-            "id: 1\nevent: unlocked\ndata: {\"type\":\"unlocked\",\"resource_id\":1,\"fencing_token\":1,\"at\":\"2026-01-15T10:00:00.000Z\"}\n\n"
+            "id: 2\nevent: unlocked\ndata: {\"type\":\"unlocked\",\"resource_id\":1,\"fencing_token\":1,\"at\":\"2026-01-15T10:00:00.000Z\"}\n\n"
         );
-        assert!(second.starts_with("id: 2\nevent: unlocked\n"), "{second}");
+        assert!(second.starts_with("id: 3\nevent: unlocked\n"), "{second}");
     }
 
     #[tokio::test]
-    async fn stream_skips_other_types_when_filtered() {
-        let (tx, rx) = broadcast::channel(16);
-        let filter = TypeFilter(Some(vec!["expired"]));
-        let mut stream = Box::pin(event_stream(rx, filter, HEARTBEAT, Shutdown::new()));
-        for event in one_of_each() {
-            tx.send(event).unwrap();
-        }
-        drop(tx);
-
-        let frames: Vec<String> = stream
-            .by_ref()
-            .map(|f| text(Some(f)))
-            .collect::<Vec<_>>()
-            .await;
-
-        assert_eq!(frames.len(), 1, "{frames:?}");
-        assert!(
-            frames[0].starts_with("id: 1\nevent: expired\n"),
-            "{frames:?}"
-        );
-    }
-
-    #[tokio::test]
-    async fn stream_reports_lag_and_goes_on_when_the_listener_falls_behind() {
-        let (tx, rx) = broadcast::channel(2);
-        let mut stream = Box::pin(event_stream(
-            rx,
+    async fn stream_resumes_after_the_last_event_id_from_the_replay_buffer() {
+        let publisher = Arc::new(Publisher::new(1));
+        publish(&publisher, 1, (1..=5).map(unlocked).collect());
+        let mut stream = Box::pin(stream_over(
+            &publisher,
+            Some(3),
             TypeFilter(None),
-            HEARTBEAT,
             Shutdown::new(),
         ));
-        for resource in 1..=5 {
-            tx.send(unlocked(resource)).unwrap();
-        }
+        publish(&publisher, 6, vec![unlocked(6)]);
 
-        let lagged = text(stream.next().await);
-        let next = text(stream.next().await);
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let frame = text(stream.next().await);
+            ids.push(frame.lines().next().unwrap().to_owned());
+        }
+        assert_eq!(
+            ids,
+            ["id: 4", "id: 5", "id: 6"],
+            "no event twice, none lost"
+        );
+    }
+
+    #[tokio::test]
+    async fn stream_numbers_skip_filtered_events_without_sending_them() {
+        let publisher = Arc::new(Publisher::new(1));
+        let filter = TypeFilter(Some(vec!["expired"]));
+        let mut stream = Box::pin(stream_over(&publisher, None, filter, Shutdown::new()));
+        // One change with one event of each kind: the expired one is the fourth.
+        publisher.publish([(1, one_of_each())]);
+        publish(&publisher, 2, vec![unlocked(1)]);
+
+        let frame = text(stream.next().await);
+        assert!(frame.starts_with("id: 4\nevent: expired\n"), "{frame}");
+        publish(
+            &publisher,
+            3,
+            vec![Event::Expired {
+                resource: ResourceId::new(1),
+                fencing: FencingToken::new(1),
+                deadline: T,
+            }],
+        );
+        let frame = text(stream.next().await);
+        assert!(frame.starts_with("id: 18\nevent: expired\n"), "{frame}");
+    }
+
+    #[tokio::test]
+    async fn a_listener_that_falls_behind_catches_up_from_the_replay_buffer() {
+        let publisher = Arc::new(Publisher::new(1));
+        let mut stream = Box::pin(stream_over(
+            &publisher,
+            None,
+            TypeFilter(None),
+            Shutdown::new(),
+        ));
+        // More changes than a subscriber's buffer holds, fewer than the replay keeps.
+        let n = SUBSCRIBER_BUFFER as u32 + 100;
+        publish(&publisher, 1, (1..=n).map(unlocked).collect());
+
+        for expected in 1..=u64::from(n) {
+            let frame = text(stream.next().await);
+            assert!(
+                frame.starts_with(&format!("id: {expected}\nevent: unlocked\n")),
+                "frame {expected}: {frame}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn what_the_replay_buffer_no_longer_holds_is_reported_as_missed() {
+        let publisher = Arc::new(Publisher::new(1));
+        let n = REPLAY_EVENTS as u32 + 250;
+        publish(&publisher, 1, (1..=n).map(unlocked).collect());
+        let mut stream = Box::pin(stream_over(
+            &publisher,
+            Some(0),
+            TypeFilter(None),
+            Shutdown::new(),
+        ));
 
         assert_eq!(
-            lagged,
-            "id: 1\nevent: lagged\ndata: {\"type\":\"lagged\",\"missed\":3}\n\n"
+            text(stream.next().await),
+            "event: lagged\ndata: {\"type\":\"lagged\",\"missed\":250}\n\n"
         );
-        assert!(next.contains("\"resource_id\":4"), "{next}");
+        assert!(text(stream.next().await).starts_with("id: 251\n"));
     }
 
     #[tokio::test]
-    async fn stream_ends_when_the_broker_channel_closes() {
-        let (tx, rx) = broadcast::channel::<Event>(2);
-        let mut stream = Box::pin(event_stream(
-            rx,
+    async fn an_id_from_another_run_is_reported_as_an_unknown_gap() {
+        let publisher = Arc::new(Publisher::new(1));
+        publish(&publisher, 1, vec![unlocked(1)]);
+        let mut stream = Box::pin(stream_over(
+            &publisher,
+            Some(500),
             TypeFilter(None),
-            HEARTBEAT,
             Shutdown::new(),
         ));
 
-        drop(tx);
-
-        assert!(stream.next().await.is_none());
+        assert_eq!(
+            text(stream.next().await),
+            "event: lagged\ndata: {\"type\":\"lagged\",\"missed\":null}\n\n"
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn stream_sends_a_keep_alive_comment_after_fifteen_idle_seconds() {
-        let (tx, rx) = broadcast::channel::<Event>(2);
-        let mut stream = Box::pin(event_stream(
-            rx,
+        let publisher = Arc::new(Publisher::new(1));
+        let mut stream = Box::pin(stream_over(
+            &publisher,
+            None,
             TypeFilter(None),
-            HEARTBEAT,
             Shutdown::new(),
         ));
         let started = Instant::now();
@@ -933,18 +1118,18 @@ mod tests {
 
         assert_eq!(frame, ": keep-alive\n\n");
         assert_eq!(started.elapsed(), HEARTBEAT);
-        tx.send(unlocked(1)).unwrap();
+        publish(&publisher, 1, vec![unlocked(1)]);
         assert!(text(stream.next().await).starts_with("id: 1\n"));
     }
 
     #[tokio::test]
     async fn stream_ends_and_stops_counting_itself_when_the_service_stops() {
-        let (_tx, rx) = broadcast::channel::<Event>(2);
+        let publisher = Arc::new(Publisher::new(1));
         let shutdown = Shutdown::new();
-        let mut stream = Box::pin(event_stream(
-            rx,
+        let mut stream = Box::pin(stream_over(
+            &publisher,
+            None,
             TypeFilter(None),
-            HEARTBEAT,
             shutdown.clone(),
         ));
         assert_eq!(shutdown.watchers(), 1);

@@ -20,10 +20,11 @@ use super::dto::{
 };
 use super::endpoint;
 use super::error::ApiError;
+use super::events::changes_status;
 use super::idempotency::Retain;
 use super::params::{self, Body, Fields, GroupRequest, Known, Query, param};
 use super::query;
-use crate::domain::{Event, ReservationId, ReservationRequest, ReservationStatus, Ttl};
+use crate::domain::{ReservationId, ReservationRequest, ReservationStatus, Ttl};
 use crate::runtime::{BrokerHandle, Shutdown};
 
 /// The longest long-poll, in seconds: below the idle timeouts of common proxies.
@@ -135,7 +136,7 @@ pub async fn get_reservation(
     let query = Query::strict(&req, &WAIT_QUERY)?;
     let wait = long_poll_wait(&query)?;
     let last_seen = last_seen_status(&query)?;
-    // Subscribe before reading, so that a change between the two is not missed.
+    // Subscribe before reading, so that a change committed between the two is not missed.
     let mut events = broker.subscribe();
     let first = broker.reservation(id)?;
     let unchanged = last_seen.is_none_or(|s| s == first.reservation.status);
@@ -145,7 +146,7 @@ pub async fn get_reservation(
     let changed = async {
         loop {
             match events.recv().await {
-                Ok(event) if changes_status(&event, id) => return,
+                Ok(change) if changes_status(&change, id) => return,
                 Ok(_) => {}
                 // Missed events may include ours: read the state again.
                 Err(RecvError::Lagged(_)) => {
@@ -272,16 +273,6 @@ fn last_seen_status(query: &Query) -> Result<Option<ReservationStatus>, ApiError
         )
         .with("status", raw)
     })
-}
-
-/// Whether `event` changes the status of reservation `id`.
-fn changes_status(event: &Event, id: ReservationId) -> bool {
-    matches!(
-        event,
-        Event::ReservationFulfilled { reservation, .. }
-        | Event::ReservationClaimed { reservation, .. }
-        | Event::ReservationEnded { reservation, .. } if *reservation == id
-    )
 }
 
 /// `GET /reservations/{rid}`.

@@ -1,9 +1,12 @@
 //! [`BrokerHandle`]: the only owner of the broker's mutex.
 //!
 //! Every broker call goes through [`BrokerHandle::with_broker`], which reads the clock,
-//! locks, runs one synchronous operation, drains its events and unlocks; only then does it
-//! wake the timer and publish the events. The methods are synchronous on purpose: a guard
-//! cannot be held across an `.await` in code that has none.
+//! locks, brings the broker to `now` (what fell due is the system's change), runs one
+//! synchronous operation (the caller's change), numbers both changes and hands them to
+//! the [`Committer`] in that order, and unlocks; only then does it wake the timer and
+//! let the committer publish. The methods are synchronous on purpose: a guard cannot be
+//! held across an `.await` in code that has none. The answer to a request waits for
+//! [`BrokerHandle::durable`] (see `runtime/stream.rs`).
 
 use std::cell::Cell;
 use std::sync::{Arc, Mutex};
@@ -11,38 +14,79 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, broadcast};
 
+use super::scope::RequestScope;
+use super::stream::{
+    Cause, Change, Committed, Committer, IdempotencyRecord, InMemory, Ledger, Publisher,
+    Subscription, Unavailable,
+};
 use crate::domain::{
-    Broker, Clock, DomainError, Event, ExpiredLock, Granted, Group, Lease, LockTerms, LockToken,
-    Policy, ReloadDiff, ReloadReport, Reservation, ReservationId, ReservationQuery,
-    ReservationRequest, ReservationStatus, Resource, ResourceId, ResourcePage, ResourcePatch,
-    ResourceQuery, ResourceSnapshot, ResourceSpec, Selector, Timestamp, Ttl, Unavailability,
-    WaitingFor,
+    Broker, Clock, DomainError, ExpiredLock, Granted, Group, Lease, LockTerms, LockToken, Policy,
+    ReloadDiff, ReloadReport, Reservation, ReservationId, ReservationQuery, ReservationRequest,
+    ReservationStatus, Resource, ResourceId, ResourcePage, ResourcePatch, ResourceQuery,
+    ResourceSnapshot, ResourceSpec, Selector, Timestamp, Ttl, Unavailability, WaitingFor,
 };
 
-/// A cheap, cloneable reference to the one broker of this process.
+/// A cheap, cloneable reference to the one broker of this process, optionally scoped to
+/// the request it serves.
 #[derive(Clone)]
 pub struct BrokerHandle {
     shared: Arc<Shared>,
+    scope: Option<Arc<RequestScope>>,
 }
 
 struct Shared {
     /// A std mutex, not tokio's: critical sections are short and never await, so
     /// contended waits are brief and an async mutex would only add overhead.
-    broker: Mutex<Broker>,
+    core: Mutex<Core>,
     /// The broker's policy, which never changes: readable without the mutex.
     policy: Policy,
     clock: Arc<dyn Clock>,
     /// Poked when the earliest deadline moves earlier, so the timer re-plans its nap.
     /// `Notify` keeps one permit when nobody waits, so a poke during a sweep is not lost.
     deadline_changed: Notify,
-    /// Every event, for whoever listens (the load tool today; the event stream, metrics
-    /// and notifications later). Sending never blocks: a receiver that falls more than
-    /// [`EVENT_BUFFER`] events behind is told it lagged and skips ahead.
-    events: broadcast::Sender<Event>,
+    /// Takes every change, in sequence order, under the mutex.
+    committer: Arc<dyn Committer>,
+    ledger: Arc<Ledger>,
+    publisher: Arc<Publisher>,
 }
 
-/// How many events a slow subscriber may fall behind before it misses some.
-pub const EVENT_BUFFER: usize = 4096;
+/// What the mutex guards: the broker, and the number of its last change.
+struct Core {
+    broker: Broker,
+    /// The sequence number of the last change handed to the committer.
+    seq: u64,
+}
+
+impl Core {
+    /// Hands what the broker changed since the last call to `committer` as change
+    /// `seq + 1`, caused by `cause`; nothing if nothing changed. Returns its number.
+    fn emit(
+        &mut self,
+        now: Timestamp,
+        cause: &Arc<Cause>,
+        scope: Option<&RequestScope>,
+        committer: &dyn Committer,
+    ) -> Option<u64> {
+        let events = self.broker.drain_events();
+        let delta = self.broker.take_delta();
+        if events.is_empty() && delta.as_ref().is_none_or(|d| d.is_empty()) {
+            return None;
+        }
+        self.seq += 1;
+        let seq = self.seq;
+        let awaits_record =
+            committer.wants_rows() && scope.is_some_and(|s| s.takes_answer_for(seq));
+        committer.submit(Change {
+            seq,
+            at: now,
+            cause: cause.clone(),
+            events,
+            delta,
+            awaits_record,
+        });
+        Some(seq)
+    }
+}
 
 /// A granted lock together with the resource as it stands after the grant.
 #[derive(Debug)]
@@ -93,16 +137,74 @@ impl ReservationSnapshot {
 }
 
 impl BrokerHandle {
+    /// A handle over `broker` without persistence: changes are committed when made.
     pub fn new(broker: Broker, clock: Arc<dyn Clock>) -> Self {
+        let ledger = Arc::new(Ledger::new(0));
+        let publisher = Arc::new(Publisher::new(1));
+        let committer = Arc::new(InMemory::new(ledger.clone(), publisher.clone()));
+        Self::with_committer(broker, clock, committer, ledger, publisher, 0)
+    }
+
+    /// A handle over `broker` whose changes go to `committer`, numbered after `seq` (the
+    /// last change the store holds).
+    pub fn with_committer(
+        broker: Broker,
+        clock: Arc<dyn Clock>,
+        committer: Arc<dyn Committer>,
+        ledger: Arc<Ledger>,
+        publisher: Arc<Publisher>,
+        seq: u64,
+    ) -> Self {
         BrokerHandle {
             shared: Arc::new(Shared {
                 policy: broker.policy(),
-                broker: Mutex::new(broker),
+                core: Mutex::new(Core { broker, seq }),
                 clock,
                 deadline_changed: Notify::new(),
-                events: broadcast::channel(EVENT_BUFFER).0,
+                committer,
+                ledger,
+                publisher,
             }),
+            scope: None,
         }
+    }
+
+    /// This handle, making its calls for the request `scope` describes.
+    pub fn scoped(&self, scope: Arc<RequestScope>) -> BrokerHandle {
+        BrokerHandle {
+            shared: self.shared.clone(),
+            scope: Some(scope),
+        }
+    }
+
+    /// Resolves once change `seq` (and every earlier one) is committed.
+    ///
+    /// # Errors
+    /// [`Unavailable`] when the store fails or the commit takes too long.
+    pub async fn durable(&self, seq: u64) -> Result<(), Unavailable> {
+        self.shared.ledger.durable(seq).await
+    }
+
+    /// Why commits fail, while they do.
+    pub fn store_failure(&self) -> Option<Arc<str>> {
+        self.shared.ledger.failure()
+    }
+
+    /// Whether the broker's mutex was poisoned by a panic inside a broker call: its
+    /// state may be half-changed, and the process must restart.
+    pub fn is_poisoned(&self) -> bool {
+        self.shared.core.is_poisoned()
+    }
+
+    /// The remembered answer of the request that made change `seq` (see
+    /// [`RequestScope::take_awaiting`]).
+    pub fn attach_record(&self, seq: u64, record: Option<IdempotencyRecord>) {
+        self.shared.committer.attach(seq, record);
+    }
+
+    /// Whether changes are written to a store (and answers wait for commits).
+    pub fn is_durable(&self) -> bool {
+        self.shared.committer.wants_rows()
     }
 
     pub fn now(&self) -> Timestamp {
@@ -332,9 +434,25 @@ impl BrokerHandle {
         })
     }
 
-    /// A receiver of every event published from now on, in the order they happened.
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.shared.events.subscribe()
+    /// A receiver of every change committed from now on, in sequence order.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Committed>> {
+        self.shared.publisher.subscribe()
+    }
+
+    /// Every committed change after event number `last_seen` that is still kept, and
+    /// every one from now on (see [`Publisher::resume`]).
+    pub fn resume(&self, last_seen: u64) -> Subscription {
+        self.shared.publisher.resume(last_seen)
+    }
+
+    /// The publisher of committed changes (what event streams read).
+    pub fn publisher(&self) -> Arc<Publisher> {
+        self.shared.publisher.clone()
+    }
+
+    /// Every committed change from now on, and the number of the last event before them.
+    pub fn subscribe_now(&self) -> (u64, broadcast::Receiver<Arc<Committed>>) {
+        self.shared.publisher.subscribe_now()
     }
 
     /// Resolves when the earliest deadline has moved earlier since the last wait.
@@ -344,34 +462,46 @@ impl BrokerHandle {
 
     /// Runs `f` on the broker under the mutex, at the current time. Everything that
     /// touches the broker comes through here.
+    ///
+    /// What fell due by `now` is applied first and numbered as the system's change; what
+    /// `f` does is the caller's (the scope's cause). Both go to the committer before the
+    /// mutex is released, so changes reach it in the order they were made.
     fn with_broker<R>(&self, f: impl FnOnce(&mut Broker, Timestamp) -> R) -> R {
         let now = self.now();
-        let (out, events, moved_earlier) = {
-            let mut broker = self
+        let committer = &*self.shared.committer;
+        let scope = self.scope.as_deref();
+        let (out, seen, moved_earlier) = {
+            let mut core = self
                 .shared
-                .broker
+                .core
                 .lock()
                 // A panic inside the broker would leave it half-changed; refusing to go on
                 // is the only safe answer, and the supervisor restarts the process.
                 .expect("broker mutex poisoned by an earlier panic");
             let locked_at = Instant::now();
-            let before = broker.next_deadline();
-            let out = f(&mut broker, now);
-            let after = broker.next_deadline();
+            let before = core.broker.next_deadline();
+            core.broker.expire_due(now);
+            core.emit(now, &Cause::system(), None, committer);
+            let out = f(&mut core.broker, now);
+            let cause = scope.map_or_else(Cause::anonymous, |s| s.cause().clone());
+            core.emit(now, &cause, scope, committer);
+            let after = core.broker.next_deadline();
             let moved_earlier = match (before, after) {
                 (_, None) => false,
                 (None, Some(_)) => true,
                 (Some(b), Some(a)) => a < b,
             };
-            let events = broker.drain_events();
             let held = locked_at.elapsed();
             LONGEST_HOLD.set(LONGEST_HOLD.get().max(held));
-            (out, events, moved_earlier)
+            (out, core.seq, moved_earlier)
         }; // guard dropped: the rest runs unlocked
+        committer.flush();
+        if let Some(scope) = scope {
+            scope.saw(seen);
+        }
         if moved_earlier {
             self.shared.deadline_changed.notify_one();
         }
-        self.publish(events);
         out
     }
 }
@@ -440,103 +570,76 @@ impl BrokerHandle {
     }
 }
 
-impl BrokerHandle {
-    /// Fans events out, after the mutex is released: to the log, then to subscribers.
-    /// Lock tokens are never part of an event, so nothing secret is logged or sent.
-    fn publish(&self, events: Vec<Event>) {
-        for event in events {
-            log(&event);
-            // An error only means nobody is subscribed.
-            let _ = self.shared.events.send(event);
-        }
-    }
-}
+#[cfg(test)]
+mod tests {
+    //! The change stream's order under concurrent callers: what a consumer mirrors from
+    //! the published changes is the broker's own history.
 
-/// Lock, unlock and extend are the hot path (thousands a second) and log at `debug`: an
-/// `info` line costs the server about 8 us of CPU, a third of a lock+unlock cycle
-/// (BENCHMARKS.md, run C). Expiries and the queue's changes, rarer and what operators
-/// look for, log at `info`. Every change is also on the event stream (`/api/v1/events`).
-fn log(event: &Event) {
-    match event {
-        Event::Locked {
-            resource,
-            fencing,
-            expires_at,
-            ..
-        } => {
-            tracing::debug!(resource = %resource, fencing = fencing.get(), expires_at = %expires_at, "locked")
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::domain::{Event, FencingToken, Timestamp};
+    use crate::runtime::ManualClock;
+
+    #[test]
+    fn changes_are_published_in_the_order_the_broker_made_them_whoever_makes_them() {
+        let specs = (1..=2).map(|i| ResourceSpec::named(format!("r{i}")));
+        let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_768_471_200_000)));
+        let handle = BrokerHandle::new(Broker::new(specs), clock);
+        let mut changes = handle.subscribe();
+        const CYCLES: usize = 5_000;
+        // Mirror the broker from the stream alone, as it arrives: a grant of a held
+        // resource, or a release of a lock the mirror does not hold, means the order is
+        // wrong.
+        let mirror = std::thread::spawn(move || {
+            let mut holder: HashMap<ResourceId, FencingToken> = HashMap::new();
+            let (mut last_seq, mut grants, mut releases) = (0, 0, 0);
+            while releases < 4 * CYCLES {
+                let change = changes.blocking_recv().expect("kept up with the stream");
+                assert!(change.seq > last_seq, "sequence numbers only grow");
+                last_seq = change.seq;
+                for event in &change.events {
+                    match event {
+                        Event::Locked {
+                            resource, fencing, ..
+                        } => {
+                            grants += 1;
+                            let before = holder.insert(*resource, *fencing);
+                            assert_eq!(before, None, "{resource} granted while held");
+                        }
+                        Event::Unlocked {
+                            resource, fencing, ..
+                        } => {
+                            releases += 1;
+                            assert_eq!(holder.remove(resource), Some(*fencing));
+                        }
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+            }
+            (grants, holder)
+        });
+        let workers: Vec<_> = (0..4)
+            .map(|w| {
+                let handle = handle.clone();
+                std::thread::spawn(move || {
+                    let id = ResourceId::new(1 + (w % 2) as u32);
+                    let mut done = 0;
+                    while done < CYCLES {
+                        if let Ok(grant) = handle.lock(id, Ttl::from_secs(60).unwrap()) {
+                            handle.unlock(id, Some(&grant.token.reveal())).unwrap();
+                            done += 1;
+                        }
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.join().unwrap();
         }
-        Event::Extended {
-            resource,
-            fencing,
-            expires_at,
-        } => {
-            tracing::debug!(resource = %resource, fencing = fencing.get(), expires_at = %expires_at, "lock extended")
-        }
-        Event::Unlocked {
-            resource, fencing, ..
-        } => tracing::debug!(resource = %resource, fencing = fencing.get(), "unlocked"),
-        Event::Expired {
-            resource,
-            fencing,
-            deadline,
-        } => {
-            tracing::info!(resource = %resource, fencing = fencing.get(), deadline = %deadline, "lock expired")
-        }
-        Event::ReservationCreated { reservation, .. } => {
-            tracing::info!(reservation = %reservation, "reservation queued")
-        }
-        Event::ReservationFulfilled {
-            reservation,
-            resources,
-            ..
-        } => {
-            tracing::info!(reservation = %reservation, resources = ?resources.iter().map(|r| r.get()).collect::<Vec<_>>(), "reservation fulfilled")
-        }
-        Event::ReservationClaimed { reservation, .. } => {
-            tracing::info!(reservation = %reservation, "reservation claimed")
-        }
-        Event::ReservationEnded {
-            reservation,
-            reason,
-            ..
-        } => {
-            tracing::info!(reservation = %reservation, reason = reason.as_str(), "reservation ended")
-        }
-        Event::ForceUnlocked {
-            resource,
-            fencing,
-            reason,
-            ..
-        } => {
-            tracing::warn!(resource = %resource, fencing = fencing.get(), reason = %reason, "lock force-unlocked")
-        }
-        Event::MaintenanceScheduled {
-            resource,
-            reason,
-            from,
-            until,
-            ..
-        } => {
-            tracing::info!(resource = %resource, reason = %reason, from = %from, until = %until.map_or_else(|| "none".to_owned(), |t| t.to_string()), "maintenance scheduled")
-        }
-        Event::MaintenanceStarted { resource, .. } => {
-            tracing::info!(resource = %resource, "out of service for maintenance")
-        }
-        Event::MaintenanceEnded { resource, .. } => {
-            tracing::info!(resource = %resource, "back in service")
-        }
-        Event::ResourceAdded { resource, name, .. } => {
-            tracing::info!(resource = %resource, name = %name, "resource added")
-        }
-        Event::ResourceUpdated {
-            resource, fields, ..
-        } => tracing::info!(resource = %resource, fields = ?fields, "resource updated"),
-        Event::ResourceRetiring { resource, name, .. } => {
-            tracing::info!(resource = %resource, name = %name, "resource retiring: it goes when its lock ends")
-        }
-        Event::ResourceRemoved { resource, name, .. } => {
-            tracing::info!(resource = %resource, name = %name, "resource removed")
-        }
+        let (grants, holder) = mirror.join().expect("the mirror agreed with every change");
+        assert_eq!(grants, 4 * CYCLES, "every grant was published");
+        assert!(holder.is_empty());
     }
 }

@@ -2,20 +2,24 @@
 //! timer task, and descriptor reloads.
 
 pub mod clock;
+pub mod entropy;
 pub mod handle;
 pub mod reload;
+pub mod scope;
 pub mod shutdown;
 pub mod stream;
 pub mod timer;
 
 pub use clock::{ManualClock, SystemClock};
+pub use entropy::OsEntropy;
 pub use handle::{BrokerHandle, Grant, ReservationSnapshot};
 pub use reload::DescriptorSource;
 #[cfg(unix)]
 pub use reload::run_reload_on_hangup;
+pub use scope::RequestScope;
 pub use shutdown::Shutdown;
 pub use stream::{
-    Actor, Cause, Change, Committed, Committer, IdempotencyRecord, InMemory, Ledger, Publisher,
-    Unavailable,
+    Actor, Cause, Change, Committed, Committer, Gap, IdempotencyRecord, InMemory, Ledger,
+    Publisher, Subscription, Unavailable,
 };
 pub use timer::run_expiry_timer;

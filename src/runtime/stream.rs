@@ -75,14 +75,19 @@ impl Cause {
             .clone()
     }
 
-    /// A caller outside any request (the CLI's own calls, tests).
+    /// A caller outside any request (tests, tools).
     pub fn anonymous() -> Arc<Cause> {
-        Arc::new(Cause {
-            actor: Actor::Anonymous,
-            request_id: None,
-            client_ip: None,
-            user_agent: None,
-        })
+        static ANONYMOUS: std::sync::OnceLock<Arc<Cause>> = std::sync::OnceLock::new();
+        ANONYMOUS
+            .get_or_init(|| {
+                Arc::new(Cause {
+                    actor: Actor::Anonymous,
+                    request_id: None,
+                    client_ip: None,
+                    user_agent: None,
+                })
+            })
+            .clone()
     }
 }
 
@@ -274,12 +279,24 @@ struct Replay {
 
 /// What a subscriber gets: the committed changes after the ones it had seen.
 pub struct Subscription {
-    /// Committed changes kept for replay, after the requested event (possibly none).
+    /// Committed changes kept for replay that hold events after the requested one
+    /// (possibly none). The first may also hold earlier events: skip those by number.
     pub backlog: Vec<Arc<Committed>>,
-    /// How many events between the requested one and the backlog are no longer kept
-    /// (the client must read the state again); 0 when nothing was missed.
-    pub missed: u64,
+    /// What could not be replayed.
+    pub gap: Gap,
     pub live: broadcast::Receiver<Arc<Committed>>,
+}
+
+/// Events a resuming subscriber missed for good: it must read the state again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gap {
+    /// Nothing: the backlog continues where the subscriber left off.
+    None,
+    /// This many events after the requested one are no longer kept.
+    Missed(u64),
+    /// The requested event is unknown to this stream (an id from before a restart of a
+    /// service without persistence): how much was missed cannot be told.
+    Unknown,
 }
 
 impl Publisher {
@@ -332,6 +349,13 @@ impl Publisher {
         self.subscribers.subscribe()
     }
 
+    /// Every committed change from now on, and the number of the last event before
+    /// them (where a later [`Publisher::resume`] would pick up).
+    pub fn subscribe_now(&self) -> (u64, broadcast::Receiver<Arc<Committed>>) {
+        let replay = self.replay();
+        (replay.next_event - 1, self.subscribers.subscribe())
+    }
+
     /// Every committed change after event `last_seen`, and from now on. Taken under the
     /// same lock `publish` holds, so nothing falls between the backlog and the live
     /// receiver.
@@ -339,12 +363,15 @@ impl Publisher {
         let replay = self.replay();
         let live = self.subscribers.subscribe();
         if last_seen + 1 >= replay.next_event {
-            // Nothing after it yet (or an id from another run, ahead of ours: nothing
-            // we could replay either way; the caller sees `missed == 0` and no backlog).
-            let missed = u64::from(last_seen >= replay.next_event);
+            // Nothing after it yet, or an id ahead of this stream's: one from another run.
+            let gap = if last_seen >= replay.next_event {
+                Gap::Unknown
+            } else {
+                Gap::None
+            };
             return Subscription {
                 backlog: Vec::new(),
-                missed,
+                gap,
                 live,
             };
         }
@@ -358,11 +385,11 @@ impl Publisher {
             .filter(|c| c.first_event + c.events.len() as u64 > last_seen + 1)
             .cloned()
             .collect();
-        Subscription {
-            backlog,
-            missed: oldest.saturating_sub(last_seen + 1),
-            live,
-        }
+        let gap = match oldest.saturating_sub(last_seen + 1) {
+            0 => Gap::None,
+            missed => Gap::Missed(missed),
+        };
+        Subscription { backlog, gap, live }
     }
 
     fn replay(&self) -> std::sync::MutexGuard<'_, Replay> {
@@ -481,7 +508,7 @@ fn log(event: &Event) {
             until,
             ..
         } => {
-            tracing::info!(resource = %resource, reason = %reason, from = %from, until = ?until.map(|t| t.to_string()), "maintenance scheduled")
+            tracing::info!(resource = %resource, reason = %reason, from = %from, until = %until.map_or_else(|| "none".to_owned(), |t| t.to_string()), "maintenance scheduled")
         }
         Event::MaintenanceStarted { resource, .. } => {
             tracing::info!(resource = %resource, "out of service for maintenance")

@@ -45,6 +45,7 @@ mod tests {
 
     use super::*;
     use crate::domain::{Broker, Clock, Event, ResourceId, ResourceSpec, Timestamp, Ttl};
+    use crate::runtime::Committed;
 
     const T0: Timestamp = Timestamp::from_millis(1_764_000_000_000);
 
@@ -58,7 +59,7 @@ mod tests {
         }
     }
 
-    fn start() -> (BrokerHandle, Receiver<Event>, CancellationToken) {
+    fn start() -> (BrokerHandle, Receiver<Arc<Committed>>, CancellationToken) {
         let specs = [ResourceSpec::named("a"), ResourceSpec::named("b")];
         let handle = BrokerHandle::new(Broker::new(specs), Arc::new(TokioClock(Instant::now())));
         let events = handle.subscribe();
@@ -74,16 +75,19 @@ mod tests {
 
     /// The next expiry, and the broker time at which the timer published it.
     async fn next_expiry(
-        events: &mut Receiver<Event>,
+        events: &mut Receiver<Arc<Committed>>,
         handle: &BrokerHandle,
     ) -> (ResourceId, Timestamp, Timestamp) {
         let expiry = async {
             loop {
-                match events.recv().await.unwrap() {
-                    Event::Expired {
+                let change = events.recv().await.unwrap();
+                for event in &change.events {
+                    if let Event::Expired {
                         resource, deadline, ..
-                    } => return (resource, deadline, handle.now()),
-                    _ => continue,
+                    } = event
+                    {
+                        return (*resource, *deadline, handle.now());
+                    }
                 }
             }
         };

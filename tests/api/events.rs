@@ -46,12 +46,16 @@ impl EventStream {
     /// Opens `GET /api/v1/events{query}`, expecting a 200 event stream. Once this returns,
     /// the server has subscribed: every later change is on the stream.
     async fn open(app: &TestApp, query: &str) -> EventStream {
-        let response = app
-            .client
-            .get(app.url(&format!("/api/v1/events{query}")))
-            .send()
-            .await
-            .expect("the request reaches the app");
+        Self::resume(app, query, None).await
+    }
+
+    /// As [`EventStream::open`], resuming after event `last_seen` (`Last-Event-ID`).
+    async fn resume(app: &TestApp, query: &str, last_seen: Option<&str>) -> EventStream {
+        let mut request = app.client.get(app.url(&format!("/api/v1/events{query}")));
+        if let Some(last) = last_seen {
+            request = request.header("Last-Event-ID", last);
+        }
+        let response = request.send().await.expect("the request reaches the app");
         assert_eq!(response.status(), 200);
         assert_eq!(
             response.headers()["content-type"],
@@ -105,8 +109,9 @@ fn parse_frame(raw: &str) -> Option<SseEvent> {
         }
     }
     Some(SseEvent {
-        id: id?,
-        event: event.expect("an event name"),
+        // A frame without an id (`lagged`) leaves the client's last id as it was.
+        id: id.unwrap_or(0),
+        event: event?,
         data: data.expect("a data line"),
         raw: raw.to_owned(),
     })
@@ -198,8 +203,8 @@ async fn event_stream_sends_reservation_created_then_fulfilled_when_a_queued_res
     );
     assert_eq!(
         [created.id, locked.id, fulfilled.id],
-        [2, 3, 4],
-        "ids count what this stream sent"
+        [2, 4, 5],
+        "ids are the events' numbers in the broker's stream (3 is the unlock, filtered out)"
     );
 }
 
@@ -215,10 +220,47 @@ async fn event_stream_sends_only_the_named_types_when_filtered() {
 
     let a = events.next().await;
     let b = events.next().await;
-    assert_eq!((a.id, a.event.as_str()), (1, "unlocked"));
+    assert_eq!((a.id, a.event.as_str()), (2, "unlocked"));
     assert_eq!(a.data["fencing_token"], first.fencing);
-    assert_eq!((b.id, b.event.as_str()), (2, "unlocked"));
+    assert_eq!((b.id, b.event.as_str()), (4, "unlocked"));
     assert_eq!(b.data["fencing_token"], second.fencing);
+}
+
+#[tokio::test]
+async fn event_stream_resumes_after_the_last_event_id_a_reconnecting_client_sends() {
+    let app = spawn_app().await;
+    let first = app.locked(COFFEE, 60).await; // event 1
+    assert_eq!(app.unlock(COFFEE, &first.token).await.status, 200); // event 2
+
+    // The client saw event 1, lost its connection, and reconnects.
+    let mut events = EventStream::resume(&app, "", Some("1")).await;
+    let second = app.locked(ARM_1, 60).await; // event 3, after the reconnect
+
+    let missed = events.next().await;
+    assert_eq!((missed.id, missed.event.as_str()), (2, "unlocked"));
+    assert_eq!(missed.data["fencing_token"], first.fencing);
+    let live = events.next().await;
+    assert_eq!((live.id, live.event.as_str()), (3, "locked"));
+    assert_eq!(live.data["fencing_token"], second.fencing);
+}
+
+#[tokio::test]
+async fn event_stream_tells_a_client_with_an_unknown_last_event_id_to_read_the_state_again() {
+    let app = spawn_app().await;
+    app.locked(COFFEE, 60).await; // event 1: the stream has never numbered 500
+
+    let mut events = EventStream::resume(&app, "", Some("500")).await;
+
+    let gap = events.next().await;
+    assert_eq!(gap.event, "lagged");
+    assert_eq!(
+        gap.data,
+        serde_json::json!({"type": "lagged", "missed": null})
+    );
+    assert!(
+        !gap.raw.contains("id:"),
+        "a gap notice moves no client's last id"
+    );
 }
 
 #[tokio::test]
