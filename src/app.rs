@@ -3,6 +3,7 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
@@ -18,7 +19,12 @@ use crate::api::middleware::{RequestSpan, envelope};
 use crate::cli::{ServeArgs, limits};
 use crate::config;
 use crate::domain::{Broker, Clock, Policy, ResourceSpec};
-use crate::runtime::{BrokerHandle, DescriptorSource, Shutdown, SystemClock, run_expiry_timer};
+use crate::runtime::{
+    BrokerHandle, Committer, DescriptorSource, IdempotencyRecord, InMemory, Ledger, OsEntropy,
+    Publisher, Shutdown, SystemClock, run_expiry_timer,
+};
+use crate::store::writer::WriterContext;
+use crate::store::{self, Failpoint, Loaded, MemoryStore, PersistUrl};
 use crate::{api, web as pages};
 
 /// Seconds the requests in flight get to finish once a stop began, before their
@@ -53,6 +59,21 @@ pub struct Settings {
     /// What one client may hold: connections, and how long a head or an idle
     /// connection may take.
     pub connections: Connections,
+    /// Where the state is kept (`--persist`).
+    pub persist: Persist,
+}
+
+/// Where a service keeps its state.
+#[derive(Clone, Debug, Default)]
+pub enum Persist {
+    /// In memory only: a restart forgets it (the default).
+    #[default]
+    Nowhere,
+    /// In the store this URL names (`--persist`).
+    Url(PersistUrl),
+    /// In a [`MemoryStore`], which tests watch and disturb: committed as with a real
+    /// store (answers wait for commits), lost with the process.
+    Memory(MemoryStore),
 }
 
 impl Default for Settings {
@@ -68,6 +89,7 @@ impl Default for Settings {
             descriptor: None,
             connections: Connections::default(),
             requests: api::RequestPolicy::default(),
+            persist: Persist::Nowhere,
         }
     }
 }
@@ -99,6 +121,11 @@ pub struct App {
     port: u16,
     server: Server,
     handle: BrokerHandle,
+    /// The writer thread, with `--persist`.
+    store: Option<StoreThread>,
+    /// The last change made while starting (restart expiries, the descriptor merge):
+    /// the service is ready once it is committed.
+    started_at_seq: u64,
     stopper: Stopper,
     cancel: CancellationToken,
     timer: JoinHandle<()>,
@@ -134,27 +161,135 @@ impl Stopper {
     }
 }
 
-/// Binds the listener, starts the expiry timer (and, when handling signals, the SIGHUP
-/// reloader), and prepares the HTTP server. Must be called inside a Tokio runtime.
+/// The store's writer thread, and how the app learns that it ended.
+struct StoreThread {
+    thread: std::thread::JoinHandle<()>,
+    /// Resolves when the thread ends, however it ends.
+    ended: tokio::sync::oneshot::Receiver<()>,
+    stopping: Arc<AtomicBool>,
+}
+
+/// Opens the store (with `--persist`) or starts empty, and builds the one broker of the
+/// service from what the store holds: restored, then brought to now (locks that ran out
+/// while the service was down expire, in deadline order, serving the queue), then the
+/// descriptor merged by the reload rules (`resources`; empty: no descriptor, nothing to
+/// merge, since a descriptor is never empty).
+fn start_broker(
+    settings: &Settings,
+    resources: Vec<ResourceSpec>,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<(
+    BrokerHandle,
+    Vec<IdempotencyRecord>,
+    Option<StoreThread>,
+    u64,
+)> {
+    let (backend, loaded): (Option<Box<dyn store::Backend>>, _) = match &settings.persist {
+        Persist::Url(url) => {
+            let (backend, loaded) =
+                store::open(url).with_context(|| format!("opening the state store {url}"))?;
+            tracing::info!(
+                store = %url,
+                resources = loaded.image.resources.len(),
+                reservations = loaded.image.reservations.len(),
+                last_change = loaded.seq,
+                "state loaded"
+            );
+            (Some(backend), loaded)
+        }
+        Persist::Memory(store) => (Some(Box::new(store.clone())), store.loaded()),
+        Persist::Nowhere => (None, Loaded::default()),
+    };
+    let ledger = Arc::new(Ledger::new(loaded.seq));
+    let publisher = Arc::new(Publisher::new(loaded.next_event));
+    let (committer, store): (Arc<dyn Committer>, _) = match backend {
+        None => (
+            Arc::new(InMemory::new(ledger.clone(), publisher.clone())),
+            None,
+        ),
+        Some(backend) => {
+            let stopping = Arc::new(AtomicBool::new(false));
+            let failpoint = std::env::var(Failpoint::ENV)
+                .ok()
+                .map(|f| Failpoint::parse(&f))
+                .transpose()?;
+            let (ended_tx, ended) = tokio::sync::oneshot::channel();
+            let (writer, thread) = store::writer::spawn(
+                backend,
+                WriterContext {
+                    ledger: ledger.clone(),
+                    publisher: publisher.clone(),
+                    clock: clock.clone(),
+                    failpoint,
+                    stopping: stopping.clone(),
+                    ended: ended_tx,
+                },
+            )?;
+            let store = StoreThread {
+                thread,
+                ended,
+                stopping,
+            };
+            (Arc::new(writer), Some(store))
+        }
+    };
+    let broker = Broker::restore(
+        loaded.image,
+        settings.policy,
+        Box::new(OsEntropy),
+        committer.wants_rows(),
+    );
+    let handle =
+        BrokerHandle::with_committer(broker, clock, committer, ledger, publisher, loaded.seq);
+    handle.sweep();
+    if !resources.is_empty() {
+        let report = handle.reload(resources);
+        if !matches!(settings.persist, Persist::Nowhere)
+            && (!report.added.is_empty()
+                || !report.updated.is_empty()
+                || !report.removed.is_empty()
+                || !report.retiring.is_empty())
+        {
+            tracing::info!(
+                added = report.added.len(),
+                updated = report.updated.len(),
+                removed = report.removed.len(),
+                retiring = report.retiring.len(),
+                "descriptor merged into the stored state"
+            );
+        }
+    }
+    let started_at_seq = handle.last_seq();
+    Ok((handle, loaded.records, store, started_at_seq))
+}
+
+/// Opens the store (or starts in memory), builds the broker, binds the listener, starts
+/// the expiry timer (and, when handling signals, the SIGHUP reloader), and prepares the
+/// HTTP server. Must be called inside a Tokio runtime.
+///
+/// `resources` is the descriptor's content, merged into the stored state by the reload
+/// rules; empty when there is no descriptor (the stored state is served as it is).
 ///
 /// # Errors
-/// When the address cannot be bound, or the SIGHUP handler cannot be installed.
+/// When the store cannot be opened or is refused, the address cannot be bound, or the
+/// SIGHUP handler cannot be installed.
 pub fn build(
     settings: &Settings,
     resources: Vec<ResourceSpec>,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<App> {
     // One broker, built once, outside the per-worker factory: every worker shares it.
-    let handle = BrokerHandle::new(Broker::with_policy(resources, settings.policy), clock);
+    let (handle, records, store, started_at_seq) = start_broker(settings, resources, clock)?;
     let listener = TcpListener::bind((settings.host.as_str(), settings.port))
         .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;
     let port = listener.local_addr()?.port();
 
-    let data = web::Data::new(handle.clone());
+    let data = api::broker::Registered::data(handle.clone());
     let source = DescriptorSource::new(settings.descriptor.clone());
     let descriptor = web::Data::new(source.clone());
-    // Remembered `Idempotency-Key` responses: one table, shared by every worker.
-    let idempotency = api::idempotency::IdempotencyStore::new(handle.clone());
+    // Remembered `Idempotency-Key` responses: one table, shared by every worker, with
+    // what the store kept.
+    let idempotency = api::idempotency::IdempotencyStore::new(handle.clone(), records);
     let shutdown = Shutdown::new();
     let stopping = web::Data::new(shutdown.clone());
     let workers = settings
@@ -215,6 +350,8 @@ pub fn build(
         port,
         server,
         handle,
+        store,
+        started_at_seq,
         stopper,
         cancel,
         timer,
@@ -323,26 +460,107 @@ impl App {
         self.stopper.clone()
     }
 
-    /// Serves until the server stops (a signal, or its handle), then stops the timer.
+    /// Resolves once what the service did while starting (restart expiries, the
+    /// descriptor merge) is committed: from then on it is ready.
     ///
     /// # Errors
-    /// When the server fails.
+    /// When the store fails to commit it.
+    pub async fn ready(&self) -> anyhow::Result<()> {
+        self.handle
+            .durable(self.started_at_seq)
+            .await
+            .context("committing the state at start")
+    }
+
+    /// Serves until the server stops (a signal, or its handle), then stops the timer and
+    /// commits what is queued. A task the service needs that ends on its own (the timer,
+    /// the store's writer) stops the service with an error: it must not answer without
+    /// them.
+    ///
+    /// # Errors
+    /// When the server fails, or a task it needs ended.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let served = self.server.await;
-        self.cancel.cancel();
-        if let Err(e) = self.timer.await {
+        let App {
+            server,
+            handle,
+            store,
+            stopper,
+            cancel,
+            mut timer,
+            reloader,
+            terminator,
+            ..
+        } = self;
+        let (mut writer_ended, store) = match store {
+            Some(StoreThread {
+                thread,
+                ended,
+                stopping,
+            }) => (Some(ended), Some((thread, stopping))),
+            None => (None, None),
+        };
+        tokio::pin!(server);
+        let mut failed = None;
+        let served = tokio::select! {
+            served = &mut server => Some(served),
+            ended = &mut timer => {
+                let cause = match ended {
+                    Ok(()) => "it stopped".to_owned(),
+                    Err(e) => format!("{e}"),
+                };
+                failed = Some(anyhow::anyhow!("the expiry timer ended: {cause}"));
+                None
+            }
+            () = async {
+                match writer_ended.as_mut() {
+                    Some(ended) => { let _ = ended.await; }
+                    None => std::future::pending().await,
+                }
+            } => {
+                failed = Some(anyhow::anyhow!("the store's writer ended"));
+                None
+            }
+        };
+        let served = match served {
+            Some(served) => served,
+            None => {
+                let e = failed.as_ref().expect("set with None");
+                tracing::error!(error.cause_chain = ?e, "a task the service needs ended: stopping");
+                stopper.server.stop(false).await;
+                server.await
+            }
+        };
+        cancel.cancel();
+        if !timer.is_finished()
+            && let Err(e) = timer.await
+        {
             tracing::error!(error.cause_chain = ?e, "expiry timer failed");
         }
-        if let Some(reloader) = self.reloader
+        if let Some(reloader) = reloader
             && let Err(e) = reloader.await
         {
             tracing::error!(error.cause_chain = ?e, "SIGHUP reloader failed");
         }
-        if let Some(terminator) = self.terminator {
+        if let Some(terminator) = terminator {
             // Waiting for a signal that will not come, if the server stopped otherwise.
             terminator.abort();
         }
+        if let Some((thread, stopping)) = store {
+            // Commit what is queued, then let the thread end. A commit that keeps
+            // failing is given up: none of its changes was acknowledged.
+            stopping.store(true, Ordering::Release);
+            handle.close();
+            if tokio::task::spawn_blocking(move || thread.join())
+                .await
+                .map_or(true, |joined| joined.is_err())
+            {
+                tracing::error!("the store's writer panicked");
+            }
+        }
         tracing::info!("stopped");
+        if let Some(e) = failed {
+            return Err(e);
+        }
         served.context("HTTP server failed")
     }
 }
@@ -390,6 +608,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             head_timeout: Duration::from_secs(args.head_timeout),
             keep_alive: Duration::from_secs(args.keep_alive),
         },
+        persist: args.persist.clone().map_or(Persist::Nowhere, Persist::Url),
     };
     // The main runtime only runs the accept loop and the timer; actix runs its HTTP
     // workers on threads of its own.
@@ -399,6 +618,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async {
         let app = build(&settings, resources, Arc::new(SystemClock::new()))?;
+        app.ready().await?;
         tracing::info!(
             "listening on http://{}:{} (API explorer at /docs)",
             settings.host,

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+pub use crate::store::PersistUrl;
 pub use crate::telemetry::LogFormat;
 
 /// rentabot: lock and reserve shared lab resources (boards, rigs, licences) over HTTP.
@@ -28,6 +29,44 @@ pub enum Command {
         /// The descriptor (YAML) to check.
         file: PathBuf,
     },
+    /// Copy a state file to FILE with SQLite's online backup: safe while the service
+    /// runs; the copy is a state file the service can start on.
+    Backup {
+        /// The state to copy (as the service's --persist).
+        #[arg(long, env = "RENTABOT_PERSIST", value_name = "URL", value_parser = parse_persist)]
+        persist: PersistUrl,
+        /// The new file (never overwritten).
+        file: PathBuf,
+    },
+    /// Print the state: every row as JSON (for `import`), or the resources as a
+    /// descriptor. Safe while the service runs.
+    Export {
+        /// The state to read (as the service's --persist).
+        #[arg(long, env = "RENTABOT_PERSIST", value_name = "URL", value_parser = parse_persist)]
+        persist: PersistUrl,
+        /// `json`: the whole state; `descriptor`: the resources, as a YAML descriptor.
+        #[arg(long, value_enum, default_value_t = ExportFormat::Json)]
+        format: ExportFormat,
+    },
+    /// Create a new state file from a JSON export (`rentabot export`).
+    Import {
+        /// The state file to create (it must not exist).
+        #[arg(long, env = "RENTABOT_PERSIST", value_name = "URL", value_parser = parse_persist)]
+        persist: PersistUrl,
+        /// The export to read (`-` for standard input).
+        file: PathBuf,
+    },
+}
+
+/// What `rentabot export` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    Json,
+    Descriptor,
+}
+
+fn parse_persist(raw: &str) -> Result<PersistUrl, String> {
+    PersistUrl::parse(raw).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Clone, Args)]
@@ -45,6 +84,12 @@ pub struct ServeArgs {
     /// Port to listen on (0 picks a free one).
     #[arg(long, env = "RENTABOT_PORT", default_value_t = 8000)]
     pub port: u16,
+
+    /// Keep the state in this store, and restore it at start: sqlite:///relative/path.db
+    /// or sqlite:////absolute/path.db (three slashes, then the path). Without it the
+    /// state lives in memory and a restart forgets it.
+    #[arg(long, env = "RENTABOT_PERSIST", value_name = "URL", value_parser = parse_persist)]
+    pub persist: Option<PersistUrl>,
 
     /// Log level: error, warn, info, debug, trace, off, or 1.0's warning and critical;
     /// or directives such as `rentabot=debug,actix_server=warn`. Anything else is refused.

@@ -24,4 +24,5 @@ pub mod domain;
 pub mod runtime;
 pub mod store;
 pub mod telemetry;
+pub mod tools;
 pub mod web;

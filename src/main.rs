@@ -3,13 +3,16 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use rentabot::cli::{Cli, Command, ServeArgs};
-use rentabot::{app, config, telemetry};
+use rentabot::{app, config, telemetry, tools};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match &cli.command {
         Some(Command::Check { file }) => check(file),
         Some(Command::Serve(args)) => serve(args),
+        Some(Command::Backup { persist, file }) => tools::backup(persist, file),
+        Some(Command::Export { persist, format }) => tools::export(persist, *format),
+        Some(Command::Import { persist, file }) => tools::import(persist, file),
         None => serve(&cli.serve),
     };
     match outcome {

@@ -21,6 +21,7 @@ use serde_json::Value;
 use utoipa::openapi::path::{Parameter, ParameterIn};
 use utoipa::{IntoParams, ToSchema};
 
+use super::broker::Broker;
 use super::dto::{ErrorBody, ResourceEnvelope, ResourceView};
 use super::endpoint;
 use super::error::ApiError;
@@ -58,7 +59,7 @@ const PATCH_EXAMPLE: &str = r#"{"tags": "board,arm,flaky"}"#;
         (status = 409, description = "A resource with this name exists", body = ErrorBody),
     ))]
 pub async fn create_resource(
-    broker: Data<BrokerHandle>,
+    broker: Broker,
     req: HttpRequest,
     body: Payload,
 ) -> Result<HttpResponse, ApiError> {
@@ -88,7 +89,7 @@ pub async fn create_resource(
         (status = 404, description = "No such resource", body = ErrorBody),
     ))]
 pub async fn update_resource(
-    broker: Data<BrokerHandle>,
+    broker: Broker,
     id: web::Path<String>,
     req: HttpRequest,
     body: Payload,
@@ -131,7 +132,7 @@ pub async fn update_resource(
         (status = 409, description = "Locked, and force=true not given", body = ErrorBody),
     ))]
 pub async fn delete_resource(
-    broker: Data<BrokerHandle>,
+    broker: Broker,
     id: web::Path<String>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
@@ -163,12 +164,12 @@ pub async fn delete_resource(
         (status = 409, description = "Started without a descriptor file", body = ErrorBody),
     ))]
 pub async fn reload_descriptor(
-    broker: Data<BrokerHandle>,
+    broker: Broker,
     source: Data<DescriptorSource>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     Query::strict(&req, &Known::none())?;
-    let (handle, source) = (broker.get_ref().clone(), source.get_ref().clone());
+    let (handle, source) = (BrokerHandle::clone(&broker), source.get_ref().clone());
     // Reading the file is blocking IO: off the worker's event loop.
     let outcome = web::block(move || reload::reload(&handle, &source))
         .await

@@ -80,6 +80,12 @@ pub enum ApiError {
     #[error("no descriptor file to reload")]
     NoDescriptor,
 
+    /// 503: the answer depends on a change that is not committed (the store fails, or
+    /// the commit took too long). The change may still be applied later: retry with the
+    /// same `Idempotency-Key` to learn its outcome.
+    #[error(transparent)]
+    Unavailable(#[from] crate::runtime::Unavailable),
+
     /// 500: the server failed (a task that did not finish). The detail is for the log
     /// (the caller logs it), never sent.
     #[error("internal error: {0}")]
@@ -247,6 +253,22 @@ impl ApiError {
                 S::CONFLICT,
                 "no_descriptor",
                 "Cannot reload: the service was started without a descriptor file; restart it with --config FILE to use reloads, or manage resources with POST/PATCH/DELETE /api/v1/resources",
+            ),
+            ApiError::Unavailable(crate::runtime::Unavailable::StoreFailing(reason)) => {
+                Parts::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "Service Unavailable: the state store is failing, so nothing can be acknowledged; a request that was running may still be applied once it recovers. Retry (with the same Idempotency-Key) later",
+                )
+                .with("reason", reason.to_string())
+            }
+            ApiError::Unavailable(crate::runtime::Unavailable::Timeout(waited)) => Parts::new(
+                S::SERVICE_UNAVAILABLE,
+                "commit_timeout",
+                format!(
+                    "Service Unavailable: the change was not committed within {} s; it may still be applied. Retry (with the same Idempotency-Key) to learn its outcome",
+                    waited.as_secs()
+                ),
             ),
             ApiError::Internal(_) => Parts::new(
                 S::INTERNAL_SERVER_ERROR,
@@ -610,11 +632,16 @@ impl ResponseError for ApiError {
         if close {
             response.force_close();
         }
-        if let ApiError::Domain(DomainError::QueueFull {
-            retry_after_secs, ..
-        }) = self
-        {
-            response.insert_header((RETRY_AFTER, retry_after_secs.to_string()));
+        match self {
+            ApiError::Domain(DomainError::QueueFull {
+                retry_after_secs, ..
+            }) => {
+                response.insert_header((RETRY_AFTER, retry_after_secs.to_string()));
+            }
+            ApiError::Unavailable(_) => {
+                response.insert_header((RETRY_AFTER, "1"));
+            }
+            _ => {}
         }
         response.json(Value::Object(body))
     }

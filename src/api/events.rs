@@ -34,6 +34,7 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::time::{self, Instant, Interval, MissedTickBehavior};
 use utoipa::ToSchema;
 
+use super::broker::Broker;
 use super::dto::{ErrorBody, ReservationView};
 use super::endpoint;
 use super::error::ApiError;
@@ -435,7 +436,7 @@ impl TypeFilter {
         (status = 400, description = "An unknown event type in types", body = ErrorBody),
     ))]
 pub async fn stream_events(
-    broker: Data<BrokerHandle>,
+    broker: Broker,
     shutdown: Data<Shutdown>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
@@ -619,7 +620,7 @@ impl SocketMessage {
 /// The reservation JSON includes `lock_tokens` once fulfilled, as the GET does: the
 /// reservation id is what entitles a caller to its locks.
 pub async fn watch_reservation(
-    broker: Data<BrokerHandle>,
+    broker: Broker,
     shutdown: Data<Shutdown>,
     rid: web::Path<String>,
     req: HttpRequest,
@@ -639,7 +640,7 @@ pub async fn watch_reservation(
     })?;
     // Runs on this worker's runtime; it ends with the socket or the reservation.
     actix_web::rt::spawn(run_reservation_socket(
-        broker.get_ref().clone(),
+        BrokerHandle::clone(&broker),
         id,
         first,
         events,

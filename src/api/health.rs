@@ -1,7 +1,18 @@
 //! Liveness and readiness probes (1.0 paths and bodies).
+//!
+//! `/health` is the liveness probe: 200 while the process serves HTTP, whatever else is
+//! wrong (restarting would not help a failing disk). `/readiness` says whether answers
+//! can be trusted: 503, with the reasons, while the store fails to commit, once the
+//! expiry timer has ended, or once a panic inside a broker call poisoned the broker. A
+//! load balancer then sends traffic elsewhere; the process itself exits when a task it
+//! needs ends (see `app::App::run_until_stopped`).
 
+use actix_web::web::Data;
 use actix_web::{HttpResponse, web};
+use serde::Serialize;
+use utoipa::ToSchema;
 
+use super::broker::Registered;
 use super::dto::Status;
 use super::endpoint;
 
@@ -17,9 +28,30 @@ pub async fn health() -> HttpResponse {
     HttpResponse::Ok().json(Status { status: "ok" })
 }
 
-/// 200 once the broker is loaded, which is before the server accepts its first request.
+/// The readiness probe's refusal.
+#[derive(Serialize, ToSchema)]
+pub struct NotReady {
+    /// Always `not_ready`.
+    status: &'static str,
+    /// What is wrong, one sentence each.
+    reasons: Vec<String>,
+}
+
+/// 200 when answers can be trusted; 503 with the reasons when not: the store fails to
+/// commit, the expiry timer has ended, or the broker was poisoned by a panic.
 #[utoipa::path(get, path = "/readiness", tag = "health",
-    responses((status = 200, body = Status, example = json!({"status": "ready"}))))]
-pub async fn readiness() -> HttpResponse {
-    HttpResponse::Ok().json(Status { status: "ready" })
+    responses(
+        (status = 200, body = Status, example = json!({"status": "ready"})),
+        (status = 503, body = NotReady, example = json!({"status": "not_ready", "reasons": ["the store fails to commit: disk I/O error"]})),
+    ))]
+pub async fn readiness(broker: Option<Data<Registered>>) -> HttpResponse {
+    let reasons = broker.map_or_else(Vec::new, |b| b.0.unready_reasons());
+    if reasons.is_empty() {
+        HttpResponse::Ok().json(Status { status: "ready" })
+    } else {
+        HttpResponse::ServiceUnavailable().json(NotReady {
+            status: "not_ready",
+            reasons,
+        })
+    }
 }

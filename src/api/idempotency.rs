@@ -39,14 +39,14 @@ use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::web::{self, Bytes};
-use actix_web::{Error, HttpResponse};
+use actix_web::{Error, HttpMessage, HttpResponse};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use super::error::ApiError;
 use super::params;
 use crate::domain::Timestamp;
-use crate::runtime::{BrokerHandle, Shutdown};
+use crate::runtime::{BrokerHandle, IdempotencyRecord, RequestScope, Shutdown};
 
 /// The request header that names a retry-safe request.
 pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
@@ -91,10 +91,16 @@ struct Shared {
 }
 
 impl IdempotencyStore {
-    pub fn new(clock: BrokerHandle) -> Self {
+    /// A store holding `records` (what the state store kept), through `clock`'s broker.
+    pub fn new(clock: BrokerHandle, records: Vec<IdempotencyRecord>) -> Self {
+        let mut table = Table::new(MAX_ENTRIES, MAX_STORED_BYTES);
+        let now = clock.now();
+        for record in records {
+            table.restore(record, now);
+        }
         IdempotencyStore {
             shared: Arc::new(Shared {
-                table: Mutex::new(Table::new(MAX_ENTRIES, MAX_STORED_BYTES)),
+                table: Mutex::new(table),
                 clock,
             }),
         }
@@ -164,6 +170,9 @@ struct Stored {
     status: StatusCode,
     headers: HeaderMap,
     body: Bytes,
+    /// The change the response reports (0: none, or committed before the service
+    /// started). A replay is an answer too: it goes out once that change is committed.
+    seq: u64,
 }
 
 impl Stored {
@@ -269,6 +278,40 @@ impl Table {
         Begin::Run((id, tx))
     }
 
+    /// Files a remembered answer the state store kept, unless it has expired.
+    fn restore(&mut self, record: IdempotencyRecord, now: Timestamp) {
+        if record.expires_at <= now {
+            return;
+        }
+        let Ok(method) = Method::from_bytes(record.method.as_bytes()) else {
+            return;
+        };
+        let scope = Scope {
+            method,
+            path: record.path,
+            key: record.key,
+        };
+        let mut headers = HeaderMap::new();
+        for (name, value) in record.headers {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(&value),
+            ) {
+                headers.append(name, value);
+            }
+        }
+        let response = Stored {
+            status: StatusCode::from_u16(record.status).unwrap_or(StatusCode::OK),
+            headers,
+            body: Bytes::from(record.body),
+            seq: 0,
+        };
+        let Begin::Run((id, _done)) = self.begin(&scope, record.fingerprint, now) else {
+            return; // two records for one scope: the first stays
+        };
+        self.complete_until(&scope, id, response, record.expires_at);
+    }
+
     /// Remembers the response of in-flight entry `id` until `now + max(retain, default)`,
     /// first evicting the entries that expire first if the table is full. A response that
     /// could never fit is forgotten instead.
@@ -280,6 +323,11 @@ impl Table {
         retain: Duration,
         now: Timestamp,
     ) {
+        self.complete_until(scope, id, response, expiry(retain, now));
+    }
+
+    /// As [`Table::complete`], remembered until `expires_at`.
+    fn complete_until(&mut self, scope: &Scope, id: u64, response: Stored, expires_at: Timestamp) {
         let Some((key, entry)) = self.entries.get_key_value(scope) else {
             return;
         };
@@ -301,9 +349,6 @@ impl Table {
             };
             self.forget(&oldest);
         }
-        let expires_at = now
-            .checked_add(retain.max(DEFAULT_RETENTION))
-            .unwrap_or(Timestamp::from_millis(u64::MAX));
         self.by_expiry.insert((expires_at, id), key);
         self.stored_bytes += bytes;
         let entry = self.entries.get_mut(scope).expect("looked up above");
@@ -354,6 +399,12 @@ impl Table {
     }
 }
 
+/// When an answer remembered at `now` for at least `retain` is forgotten.
+fn expiry(retain: Duration, now: Timestamp) -> Timestamp {
+    now.checked_add(retain.max(DEFAULT_RETENTION))
+        .unwrap_or(Timestamp::from_millis(u64::MAX))
+}
+
 /// The right to run the handler for an in-flight entry. Completing it remembers the
 /// response; dropping it any other way (an error status, a dropped request, a panic)
 /// forgets the key. Either way the sender drops last, waking the waiters once the table
@@ -380,6 +431,47 @@ impl Drop for Ticket {
     fn drop(&mut self) {
         if !self.is_finished {
             self.store.table().release(&self.scope, self.id);
+        }
+    }
+}
+
+/// Whose remembered answers these are, until authentication names callers.
+const ANONYMOUS_OWNER: &str = "anonymous";
+
+/// The request's scope (set by the envelope).
+fn request_scope(req: &ServiceRequest) -> Option<Arc<RequestScope>> {
+    req.extensions().get::<Arc<RequestScope>>().cloned()
+}
+
+/// The duty to hand the store the answer of the request whose change waits for it
+/// ([`BrokerHandle::attach_record`]). Whatever happens (an error status, a dropped
+/// request, a panic), dropping it sends "no answer", so the store never waits for one
+/// that will not come.
+struct Answer {
+    broker: BrokerHandle,
+    request: Option<Arc<RequestScope>>,
+    /// The change waiting, once the handler has run.
+    seq: Option<u64>,
+}
+
+impl Answer {
+    fn attach(mut self, record: Option<IdempotencyRecord>) {
+        if let Some(seq) = self.seq.take() {
+            self.broker.attach_record(seq, record);
+        }
+    }
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        // The handler may not have returned (the request was dropped mid-way): the scope
+        // still knows whether a change waits.
+        let seq = self
+            .seq
+            .take()
+            .or_else(|| self.request.as_ref().and_then(|r| r.take_awaiting()));
+        if let Some(seq) = seq {
+            self.broker.attach_record(seq, None);
         }
     }
 }
@@ -459,13 +551,31 @@ pub async fn remember(
                 let _watch = req.app_data::<web::Data<Shutdown>>().map(|s| s.watch());
                 while done.changed().await.is_ok() {}
             }
-            Begin::Replay(stored) => return Ok(req.into_response(stored.replay())),
+            Begin::Replay(stored) => {
+                // The first answer may still be waiting for its commit: so does this one.
+                if let Some(request) = request_scope(&req) {
+                    request.saw(stored.seq);
+                }
+                return Ok(req.into_response(stored.replay()));
+            }
             Begin::Mismatch => return Ok(req.error_response(ApiError::IdempotencyKeyReused)),
         }
     };
 
+    // The change this request makes waits in the store's queue for its answer, so that
+    // both are committed together (or neither): see `runtime/scope.rs`.
+    let request = request_scope(&req);
+    if let Some(request) = &request {
+        request.arm();
+    }
+    let mut answer = Answer {
+        broker: store.shared.clock.clone(),
+        request,
+        seq: None,
+    };
     req.set_payload(body.into());
     let res = next.call(req).await?;
+    answer.seq = answer.request.as_ref().and_then(|r| r.take_awaiting());
     if !res.status().is_success() {
         drop(ticket);
         return Ok(res.map_into_boxed_body());
@@ -500,14 +610,32 @@ pub async fn remember(
             return Ok(ServiceResponse::new(req, failed));
         }
     };
+    let now = store.shared.clock.now();
+    let record = answer.seq.map(|_| IdempotencyRecord {
+        owner: ANONYMOUS_OWNER.to_owned(),
+        method: ticket.scope.method.to_string(),
+        path: ticket.scope.path.clone(),
+        key: ticket.scope.key.clone(),
+        fingerprint,
+        status: head.status().as_u16(),
+        headers: head
+            .headers()
+            .iter()
+            .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_owned())))
+            .collect(),
+        body: bytes.to_vec(),
+        expires_at: expiry(retain, now),
+    });
     ticket.complete(
         Stored {
             status: head.status(),
             headers: head.headers().clone(),
             body: bytes.clone(),
+            seq: answer.seq.unwrap_or(0),
         },
         retain,
     );
+    answer.attach(record);
     Ok(ServiceResponse::new(
         req,
         head.set_body(bytes).map_into_boxed_body(),
@@ -542,6 +670,7 @@ mod tests {
             status: StatusCode::OK,
             headers: HeaderMap::new(),
             body: Bytes::from_static(body.as_bytes()),
+            seq: 0,
         }
     }
 
@@ -735,7 +864,10 @@ mod tests {
 
     fn store() -> IdempotencyStore {
         let clock = Arc::new(ManualClock::new(T0));
-        IdempotencyStore::new(BrokerHandle::new(Broker::new(Vec::new()), clock))
+        IdempotencyStore::new(
+            BrokerHandle::new(Broker::new(Vec::new()), clock),
+            Vec::new(),
+        )
     }
 
     #[actix_web::test]

@@ -6,11 +6,12 @@
 
 use std::sync::LazyLock;
 
-use actix_web::web::{self, Data, Payload};
+use actix_web::web::{self, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::broker::Broker;
 use super::dto::{ErrorBody, ResourceView};
 use super::error::ApiError;
 use super::params::{self, Body, Fields, Known, Query};
@@ -48,7 +49,7 @@ impl OperatorResponse {
         (status = 404, description = "No such resource", body = ErrorBody),
     ))]
 pub async fn mark_unavailable(
-    broker: Data<BrokerHandle>,
+    broker: Broker,
     id: web::Path<String>,
     req: HttpRequest,
     body: Payload,
@@ -83,7 +84,7 @@ pub async fn mark_unavailable(
         (status = 404, description = "No such resource", body = ErrorBody),
     ))]
 pub async fn mark_available(
-    broker: Data<BrokerHandle>,
+    broker: Broker,
     id: web::Path<String>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
@@ -109,7 +110,7 @@ pub async fn mark_available(
         (status = 409, description = "Not locked", body = ErrorBody),
     ))]
 pub async fn force_unlock(
-    broker: Data<BrokerHandle>,
+    broker: Broker,
     id: web::Path<String>,
     req: HttpRequest,
     body: Payload,

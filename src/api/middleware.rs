@@ -1,13 +1,26 @@
 //! What every request goes through before its route: an id and a log span, the head
-//! limits, and the request's debug line. `app::build` mounts them in this order:
+//! limits, the request's scope and its commit, and the request's debug line. `app::build`
+//! mounts them in this order:
 //!
 //! ```text
 //! TracingLogger<RequestSpan>   picks the id (the caller's X-Request-Id, or a new one) and
 //!                              opens the `request{id=…}` span the rest runs in
-//!   envelope                   refuses an oversized head with a JSON 414/431, runs the
-//!                              route, echoes X-Request-Id, logs `request` at debug
+//!   envelope                   refuses an oversized head with a JSON 414/431; gives the
+//!                              request its scope (cause; what it saw); runs the route;
+//!                              holds the answer until every change the route could have
+//!                              seen is committed (503 if the store fails); echoes
+//!                              X-Request-Id, logs `request` at debug
 //!     routes
 //! ```
+//!
+//! # Acknowledged means committed
+//!
+//! Handlers reach the broker only through [`Broker`](super::broker::Broker), scoped to the
+//! request: each call records the newest change the request could have seen (its own, or
+//! one it read). The envelope answers only once that change is committed
+//! ([`BrokerHandle::durable`]): in memory at once, with `--persist` after the store's
+//! group commit. While commits fail, every request that reaches the broker is refused
+//! with 503 before it runs (the probes still answer, and `/readiness` says why).
 //!
 //! # Head limits
 //!
@@ -19,17 +32,22 @@
 //! error body every other refusal has; only what the parser cannot read at all still gets
 //! actix's empty answer (README § Limits lists both).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::USER_AGENT;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
+use actix_web::web::Data;
 use actix_web::{Error, HttpMessage};
 use tracing::Span;
 use tracing_actix_web::RootSpanBuilder;
 
+use super::broker::Registered;
 use super::error::ApiError;
+use crate::runtime::{Actor, Cause, RequestScope};
 
 /// The request and response header carrying the request id.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -113,17 +131,33 @@ pub async fn envelope(
 ) -> Result<ServiceResponse<BoxBody>, Error> {
     let start = Instant::now();
     let id = req.extensions().get::<RequestId>().cloned();
+    let broker = req.app_data::<Data<Registered>>().map(|r| r.0.clone());
+    let scope = Arc::new(RequestScope::new(cause(&req, id.as_ref())));
+    req.extensions_mut().insert(scope.clone());
     let mut response = match check_head(&req) {
         Err(refusal) => req.error_response(refusal),
-        Ok(()) => match next.call(req).await {
-            Ok(response) => response.map_into_boxed_body(),
-            Err(e) => {
-                let status = e.as_response_error().status_code().as_u16();
-                tracing::debug!(status, micros = micros(start), "request failed: {e}");
-                return Err(e);
-            }
+        Ok(()) => match refusal_while_failing(&req, broker.as_ref()) {
+            Some(refusal) => req.error_response(refusal),
+            None => match next.call(req).await {
+                Ok(response) => response.map_into_boxed_body(),
+                Err(e) => {
+                    let status = e.as_response_error().status_code().as_u16();
+                    tracing::debug!(status, micros = micros(start), "request failed: {e}");
+                    return Err(e);
+                }
+            },
         },
     };
+    // Acknowledged means committed: whatever the route saw or did must be durable.
+    if let Some(broker) = &broker
+        && let Err(unavailable) = broker.durable(scope.seen()).await
+    {
+        let request = response.request().clone();
+        response = ServiceResponse::new(
+            request,
+            actix_web::ResponseError::error_response(&ApiError::Unavailable(unavailable)),
+        );
+    }
     if let Some(id) = id {
         response.headers_mut().insert(REQUEST_ID, id.0);
     }
@@ -136,6 +170,39 @@ pub async fn envelope(
         "request"
     );
     Ok(response)
+}
+
+/// Who is asking, for the changes the request makes: anonymous until authentication
+/// names callers; the request id, the peer's address and its user agent.
+fn cause(req: &ServiceRequest, id: Option<&RequestId>) -> Arc<Cause> {
+    Arc::new(Cause {
+        actor: Actor::Anonymous,
+        request_id: id.map(|id| Arc::from(id.as_str())),
+        client_ip: req.peer_addr().map(|a| a.ip()),
+        user_agent: req
+            .headers()
+            .get(USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| Arc::from(&ua[..ua.len().min(MAX_USER_AGENT_BYTES)])),
+    })
+}
+
+/// The longest user agent kept for a change's cause (longer ones are cut).
+const MAX_USER_AGENT_BYTES: usize = 256;
+
+/// While commits fail, a request that would reach the broker is refused before it runs:
+/// its answer could not be acknowledged, and the changes it made would pile up behind
+/// the failing commit. The probes (and the explorer) still answer.
+fn refusal_while_failing(
+    req: &ServiceRequest,
+    broker: Option<&crate::runtime::BrokerHandle>,
+) -> Option<ApiError> {
+    let failure = broker?.store_failure()?;
+    let path = req.path();
+    let exempt = matches!(path, "/health" | "/readiness" | "/metrics")
+        || path.starts_with("/docs")
+        || path.ends_with("/openapi.json");
+    (!exempt).then(|| ApiError::Unavailable(crate::runtime::Unavailable::StoreFailing(failure)))
 }
 
 fn micros(since: Instant) -> u64 {

@@ -5,6 +5,7 @@
 //! answers, with `Deprecation` and `Link` headers pointing at the new path, as 1.0 did.
 
 pub mod admin;
+pub mod broker;
 pub mod dto;
 pub mod error;
 pub mod events;

@@ -15,6 +15,7 @@ use tokio::sync::broadcast::error::RecvError;
 use utoipa::openapi::path::{Parameter, ParameterIn};
 use utoipa::{IntoParams, ToSchema};
 
+use super::broker::Broker;
 use super::dto::{
     ErrorBody, ReservationList, ReservationListBody, ReservationPageList, ReservationView,
 };
@@ -25,7 +26,7 @@ use super::idempotency::Retain;
 use super::params::{self, Body, Fields, GroupRequest, Known, Query, param};
 use super::query;
 use crate::domain::{ReservationId, ReservationRequest, ReservationStatus, Ttl};
-use crate::runtime::{BrokerHandle, Shutdown};
+use crate::runtime::Shutdown;
 
 /// The longest long-poll, in seconds: below the idle timeouts of common proxies.
 pub const MAX_WAIT_SECS: f64 = 300.0;
@@ -55,7 +56,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         (status = 404, description = "No resource matches a group's criteria", body = ErrorBody),
     ))]
 pub async fn create_reservation(
-    broker: Data<BrokerHandle>,
+    broker: Broker,
     req: HttpRequest,
     body: Payload,
 ) -> Result<HttpResponse, ApiError> {
@@ -86,10 +87,7 @@ pub async fn create_reservation(
         (status = 200, description = "Every live reservation (no list parameter), or one page of the matches (`total`, `page`, `limit`)", body = ReservationListBody),
         (status = 400, description = "An unknown, repeated or invalid parameter (named in `parameter`)", body = ErrorBody),
     ))]
-pub async fn list_reservations(
-    broker: Data<BrokerHandle>,
-    req: HttpRequest,
-) -> Result<HttpResponse, ApiError> {
+pub async fn list_reservations(broker: Broker, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let filters = match Query::parse(&req) {
         Ok(query) => query::reservation_query(&query)?.map(|q| (query, q)),
         Err(_) => None,
@@ -127,7 +125,7 @@ pub async fn list_reservations(
         (status = 404, description = "No such reservation, or it has ended", body = ErrorBody),
     ))]
 pub async fn get_reservation(
-    broker: Data<BrokerHandle>,
+    broker: Broker,
     shutdown: Data<Shutdown>,
     rid: web::Path<String>,
     req: HttpRequest,
@@ -181,7 +179,7 @@ pub async fn get_reservation(
         (status = 410, description = "The claim window is over; its resources were released", body = ErrorBody),
     ))]
 pub async fn claim_reservation(
-    broker: Data<BrokerHandle>,
+    broker: Broker,
     rid: web::Path<String>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
@@ -200,7 +198,7 @@ pub async fn claim_reservation(
         (status = 409, description = "Fulfilled or claimed: unlock its resources instead", body = ErrorBody),
     ))]
 pub async fn cancel_reservation(
-    broker: Data<BrokerHandle>,
+    broker: Broker,
     rid: web::Path<String>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {

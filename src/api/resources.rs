@@ -7,7 +7,7 @@
 use std::sync::LazyLock;
 
 use actix_web::http::header;
-use actix_web::web::{self, Data, Payload};
+use actix_web::web::{self, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde_json::Value;
@@ -15,6 +15,7 @@ use utoipa::openapi::path::{Parameter, ParameterIn};
 use utoipa::{IntoParams, ToSchema};
 
 use super::admin;
+use super::broker::Broker;
 use super::dto::{
     ErrorBody, ExpiredList, ExpiredView, ExtendResponse, LockResponse, MessageResponse,
     MultiLockResponse, ResourceEnvelope, ResourceListBody, ResourceListPieces, ResourcePageList,
@@ -27,7 +28,6 @@ use super::params::{
 };
 use super::{endpoint, maintenance, query};
 use crate::domain::{Criteria, EXPIRY_HISTORY, Group, Selector};
-use crate::runtime::BrokerHandle;
 
 /// Resources per piece of the streamed 1.0 list: about 32 KiB, what actix buffers for a
 /// connection before it stops asking the stream for more.
@@ -75,10 +75,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         (status = 200, description = "All resources, the 1.0 list (no list parameter), or one page of the matches (`total`, `page`, `limit`)", body = ResourceListBody),
         (status = 400, description = "An unknown, repeated or invalid parameter (named in `parameter`)", body = ErrorBody),
     ))]
-pub async fn list_resources(
-    broker: Data<BrokerHandle>,
-    req: HttpRequest,
-) -> Result<HttpResponse, ApiError> {
+pub async fn list_resources(broker: Broker, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     // 1.0 ignored query strings: one that cannot even be read names no parameter.
     let filters = match Query::parse(&req) {
         Ok(query) => query::resource_query(&query)?.map(|q| (query, q)),
@@ -128,10 +125,7 @@ pub async fn list_resources(
         (status = 200, body = ExpiredList),
         (status = 400, description = "A bad limit", body = ErrorBody),
     ))]
-pub async fn expired_locks(
-    broker: Data<BrokerHandle>,
-    req: HttpRequest,
-) -> Result<HttpResponse, ApiError> {
+pub async fn expired_locks(broker: Broker, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let query = Query::parse(&req)?;
     EXPIRED_QUERY.check_repeats(&query)?;
     let limit = params::query_number(&query, "limit", 1..=EXPIRY_HISTORY)?.unwrap_or(100);
@@ -150,10 +144,7 @@ pub async fn expired_locks(
         (status = 400, description = "The id is not a whole number", body = ErrorBody),
         (status = 404, description = "No such resource", body = ErrorBody),
     ))]
-pub async fn get_resource(
-    broker: Data<BrokerHandle>,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn get_resource(broker: Broker, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let resource = broker.resource(params::resource_id(&id)?)?;
     Ok(HttpResponse::Ok().json(ResourceEnvelope {
         resource: ResourceView::current(&resource, &broker),
@@ -173,7 +164,7 @@ pub async fn get_resource(
         (status = 409, description = "Out of service, or the lock would cross a maintenance window", body = ErrorBody),
     ))]
 pub async fn lock_resource(
-    broker: Data<BrokerHandle>,
+    broker: Broker,
     id: web::Path<String>,
     req: HttpRequest,
     body: Payload,
@@ -220,7 +211,7 @@ fn lock_terms(query: &Query, body: &Body) -> Result<crate::domain::LockTerms, Ap
         (status = 409, description = "Every match is out of service, or the lock would cross a maintenance window", body = ErrorBody),
     ))]
 pub async fn lock_by_criteria(
-    broker: Data<BrokerHandle>,
+    broker: Broker,
     req: HttpRequest,
     body: Payload,
 ) -> Result<HttpResponse, ApiError> {
@@ -278,7 +269,7 @@ pub async fn lock_by_criteria(
         (status = 403, description = "Some tokens hold no lock: nothing was unlocked; `errors` lists them by index", body = ErrorBody),
     ))]
 pub async fn unlock_batch(
-    broker: Data<BrokerHandle>,
+    broker: Broker,
     req: HttpRequest,
     body: Payload,
 ) -> Result<HttpResponse, ApiError> {
@@ -306,7 +297,7 @@ pub async fn unlock_batch(
         (status = 404, description = "No such resource", body = ErrorBody),
     ))]
 pub async fn unlock_resource(
-    broker: Data<BrokerHandle>,
+    broker: Broker,
     id: web::Path<String>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
@@ -334,7 +325,7 @@ pub async fn unlock_resource(
         (status = 409, description = "The lock would cross a maintenance window", body = ErrorBody),
     ))]
 pub async fn extend_lock(
-    broker: Data<BrokerHandle>,
+    broker: Broker,
     id: web::Path<String>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {

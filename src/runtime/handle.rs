@@ -9,6 +9,7 @@
 //! [`BrokerHandle::durable`] (see `runtime/stream.rs`).
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -48,6 +49,17 @@ struct Shared {
     committer: Arc<dyn Committer>,
     ledger: Arc<Ledger>,
     publisher: Arc<Publisher>,
+    /// Set when the expiry timer's task ends ([`TimerGuard`]).
+    timer_ended: AtomicBool,
+}
+
+/// See [`BrokerHandle::timer_guard`].
+pub struct TimerGuard(Arc<Shared>);
+
+impl Drop for TimerGuard {
+    fn drop(&mut self) {
+        self.0.timer_ended.store(true, Ordering::Release);
+    }
 }
 
 /// What the mutex guards: the broker, and the number of its last change.
@@ -164,6 +176,7 @@ impl BrokerHandle {
                 committer,
                 ledger,
                 publisher,
+                timer_ended: AtomicBool::new(false),
             }),
             scope: None,
         }
@@ -196,6 +209,29 @@ impl BrokerHandle {
         self.shared.core.is_poisoned()
     }
 
+    /// Why answers cannot be trusted now (empty when they can): the readiness probe.
+    pub fn unready_reasons(&self) -> Vec<String> {
+        let mut reasons = Vec::new();
+        if let Some(failure) = self.store_failure() {
+            reasons.push(format!("the store fails to commit: {failure}"));
+        }
+        if self.is_poisoned() {
+            reasons.push(
+                "a broker call panicked: the state may be inconsistent; restart the service"
+                    .to_owned(),
+            );
+        }
+        if self.shared.timer_ended.load(Ordering::Acquire) {
+            reasons.push("the expiry timer has ended: locks would not expire on time".to_owned());
+        }
+        reasons
+    }
+
+    /// Marks the expiry timer as ended when dropped (its task returned or panicked).
+    pub fn timer_guard(&self) -> TimerGuard {
+        TimerGuard(self.shared.clone())
+    }
+
     /// The remembered answer of the request that made change `seq` (see
     /// [`RequestScope::take_awaiting`]).
     pub fn attach_record(&self, seq: u64, record: Option<IdempotencyRecord>) {
@@ -205,6 +241,21 @@ impl BrokerHandle {
     /// Whether changes are written to a store (and answers wait for commits).
     pub fn is_durable(&self) -> bool {
         self.shared.committer.wants_rows()
+    }
+
+    /// The sequence number of the last change made.
+    pub fn last_seq(&self) -> u64 {
+        self.shared
+            .core
+            .lock()
+            .expect("broker mutex poisoned by an earlier panic")
+            .seq
+    }
+
+    /// No change comes after this call: the committer commits what it holds and stops
+    /// (at shutdown, once the server and the timer have stopped).
+    pub fn close(&self) {
+        self.shared.committer.close();
     }
 
     pub fn now(&self) -> Timestamp {

@@ -142,6 +142,9 @@ pub trait Committer: Send + Sync + 'static {
     fn wants_rows(&self) -> bool {
         false
     }
+
+    /// No change comes after this one: commit what is queued and stop.
+    fn close(&self) {}
 }
 
 /// The last committed sequence number, whether the committer is failing, and a way to

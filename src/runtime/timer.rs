@@ -20,6 +20,8 @@ const MAX_NAP: Duration = Duration::from_secs(30);
 
 /// Runs until `cancel` fires.
 pub async fn run_expiry_timer(handle: BrokerHandle, cancel: CancellationToken) {
+    // Readiness fails from the moment this task ends, however it ends.
+    let _alive = handle.timer_guard();
     loop {
         let nap = handle
             .sweep()

@@ -11,10 +11,12 @@
 //! the indexes from it. SQLite ([`sqlite`]) is the single-node store; PostgreSQL, the
 //! same rows on a shared database, is what the HA pair stands on.
 
+pub mod memory;
 pub mod sqlite;
 pub mod url;
 pub mod writer;
 
+pub use memory::MemoryStore;
 pub use url::PersistUrl;
 pub use writer::{Failpoint, Writer};
 

@@ -41,6 +41,8 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 enum Message {
     Change(Change),
     Record(u64, Option<IdempotencyRecord>),
+    /// Commit what is queued, then end.
+    Close,
 }
 
 /// The committer of a service with persistence. Cheap to share: it is a channel sender.
@@ -61,6 +63,10 @@ impl Committer for Writer {
 
     fn wants_rows(&self) -> bool {
         true
+    }
+
+    fn close(&self) {
+        let _ = self.tx.send(Message::Close);
     }
 }
 
@@ -110,6 +116,8 @@ pub struct WriterContext {
     /// Set at shutdown: a failing commit stops being retried (its changes were never
     /// acknowledged, so giving up loses nothing anyone was told).
     pub stopping: Arc<AtomicBool>,
+    /// Dropped when the thread ends, however it ends (its receiver learns of it).
+    pub ended: tokio::sync::oneshot::Sender<()>,
 }
 
 /// Starts the writer thread. It ends when every [`Writer`] is dropped and the queue is
@@ -129,6 +137,8 @@ pub fn spawn(
 }
 
 fn run(rx: Receiver<Message>, mut backend: Box<dyn Backend>, cx: WriterContext) {
+    // Held until the thread ends (returns or unwinds): dropping it tells the app.
+    let _ended = &cx.ended;
     let mut queue: VecDeque<Change> = VecDeque::new();
     let mut records: HashMap<u64, Option<IdempotencyRecord>> = HashMap::new();
     let mut commits = 0u64;
@@ -140,19 +150,22 @@ fn run(rx: Receiver<Message>, mut backend: Box<dyn Backend>, cx: WriterContext) 
                 break;
             }
             match rx.recv() {
-                Ok(message) => take(message, &mut queue, &mut records),
+                Ok(message) => open &= take(message, &mut queue, &mut records),
                 Err(_) => break,
             }
         }
-        while queue.len() < MAX_BATCH {
+        while open && queue.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(message) => take(message, &mut queue, &mut records),
+                Ok(message) => open &= take(message, &mut queue, &mut records),
                 Err(mpsc::TryRecvError::Empty) => break,
                 Err(mpsc::TryRecvError::Disconnected) => {
                     open = false;
                     break;
                 }
             }
+        }
+        if queue.is_empty() {
+            continue; // a record, or the word to close, and nothing to commit
         }
         let ready = queue
             .iter()
@@ -163,7 +176,7 @@ fn run(rx: Receiver<Message>, mut backend: Box<dyn Backend>, cx: WriterContext) 
             // The head waits for its request's answer.
             let head = queue.front().expect("not empty").seq;
             match rx.recv_timeout(RECORD_WAIT) {
-                Ok(message) => take(message, &mut queue, &mut records),
+                Ok(message) => open &= take(message, &mut queue, &mut records),
                 Err(RecvTimeoutError::Timeout) => {
                     tracing::warn!(
                         seq = head,
@@ -205,17 +218,20 @@ fn run(rx: Receiver<Message>, mut backend: Box<dyn Backend>, cx: WriterContext) 
     tracing::debug!("writer stopped");
 }
 
+/// Files `message`; `false` when it asks the thread to end.
 fn take(
     message: Message,
     queue: &mut VecDeque<Change>,
     records: &mut HashMap<u64, Option<IdempotencyRecord>>,
-) {
+) -> bool {
     match message {
         Message::Change(change) => queue.push_back(change),
         Message::Record(seq, record) => {
             records.insert(seq, record);
         }
+        Message::Close => return false,
     }
+    true
 }
 
 /// Commits one batch, retrying while it fails. `false` if it gave up (stopping).

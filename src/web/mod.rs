@@ -3,11 +3,11 @@
 //! Self-contained (inline CSS, no scripts, nothing fetched from elsewhere) so it works on
 //! an air-gapped lab network. The live dashboard is a later addition.
 
-use actix_web::web::{self, Data};
+use actix_web::web::{self};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
+use crate::api::broker::Broker;
 use crate::domain::{LockState, Released, Resource};
-use crate::runtime::BrokerHandle;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(index));
@@ -26,7 +26,7 @@ th{background:#f4f4f4}
 .muted{color:#777;font-size:.85em}
 ";
 
-async fn index(broker: Data<BrokerHandle>) -> Markup {
+async fn index(broker: Broker) -> Markup {
     let resources = broker.resources();
     let locked = resources.iter().filter(|r| r.is_locked()).count();
     let out = resources.iter().filter(|r| !r.in_service()).count();

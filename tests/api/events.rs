@@ -117,6 +117,10 @@ fn parse_frame(raw: &str) -> Option<SseEvent> {
     })
 }
 
+/// The events of the service's start: one `resource_added` per resource of the lab, as
+/// the descriptor is merged into the (empty) state.
+const AT_START: u64 = 5;
+
 /// A pending-capable reservation of one resource tagged `tag`.
 fn one(tag: &str, max_wait: u64) -> ReservationRequest {
     ReservationRequest {
@@ -148,7 +152,7 @@ async fn event_stream_sends_locked_then_unlocked_when_a_resource_is_locked_and_u
     assert_eq!(app.unlock(ARM_1, &held.token).await.status, 200);
 
     let locked = events.next().await;
-    assert_eq!((locked.id, locked.event.as_str()), (1, "locked"));
+    assert_eq!((locked.id, locked.event.as_str()), (AT_START + 1, "locked"));
     assert_eq!(
         locked.data,
         serde_json::json!({
@@ -157,7 +161,10 @@ async fn event_stream_sends_locked_then_unlocked_when_a_resource_is_locked_and_u
         })
     );
     let unlocked = events.next().await;
-    assert_eq!((unlocked.id, unlocked.event.as_str()), (2, "unlocked"));
+    assert_eq!(
+        (unlocked.id, unlocked.event.as_str()),
+        (AT_START + 2, "unlocked")
+    );
     assert_eq!(
         unlocked.data,
         serde_json::json!({
@@ -203,7 +210,7 @@ async fn event_stream_sends_reservation_created_then_fulfilled_when_a_queued_res
     );
     assert_eq!(
         [created.id, locked.id, fulfilled.id],
-        [2, 4, 5],
+        [AT_START + 2, AT_START + 4, AT_START + 5],
         "ids are the events' numbers in the broker's stream (3 is the unlock, filtered out)"
     );
 }
@@ -220,34 +227,38 @@ async fn event_stream_sends_only_the_named_types_when_filtered() {
 
     let a = events.next().await;
     let b = events.next().await;
-    assert_eq!((a.id, a.event.as_str()), (2, "unlocked"));
+    assert_eq!((a.id, a.event.as_str()), (AT_START + 2, "unlocked"));
     assert_eq!(a.data["fencing_token"], first.fencing);
-    assert_eq!((b.id, b.event.as_str()), (4, "unlocked"));
+    assert_eq!((b.id, b.event.as_str()), (AT_START + 4, "unlocked"));
     assert_eq!(b.data["fencing_token"], second.fencing);
 }
 
 #[tokio::test]
 async fn event_stream_resumes_after_the_last_event_id_a_reconnecting_client_sends() {
     let app = spawn_app().await;
-    let first = app.locked(COFFEE, 60).await; // event 1
-    assert_eq!(app.unlock(COFFEE, &first.token).await.status, 200); // event 2
+    let first = app.locked(COFFEE, 60).await; // event AT_START + 1
+    assert_eq!(app.unlock(COFFEE, &first.token).await.status, 200); // + 2
 
     // The client saw event 1, lost its connection, and reconnects.
-    let mut events = EventStream::resume(&app, "", Some("1")).await;
-    let second = app.locked(ARM_1, 60).await; // event 3, after the reconnect
+    let seen = (AT_START + 1).to_string();
+    let mut events = EventStream::resume(&app, "", Some(&seen)).await;
+    let second = app.locked(ARM_1, 60).await; // + 3, after the reconnect
 
     let missed = events.next().await;
-    assert_eq!((missed.id, missed.event.as_str()), (2, "unlocked"));
+    assert_eq!(
+        (missed.id, missed.event.as_str()),
+        (AT_START + 2, "unlocked")
+    );
     assert_eq!(missed.data["fencing_token"], first.fencing);
     let live = events.next().await;
-    assert_eq!((live.id, live.event.as_str()), (3, "locked"));
+    assert_eq!((live.id, live.event.as_str()), (AT_START + 3, "locked"));
     assert_eq!(live.data["fencing_token"], second.fencing);
 }
 
 #[tokio::test]
 async fn event_stream_tells_a_client_with_an_unknown_last_event_id_to_read_the_state_again() {
     let app = spawn_app().await;
-    app.locked(COFFEE, 60).await; // event 1: the stream has never numbered 500
+    app.locked(COFFEE, 60).await; // the stream has never numbered 500
 
     let mut events = EventStream::resume(&app, "", Some("500")).await;
 

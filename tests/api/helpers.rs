@@ -10,9 +10,10 @@ use reqwest::{Client, RequestBuilder, StatusCode};
 use serde_json::Value;
 
 use rentabot::api::RequestPolicy;
-use rentabot::app::{self, Settings, Stopper};
+use rentabot::app::{self, Persist, Settings, Stopper};
 use rentabot::domain::{Policy, ResourceSpec, Timestamp, descriptor};
 use rentabot::runtime::{BrokerHandle, ManualClock};
+use rentabot::store::MemoryStore;
 
 /// Where every test app's clock starts: 2026-01-15T10:00:00Z.
 pub const T0: Timestamp = Timestamp::from_millis(1_768_471_200_000);
@@ -126,9 +127,25 @@ pub async fn spawn_app_with_descriptor(path: &Path) -> TestApp {
     .await
 }
 
+/// Starts the service over `resources` with its state in `store`: answers wait for its
+/// commits, and a second app started on the same store restores what the first left.
+pub async fn spawn_app_on(store: &MemoryStore, resources: Vec<ResourceSpec>) -> TestApp {
+    start(
+        resources,
+        Options {
+            persist: Persist::Memory(store.clone()),
+            ..Options::default()
+        },
+    )
+    .await
+}
+
 /// How a test app differs from the default one.
 #[derive(Default)]
 pub struct Options {
+    pub persist: Persist,
+    /// Where the clock starts: [`T0`] when `None`.
+    pub clock_at: Option<Timestamp>,
     /// The file a reload reads (not read at start: it may be a FIFO the test writes
     /// later).
     pub descriptor: Option<PathBuf>,
@@ -139,7 +156,7 @@ pub struct Options {
 /// Starts the service over `resources`, as `options` say.
 pub async fn start(resources: Vec<ResourceSpec>, options: Options) -> TestApp {
     init_test_log();
-    let clock = Arc::new(ManualClock::new(T0));
+    let clock = Arc::new(ManualClock::new(options.clock_at.unwrap_or(T0)));
     let settings = Settings {
         host: "127.0.0.1".to_owned(),
         port: 0,
@@ -150,10 +167,14 @@ pub async fn start(resources: Vec<ResourceSpec>, options: Options) -> TestApp {
         policy: options.policy,
         descriptor: options.descriptor,
         requests: options.requests,
+        persist: options.persist,
         ..Settings::default()
     };
     let app = app::build(&settings, resources, clock.clone()).expect("the test app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
+    // As `rentabot serve` does: what the start changed is committed before the test
+    // begins.
+    app.ready().await.expect("the start is committed");
     let broker = app.handle();
     let stopper = app.stopper();
     // The server lives as long as this test's runtime.

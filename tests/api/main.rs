@@ -7,6 +7,7 @@ mod admin;
 mod caps;
 mod criteria;
 mod docs;
+mod durability;
 mod events;
 mod expiry;
 mod extend;
