@@ -93,6 +93,8 @@ fn lab() -> Lab {
     let policy = Policy {
         // No aging step during the run: the clock moves only for the mass expiry.
         aging: Duration::from_secs(30 * DAY),
+        // Room for the 10 001 waiters and the ones the scenarios add.
+        max_pending: 20_000,
         ..Policy::default()
     };
     let mut broker = Broker::with_policy(specs(None), policy);

@@ -6,7 +6,9 @@
 //! - `release_with_waiters/none_ahead_matches`: 10 000 reservations wait for `x86` boards
 //!   and one for `arm`, queued last; an `arm` board is released. The walk must pass every
 //!   `x86` waiter to find the one it can serve: the worst case of the early stop.
-//! - `reserve_into_queue`: creating one more pending reservation behind 10 000.
+//! - `reserve_into_queue/behind/N`: creating one more pending reservation behind N (1 000,
+//!   10 000, 100 000) and reading its place in the queue; cancelling it again is outside
+//!   the stopwatch.
 //!
 //! `cargo bench --bench queue`
 
@@ -15,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use rentabot::domain::{
-    Broker, Criteria, Group, LockMeta, LockToken, Priority, ReservationRequest, ResourceId,
+    Broker, Criteria, Group, LockMeta, LockToken, Policy, Priority, ReservationRequest, ResourceId,
     ResourceSpec, Timestamp, Ttl,
 };
 
@@ -49,7 +51,13 @@ fn queue_of(tag: &str, waiters: usize) -> (Broker, Vec<(ResourceId, LockToken)>)
         .map(|i| ResourceSpec::named(format!("board-{i}")).with_tags(&["board", tag]))
         .collect();
     specs.push(ResourceSpec::named("arm-board").with_tags(&["board", "arm"]));
-    let mut broker = Broker::new(specs);
+    // Above the default cap of waiting reservations: these benches measure the queue
+    // at and beyond it.
+    let policy = Policy {
+        max_pending: usize::MAX,
+        ..Policy::default()
+    };
+    let mut broker = Broker::with_policy(specs, policy);
     let tokens = (1..=BOARDS + 1)
         .map(|i| {
             let id = ResourceId::new(i);
@@ -112,16 +120,23 @@ fn release_with_waiters(c: &mut Criterion) {
 
 fn reserve_into_queue(c: &mut Criterion) {
     let mut group = c.benchmark_group("reserve_into_queue");
-    group.bench_function(BenchmarkId::new("behind", WAITERS), |b| {
-        b.iter_custom(|iters| {
-            let (mut broker, _) = queue_of("x86", WAITERS);
-            let start = Instant::now();
-            for _ in 0..iters {
-                black_box(broker.reserve(request("x86"), T0).expect("queued"));
-            }
-            start.elapsed()
+    for waiters in [1_000, WAITERS, 100_000] {
+        let (mut broker, _) = queue_of("x86", waiters);
+        group.bench_function(BenchmarkId::new("behind", waiters), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let start = Instant::now();
+                    let id = broker.reserve(request("x86"), T0).expect("queued");
+                    // What the create answer shows: its place in the queue.
+                    black_box(broker.queue_position(id, T0));
+                    total += start.elapsed();
+                    broker.cancel(id, T0).expect("pending");
+                }
+                total
+            });
         });
-    });
+    }
     group.finish();
 }
 

@@ -206,7 +206,12 @@ where
                 && is_empty
                 && !res.headers().contains_key(header::CONTENT_TYPE)
             {
-                let error = bodiless_error(status, res.request().path());
+                let method = if is_head {
+                    Method::HEAD.to_string()
+                } else {
+                    res.request().method().to_string()
+                };
+                let error = bodiless_error(status, method, res.request().path());
                 return Ok(res
                     .into_response(error.error_response())
                     .map_into_right_body());
@@ -224,10 +229,10 @@ where
 }
 
 /// The JSON error for a refusal that came without a body.
-fn bodiless_error(status: StatusCode, path: &str) -> ApiError {
+fn bodiless_error(status: StatusCode, method: String, path: &str) -> ApiError {
     if status == StatusCode::NOT_FOUND {
         ApiError::NoRoute {
-            method: "GET".to_owned(),
+            method,
             path: path.to_owned(),
         }
     } else {

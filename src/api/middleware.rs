@@ -103,9 +103,10 @@ impl RootSpanBuilder for RequestSpan {
             let fresh = request
                 .extensions()
                 .get::<tracing_actix_web::RequestId>()
-                .map(ToString::to_string)
-                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-            HeaderValue::from_str(&fresh).expect("a UUID is a valid header value")
+                .map_or_else(uuid::Uuid::new_v4, |id| **id);
+            let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
+            let text = fresh.hyphenated().encode_lower(&mut text);
+            HeaderValue::from_str(text).expect("a UUID is a valid header value")
         });
         let id = RequestId(id);
         let span = tracing::error_span!("request", id = %id.as_str());

@@ -918,7 +918,17 @@ impl Broker {
         now: Timestamp,
     ) -> Result<(), DomainError> {
         let lasting = |id| self.tags.columns().flags(id) & RETIRING == 0;
-        if self.allocate(groups, ttl, Pool::All, now, lasting).is_ok() {
+        let servable = match groups {
+            // One group needs no matching: enough eligible resources is enough.
+            [group] => {
+                let wanted = group.quantity as usize;
+                self.eligible(&group.criteria, Some(ttl), Pool::All, now, lasting, wanted)
+                    .len()
+                    >= wanted
+            }
+            _ => self.allocate(groups, ttl, Pool::All, now, lasting).is_ok(),
+        };
+        if servable {
             return Ok(());
         }
         let mut fallback = None;

@@ -148,5 +148,14 @@ async fn a_missing_asset_of_the_explorer_is_a_json_404() {
     let reply = app.get("/docs/no-such-asset.js").await;
 
     assert_eq!(reply.header("content-type"), "application/json");
-    assert_eq!(reply.expect_json(404)["code"], "no_route");
+    let body = reply.expect_json(404);
+    assert_eq!(body["code"], "no_route");
+    assert_eq!(body["path"], "/docs/no-such-asset.js");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("no route for GET /docs/no-such-asset.js"),
+        "{body}"
+    );
 }

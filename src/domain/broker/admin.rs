@@ -502,6 +502,9 @@ impl Broker {
                 affected
             }
         };
+        if !affected.contains(&true) {
+            return; // no waiter asks by criteria a changed resource met
+        }
         // Waiters asking the same thing get the same answer: judge each request once.
         let mut verdicts: HashMap<(Shape, Vec<u32>), bool> = HashMap::new();
         let mut doomed = Vec::new();
