@@ -26,3 +26,10 @@ pub mod store;
 pub mod telemetry;
 pub mod tools;
 pub mod web;
+
+/// mimalloc instead of glibc's malloc: the lock+unlock path allocates a few dozen small,
+/// short-lived objects a request (headers, JSON, events), and glibc's bins and
+/// consolidation cost about 3 us of a 28 us cycle (BENCHMARKS.md, HTTP overhead).
+/// Declared here so the service, its tests, benches and the load tool all run it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
