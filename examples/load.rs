@@ -28,6 +28,10 @@
 //!   answer reaching the waiter, over `--fulfil-rounds` rounds.
 //! - `all`: baseline, by-id, by-tag, expiry and fulfil in one process, with the ratios
 //!   of the by-id and by-tag cycle rates to the baseline's.
+//! - `--durable` (in-process only) adds `durable`: the by-id cycle against a second
+//!   in-process server started with `--persist` on a SQLite file in a temporary
+//!   directory, interleaved with the others, with its ratio to in-memory by-id and the
+//!   store's commits (count, changes per commit, latency).
 //!
 //! `--clients` tasks each hold one keep-alive HTTP/1.1 connection (hyper's lean
 //! connection-level client) and run cycles back to back, for `--warmup` seconds
@@ -60,9 +64,11 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{CONTENT_TYPE, HOST};
 use hyper::{Method, Request, Uri};
 use hyper_util::rt::TokioIo;
-use rentabot::app::{self, Settings};
+use rentabot::app::{self, Persist, Settings};
 use rentabot::domain::{Event, Policy, ResourceSpec};
+use rentabot::runtime::BATCH_BUCKETS;
 use rentabot::runtime::{BrokerHandle, SystemClock};
+use rentabot::store::PersistUrl;
 use serde::Deserialize;
 use tokio::net::TcpStream;
 use tokio::sync::broadcast::error::RecvError;
@@ -149,6 +155,11 @@ struct Args {
     /// Against --url, how often the expiry scenario polls a resource near its deadline.
     #[arg(long, default_value_t = 1)]
     poll_ms: u64,
+
+    /// Also run `durable`: by-id against a second in-process server persisting to SQLite
+    /// (a file in a temporary directory, fsync on every commit as in production).
+    #[arg(long, conflicts_with = "url")]
+    durable: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -207,6 +218,17 @@ fn run(args: &Args) -> anyhow::Result<bool> {
             (base, Some(handle))
         }
     };
+    // The durable server and the directory of its state file, which lives as long as it.
+    let durable = if args.durable {
+        let dir = tempfile::tempdir().context("creating the durable server's directory")?;
+        let url = format!("sqlite:///{}", dir.path().join("state.db").display());
+        let persist = PersistUrl::parse(&url)?;
+        let (base, handle) = start_server(args, Persist::Url(persist))?;
+        println!("durable server at http://{base}, state in {url}");
+        Some((base, handle, dir))
+    } else {
+        None
+    };
     describe_setup(args, &base);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -216,14 +238,23 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         .build()
         .context("starting the client runtime")?;
     runtime.block_on(async {
-        let loads = match args.scenario {
+        let mut loads = match args.scenario {
             Scenario::All => vec![Load::Baseline, Load::ById, Load::ByTag],
             Scenario::Baseline => vec![Load::Baseline],
             Scenario::ById => vec![Load::ById],
             Scenario::ByTag => vec![Load::ByTag],
             Scenario::Expiry | Scenario::Fulfil => vec![],
         };
-        let mut ok = run_throughput(args, &base, &loads).await?;
+        let servers = Servers {
+            memory: base.clone(),
+            durable: durable
+                .as_ref()
+                .map(|(base, handle, _)| (base.clone(), handle.clone())),
+        };
+        if servers.durable.is_some() {
+            loads.push(Load::Durable);
+        }
+        let mut ok = run_throughput(args, &servers, &loads).await?;
         if matches!(args.scenario, Scenario::Expiry | Scenario::All) {
             let lags = run_expiry(args, &base, handle.as_ref()).await?;
             ok &= lags.print();
@@ -242,7 +273,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
 /// Rounds interleave the loads, so that a burst of other work on the machine lands on
 /// one round of each rather than on one load; each ratio pairs a load with the baseline
 /// of its own round, and the summary takes the median of those.
-async fn run_throughput(args: &Args, base: &str, loads: &[Load]) -> anyhow::Result<bool> {
+async fn run_throughput(args: &Args, servers: &Servers, loads: &[Load]) -> anyhow::Result<bool> {
     if loads.is_empty() {
         return Ok(true);
     }
@@ -260,9 +291,10 @@ async fn run_throughput(args: &Args, base: &str, loads: &[Load]) -> anyhow::Resu
     );
     let mut merged: HashMap<Load, Stats> = HashMap::new();
     let mut rates: HashMap<Load, Vec<f64>> = HashMap::new();
+    let commits_before = servers.durable.as_ref().map(|(_, h)| h.commit_stats());
     for round in 1..=args.rounds {
         for &load in loads {
-            let mut stats = run_load(args, base, load, Window::of(args)).await?;
+            let mut stats = run_load(args, servers.base(load), load, Window::of(args)).await?;
             stats.print(&format!("{} #{round}", load.name()));
             rates.entry(load).or_default().push(stats.rate());
             merged.entry(load).or_default().merge(stats);
@@ -278,6 +310,52 @@ async fn run_throughput(args: &Args, base: &str, loads: &[Load]) -> anyhow::Resu
     }
     for stats in merged.values() {
         ok &= stats.errors == 0;
+    }
+    if let (Some(durable), Some(memory)) = (rates.get(&Load::Durable), rates.get(&Load::ById)) {
+        let mut ratios: Vec<f64> = durable.iter().zip(memory).map(|(d, m)| d / m).collect();
+        ratios.sort_by(f64::total_cmp);
+        let median = percentile(&ratios, 0.5);
+        let each: Vec<String> = ratios.iter().map(|r| format!("{r:.3}")).collect();
+        println!(
+            "durable / by-id cycles/s: {median:.3}, rounds {}  (target >= 0.50: {})",
+            each.join(" "),
+            verdict(median >= 0.50)
+        );
+    }
+    if let (Some(before), Some((_, handle))) = (&commits_before, &servers.durable) {
+        let c = handle.commit_stats().since(before);
+        let per = |n: u64| n as f64 / c.commits.max(1) as f64;
+        let bound = |q| {
+            c.latency_quantile_micros(q)
+                .map_or("> 1 s".to_owned(), |us| {
+                    format!("<= {:.2} ms", us as f64 / 1000.0)
+                })
+        };
+        println!(
+            "durable commits: {} transactions, {} changes, {:.1} changes per commit, mean {:.3} ms, p50 {}, p99 {}",
+            c.commits,
+            c.changes,
+            per(c.changes),
+            per(c.micros) / 1000.0,
+            bound(0.5),
+            bound(0.99),
+        );
+        let sizes: Vec<String> = c
+            .size
+            .iter()
+            .zip(
+                BATCH_BUCKETS
+                    .iter()
+                    .map(|b| format!("<={b}"))
+                    .chain(["more".to_owned()]),
+            )
+            .filter(|(n, _)| **n > 0)
+            .map(|(n, b)| format!("{b}: {n}"))
+            .collect();
+        println!(
+            "durable batch sizes (changes per commit): {}",
+            sizes.join(", ")
+        );
     }
     if let Some(baseline) = rates.get(&Load::Baseline) {
         for load in [Load::ById, Load::ByTag] {
@@ -328,12 +406,18 @@ async fn run_throughput(args: &Args, base: &str, loads: &[Load]) -> anyhow::Resu
 /// Starts the real service on its own thread, as `rentabot serve` would run it, and
 /// returns its base URL and broker handle. The thread lives until the process exits.
 fn start_in_process(args: &Args) -> anyhow::Result<(String, BrokerHandle)> {
+    start_server(args, Persist::Nowhere)
+}
+
+/// [`start_in_process`], keeping state as `persist` says.
+fn start_server(args: &Args, persist: Persist) -> anyhow::Result<(String, BrokerHandle)> {
     let settings = Settings {
         host: "127.0.0.1".to_owned(),
         port: 0,
         workers: args.workers,
         handle_signals: false,
         policy: Policy::default(),
+        persist,
         ..Settings::default()
     };
     let mut specs: Vec<ResourceSpec> = (1..=args.resources)
@@ -432,6 +516,8 @@ enum Load {
     Baseline,
     ById,
     ByTag,
+    /// By-id against the durable server (`--durable`).
+    Durable,
 }
 
 impl Load {
@@ -440,6 +526,22 @@ impl Load {
             Load::Baseline => "baseline",
             Load::ById => "by-id",
             Load::ByTag => "by-tag",
+            Load::Durable => "durable",
+        }
+    }
+}
+
+/// Where each load runs: the in-memory server, or the durable one.
+struct Servers {
+    memory: String,
+    durable: Option<(String, BrokerHandle)>,
+}
+
+impl Servers {
+    fn base(&self, load: Load) -> &str {
+        match (load, &self.durable) {
+            (Load::Durable, Some((base, _))) => base,
+            _ => &self.memory,
         }
     }
 }
@@ -508,7 +610,7 @@ impl Client {
                     self.get_json::<HealthReply>("/health").await?;
                 }
             }
-            Load::ById => {
+            Load::ById | Load::Durable => {
                 let path = format!("/api/v1/resources/{own_id}/lock");
                 let lock = self.lock(&path, CYCLE_TTL_BODY).await?;
                 self.unlock(own_id, &lock.lock_token).await?;

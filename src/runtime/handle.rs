@@ -17,8 +17,8 @@ use tokio::sync::{Notify, broadcast};
 
 use super::scope::RequestScope;
 use super::stream::{
-    Cause, Change, Committed, Committer, IdempotencyRecord, InMemory, Ledger, Publisher,
-    Subscription, Unavailable,
+    Cause, Change, CommitSnapshot, Committed, Committer, IdempotencyRecord, InMemory, Ledger,
+    Publisher, Subscription, Unavailable,
 };
 use crate::domain::{
     Broker, Clock, DomainError, ExpiredLock, Granted, Group, Lease, LockTerms, LockToken, Policy,
@@ -196,6 +196,11 @@ impl BrokerHandle {
     /// [`Unavailable`] when the store fails or the commit takes too long.
     pub async fn durable(&self, seq: u64) -> Result<(), Unavailable> {
         self.shared.ledger.durable(seq).await
+    }
+
+    /// How the store's commits went (all zero without a store).
+    pub fn commit_stats(&self) -> CommitSnapshot {
+        self.shared.ledger.stats().snapshot()
     }
 
     /// Why commits fail, while they do.

@@ -19,7 +19,8 @@ pub use reload::run_reload_on_hangup;
 pub use scope::RequestScope;
 pub use shutdown::Shutdown;
 pub use stream::{
-    Actor, Cause, Change, Committed, Committer, Gap, IdempotencyRecord, InMemory, Ledger,
-    Publisher, Subscription, Unavailable,
+    Actor, BATCH_BUCKETS, COMMIT_MICROS_BUCKETS, Cause, Change, CommitSnapshot, CommitStats,
+    Committed, Committer, Gap, IdempotencyRecord, InMemory, Ledger, Publisher, Subscription,
+    Unavailable,
 };
 pub use timer::run_expiry_timer;

@@ -153,6 +153,96 @@ pub struct Ledger {
     committed: AtomicU64,
     failed: AtomicBool,
     progress: watch::Sender<Progress>,
+    stats: CommitStats,
+}
+
+/// The upper bounds of the commit-latency buckets, in microseconds (the last bucket is
+/// everything above): fsync is about 200 us here, a slow disk tens of milliseconds.
+pub const COMMIT_MICROS_BUCKETS: [u64; 12] = [
+    250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+];
+/// The upper bounds of the batch-size buckets, in changes (the last: up to `MAX_BATCH`).
+pub const BATCH_BUCKETS: [u64; 8] = [1, 2, 4, 16, 64, 256, 1_024, 4_096];
+
+/// How the store's commits went: counts, and histograms of their latency and size. Kept
+/// by the writer (one `observe` a transaction), read by the load tool and `/metrics`.
+#[derive(Debug, Default)]
+pub struct CommitStats {
+    commits: AtomicU64,
+    changes: AtomicU64,
+    micros: AtomicU64,
+    latency: [AtomicU64; COMMIT_MICROS_BUCKETS.len() + 1],
+    size: [AtomicU64; BATCH_BUCKETS.len() + 1],
+}
+
+/// A copy of [`CommitStats`]; bucket counts are per bucket, not cumulative.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CommitSnapshot {
+    pub commits: u64,
+    pub changes: u64,
+    pub micros: u64,
+    pub latency: Vec<u64>,
+    pub size: Vec<u64>,
+}
+
+impl CommitStats {
+    /// One transaction of `changes` changes took `elapsed`, retries included.
+    pub fn observe(&self, changes: usize, elapsed: Duration) {
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let changes = changes as u64;
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.changes.fetch_add(changes, Ordering::Relaxed);
+        self.micros.fetch_add(micros, Ordering::Relaxed);
+        let bucket =
+            |bounds: &[u64], v: u64| bounds.iter().position(|&b| v <= b).unwrap_or(bounds.len());
+        self.latency[bucket(&COMMIT_MICROS_BUCKETS, micros)].fetch_add(1, Ordering::Relaxed);
+        self.size[bucket(&BATCH_BUCKETS, changes)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> CommitSnapshot {
+        let read = |a: &[AtomicU64]| a.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        CommitSnapshot {
+            commits: self.commits.load(Ordering::Relaxed),
+            changes: self.changes.load(Ordering::Relaxed),
+            micros: self.micros.load(Ordering::Relaxed),
+            latency: read(&self.latency),
+            size: read(&self.size),
+        }
+    }
+}
+
+impl CommitSnapshot {
+    /// What happened between `earlier` and `self`.
+    #[must_use]
+    pub fn since(&self, earlier: &CommitSnapshot) -> CommitSnapshot {
+        let minus = |a: &[u64], b: &[u64]| {
+            a.iter()
+                .zip(b.iter().chain(std::iter::repeat(&0)))
+                .map(|(x, y)| x.saturating_sub(*y))
+                .collect()
+        };
+        CommitSnapshot {
+            commits: self.commits.saturating_sub(earlier.commits),
+            changes: self.changes.saturating_sub(earlier.changes),
+            micros: self.micros.saturating_sub(earlier.micros),
+            latency: minus(&self.latency, &earlier.latency),
+            size: minus(&self.size, &earlier.size),
+        }
+    }
+
+    /// The upper bound of the latency bucket holding quantile `q` (0..=1), in
+    /// microseconds; `None` without commits or above the last bound.
+    pub fn latency_quantile_micros(&self, q: f64) -> Option<u64> {
+        let rank = (q * self.commits as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, n) in self.latency.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return COMMIT_MICROS_BUCKETS.get(i).copied();
+            }
+        }
+        None
+    }
 }
 
 /// What [`Ledger`] publishes to its waiters.
@@ -187,7 +277,13 @@ impl Ledger {
                 committed,
                 failure: None,
             }),
+            stats: CommitStats::default(),
         }
+    }
+
+    /// How the store's commits went (all zero in memory).
+    pub fn stats(&self) -> &CommitStats {
+        &self.stats
     }
 
     pub fn committed(&self) -> u64 {
@@ -531,5 +627,37 @@ fn log(event: &Event) {
         Event::ResourceRemoved { resource, name, .. } => {
             tracing::info!(resource = %resource, name = %name, "resource removed")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_stats_count_and_bucket_each_commit() {
+        let stats = CommitStats::default();
+        stats.observe(1, Duration::from_micros(180)); // <= 250 us, 1 change
+        stats.observe(3, Duration::from_micros(250)); // <= 250 us (bounds are inclusive), <= 4
+        stats.observe(4_096, Duration::from_millis(7)); // <= 10 ms, <= 4096
+        stats.observe(5_000, Duration::from_secs(3)); // above every bound
+        let s = stats.snapshot();
+        assert_eq!((s.commits, s.changes), (4, 1 + 3 + 4_096 + 5_000));
+        assert_eq!(s.micros, 180 + 250 + 7_000 + 3_000_000);
+        assert_eq!(s.latency, [2, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1]);
+        assert_eq!(s.size, [1, 0, 1, 0, 0, 0, 0, 1, 1]);
+        assert_eq!(s.latency_quantile_micros(0.5), Some(250));
+        assert_eq!(s.latency_quantile_micros(0.75), Some(10_000));
+        assert_eq!(s.latency_quantile_micros(1.0), None, "above the last bound");
+
+        let later = {
+            stats.observe(2, Duration::from_micros(600));
+            stats.snapshot()
+        };
+        let d = later.since(&s);
+        assert_eq!((d.commits, d.changes, d.micros), (1, 2, 600));
+        assert_eq!(d.latency, [0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(d.latency_quantile_micros(0.99), Some(1_000));
+        assert_eq!(CommitSnapshot::default().latency_quantile_micros(0.5), None);
     }
 }

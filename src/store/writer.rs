@@ -203,6 +203,7 @@ fn run(rx: Receiver<Message>, mut backend: Box<dyn Backend>, cx: WriterContext) 
             eprintln!("rentabot: failpoint before-commit:{commits}: aborting");
             std::process::abort();
         }
+        let started = std::time::Instant::now();
         if !commit(&mut *backend, &batch, &remembered, next_event, &cx) {
             break; // stopping while the store fails: nothing of this was acknowledged
         }
@@ -210,6 +211,7 @@ fn run(rx: Receiver<Message>, mut backend: Box<dyn Backend>, cx: WriterContext) 
             eprintln!("rentabot: failpoint after-commit:{commits}: aborting");
             std::process::abort();
         }
+        cx.ledger.stats().observe(batch.len(), started.elapsed());
         let last = batch.last().expect("not empty").seq;
         cx.publisher
             .publish(batch.into_iter().map(|c| (c.seq, c.events)));
