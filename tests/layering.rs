@@ -73,6 +73,69 @@ fn domain_names_no_framework_runtime_io_clock_or_randomness() {
     );
 }
 
+/// Inside the crate, imports point one way: `domain` <- `runtime` <- `store`,
+/// `api` <- `web`; `app` over all (ARCHITECTURE.md). For each layer, the modules it may not name.
+const LAYERS: &[(&str, &[&str])] = &[
+    (
+        "src/domain",
+        &[
+            "crate::runtime",
+            "crate::store",
+            "crate::api",
+            "crate::web",
+            "crate::app",
+        ],
+    ),
+    (
+        "src/runtime",
+        &[
+            "crate::store",
+            "crate::api",
+            "crate::web",
+            "crate::app",
+            "actix",
+        ],
+    ),
+    (
+        "src/store",
+        &["crate::api", "crate::web", "crate::app", "actix"],
+    ),
+    ("src/api", &["crate::store", "crate::web", "crate::app"]),
+    // The page is served like the API, through its `Broker` extractor and errors.
+    ("src/web", &["crate::store", "crate::app"]),
+];
+
+#[test]
+fn layers_import_only_the_layers_below() {
+    let mut violations = Vec::new();
+    for (dir, forbidden) in LAYERS {
+        let mut files = Vec::new();
+        rust_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join(dir), &mut files);
+        assert!(!files.is_empty(), "found {dir}'s files");
+        for file in &files {
+            let code = blank_comments_and_strings(&std::fs::read_to_string(file).unwrap());
+            let flat = flatten_groups(&code);
+            for (index, line) in flat.lines().enumerate() {
+                let line = tight_paths(line);
+                for path in forbidden.iter().filter(|p| names(&line, p)) {
+                    violations.push(format!(
+                        "{}:{}: `{path}`",
+                        file.strip_prefix(env!("CARGO_MANIFEST_DIR"))
+                            .unwrap()
+                            .display(),
+                        index + 1
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "a layer names one above it or beside it:\n{}",
+        violations.join("\n")
+    );
+}
+
 #[test]
 fn scanner_flags_each_kind_of_dependency_and_ignores_comments_and_strings() {
     for (source, flagged, why) in [
