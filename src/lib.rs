@@ -3,18 +3,22 @@
 //! # Layout
 //!
 //! ```text
-//! domain/    the pure core: Broker (resources, locks, deadlines, tag index), descriptor
-//!            parsing, errors, events. No IO, no async, never reads the clock.
-//! runtime/   BrokerHandle (the only owner of the broker mutex), clocks, the expiry timer,
-//!            descriptor reloads (API and SIGHUP).
-//! api/       thin actix-web handlers for the Rent-A-Bot 1.0 API, wire types, errors,
-//!            the OpenAPI document.
+//! domain/    the pure core: Broker (resources, locks, deadlines, tag index, the queue),
+//!            descriptor parsing, errors, events, the state as rows (Image, Delta).
+//!            No IO, no async, never reads the clock, no randomness of its own.
+//! runtime/   BrokerHandle (the only owner of the broker mutex), the change stream
+//!            (numbered changes, Committer, Ledger, Publisher), clocks, entropy, the
+//!            expiry timer, descriptor reloads (API and SIGHUP).
+//! store/     persistence: consumes the change stream (SQLite, group commit), restores.
+//! api/       thin actix-web handlers for the Rent-A-Bot 1.0 API and its extensions,
+//!            wire types, errors, the OpenAPI document, middleware.
 //! web/       the server-rendered HTML page.
 //! app.rs     builds the service (shared by main and the tests) and runs it.
-//! cli.rs     command line; config.rs finds and reads the descriptor; telemetry.rs logs.
+//! cli.rs     command line; config.rs finds and reads the descriptor; telemetry.rs logs;
+//! tools.rs   backup, export, import of a state file.
 //! ```
 //!
-//! Imports point one way: `domain` <- `runtime` <- `api`/`web` <- `app`.
+//! Imports point one way: `domain` <- `runtime` <- `store`, `api`/`web` <- `app`.
 
 pub mod api;
 pub mod app;

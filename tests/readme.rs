@@ -15,6 +15,9 @@
 //!   parts in order, `["…","…"]` any two items, `{…}` and a bare `…` anything; a
 //!   timestamp needs to be one. Without a status, the answer must be a success.
 //! - `pidof rentabot` names the test's server, not whatever else runs on the machine.
+//! - The server runs with `--persist` on a file in a temporary directory; the examples'
+//!   shell has `RENTABOT_PERSIST` naming it, `TMPDIR` that directory, and the binary on
+//!   its `PATH`, so the state tools' examples run on the served file.
 //!
 //! Needs bash, curl (7.63 or newer) and jq, as the README's readers do.
 
@@ -56,8 +59,17 @@ fn every_shell_example_in_the_readme_runs_and_answers_as_its_comments_say() {
         "only Quick start and Development: {skipped:?}"
     );
 
-    let server = Server::start(root);
+    // The examples' server keeps its state in a file, as README § Keeping state starts
+    // it; the tools there find it through RENTABOT_PERSIST, and write to TMPDIR.
+    let scratch = tempfile::tempdir().unwrap();
+    let persist = format!("sqlite:///{}", scratch.path().join("state.db").display());
+    let server = Server::start(root, &persist);
     let records = tempfile::tempdir().unwrap();
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_rentabot")).parent().unwrap();
+    let path = std::env::join_paths(std::iter::once(bin_dir.to_path_buf()).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
+    .unwrap();
     let (script, lines) = script(&runnable, &server, records.path());
     let run = Command::new("bash")
         .arg("-c")
@@ -65,6 +77,9 @@ fn every_shell_example_in_the_readme_runs_and_answers_as_its_comments_say() {
         .current_dir(root)
         .env("BUILD_URL", "https://ci.example.org/job/nightly/42/")
         .env(INSIDE_EXAMPLES, "1")
+        .env("RENTABOT_PERSIST", &persist)
+        .env("TMPDIR", scratch.path())
+        .env("PATH", path)
         .stdin(Stdio::null())
         .output()
         .expect("bash runs");
@@ -605,9 +620,10 @@ struct Server {
 }
 
 impl Server {
-    fn start(root: &Path) -> Server {
+    fn start(root: &Path, persist: &str) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rentabot"))
             .args(["--config", "descriptors/example.yaml", "--port", "0"])
+            .args(["--persist", persist])
             .current_dir(root)
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())

@@ -1,11 +1,13 @@
 //! Push notifications: every broker event as server-sent events (`GET /api/v1/events`),
 //! and one reservation's status changes over a WebSocket (`/ws/reservations/{rid}`).
 //!
-//! Both listen to the broker's broadcast channel ([`BrokerHandle::subscribe`]), which the
-//! handle feeds after releasing the broker mutex: nothing here ever holds the lock while
-//! it writes to a socket. A listener that falls more than `EVENT_BUFFER` events behind
-//! skips ahead; the event stream says so with a `lagged` event, and the WebSocket reads
-//! the reservation again in case its own change was among those skipped.
+//! Both listen to the change stream's [`Publisher`], which publishes each change once it
+//! is committed, after the broker mutex is released: nothing here ever holds the lock
+//! while it writes to a socket. Every event has a number, global and never reused with
+//! `--persist` (the SSE `id`); a stream resumes after `Last-Event-ID` from the last
+//! 10 000 events. A listener that falls further behind skips ahead; the event stream
+//! says so with a `lagged` event, and the WebSocket reads the reservation again in case
+//! its own change was among those skipped.
 //!
 //! ```text
 //! SSE frame:   id: 7\nevent: locked\ndata: {"type":"locked","resource_id":2,...}\n\n
