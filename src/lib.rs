@@ -10,11 +10,13 @@
 //! api/       thin actix-web handlers for the Rent-A-Bot 1.0 API, wire types, errors,
 //!            the OpenAPI document.
 //! web/       the server-rendered HTML page.
+//! auth/      who may do what: the auth config, API keys, JWTs, roles, the rule of every
+//!            route, rate limits; not yet wired into the app.
 //! app.rs     builds the service (shared by main and the tests) and runs it.
 //! cli.rs     command line; config.rs finds and reads the descriptor; telemetry.rs logs.
 //! ```
 //!
-//! Imports point one way: `domain` <- `runtime` <- `api`/`web` <- `app`.
+//! Imports point one way: `domain` <- `runtime` <- `api`/`web`/`auth` <- `app`.
 
 pub mod api;
 pub mod app;

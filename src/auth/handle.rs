@@ -994,6 +994,13 @@ rate_limit: {requests_per_second: 1000, burst: 1000}
     }
 
     #[test]
+    fn the_handle_can_be_shared_by_every_worker() {
+        fn shared<T: Send + Sync + Clone + 'static>() {}
+        shared::<Auth>();
+        shared::<Caller>();
+    }
+
+    #[test]
     fn the_separate_steps_agree_with_admit() {
         let (auth, _) = auth_with(CONFIG);
         let force = rule("POST", "/api/v1/resources/1/force-unlock");
