@@ -9,6 +9,12 @@
 //!   from the key's write bucket, reading the real clock). Requests rotate over 8 keys so
 //!   that no bucket (a million per second each) runs dry: every iteration is admitted.
 //! - `gate/jwt_hs256`, `gate/jwt_rs256`: the same with a bearer JWT.
+//! - `cycle/*`: one lock + unlock through the real routes and handlers (`api::configure`,
+//!   in process, no TCP), `off` without a gate, `open` and `keys` behind a middleware
+//!   that does what the wiring will (resolve the rule, read the credentials, `admit`,
+//!   put the caller in the request's extensions). Without the socket, the kernel and the
+//!   client, which are most of a real cycle's cost, the gate's share here is an upper
+//!   bound of its share over HTTP.
 //!
 //! Run: `cargo bench --bench auth` (about 40 s; see BENCHMARKS.md).
 
@@ -18,11 +24,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::dev::Service;
+use actix_web::{App, HttpMessage, test, web};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
-use rentabot::auth::{Auth, AuthConfig, Credentials, rules};
-use rentabot::domain::Clock;
-use rentabot::runtime::SystemClock;
+use rentabot::api;
+use rentabot::auth::{Auth, AuthConfig, Credentials, actix_glue, rules};
+use rentabot::domain::{Broker, Clock, ResourceSpec};
+use rentabot::runtime::{BrokerHandle, DescriptorSource, SystemClock};
 use serde_json::json;
 
 const LOCK_PATH: &str = "/api/v1/resources/42/lock";
@@ -147,6 +156,71 @@ fn gate(c: &mut Criterion) {
     group.finish();
 }
 
+/// The app `app::build` makes (routes, handlers, app data), in process, behind the gate
+/// when `auth` is given; `iters` lock+unlock cycles of resource 1, timed.
+fn cycles(auth: Option<Auth>, iters: u64) -> Duration {
+    actix_web::rt::System::new().block_on(async move {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+        let specs = (1..=100).map(|i| ResourceSpec::named(format!("board-{i}")));
+        let handle = BrokerHandle::new(Broker::new(specs), clock.clone());
+        let gate_clock = clock.clone();
+        let app = test::init_service(
+            App::new()
+                .wrap_fn(move |req, srv| {
+                    if let Some(auth) = &auth {
+                        let rule =
+                            rules::resolve(req.method().as_str(), actix_glue::router_path(&req));
+                        let ip = actix_glue::client_ip(&req)
+                            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+                        let caller = actix_glue::credentials(req.headers())
+                            .and_then(|c| auth.admit(rule, &c, ip, gate_clock.now()))
+                            .expect("admitted");
+                        req.extensions_mut().insert(caller);
+                    }
+                    srv.call(req)
+                })
+                .app_data(web::Data::new(handle.clone()))
+                .app_data(web::Data::new(DescriptorSource::new(None)))
+                .app_data(api::idempotency::IdempotencyStore::new(handle))
+                .configure(api::configure)
+                .default_service(web::to(api::no_route)),
+        )
+        .await;
+        let start = std::time::Instant::now();
+        for _ in 0..iters {
+            let lock = test::TestRequest::post()
+                .uri("/api/v1/resources/1/lock")
+                .insert_header(("x-api-key", key(0)))
+                .insert_header(("content-type", "application/json"))
+                .set_payload(r#"{"ttl":60}"#)
+                .to_request();
+            let reply: serde_json::Value = test::call_and_read_body_json(&app, lock).await;
+            let token = reply["lock-token"].as_str().expect("locked");
+            let unlock = test::TestRequest::post()
+                .uri(&format!("/api/v1/resources/1/unlock?lock-token={token}"))
+                .insert_header(("x-api-key", key(0)))
+                .to_request();
+            let response = test::call_service(&app, unlock).await;
+            assert!(response.status().is_success(), "{}", response.status());
+        }
+        start.elapsed()
+    })
+}
+
+fn cycle(c: &mut Criterion) {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+    let mut group = c.benchmark_group("cycle");
+    group.bench_function("off", |b| b.iter_custom(|iters| cycles(None, iters)));
+    group.bench_function("open", |b| {
+        b.iter_custom(|iters| cycles(Some(Auth::open()), iters))
+    });
+    let keyed = auth(ROTATE, "", clock);
+    group.bench_function("keys", |b| {
+        b.iter_custom(|iters| cycles(Some(keyed.clone()), iters))
+    });
+    group.finish();
+}
+
 /// Short warm-up and measurement, so the file runs in well under a minute; the command
 /// line (`-- --measurement-time 10`) overrides them.
 fn quick() -> Criterion {
@@ -158,6 +232,6 @@ fn quick() -> Criterion {
 criterion_group! {
     name = benches;
     config = quick();
-    targets = rules_find, gate
+    targets = rules_find, gate, cycle
 }
 criterion_main!(benches);
