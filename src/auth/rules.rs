@@ -713,13 +713,19 @@ mod tests {
     /// mounted, this test fails: remove it from the list (the test below then checks it).
     const NOT_YET_MOUNTED: [&str; 2] = ["/metrics", "/api/v1/audit"];
 
-    /// Every rule's route is served by the real router: no rule for a path that does not
-    /// exist (a typo would leave the real route without its rule).
-    #[actix_web::test]
-    async fn every_rule_names_a_route_the_router_serves() {
+    /// The service's routes, as `app::build` mounts them, over an empty broker.
+    fn app() -> actix_web::App<
+        impl actix_web::dev::ServiceFactory<
+            actix_web::dev::ServiceRequest,
+            Config = (),
+            Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+            Error = actix_web::Error,
+            InitError = (),
+        >,
+    > {
         use std::sync::Arc;
 
-        use actix_web::{App, test, web};
+        use actix_web::{App, web};
 
         use crate::api;
         use crate::domain::{Broker, Policy, Timestamp};
@@ -727,50 +733,119 @@ mod tests {
 
         let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_780_000_000_000)));
         let handle = BrokerHandle::new(Broker::with_policy(Vec::new(), Policy::default()), clock);
-        let app = test::init_service(
-            App::new()
-                .app_data(web::Data::new(handle.clone()))
-                .app_data(web::Data::new(DescriptorSource::new(None)))
-                .app_data(api::idempotency::IdempotencyStore::new(handle))
-                .configure(api::configure)
-                .configure(crate::web::configure)
-                .default_service(web::to(api::no_route)),
-        )
-        .await;
-        for (pattern, rule) in patterns() {
-            let path = instantiate(&pattern);
-            let method =
-                actix_web::http::Method::from_bytes(rule.method.as_str().as_bytes()).unwrap();
+        App::new()
+            .app_data(web::Data::new(handle.clone()))
+            .app_data(web::Data::new(DescriptorSource::new(None)))
+            .app_data(api::idempotency::IdempotencyStore::new(handle))
+            .configure(api::configure)
+            .configure(crate::web::configure)
+            .default_service(web::to(api::no_route))
+    }
+
+    /// Whether a route of `app` serves `method` on `path` (not the 404 of unknown paths,
+    /// not a 405).
+    macro_rules! served {
+        ($app:expr, $method:expr, $path:expr) => {{
+            use actix_web::test;
             let req = test::TestRequest::default()
-                .method(method)
-                .uri(&path)
+                .method(actix_web::http::Method::from_bytes($method.as_bytes()).unwrap())
+                .uri($path)
                 .insert_header(("content-type", "application/json"))
                 .set_payload("{}")
                 .to_request();
-            let response = test::call_service(&app, req).await;
-            let status = response.status().as_u16();
+            let response = test::call_service($app, req).await;
             // Streams never end: judge by the head alone unless it is an error.
-            let code = if status >= 400 {
-                let body = test::read_body(response).await;
-                serde_json::from_slice::<serde_json::Value>(&body)
-                    .ok()
-                    .and_then(|v| v["code"].as_str().map(str::to_owned))
+            if response.status().as_u16() < 400 {
+                true
             } else {
-                None
-            };
-            let unrouted = matches!(code.as_deref(), Some("no_route" | "method_not_allowed"));
+                let body = test::read_body(response).await;
+                let code = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["code"].as_str().map(str::to_owned));
+                !matches!(code.as_deref(), Some("no_route" | "method_not_allowed"))
+            }
+        }};
+    }
+
+    /// Every rule's route is served by the real router: no rule for a path that does not
+    /// exist (a typo would leave the real route without its rule).
+    #[actix_web::test]
+    async fn every_rule_names_a_route_the_router_serves() {
+        let app = actix_web::test::init_service(app()).await;
+        for (pattern, rule) in patterns() {
+            let path = instantiate(&pattern);
+            let is_served = served!(&app, rule.method.as_str(), &path);
             if NOT_YET_MOUNTED.contains(&rule.pattern) {
                 assert!(
-                    unrouted,
+                    !is_served,
                     "{pattern} is mounted now: remove it from NOT_YET_MOUNTED"
                 );
             } else {
-                assert!(
-                    !unrouted,
-                    "{} {path}: {status} {code:?}",
-                    rule.method.as_str()
-                );
+                assert!(is_served, "{} {path} is not served", rule.method.as_str());
             }
         }
+    }
+
+    /// Spellings of a route's path that the router might also serve (a trailing slash,
+    /// doubled slashes, escapes, dot segments, other case): wherever it does, the rule
+    /// found for the path it routes on must be the route's own, or a caller could reach
+    /// a route under a weaker rule (`UNMATCHED` needs only readonly).
+    #[actix_web::test]
+    async fn any_spelling_the_router_serves_finds_the_same_rule() {
+        use actix_web::test;
+
+        use crate::auth::actix_glue::router_path;
+
+        let app = test::init_service(app()).await;
+        let mut tried = 0;
+        for (pattern, _) in patterns() {
+            let path = instantiate(&pattern);
+            let last = path.rfind('/').unwrap();
+            let escaped_last = match path[last + 1..].chars().next() {
+                Some(c) if c.is_ascii_alphabetic() => {
+                    format!("{}%{:02X}{}", &path[..=last], c as u8, &path[last + 2..])
+                }
+                _ => path.clone(),
+            };
+            let variants = [
+                format!("{path}/"),
+                format!("/{path}"),
+                path.replacen('/', "//", 2),
+                format!("{}/.{}", &path[..last], &path[last..]),
+                format!("{}/x/..{}", &path[..last], &path[last..]),
+                path.to_uppercase(),
+                escaped_last,
+                format!("{path}?x=1"),
+            ];
+            for variant in variants {
+                for method in ["GET", "POST", "PATCH", "DELETE", "PUT"] {
+                    if !served!(&app, method, &variant) {
+                        continue;
+                    }
+                    tried += 1;
+                    let req = test::TestRequest::default().uri(&variant).to_srv_request();
+                    let routed = router_path(&req).to_owned();
+                    let original = RULES.iter().find(|r| {
+                        r.method.as_str() == method
+                            && (r.pattern == pattern
+                                || r.legacy_pattern().as_deref() == Some(pattern.as_str()))
+                    });
+                    let found = find(method, &routed);
+                    // A variant may reach another route (`/resources/LOCK` is resource
+                    // LOCK): then its rule must be that route's, which `find` gives for
+                    // the path the router saw.
+                    match original {
+                        Some(rule) if routed == path => {
+                            assert_eq!(found, Some(rule), "{method} {variant}")
+                        }
+                        _ => assert!(
+                            found.is_some(),
+                            "{method} {variant} (routed as {routed}) is served but has no rule"
+                        ),
+                    }
+                }
+            }
+        }
+        assert!(tried > 0);
     }
 }
