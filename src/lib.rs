@@ -13,15 +13,18 @@
 //! api/       thin actix-web handlers for the Rent-A-Bot 1.0 API and its extensions,
 //!            wire types, errors, the OpenAPI document, middleware.
 //! web/       the server-rendered HTML page.
+//! auth/      who may do what: the auth config, API keys, JWTs, roles, the rule of every
+//!            route, rate limits.
 //! app.rs     builds the service (shared by main and the tests) and runs it.
 //! cli.rs     command line; config.rs finds and reads the descriptor; telemetry.rs logs;
 //! tools.rs   backup, export, import of a state file.
 //! ```
 //!
-//! Imports point one way: `domain` <- `runtime` <- `store`, `api`/`web` <- `app`.
+//! Imports point one way: `domain` <- `runtime` <- `store`, `api`/`web`/`auth` <- `app`.
 
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod domain;
