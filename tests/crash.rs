@@ -174,6 +174,9 @@ struct Ledger {
     maybe_unlocked: HashSet<String>,
     /// The latest `expires-at` acknowledged for a token (lock or extend).
     expires: HashMap<String, String>,
+    /// Tokens with an extend sent but never (fully) answered: the old expiry or the new
+    /// one may stand, including an expiry acknowledged before an earlier crash.
+    expiry_unknown: HashSet<String>,
     /// Lock requests never answered, with their Idempotency-Key and body.
     unanswered: Vec<(String, Value)>,
     /// Every fencing token acknowledged in this run of the service.
@@ -234,7 +237,11 @@ async fn run_client(base: String, seed: u64, mut mine: Vec<Held>, ledger: Arc<Mu
                 match sent {
                     Ok(r) if r.status() == StatusCode::OK => {
                         let Ok(answer) = r.json::<Value>().await else {
-                            return; // cut off mid-body: the extension may or may not stand
+                            // Cut off mid-body: the extension may or may not stand.
+                            let mut l = ledger.lock().unwrap();
+                            l.expires.remove(&held.token);
+                            l.expiry_unknown.insert(held.token.clone());
+                            return;
                         };
                         ledger.lock().unwrap().expires.insert(
                             held.token.clone(),
@@ -244,7 +251,9 @@ async fn run_client(base: String, seed: u64, mut mine: Vec<Held>, ledger: Arc<Mu
                     Ok(r) => panic!("extend of a held lock answered {}", r.status()),
                     Err(_) => {
                         // Unknown: the old expiry or the new one. Forget the expectation.
-                        ledger.lock().unwrap().expires.remove(&held.token);
+                        let mut l = ledger.lock().unwrap();
+                        l.expires.remove(&held.token);
+                        l.expiry_unknown.insert(held.token.clone());
                         return;
                     }
                 }
@@ -459,6 +468,11 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_answer() {
         }
         held = std::mem::take(&mut ledger.held);
         maybe_unlocked = std::mem::take(&mut ledger.maybe_unlocked);
+        // An extend in flight at the crash leaves the token's expiry unknown, whatever
+        // an earlier round acknowledged for it.
+        for token in ledger.expiry_unknown.drain() {
+            expires.remove(&token);
+        }
         expires.extend(ledger.expires.drain());
         unanswered.append(&mut ledger.unanswered);
     }
