@@ -179,9 +179,9 @@ fn cycles(auth: Option<Auth>, iters: u64) -> Duration {
                     }
                     srv.call(req)
                 })
-                .app_data(web::Data::new(handle.clone()))
+                .app_data(api::broker::Registered::data(handle.clone()))
                 .app_data(web::Data::new(DescriptorSource::new(None)))
-                .app_data(api::idempotency::IdempotencyStore::new(handle))
+                .app_data(api::idempotency::IdempotencyStore::new(handle, Vec::new()))
                 .configure(api::configure)
                 .default_service(web::to(api::no_route)),
         )

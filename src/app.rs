@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing_actix_web::TracingLogger;
 
 use crate::api::middleware::{RequestSpan, envelope};
+use crate::auth::Auth;
 use crate::cli::{ServeArgs, limits};
 use crate::config;
 use crate::domain::{Broker, Clock, Policy, ResourceSpec};
@@ -61,6 +62,10 @@ pub struct Settings {
     pub connections: Connections,
     /// Where the state is kept (`--persist`).
     pub persist: Persist,
+    /// The auth config (`--auth-config`): `None` leaves the service open, as 1.0 was.
+    /// Read at start (an unusable file stops the start) and again on SIGHUP and
+    /// `POST /api/v1/admin/reload`.
+    pub auth: Option<PathBuf>,
 }
 
 /// Where a service keeps its state.
@@ -90,6 +95,7 @@ impl Default for Settings {
             connections: Connections::default(),
             requests: api::RequestPolicy::default(),
             persist: Persist::Nowhere,
+            auth: None,
         }
     }
 }
@@ -278,6 +284,15 @@ pub fn build(
     resources: Vec<ResourceSpec>,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<App> {
+    let auth = match &settings.auth {
+        Some(path) => Auth::load(path, clock.clone()).map_err(|e| anyhow::anyhow!("{e}"))?,
+        None => Auth::open(),
+    };
+    if auth.is_enabled() {
+        tracing::info!("{}", auth.describe());
+    } else {
+        tracing::warn!("{}", auth.describe());
+    }
     // One broker, built once, outside the per-worker factory: every worker shares it.
     let (handle, records, store, started_at_seq) = start_broker(settings, resources, clock)?;
     let listener = TcpListener::bind((settings.host.as_str(), settings.port))
@@ -287,6 +302,7 @@ pub fn build(
     let data = api::broker::Registered::data(handle.clone());
     let source = DescriptorSource::new(settings.descriptor.clone());
     let descriptor = web::Data::new(source.clone());
+    let gate = web::Data::new(auth.clone());
     // Remembered `Idempotency-Key` responses: one table, shared by every worker, with
     // what the store kept.
     let idempotency = api::idempotency::IdempotencyStore::new(handle.clone(), records);
@@ -308,6 +324,7 @@ pub fn build(
             .wrap(TracingLogger::<RequestSpan>::new())
             .app_data(data.clone())
             .app_data(descriptor.clone())
+            .app_data(gate.clone())
             .app_data(idempotency.clone())
             .app_data(stopping.clone())
             .app_data(api::params::BodyTimeout(requests.body_timeout))
@@ -340,7 +357,7 @@ pub fn build(
     let timer = tokio::spawn(run_expiry_timer(handle.clone(), cancel.clone()));
     let (reloader, terminator) = if settings.handle_signals {
         (
-            reload_on_hangup(&handle, source, &cancel)?,
+            reload_on_hangup(&handle, source, &auth, &cancel)?,
             Some(stop_on_signals(stopper.clone())?),
         )
     } else {
@@ -423,10 +440,36 @@ impl StopSignals {
 fn reload_on_hangup(
     handle: &BrokerHandle,
     source: DescriptorSource,
+    auth: &Auth,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Option<JoinHandle<()>>> {
     use tokio::signal::unix::{SignalKind, signal};
     let hangups = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    // The auth config first, on a listener of its own: rotating a key must not wait
+    // for (or fail with) the descriptor.
+    if let Some(path) = auth.source().map(Path::to_owned) {
+        let mut auth_hangups =
+            signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+        let (auth, cancel) = (auth.clone(), cancel.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    got = auth_hangups.recv() => if got.is_none() { break },
+                }
+                let (auth, path) = (auth.clone(), path.clone());
+                match tokio::task::spawn_blocking(move || auth.reload(&path)).await {
+                    Ok(Ok(report)) => tracing::info!("SIGHUP: auth config reloaded: {report}"),
+                    Ok(Err(e)) => {
+                        tracing::warn!(
+                            "SIGHUP: the auth config was not reloaded, the one in force stays: {e}"
+                        );
+                    }
+                    Err(e) => tracing::error!(error.cause_chain = ?e, "auth reload failed"),
+                }
+            }
+        });
+    }
     Ok(Some(tokio::spawn(crate::runtime::run_reload_on_hangup(
         handle.clone(),
         source,
@@ -440,6 +483,7 @@ fn reload_on_hangup(
 fn reload_on_hangup(
     _handle: &BrokerHandle,
     _source: DescriptorSource,
+    _auth: &Auth,
     _cancel: &CancellationToken,
 ) -> anyhow::Result<Option<JoinHandle<()>>> {
     Ok(None)
@@ -609,6 +653,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             keep_alive: Duration::from_secs(args.keep_alive),
         },
         persist: args.persist.clone().map_or(Persist::Nowhere, Persist::Url),
+        auth: args.auth_config.clone(),
     };
     // The main runtime only runs the accept loop and the timer; actix runs its HTTP
     // workers on threads of its own.

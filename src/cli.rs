@@ -91,6 +91,12 @@ pub struct ServeArgs {
     #[arg(long, env = "RENTABOT_PERSIST", value_name = "URL", value_parser = parse_persist)]
     pub persist: Option<PersistUrl>,
 
+    /// Require API keys (or JWTs) as this YAML file says: keys, roles, rate limits. Read
+    /// again on SIGHUP and POST /api/v1/admin/reload. Without it the service is open to
+    /// anyone who can reach it, as Rent-A-Bot 1.0 was.
+    #[arg(long, env = "RENTABOT_AUTH_CONFIG", value_name = "FILE")]
+    pub auth_config: Option<PathBuf>,
+
     /// Log level: error, warn, info, debug, trace, off, or 1.0's warning and critical;
     /// or directives such as `rentabot=debug,actix_server=warn`. Anything else is refused.
     #[arg(long, env = "RENTABOT_LOG_LEVEL", default_value = "info")]

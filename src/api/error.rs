@@ -86,6 +86,11 @@ pub enum ApiError {
     #[error(transparent)]
     Unavailable(#[from] crate::runtime::Unavailable),
 
+    /// 401, 403 or 429 from the auth gate (`api/middleware.rs`): no or a wrong
+    /// credential, a role below the route's, over the rate limit.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
+
     /// 500: the server failed (a task that did not finish). The detail is for the log
     /// (the caller logs it), never sent.
     #[error("internal error: {0}")]
@@ -270,6 +275,14 @@ impl ApiError {
                     waited.as_secs()
                 ),
             ),
+            ApiError::Auth(e) => {
+                let status = S::from_u16(e.status()).unwrap_or(S::UNAUTHORIZED);
+                let mut parts = Parts::new(status, e.code(), e.to_string());
+                for (key, value) in e.context() {
+                    parts = parts.with(key, value);
+                }
+                parts
+            }
             ApiError::Internal(_) => Parts::new(
                 S::INTERNAL_SERVER_ERROR,
                 "internal_error",
@@ -640,6 +653,14 @@ impl ResponseError for ApiError {
             }
             ApiError::Unavailable(_) => {
                 response.insert_header((RETRY_AFTER, "1"));
+            }
+            ApiError::Auth(e) => {
+                if let Some(challenge) = e.www_authenticate() {
+                    response.insert_header((header::WWW_AUTHENTICATE, challenge));
+                }
+                if let Some(secs) = e.retry_after() {
+                    response.insert_header((RETRY_AFTER, secs.to_string()));
+                }
             }
             _ => {}
         }

@@ -5,7 +5,8 @@
 //! ```text
 //! TracingLogger<RequestSpan>   picks the id (the caller's X-Request-Id, or a new one) and
 //!                              opens the `request{id=…}` span the rest runs in
-//!   envelope                   refuses an oversized head with a JSON 414/431; gives the
+//!   envelope                   refuses an oversized head with a JSON 414/431; admits the
+//!                              caller (auth: 401/403/429, see crate::auth); gives the
 //!                              request its scope (cause; what it saw); runs the route;
 //!                              holds the answer until every change the route could have
 //!                              seen is committed (503 if the store fails); echoes
@@ -32,6 +33,7 @@
 //! error body every other refusal has; only what the parser cannot read at all still gets
 //! actix's empty answer (README § Limits lists both).
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -47,7 +49,9 @@ use tracing_actix_web::RootSpanBuilder;
 
 use super::broker::Registered;
 use super::error::ApiError;
-use crate::runtime::{Actor, Cause, RequestScope};
+use crate::auth::{Auth, Caller, actix_glue, rules};
+use crate::domain::Timestamp;
+use crate::runtime::{Actor, BrokerHandle, Cause, RequestScope};
 
 /// The request and response header carrying the request id.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -133,21 +137,34 @@ pub async fn envelope(
     let start = Instant::now();
     let id = req.extensions().get::<RequestId>().cloned();
     let broker = req.app_data::<Data<Registered>>().map(|r| r.0.clone());
-    let scope = Arc::new(RequestScope::new(cause(&req, id.as_ref())));
-    req.extensions_mut().insert(scope.clone());
-    let mut response = match check_head(&req) {
-        Err(refusal) => req.error_response(refusal),
-        Ok(()) => match refusal_while_failing(&req, broker.as_ref()) {
-            Some(refusal) => req.error_response(refusal),
-            None => match next.call(req).await {
-                Ok(response) => response.map_into_boxed_body(),
-                Err(e) => {
-                    let status = e.as_response_error().status_code().as_u16();
-                    tracing::debug!(status, micros = micros(start), "request failed: {e}");
-                    return Err(e);
-                }
-            },
+    // Who is calling, before anything else runs: 401, 403 or 429 refuse here.
+    let gate = check_head(&req).and_then(|()| admit(&req, broker.as_ref()));
+    let actor = match &gate {
+        Ok(caller) if caller.is_authenticated() => Actor::Named {
+            name: caller.name.clone(),
+            role: caller.role.as_str(),
         },
+        _ => Actor::Anonymous,
+    };
+    let scope = Arc::new(RequestScope::new(cause(&req, id.as_ref(), actor)));
+    req.extensions_mut().insert(scope.clone());
+    let mut response = match gate {
+        Err(refusal) => req.error_response(refusal),
+        Ok(caller) => {
+            // Handlers read the caller from here (ownership, the audit log).
+            req.extensions_mut().insert(caller);
+            match refusal_while_failing(&req, broker.as_ref()) {
+                Some(refusal) => req.error_response(refusal),
+                None => match next.call(req).await {
+                    Ok(response) => response.map_into_boxed_body(),
+                    Err(e) => {
+                        let status = e.as_response_error().status_code().as_u16();
+                        tracing::debug!(status, micros = micros(start), "request failed: {e}");
+                        return Err(e);
+                    }
+                },
+            }
+        }
     };
     // Acknowledged means committed: whatever the route saw or did must be durable.
     if let Some(broker) = &broker
@@ -173,11 +190,24 @@ pub async fn envelope(
     Ok(response)
 }
 
-/// Who is asking, for the changes the request makes: anonymous until authentication
-/// names callers; the request id, the peer's address and its user agent.
-fn cause(req: &ServiceRequest, id: Option<&RequestId>) -> Arc<Cause> {
+/// The auth gate: the route's rule, the request's credentials, [`Auth::admit`]. With
+/// auth off (no `--auth-config`) everyone is [`Caller::open`], at the cost of one check.
+fn admit(req: &ServiceRequest, broker: Option<&BrokerHandle>) -> Result<Caller, ApiError> {
+    let Some(auth) = req.app_data::<Data<Auth>>().filter(|a| a.is_enabled()) else {
+        return Ok(Caller::open());
+    };
+    let rule = rules::resolve(req.method().as_str(), actix_glue::router_path(req));
+    let credentials = actix_glue::credentials(req.headers())?;
+    let client = actix_glue::client_ip(req).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let now = broker.map_or(Timestamp::EPOCH, BrokerHandle::now);
+    Ok(auth.admit(rule, &credentials, client, now)?)
+}
+
+/// Who is asking, for the changes the request makes: the caller the gate admitted
+/// (anonymous without auth), the request id, the peer's address and its user agent.
+fn cause(req: &ServiceRequest, id: Option<&RequestId>, actor: Actor) -> Arc<Cause> {
     Arc::new(Cause {
-        actor: Actor::Anonymous,
+        actor,
         request_id: id.map(|id| Arc::from(id.as_str())),
         client_ip: req.peer_addr().map(|a| a.ip()),
         user_agent: req
@@ -194,10 +224,7 @@ const MAX_USER_AGENT_BYTES: usize = 256;
 /// While commits fail, a request that would reach the broker is refused before it runs:
 /// its answer could not be acknowledged, and the changes it made would pile up behind
 /// the failing commit. The probes (and the explorer) still answer.
-fn refusal_while_failing(
-    req: &ServiceRequest,
-    broker: Option<&crate::runtime::BrokerHandle>,
-) -> Option<ApiError> {
+fn refusal_while_failing(req: &ServiceRequest, broker: Option<&BrokerHandle>) -> Option<ApiError> {
     let failure = broker?.store_failure()?;
     let path = req.path();
     let exempt = matches!(path, "/health" | "/readiness" | "/metrics")

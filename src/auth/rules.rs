@@ -734,9 +734,9 @@ mod tests {
         let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_780_000_000_000)));
         let handle = BrokerHandle::new(Broker::with_policy(Vec::new(), Policy::default()), clock);
         App::new()
-            .app_data(web::Data::new(handle.clone()))
+            .app_data(api::broker::Registered::data(handle.clone()))
             .app_data(web::Data::new(DescriptorSource::new(None)))
-            .app_data(api::idempotency::IdempotencyStore::new(handle))
+            .app_data(api::idempotency::IdempotencyStore::new(handle, Vec::new()))
             .configure(api::configure)
             .configure(crate::web::configure)
             .default_service(web::to(api::no_route))

@@ -36,7 +36,7 @@ pub enum Actor {
     /// A caller the service could not name (no authentication configured).
     Anonymous,
     /// A caller identified by an API key or token: its name and role.
-    Named { name: Arc<str>, role: Arc<str> },
+    Named { name: Arc<str>, role: &'static str },
 }
 
 impl Actor {

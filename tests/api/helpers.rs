@@ -151,6 +151,8 @@ pub struct Options {
     pub descriptor: Option<PathBuf>,
     pub requests: RequestPolicy,
     pub policy: Policy,
+    /// `--auth-config`.
+    pub auth: Option<PathBuf>,
 }
 
 /// Starts the service over `resources`, as `options` say.
@@ -168,6 +170,7 @@ pub async fn start(resources: Vec<ResourceSpec>, options: Options) -> TestApp {
         descriptor: options.descriptor,
         requests: options.requests,
         persist: options.persist,
+        auth: options.auth,
         ..Settings::default()
     };
     let app = app::build(&settings, resources, clock.clone()).expect("the test app builds");
