@@ -455,3 +455,30 @@ async fn an_unusable_auth_config_stops_the_start() {
         "{message}"
     );
 }
+
+/// The document says what the gate may answer, and how to send a key; the probes need
+/// none.
+#[tokio::test]
+async fn the_openapi_document_describes_the_gate() {
+    let (app, _dir, _) = app_with(&config()).await;
+    let doc = app.get("/api/v1/openapi.json").await.expect_json(200);
+    let lock = &doc["paths"]["/api/v1/resources/{id}/lock"]["post"];
+    for status in ["401", "403", "429"] {
+        assert!(lock["responses"][status].is_object(), "lock: no {status}");
+    }
+    assert!(
+        lock["responses"]["403"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("`user`"),
+        "{}",
+        lock["responses"]["403"]
+    );
+    assert_eq!(lock["security"], json!([{"api_key": []}, {"bearer": []}]));
+    assert_eq!(
+        doc["components"]["securitySchemes"]["api_key"]["name"],
+        "X-API-Key"
+    );
+    let health = &doc["paths"]["/health"]["get"];
+    assert!(health["responses"]["401"].is_null() && health["security"].is_null());
+}
