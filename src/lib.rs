@@ -9,6 +9,8 @@
 //! runtime/   BrokerHandle (the only owner of the broker mutex), the change stream
 //!            (numbered changes, Committer, Ledger, Publisher), clocks, entropy, the
 //!            expiry timer, descriptor reloads (API and SIGHUP).
+//! audit/     the audit log: records from committed changes and refused requests, the
+//!            bounded ring queries read, the JSON-lines file.
 //! store/     persistence: consumes the change stream (SQLite, group commit), restores.
 //! api/       thin actix-web handlers for the Rent-A-Bot 1.0 API and its extensions,
 //!            wire types, errors, the OpenAPI document, middleware.
@@ -22,6 +24,7 @@
 
 pub mod api;
 pub mod app;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod domain;

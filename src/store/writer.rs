@@ -213,8 +213,7 @@ fn run(rx: Receiver<Message>, mut backend: Box<dyn Backend>, cx: WriterContext) 
         }
         cx.ledger.stats().observe(batch.len(), started.elapsed());
         let last = batch.last().expect("not empty").seq;
-        cx.publisher
-            .publish(batch.into_iter().map(|c| (c.seq, c.events)));
+        cx.publisher.publish(batch);
         cx.ledger.advance(last);
     }
     tracing::debug!("writer stopped");
