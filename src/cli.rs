@@ -91,6 +91,18 @@ pub struct ServeArgs {
     #[arg(long, env = "RENTABOT_PERSIST", value_name = "URL", value_parser = parse_persist)]
     pub persist: Option<PersistUrl>,
 
+    /// Append the audit log to this file, one JSON object a line (created with mode
+    /// 0600). Never trimmed: rotate it with your log tooling.
+    #[arg(long, env = "RENTABOT_AUDIT_LOG", value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
+
+    /// Audit entries kept for GET /api/v1/audit: in memory, and in the store with
+    /// --persist (older ones are deleted as new ones come).
+    #[arg(long, env = "RENTABOT_AUDIT_RETENTION", value_name = "N",
+          default_value_t = crate::audit::DEFAULT_RETENTION,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000_000))]
+    pub audit_retention: usize,
+
     /// Log level: error, warn, info, debug, trace, off, or 1.0's warning and critical;
     /// or directives such as `rentabot=debug,actix_server=warn`. Anything else is refused.
     #[arg(long, env = "RENTABOT_LOG_LEVEL", default_value = "info")]

@@ -9,7 +9,8 @@
 //!                              request its scope (cause; what it saw); runs the route;
 //!                              holds the answer until every change the route could have
 //!                              seen is committed (503 if the store fails); echoes
-//!                              X-Request-Id, logs `request` at debug
+//!                              X-Request-Id, logs `request` at debug, and records a
+//!                              refused change in the audit log (`audit_refusal`)
 //!     routes
 //! ```
 //!
@@ -37,6 +38,7 @@ use std::time::Instant;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
 use actix_web::http::header::USER_AGENT;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
@@ -46,7 +48,8 @@ use tracing::Span;
 use tracing_actix_web::RootSpanBuilder;
 
 use super::broker::Registered;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
+use crate::audit::{self, AuditLog};
 use crate::runtime::{Actor, Cause, RequestScope};
 
 /// The request and response header carrying the request id.
@@ -170,7 +173,87 @@ pub async fn envelope(
         micros = micros(start),
         "request"
     );
+    audit_refusal(&response, &scope, broker.as_ref());
     Ok(response)
+}
+
+// The audit log's hook (issue 11). Kept apart from the rest of `envelope`, which calls
+// it once with the final answer: accepted changes are recorded from the change stream
+// (`audit::AuditLog` observes the publisher); only refusals are recorded here.
+
+/// Records a refused change: a POST, PUT, PATCH or DELETE answered 4xx or 5xx, with the
+/// actor of the request's cause (whatever authentication set), the status and the
+/// error's `code`. Queues the entry only: never waits for a commit or a file.
+fn audit_refusal(
+    response: &ServiceResponse<BoxBody>,
+    scope: &RequestScope,
+    broker: Option<&crate::runtime::BrokerHandle>,
+) {
+    let status = response.status();
+    let request = response.request();
+    let method = request.method();
+    if !(status.is_client_error() || status.is_server_error())
+        || !matches!(
+            *method,
+            Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+        )
+    {
+        return;
+    }
+    let (Some(audit), Some(broker)) = (request.app_data::<Data<AuditLog>>(), broker) else {
+        return;
+    };
+    let pattern = request.match_pattern();
+    let matched = request.match_info();
+    let resource = matched.get("id").and_then(|id| id.parse().ok());
+    let reservation = matched.get("rid").and_then(|rid| rid.parse().ok());
+    audit.refused(audit::Entry::refused(
+        broker.now(),
+        scope.cause().clone(),
+        operation(method, pattern.as_deref()),
+        resource.map(crate::domain::ResourceId::new),
+        reservation,
+        audit::Refusal {
+            method: method.to_string(),
+            route: pattern.unwrap_or_else(|| request.path().to_owned()),
+            status: status.as_u16(),
+            code: response
+                .response()
+                .extensions()
+                .get::<ErrorCode>()
+                .map(|c| c.0),
+        },
+    ));
+}
+
+/// The audit name of the operation a route pattern serves (under either prefix):
+/// `POST /api/v1/resources/{id}/lock` is `lock`. `request` for anything else (no route,
+/// or a method the route does not serve).
+pub fn operation(method: &Method, pattern: Option<&str>) -> &'static str {
+    let Some(pattern) = pattern else {
+        return "request";
+    };
+    let route = pattern
+        .strip_prefix(super::PREFIX)
+        .or_else(|| pattern.strip_prefix(super::LEGACY_PREFIX))
+        .unwrap_or(pattern);
+    match (method.as_str(), route) {
+        ("POST", "/resources") => "create_resource",
+        ("POST", "/resources/lock" | "/resources/{id}/lock") => "lock",
+        ("POST", "/resources/unlock-batch") => "unlock_batch",
+        ("PATCH", "/resources/{id}") => "update_resource",
+        ("DELETE", "/resources/{id}") => "delete_resource",
+        ("POST", "/resources/{id}/unlock") => "unlock",
+        ("POST", "/resources/{id}/extend") => "extend",
+        ("POST", "/resources/{id}/unavailable") => "mark_unavailable",
+        ("POST", "/resources/{id}/available") => "mark_available",
+        ("POST", "/resources/{id}/force-unlock") => "force_unlock",
+        ("POST", "/reservations") => "reserve",
+        ("DELETE", "/reservations/{rid}") => "cancel_reservation",
+        ("POST", "/reservations/{rid}/claim") => "claim_reservation",
+        ("POST", "/admin/reload") => "reload",
+        _ => "request",
+    }
 }
 
 /// Who is asking, for the changes the request makes: anonymous until authentication
@@ -259,6 +342,40 @@ fn check_head(req: &ServiceRequest) -> Result<(), ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refused_operations_are_named_from_their_route_under_either_prefix() {
+        for (method, pattern, expected) in [
+            (Method::POST, "/api/v1/resources/{id}/lock", "lock"),
+            (
+                Method::POST,
+                "/rentabot/api/v1.0/resources/{id}/lock",
+                "lock",
+            ),
+            (Method::POST, "/api/v1/resources/lock", "lock"),
+            (Method::POST, "/api/v1/resources/{id}/unlock", "unlock"),
+            (Method::DELETE, "/api/v1/resources/{id}", "delete_resource"),
+            (Method::PATCH, "/api/v1/resources/{id}", "update_resource"),
+            (
+                Method::DELETE,
+                "/api/v1/reservations/{rid}",
+                "cancel_reservation",
+            ),
+            (Method::POST, "/api/v1/admin/reload", "reload"),
+            (Method::DELETE, "/api/v1/resources/{id}/lock", "request"),
+        ] {
+            assert_eq!(
+                operation(&method, Some(pattern)),
+                expected,
+                "{method} {pattern}"
+            );
+            assert!(
+                audit::TYPES.contains(&expected),
+                "{expected} is a queryable type"
+            );
+        }
+        assert_eq!(operation(&Method::POST, None), "request", "no route");
+    }
 
     #[test]
     fn request_ids_are_kept_when_short_and_plain() {

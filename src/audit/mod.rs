@@ -40,6 +40,41 @@ pub const DEFAULT_RETENTION: usize = 100_000;
 pub const MAX_LIMIT: usize = 1000;
 /// Its default page size.
 pub const DEFAULT_LIMIT: usize = 50;
+/// Every `event_type` the log records: the event stream's types, then the operations a
+/// refusal names (`request`: no route, or a method the route does not serve).
+pub const TYPES: &[&str] = &[
+    "locked",
+    "extended",
+    "unlocked",
+    "expired",
+    "force_unlocked",
+    "maintenance_scheduled",
+    "maintenance_started",
+    "maintenance_ended",
+    "reservation_created",
+    "reservation_fulfilled",
+    "reservation_claimed",
+    "reservation_ended",
+    "resource_added",
+    "resource_updated",
+    "resource_retiring",
+    "resource_removed",
+    "create_resource",
+    "lock",
+    "unlock_batch",
+    "update_resource",
+    "delete_resource",
+    "unlock",
+    "extend",
+    "mark_unavailable",
+    "mark_available",
+    "force_unlock",
+    "reserve",
+    "cancel_reservation",
+    "claim_reservation",
+    "reload",
+    "request",
+];
 /// The longest route kept in a refusal's details (longer ones are cut).
 const MAX_ROUTE_BYTES: usize = 256;
 
@@ -64,8 +99,9 @@ pub enum Details {
     Event(Event),
     /// A refused request.
     Refused(Refusal),
-    /// Read back from the store: the details as they were written.
-    Stored(Map<String, Value>),
+    /// Read back from the store: the details object as it was written (JSON text,
+    /// parsed only when shown: a hundred thousand of them are kept in memory).
+    Stored(Box<str>),
 }
 
 /// A refused request, as the envelope saw its answer.
@@ -168,12 +204,12 @@ impl Entry {
                 map.insert("route".into(), json!(r.route));
                 map
             }
-            Details::Stored(map) => map.clone(),
+            Details::Stored(text) => serde_json::from_str(text).unwrap_or_default(),
         }
     }
 
-    /// An entry as the store read it back: the columns of one row. `None` when the
-    /// row cannot be read (its time or ids are not what this version writes).
+    /// An entry as the store read it back: the columns of one row. `None` when its
+    /// reservation id is not one.
     #[allow(clippy::too_many_arguments)] // one argument per column of the table
     pub fn stored(
         at: Timestamp,
@@ -196,10 +232,6 @@ impl Entry {
                 role: role.unwrap_or_default().into(),
             },
         };
-        let details = match serde_json::from_str(details).ok()? {
-            Value::Object(map) => map,
-            _ => return None,
-        };
         Some(Entry {
             at,
             event_type: Cow::Owned(event_type),
@@ -212,7 +244,7 @@ impl Entry {
                 user_agent: user_agent.map(Arc::from),
             }),
             success,
-            details: Details::Stored(details),
+            details: Details::Stored(details.into()),
         })
     }
 }

@@ -25,6 +25,7 @@ use std::time::Duration;
 use anyhow::bail;
 
 use super::{Backend, Batch};
+use crate::audit;
 use crate::domain::Clock;
 use crate::runtime::{Change, Committer, IdempotencyRecord, Ledger, Publisher};
 
@@ -41,13 +42,25 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 enum Message {
     Change(Change),
     Record(u64, Option<IdempotencyRecord>),
+    /// A refused request's audit entry: stored with the next transaction, waited for
+    /// by nobody.
+    Refusal(audit::Entry),
     /// Commit what is queued, then end.
     Close,
 }
 
 /// The committer of a service with persistence. Cheap to share: it is a channel sender.
+#[derive(Clone)]
 pub struct Writer {
     tx: Sender<Message>,
+}
+
+impl Writer {
+    /// Queues a refused request's audit entry for the next transaction. Never blocks
+    /// and never waits for the commit: a refusal changed nothing to acknowledge.
+    pub fn store_refusal(&self, entry: audit::Entry) {
+        let _ = self.tx.send(Message::Refusal(entry));
+    }
 }
 
 impl Committer for Writer {
@@ -141,22 +154,34 @@ fn run(rx: Receiver<Message>, mut backend: Box<dyn Backend>, cx: WriterContext) 
     let _ended = &cx.ended;
     let mut queue: VecDeque<Change> = VecDeque::new();
     let mut records: HashMap<u64, Option<IdempotencyRecord>> = HashMap::new();
+    let mut refusals: Vec<audit::Entry> = Vec::new();
     let mut commits = 0u64;
     let mut open = true;
     loop {
         // Block for work when there is none; otherwise take what is there.
         if queue.is_empty() {
+            if !refusals.is_empty() {
+                // Only refusals: their own transaction, which no answer waits for.
+                let next_event = cx.publisher.next_event();
+                if !commit(&mut *backend, &[], &[], &refusals, next_event, &cx) {
+                    break;
+                }
+                refusals.clear();
+                // A failure it may have reported is over (nothing new is committed).
+                cx.ledger.advance(cx.ledger.committed());
+                continue;
+            }
             if !open {
                 break;
             }
             match rx.recv() {
-                Ok(message) => open &= take(message, &mut queue, &mut records),
+                Ok(message) => open &= take(message, &mut queue, &mut records, &mut refusals),
                 Err(_) => break,
             }
         }
         while open && queue.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(message) => open &= take(message, &mut queue, &mut records),
+                Ok(message) => open &= take(message, &mut queue, &mut records, &mut refusals),
                 Err(mpsc::TryRecvError::Empty) => break,
                 Err(mpsc::TryRecvError::Disconnected) => {
                     open = false;
@@ -165,7 +190,7 @@ fn run(rx: Receiver<Message>, mut backend: Box<dyn Backend>, cx: WriterContext) 
             }
         }
         if queue.is_empty() {
-            continue; // a record, or the word to close, and nothing to commit
+            continue; // a record, a refusal or the word to close, and no change
         }
         let ready = queue
             .iter()
@@ -176,7 +201,7 @@ fn run(rx: Receiver<Message>, mut backend: Box<dyn Backend>, cx: WriterContext) 
             // The head waits for its request's answer.
             let head = queue.front().expect("not empty").seq;
             match rx.recv_timeout(RECORD_WAIT) {
-                Ok(message) => open &= take(message, &mut queue, &mut records),
+                Ok(message) => open &= take(message, &mut queue, &mut records, &mut refusals),
                 Err(RecvTimeoutError::Timeout) => {
                     tracing::warn!(
                         seq = head,
@@ -204,9 +229,17 @@ fn run(rx: Receiver<Message>, mut backend: Box<dyn Backend>, cx: WriterContext) 
             std::process::abort();
         }
         let started = std::time::Instant::now();
-        if !commit(&mut *backend, &batch, &remembered, next_event, &cx) {
+        if !commit(
+            &mut *backend,
+            &batch,
+            &remembered,
+            &refusals,
+            next_event,
+            &cx,
+        ) {
             break; // stopping while the store fails: nothing of this was acknowledged
         }
+        refusals.clear();
         if cx.failpoint == Some(Failpoint::AfterCommit(commits)) {
             eprintln!("rentabot: failpoint after-commit:{commits}: aborting");
             std::process::abort();
@@ -224,9 +257,11 @@ fn take(
     message: Message,
     queue: &mut VecDeque<Change>,
     records: &mut HashMap<u64, Option<IdempotencyRecord>>,
+    refusals: &mut Vec<audit::Entry>,
 ) -> bool {
     match message {
         Message::Change(change) => queue.push_back(change),
+        Message::Refusal(entry) => refusals.push(entry),
         Message::Record(seq, record) => {
             records.insert(seq, record);
         }
@@ -240,6 +275,7 @@ fn commit(
     backend: &mut dyn Backend,
     changes: &[Change],
     records: &[IdempotencyRecord],
+    refusals: &[audit::Entry],
     next_event: u64,
     cx: &WriterContext,
 ) -> bool {
@@ -250,6 +286,7 @@ fn commit(
             records,
             next_event,
             now: cx.clock.now(),
+            refusals,
         };
         match backend.commit(&batch) {
             Ok(()) => return true,
