@@ -17,7 +17,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -49,16 +49,38 @@ enum Message {
     Close,
 }
 
+/// Refused requests' audit entries that may wait for the writer at once. While the
+/// store fails, every request is refused (503) and recorded: without a bound they would
+/// pile up in memory for as long as the outage lasts.
+pub const MAX_QUEUED_REFUSALS: usize = 65_536;
+
 /// The committer of a service with persistence. Cheap to share: it is a channel sender.
 #[derive(Clone)]
 pub struct Writer {
     tx: Sender<Message>,
+    /// Refusals sent and not yet taken by the thread.
+    refusals: Arc<AtomicUsize>,
+    /// Some were not stored since the last one that was (warned once).
+    refusals_dropped: Arc<AtomicBool>,
 }
 
 impl Writer {
     /// Queues a refused request's audit entry for the next transaction. Never blocks
-    /// and never waits for the commit: a refusal changed nothing to acknowledge.
+    /// and never waits for the commit: a refusal changed nothing to acknowledge. Beyond
+    /// [`MAX_QUEUED_REFUSALS`] waiting, the entry is not stored (the audit log's memory
+    /// and file still have it) and a warning says so, once per outage.
     pub fn store_refusal(&self, entry: audit::Entry) {
+        if self.refusals.fetch_add(1, Ordering::AcqRel) >= MAX_QUEUED_REFUSALS {
+            self.refusals.fetch_sub(1, Ordering::AcqRel);
+            if !self.refusals_dropped.swap(true, Ordering::AcqRel) {
+                tracing::warn!(
+                    "{MAX_QUEUED_REFUSALS} refused requests wait for the store: the audit \
+                     records of more are kept in memory and the file only"
+                );
+            }
+            return;
+        }
+        self.refusals_dropped.store(false, Ordering::Release);
         let _ = self.tx.send(Message::Refusal(entry));
     }
 }
@@ -143,13 +165,27 @@ pub fn spawn(
     context: WriterContext,
 ) -> anyhow::Result<(Writer, JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel();
+    let refusals = Arc::new(AtomicUsize::new(0));
     let thread = std::thread::Builder::new()
         .name("rentabot-writer".to_owned())
-        .spawn(move || run(rx, backend, context))?;
-    Ok((Writer { tx }, thread))
+        .spawn({
+            let refusals = refusals.clone();
+            move || run(rx, backend, context, &refusals)
+        })?;
+    let writer = Writer {
+        tx,
+        refusals,
+        refusals_dropped: Arc::new(AtomicBool::new(false)),
+    };
+    Ok((writer, thread))
 }
 
-fn run(rx: Receiver<Message>, mut backend: Box<dyn Backend>, cx: WriterContext) {
+fn run(
+    rx: Receiver<Message>,
+    mut backend: Box<dyn Backend>,
+    cx: WriterContext,
+    queued_refusals: &AtomicUsize,
+) {
     // Held until the thread ends (returns or unwinds): dropping it tells the app.
     let _ended = &cx.ended;
     let mut queue: VecDeque<Change> = VecDeque::new();
@@ -175,13 +211,29 @@ fn run(rx: Receiver<Message>, mut backend: Box<dyn Backend>, cx: WriterContext) 
                 break;
             }
             match rx.recv() {
-                Ok(message) => open &= take(message, &mut queue, &mut records, &mut refusals),
+                Ok(message) => {
+                    open &= take(
+                        message,
+                        &mut queue,
+                        &mut records,
+                        &mut refusals,
+                        queued_refusals,
+                    )
+                }
                 Err(_) => break,
             }
         }
         while open && queue.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(message) => open &= take(message, &mut queue, &mut records, &mut refusals),
+                Ok(message) => {
+                    open &= take(
+                        message,
+                        &mut queue,
+                        &mut records,
+                        &mut refusals,
+                        queued_refusals,
+                    )
+                }
                 Err(mpsc::TryRecvError::Empty) => break,
                 Err(mpsc::TryRecvError::Disconnected) => {
                     open = false;
@@ -201,7 +253,15 @@ fn run(rx: Receiver<Message>, mut backend: Box<dyn Backend>, cx: WriterContext) 
             // The head waits for its request's answer.
             let head = queue.front().expect("not empty").seq;
             match rx.recv_timeout(RECORD_WAIT) {
-                Ok(message) => open &= take(message, &mut queue, &mut records, &mut refusals),
+                Ok(message) => {
+                    open &= take(
+                        message,
+                        &mut queue,
+                        &mut records,
+                        &mut refusals,
+                        queued_refusals,
+                    )
+                }
                 Err(RecvTimeoutError::Timeout) => {
                     tracing::warn!(
                         seq = head,
@@ -258,10 +318,14 @@ fn take(
     queue: &mut VecDeque<Change>,
     records: &mut HashMap<u64, Option<IdempotencyRecord>>,
     refusals: &mut Vec<audit::Entry>,
+    queued_refusals: &AtomicUsize,
 ) -> bool {
     match message {
         Message::Change(change) => queue.push_back(change),
-        Message::Refusal(entry) => refusals.push(entry),
+        Message::Refusal(entry) => {
+            queued_refusals.fetch_sub(1, Ordering::AcqRel);
+            refusals.push(entry);
+        }
         Message::Record(seq, record) => {
             records.insert(seq, record);
         }
@@ -310,6 +374,50 @@ fn commit(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_waiting_for_the_store_are_bounded() {
+        let (tx, rx) = mpsc::channel();
+        let writer = Writer {
+            tx,
+            refusals: Arc::new(AtomicUsize::new(0)),
+            refusals_dropped: Arc::new(AtomicBool::new(false)),
+        };
+        let entry = audit::Entry::refused(
+            crate::domain::Timestamp::from_millis(0),
+            crate::runtime::Cause::anonymous(),
+            "lock",
+            None,
+            None,
+            audit::Refusal {
+                method: "POST".into(),
+                route: "/api/v1/resources/lock".into(),
+                status: 503,
+                code: Some("store_unavailable"),
+            },
+        );
+        for _ in 0..MAX_QUEUED_REFUSALS + 10 {
+            writer.store_refusal(entry.clone());
+        }
+        // The thread takes what waits (here: the test), and there is room again.
+        let (mut queue, mut records, mut refusals) = (VecDeque::new(), HashMap::new(), Vec::new());
+        for message in rx.try_iter() {
+            assert!(take(
+                message,
+                &mut queue,
+                &mut records,
+                &mut refusals,
+                &writer.refusals
+            ));
+        }
+        assert_eq!(
+            refusals.len(),
+            MAX_QUEUED_REFUSALS,
+            "the rest were not queued"
+        );
+        writer.store_refusal(entry);
+        assert_eq!(rx.try_iter().count(), 1);
+    }
 
     #[test]
     fn failpoints_parse_and_refuse_the_rest() {
