@@ -32,6 +32,8 @@
 //!   in-process server started with `--persist` on a SQLite file in a temporary
 //!   directory, interleaved with the others, with its ratio to in-memory by-id and the
 //!   store's commits (count, changes per commit, latency).
+//! - `--audit-log FILE` (in-process only): the servers also append their audit log to
+//!   FILE, so the runs include what the file's thread costs.
 //!
 //! `--clients` tasks each hold one keep-alive HTTP/1.1 connection (hyper's lean
 //! connection-level client) and run cycles back to back, for `--warmup` seconds
@@ -64,7 +66,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{CONTENT_TYPE, HOST};
 use hyper::{Method, Request, Uri};
 use hyper_util::rt::TokioIo;
-use rentabot::app::{self, Persist, Settings};
+use rentabot::app::{self, AuditSettings, Persist, Settings};
 use rentabot::domain::{Event, Policy, ResourceSpec};
 use rentabot::runtime::BATCH_BUCKETS;
 use rentabot::runtime::{BrokerHandle, SystemClock};
@@ -160,6 +162,11 @@ struct Args {
     /// (a file in a temporary directory, fsync on every commit as in production).
     #[arg(long, conflicts_with = "url")]
     durable: bool,
+
+    /// In-process servers also append their audit log to this file (`--audit-log`), to
+    /// measure what the file costs; without it they keep the audit log in memory only.
+    #[arg(long, conflicts_with = "url")]
+    audit_log: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -418,6 +425,10 @@ fn start_server(args: &Args, persist: Persist) -> anyhow::Result<(String, Broker
         handle_signals: false,
         policy: Policy::default(),
         persist,
+        audit: AuditSettings {
+            file: args.audit_log.clone(),
+            ..AuditSettings::default()
+        },
         ..Settings::default()
     };
     let mut specs: Vec<ResourceSpec> = (1..=args.resources)

@@ -276,11 +276,17 @@ fn start_broker(
                 ended,
                 stopping,
             };
-            audit.store_refusals_with({
-                let writer = writer.clone();
-                move |entry| writer.store_refusal(entry)
+            // Weak: the writer thread reaches the audit log through the publisher, and a
+            // strong sender there would keep its own channel open after every Writer
+            // is dropped.
+            let writer = Arc::new(writer);
+            let weak = Arc::downgrade(&writer);
+            audit.store_refusals_with(move |entry| {
+                if let Some(writer) = weak.upgrade() {
+                    writer.store_refusal(entry);
+                }
             });
-            (Arc::new(writer), Some(store))
+            (writer, Some(store))
         }
     };
     let broker = Broker::restore(

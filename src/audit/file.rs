@@ -197,8 +197,7 @@ fn run(rx: Receiver<Line>, file: File, shared: &Shared) {
             break; // closed, or every sender is gone
         };
         line.clear();
-        // A `Value` always serializes.
-        let _ = serde_json::to_writer(&mut line, &entry.record());
+        entry.write_json(&mut line);
         line.push(b'\n');
         match out.write_all(&line) {
             Ok(()) => pending += 1,

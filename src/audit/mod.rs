@@ -177,19 +177,31 @@ impl Entry {
     /// `timestamp` (RFC 3339, ms), `event_type`, `resource_id`, `reservation_id`,
     /// `actor`, `role`, `client_ip`, `user_agent`, `request_id`, `success`, `details`.
     pub fn record(&self) -> Value {
-        json!({
-            "timestamp": self.at.to_rfc3339(),
-            "event_type": self.event_type,
-            "resource_id": self.resource.map(ResourceId::get),
-            "reservation_id": self.reservation.map(|r| r.to_string()),
-            "actor": self.actor(),
-            "role": self.role(),
-            "client_ip": self.cause.client_ip.map(|ip| ip.to_string()),
-            "user_agent": self.cause.user_agent.as_deref(),
-            "request_id": self.cause.request_id.as_deref(),
-            "success": self.success,
-            "details": Value::Object(self.details()),
-        })
+        // A struct of two `String`s and a `Value` always converts.
+        serde_json::to_value(self.view()).unwrap_or_default()
+    }
+
+    /// [`Entry::record`] as one line of JSON, appended to `out` (no newline): what the
+    /// file's thread writes, without building the record as a `Value` first.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        // Serializing into a Vec cannot fail.
+        let _ = serde_json::to_writer(out, &self.view());
+    }
+
+    fn view(&self) -> RecordView<'_> {
+        RecordView {
+            timestamp: self.at.to_rfc3339(),
+            event_type: &self.event_type,
+            resource_id: self.resource.map(ResourceId::get),
+            reservation_id: self.reservation.map(|r| r.to_string()),
+            actor: self.actor(),
+            role: self.role(),
+            client_ip: self.cause.client_ip,
+            user_agent: self.cause.user_agent.as_deref(),
+            request_id: self.cause.request_id.as_deref(),
+            success: self.success,
+            details: Value::Object(self.details()),
+        }
     }
 
     /// The `details` object.
@@ -247,6 +259,22 @@ impl Entry {
             details: Details::Stored(details.into()),
         })
     }
+}
+
+/// A record's fields, in their documented order ([`Entry::record`]).
+#[derive(serde::Serialize)]
+struct RecordView<'a> {
+    timestamp: String,
+    event_type: &'a str,
+    resource_id: Option<u32>,
+    reservation_id: Option<String>,
+    actor: &'a str,
+    role: Option<&'a str>,
+    client_ip: Option<IpAddr>,
+    user_agent: Option<&'a str>,
+    request_id: Option<&'a str>,
+    success: bool,
+    details: Value,
 }
 
 /// An event's type: the names of the event stream (`GET /api/v1/events`).

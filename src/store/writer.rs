@@ -55,7 +55,6 @@ enum Message {
 pub const MAX_QUEUED_REFUSALS: usize = 65_536;
 
 /// The committer of a service with persistence. Cheap to share: it is a channel sender.
-#[derive(Clone)]
 pub struct Writer {
     tx: Sender<Message>,
     /// Refusals sent and not yet taken by the thread.
