@@ -234,7 +234,10 @@ async fn run_client(base: String, seed: u64, mut mine: Vec<Held>, ledger: Arc<Mu
                 match sent {
                     Ok(r) if r.status() == StatusCode::OK => {
                         let Ok(answer) = r.json::<Value>().await else {
-                            return; // cut off mid-body: the extension may or may not stand
+                            // Cut off mid-body: the extension may or may not stand, so
+                            // the old expiry is no longer an expectation either.
+                            ledger.lock().unwrap().expires.remove(&held.token);
+                            return;
                         };
                         ledger.lock().unwrap().expires.insert(
                             held.token.clone(),
@@ -408,8 +411,11 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_answer() {
         for (i, lock) in held.values().enumerate() {
             carried[i % CLIENTS].push(lock.clone());
         }
+        // The expected expiries go in too: a client that learns an expiry is unknown
+        // (an extend whose answer was lost) must forget one from an earlier round.
         let ledger = Arc::new(Mutex::new(Ledger {
             held: std::mem::take(&mut held),
+            expires: std::mem::take(&mut expires),
             ..Ledger::default()
         }));
         let clients: Vec<_> = carried
@@ -459,7 +465,7 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_answer() {
         }
         held = std::mem::take(&mut ledger.held);
         maybe_unlocked = std::mem::take(&mut ledger.maybe_unlocked);
-        expires.extend(ledger.expires.drain());
+        expires = std::mem::take(&mut ledger.expires);
         unanswered.append(&mut ledger.unanswered);
     }
     assert!(grants > KILLS, "the load granted locks ({grants})");
