@@ -20,7 +20,7 @@
 //! tools.rs   backup, export, import of a state file.
 //! ```
 //!
-//! Imports point one way: `domain` <- `runtime` <- `store`, `api`/`web` <- `app`.
+//! Imports point one way: `domain` <- `runtime` <- `audit` <- `store`, `api`/`web` <- `app`.
 
 pub mod api;
 pub mod app;

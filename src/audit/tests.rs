@@ -1,6 +1,8 @@
 //! The audit core with explicit times: records, the ring's bound, queries.
 
 use super::*;
+use std::path::Path;
+
 use crate::domain::FencingToken;
 
 const T0: Timestamp = Timestamp::from_millis(1_768_471_200_000);
@@ -371,4 +373,36 @@ fn the_file_gets_one_json_line_per_entry_and_is_private() {
     FileSink::open(&fresh).unwrap().close();
     let mode = std::fs::metadata(&fresh).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+}
+
+#[test]
+fn a_file_that_cannot_be_written_makes_the_log_unready_and_loses_nothing_else() {
+    // Every write to /dev/full fails with "No space left on device".
+    let log = AuditLog::new(
+        10,
+        Vec::new(),
+        Some(FileSink::open(Path::new("/dev/full")).unwrap()),
+    );
+    log.committed(&Committed {
+        seq: 1,
+        at: at(0),
+        cause: Cause::anonymous(),
+        first_event: 1,
+        events: vec![locked(1, 0)],
+    });
+    log.close(); // the thread has tried, and ended
+    let status = log.file_status().unwrap();
+    assert_eq!(status.written, 0);
+    assert!(status.failure.is_some(), "{status:?}");
+    let reasons = log.unready_reasons();
+    assert_eq!(reasons.len(), 1);
+    assert!(
+        reasons[0].contains("/dev/full cannot be written"),
+        "{reasons:?}"
+    );
+    assert_eq!(
+        log.query(&Query::default()).total,
+        1,
+        "the ring still has it"
+    );
 }

@@ -394,3 +394,43 @@ async fn the_endpoint_is_in_the_api_document() {
         ["from", "to", "actor", "resource", "type", "page", "limit"]
     );
 }
+
+#[tokio::test]
+async fn an_audit_file_that_cannot_be_written_makes_the_service_unready_but_serves_requests() {
+    let options = Options {
+        audit: AuditSettings {
+            // Every write fails: "No space left on device".
+            file: Some("/dev/full".into()),
+            ..AuditSettings::default()
+        },
+        ..Options::default()
+    };
+    let app = start(lab(), options).await;
+    let held = app.locked(ARM_1, 60).await;
+    app.unlock(ARM_1, &held.token).await.expect_json(200);
+    // The file's thread fails on its own time: poll readiness (bounded) until it says so.
+    let unready = async {
+        loop {
+            let reply = app.get("/readiness").await;
+            if reply.status == 503 {
+                return reply.expect_json(503);
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    let body = tokio::time::timeout(Duration::from_secs(30), unready)
+        .await
+        .expect("readiness reports the audit file");
+    assert!(
+        body["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("the audit log /dev/full cannot be written"),
+        "{body}"
+    );
+    assert_eq!(
+        app.audit("type=unlocked").await["total"],
+        1,
+        "the endpoint still answers"
+    );
+}
