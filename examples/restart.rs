@@ -83,7 +83,7 @@ fn main() -> anyhow::Result<()> {
             records: &[],
             next_event: 1 + change.events.len() as u64,
             now,
-            refusals: &[],
+            answers: &[],
         })
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     drop(store);

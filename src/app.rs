@@ -281,9 +281,9 @@ fn start_broker(
             // is dropped.
             let writer = Arc::new(writer);
             let weak = Arc::downgrade(&writer);
-            audit.store_refusals_with(move |entry| {
+            audit.store_answers_with(move |entry| {
                 if let Some(writer) = weak.upgrade() {
-                    writer.store_refusal(entry);
+                    writer.store_answer(entry);
                 }
             });
             (writer, Some(store))
@@ -373,7 +373,7 @@ pub fn build(
         ActixApp::new()
             // The innermost wrap runs last: TracingLogger opens the request's span
             // (picking its id), then `envelope` checks the head and runs the route in it.
-            // Origin checks, HEAD, JSON for bodiless refusals, HTML security headers:
+            // Origin checks, HEAD, JSON for bodiless answers, HTML security headers:
             // on every route (see api/guard.rs).
             .wrap(api::guard::Guard::new(requests.allowed_origins.clone()))
             .wrap(from_fn(envelope))

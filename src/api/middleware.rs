@@ -10,7 +10,8 @@
 //!                              holds the answer until every change the route could have
 //!                              seen is committed (503 if the store fails); echoes
 //!                              X-Request-Id, logs `request` at debug, and records a
-//!                              refused change in the audit log (`audit_refusal`)
+//!                              refused change (or one that changed nothing) in the
+//!                              audit log (`audit_answer`)
 //!     routes
 //! ```
 //!
@@ -173,18 +174,21 @@ pub async fn envelope(
         micros = micros(start),
         "request"
     );
-    audit_refusal(&response, &scope, broker.as_ref());
+    audit_answer(&response, &scope, broker.as_ref());
     Ok(response)
 }
 
 // The audit log's hook (issue 11). Kept apart from the rest of `envelope`, which calls
 // it once with the final answer: accepted changes are recorded from the change stream
-// (`audit::AuditLog` observes the publisher); only refusals are recorded here.
+// (`audit::AuditLog` observes the publisher); refusals, and accepted requests that
+// changed nothing, are recorded here.
 
-/// Records a refused change: a POST, PUT, PATCH or DELETE answered 4xx or 5xx, with the
-/// actor of the request's cause (whatever authentication set), the status and the
-/// error's `code`. Queues the entry only: never waits for a commit or a file.
-fn audit_refusal(
+/// Records a POST, PUT, PATCH or DELETE that its events do not record: one answered
+/// 4xx or 5xx (`success: false`, with the error's `code`), or one accepted that changed
+/// nothing (an idempotent replay, a reload that found nothing new). The actor is the
+/// request's cause (whatever authentication set). Queues the entry only: never waits
+/// for a commit or a file.
+fn audit_answer(
     response: &ServiceResponse<BoxBody>,
     scope: &RequestScope,
     broker: Option<&crate::runtime::BrokerHandle>,
@@ -192,11 +196,11 @@ fn audit_refusal(
     let status = response.status();
     let request = response.request();
     let method = request.method();
-    if !(status.is_client_error() || status.is_server_error())
-        || !matches!(
-            *method,
-            Method::POST | Method::PUT | Method::PATCH | Method::DELETE
-        )
+    let refused = status.is_client_error() || status.is_server_error();
+    if !matches!(
+        *method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    ) || (!refused && scope.changed())
     {
         return;
     }
@@ -204,16 +208,22 @@ fn audit_refusal(
         return;
     };
     let pattern = request.match_pattern();
-    let matched = request.match_info();
-    let resource = matched.get("id").and_then(|id| id.parse().ok());
-    let reservation = matched.get("rid").and_then(|rid| rid.parse().ok());
-    audit.refused(audit::Entry::refused(
+    // Read from the path by the pattern: a middleware that answers before routing (an
+    // idempotent replay) leaves `match_info` empty.
+    let param = |name: &str| {
+        pattern
+            .as_deref()
+            .and_then(|p| path_param(p, request.path(), name))
+    };
+    let resource = param("{id}").and_then(|id| id.parse().ok());
+    let reservation = param("{rid}").and_then(|rid| rid.parse().ok());
+    audit.answered(audit::Entry::answered(
         broker.now(),
         scope.cause().clone(),
         operation(method, pattern.as_deref()),
         resource.map(crate::domain::ResourceId::new),
         reservation,
-        audit::Refusal {
+        audit::Answer {
             method: method.to_string(),
             route: pattern.unwrap_or_else(|| request.path().to_owned()),
             status: status.as_u16(),
@@ -223,7 +233,15 @@ fn audit_refusal(
                 .get::<ErrorCode>()
                 .map(|c| c.0),
         },
+        !refused,
     ));
+}
+
+/// The segment of `path` where `pattern` has `name` (`{id}`): the routes' patterns are
+/// plain segments, so they align with the path's.
+fn path_param<'a>(pattern: &str, path: &'a str, name: &str) -> Option<&'a str> {
+    let at = pattern.split('/').position(|segment| segment == name)?;
+    path.split('/').nth(at)
 }
 
 /// The audit name of the operation a route pattern serves (under either prefix):
@@ -375,6 +393,15 @@ mod tests {
             );
         }
         assert_eq!(operation(&Method::POST, None), "request", "no route");
+        let pattern = "/api/v1/reservations/{rid}/claim";
+        assert_eq!(
+            path_param(pattern, "/api/v1/reservations/res_1/claim", "{rid}"),
+            Some("res_1")
+        );
+        assert_eq!(
+            path_param(pattern, "/api/v1/reservations/res_1/claim", "{id}"),
+            None
+        );
     }
 
     #[test]

@@ -97,16 +97,17 @@ pub struct Entry {
 pub enum Details {
     /// The committed event: its fields become the details.
     Event(Event),
-    /// A refused request.
-    Refused(Refusal),
+    /// A request's answer: a refusal, or an accepted request that changed nothing.
+    Answer(Answer),
     /// Read back from the store: the details object as it was written (JSON text,
     /// parsed only when shown: a hundred thousand of them are kept in memory).
     Stored(Box<str>),
 }
 
-/// A refused request, as the envelope saw its answer.
+/// A mutating request's answer, as the envelope saw it: a refusal (4xx, 5xx), or an
+/// accepted request that changed nothing (its events would record it otherwise).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Refusal {
+pub struct Answer {
     pub method: String,
     /// The matched route pattern (`/api/v1/resources/{id}/lock`), or the path when no
     /// route matched.
@@ -140,14 +141,28 @@ impl Entry {
         operation: &'static str,
         resource: Option<ResourceId>,
         reservation: Option<ReservationId>,
-        mut refusal: Refusal,
+        answer: Answer,
     ) -> Entry {
-        if refusal.route.len() > MAX_ROUTE_BYTES {
+        Self::answered(at, cause, operation, resource, reservation, answer, false)
+    }
+
+    /// The entry of a mutating request's answer: a refusal (`success` false), or an
+    /// accepted request that changed nothing (`success` true).
+    pub fn answered(
+        at: Timestamp,
+        cause: Arc<Cause>,
+        operation: &'static str,
+        resource: Option<ResourceId>,
+        reservation: Option<ReservationId>,
+        mut answer: Answer,
+        success: bool,
+    ) -> Entry {
+        if answer.route.len() > MAX_ROUTE_BYTES {
             let mut cut = MAX_ROUTE_BYTES;
-            while !refusal.route.is_char_boundary(cut) {
+            while !answer.route.is_char_boundary(cut) {
                 cut -= 1;
             }
-            refusal.route.truncate(cut);
+            answer.route.truncate(cut);
         }
         Entry {
             at,
@@ -155,8 +170,8 @@ impl Entry {
             resource,
             reservation,
             cause,
-            success: false,
-            details: Details::Refused(refusal),
+            success,
+            details: Details::Answer(answer),
         }
     }
 
@@ -208,7 +223,7 @@ impl Entry {
     pub fn details(&self) -> Map<String, Value> {
         match &self.details {
             Details::Event(event) => event_details(event),
-            Details::Refused(r) => {
+            Details::Answer(r) => {
                 let mut map = Map::new();
                 map.insert("status".into(), json!(r.status));
                 map.insert("code".into(), json!(r.code));
@@ -430,12 +445,12 @@ impl Default for Query {
 }
 
 /// The audit log of one service: the ring queries read, the file's queue, and (with
-/// `--persist`) where refusals go to be stored. Shared by the publisher (committed
-/// changes), the envelope (refusals) and the endpoint (queries).
+/// `--persist`) where answers go to be stored. Shared by the publisher (committed
+/// changes), the envelope (answers) and the endpoint (queries).
 pub struct AuditLog {
     ring: Mutex<Ring>,
     file: Option<FileSink>,
-    /// With `--persist`: queues a refusal's entry for the store's next transaction.
+    /// With `--persist`: queues an answer's entry for the store's next transaction.
     store: OnceLock<Box<dyn Fn(Entry) + Send + Sync>>,
 }
 
@@ -454,14 +469,16 @@ impl AuditLog {
         }
     }
 
-    /// With `--persist`: refused requests' entries go to `queue` (the store's writer),
-    /// committed with its next transaction. Set once, at start.
-    pub fn store_refusals_with(&self, queue: impl Fn(Entry) + Send + Sync + 'static) {
+    /// With `--persist`: answers' entries (refusals, requests that changed nothing) go
+    /// to `queue` (the store's writer), committed with its next transaction. Set once,
+    /// at start.
+    pub fn store_answers_with(&self, queue: impl Fn(Entry) + Send + Sync + 'static) {
         let _ = self.store.set(Box::new(queue));
     }
 
-    /// Records a refused request. Never waits for a commit or the file.
-    pub fn refused(&self, entry: Entry) {
+    /// Records a request's answer (a refusal, or an accepted request that changed
+    /// nothing). Never waits for a commit or the file.
+    pub fn answered(&self, entry: Entry) {
         if let Some(store) = self.store.get() {
             store(entry.clone());
         }

@@ -103,7 +103,7 @@ fn a_fulfilment_names_its_reservation_and_resources() {
 
 #[test]
 fn a_refusal_records_status_code_and_route() {
-    let refusal = Refusal {
+    let refusal = Answer {
         method: "POST".into(),
         route: "/api/v1/resources/{id}/unlock".into(),
         status: 403,
@@ -311,17 +311,17 @@ fn queries_filter_by_time_actor_resource_and_type_newest_first() {
 fn a_refusal_is_kept_and_handed_to_the_store_queue() {
     let log = AuditLog::new(10, Vec::new(), None);
     let stored = Arc::new(Mutex::new(Vec::new()));
-    log.store_refusals_with({
+    log.store_answers_with({
         let stored = stored.clone();
         move |e| stored.lock().unwrap().push(e)
     });
-    let refusal = Refusal {
+    let refusal = Answer {
         method: "DELETE".into(),
         route: "x".repeat(1000),
         status: 404,
         code: Some("reservation_not_found"),
     };
-    log.refused(Entry::refused(
+    log.answered(Entry::refused(
         at(1),
         Cause::anonymous(),
         "cancel",

@@ -47,10 +47,10 @@ pub struct Batch<'a> {
     pub next_event: u64,
     /// Remembered answers that expired by now may be forgotten.
     pub now: Timestamp,
-    /// Audit entries of refused requests, stored with this transaction (the changes'
-    /// own entries are derived from them: [`audit::Entry::of_change`]). A batch may
-    /// hold only these.
-    pub refusals: &'a [audit::Entry],
+    /// Audit entries of requests' answers (refusals, accepted requests that changed
+    /// nothing), stored with this transaction; the changes' own entries are derived
+    /// from the changes ([`audit::Entry::of_change`]). A batch may hold only these.
+    pub answers: &'a [audit::Entry],
 }
 
 /// Why a commit failed.

@@ -161,7 +161,7 @@ impl Backend for SqliteStore {
 impl SqliteStore {
     fn try_commit(&mut self, batch: &Batch<'_>) -> anyhow::Result<()> {
         let rows = coalesce(batch.changes);
-        if rows.seq.is_none() && batch.refusals.is_empty() {
+        if rows.seq.is_none() && batch.answers.is_empty() {
             return Ok(());
         }
         let tx = self
@@ -215,7 +215,7 @@ impl SqliteStore {
                 audited = true;
             }
         }
-        for entry in batch.refusals {
+        for entry in batch.answers {
             insert_audit(&tx, entry)?;
             audited = true;
         }
@@ -1063,7 +1063,7 @@ mod tests {
                 records,
                 next_event: 42,
                 now: T0,
-                refusals: &[],
+                answers: &[],
             })
             .unwrap();
     }
@@ -1302,7 +1302,7 @@ mod tests {
             "unlock",
             Some(ResourceId::new(2)),
             None,
-            audit::Refusal {
+            audit::Answer {
                 method: "POST".into(),
                 route: "/api/v1/resources/{id}/unlock".into(),
                 status: 403,
@@ -1315,7 +1315,7 @@ mod tests {
                 records: &[],
                 next_event: 42,
                 now: T0,
-                refusals: std::slice::from_ref(&refusal),
+                answers: std::slice::from_ref(&refusal),
             })
             .unwrap();
         assert_eq!(

@@ -42,45 +42,46 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 enum Message {
     Change(Change),
     Record(u64, Option<IdempotencyRecord>),
-    /// A refused request's audit entry: stored with the next transaction, waited for
-    /// by nobody.
-    Refusal(audit::Entry),
+    /// The audit entry of a request's answer (a refusal, or an accepted request that
+    /// changed nothing): stored with the next transaction, waited for by nobody.
+    Answer(audit::Entry),
     /// Commit what is queued, then end.
     Close,
 }
 
-/// Refused requests' audit entries that may wait for the writer at once. While the
+/// Audit entries of requests' answers that may wait for the writer at once. While the
 /// store fails, every request is refused (503) and recorded: without a bound they would
 /// pile up in memory for as long as the outage lasts.
-pub const MAX_QUEUED_REFUSALS: usize = 65_536;
+pub const MAX_QUEUED_ANSWERS: usize = 65_536;
 
 /// The committer of a service with persistence. Cheap to share: it is a channel sender.
 pub struct Writer {
     tx: Sender<Message>,
     /// Refusals sent and not yet taken by the thread.
-    refusals: Arc<AtomicUsize>,
+    answers: Arc<AtomicUsize>,
     /// Some were not stored since the last one that was (warned once).
-    refusals_dropped: Arc<AtomicBool>,
+    answers_dropped: Arc<AtomicBool>,
 }
 
 impl Writer {
-    /// Queues a refused request's audit entry for the next transaction. Never blocks
-    /// and never waits for the commit: a refusal changed nothing to acknowledge. Beyond
-    /// [`MAX_QUEUED_REFUSALS`] waiting, the entry is not stored (the audit log's memory
+    /// Queues the audit entry of a request's answer for the next transaction. Never
+    /// blocks and never waits for the commit: the request changed nothing to
+    /// acknowledge. Beyond
+    /// [`MAX_QUEUED_ANSWERS`] waiting, the entry is not stored (the audit log's memory
     /// and file still have it) and a warning says so, once per outage.
-    pub fn store_refusal(&self, entry: audit::Entry) {
-        if self.refusals.fetch_add(1, Ordering::AcqRel) >= MAX_QUEUED_REFUSALS {
-            self.refusals.fetch_sub(1, Ordering::AcqRel);
-            if !self.refusals_dropped.swap(true, Ordering::AcqRel) {
+    pub fn store_answer(&self, entry: audit::Entry) {
+        if self.answers.fetch_add(1, Ordering::AcqRel) >= MAX_QUEUED_ANSWERS {
+            self.answers.fetch_sub(1, Ordering::AcqRel);
+            if !self.answers_dropped.swap(true, Ordering::AcqRel) {
                 tracing::warn!(
-                    "{MAX_QUEUED_REFUSALS} refused requests wait for the store: the audit \
+                    "{MAX_QUEUED_ANSWERS} requests' answers wait for the store: the audit \
                      records of more are kept in memory and the file only"
                 );
             }
             return;
         }
-        self.refusals_dropped.store(false, Ordering::Release);
-        let _ = self.tx.send(Message::Refusal(entry));
+        self.answers_dropped.store(false, Ordering::Release);
+        let _ = self.tx.send(Message::Answer(entry));
     }
 }
 
@@ -164,17 +165,17 @@ pub fn spawn(
     context: WriterContext,
 ) -> anyhow::Result<(Writer, JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel();
-    let refusals = Arc::new(AtomicUsize::new(0));
+    let answers = Arc::new(AtomicUsize::new(0));
     let thread = std::thread::Builder::new()
         .name("rentabot-writer".to_owned())
         .spawn({
-            let refusals = refusals.clone();
-            move || run(rx, backend, context, &refusals)
+            let answers = answers.clone();
+            move || run(rx, backend, context, &answers)
         })?;
     let writer = Writer {
         tx,
-        refusals,
-        refusals_dropped: Arc::new(AtomicBool::new(false)),
+        answers,
+        answers_dropped: Arc::new(AtomicBool::new(false)),
     };
     Ok((writer, thread))
 }
@@ -183,25 +184,25 @@ fn run(
     rx: Receiver<Message>,
     mut backend: Box<dyn Backend>,
     cx: WriterContext,
-    queued_refusals: &AtomicUsize,
+    queued_answers: &AtomicUsize,
 ) {
     // Held until the thread ends (returns or unwinds): dropping it tells the app.
     let _ended = &cx.ended;
     let mut queue: VecDeque<Change> = VecDeque::new();
     let mut records: HashMap<u64, Option<IdempotencyRecord>> = HashMap::new();
-    let mut refusals: Vec<audit::Entry> = Vec::new();
+    let mut answers: Vec<audit::Entry> = Vec::new();
     let mut commits = 0u64;
     let mut open = true;
     loop {
         // Block for work when there is none; otherwise take what is there.
         if queue.is_empty() {
-            if !refusals.is_empty() {
-                // Only refusals: their own transaction, which no answer waits for.
+            if !answers.is_empty() {
+                // Only answers: their own transaction, which no answer waits for.
                 let next_event = cx.publisher.next_event();
-                if !commit(&mut *backend, &[], &[], &refusals, next_event, &cx) {
+                if !commit(&mut *backend, &[], &[], &answers, next_event, &cx) {
                     break;
                 }
-                refusals.clear();
+                answers.clear();
                 // A failure it may have reported is over (nothing new is committed).
                 cx.ledger.advance(cx.ledger.committed());
                 continue;
@@ -215,8 +216,8 @@ fn run(
                         message,
                         &mut queue,
                         &mut records,
-                        &mut refusals,
-                        queued_refusals,
+                        &mut answers,
+                        queued_answers,
                     )
                 }
                 Err(_) => break,
@@ -229,8 +230,8 @@ fn run(
                         message,
                         &mut queue,
                         &mut records,
-                        &mut refusals,
-                        queued_refusals,
+                        &mut answers,
+                        queued_answers,
                     )
                 }
                 Err(mpsc::TryRecvError::Empty) => break,
@@ -241,7 +242,7 @@ fn run(
             }
         }
         if queue.is_empty() {
-            continue; // a record, a refusal or the word to close, and no change
+            continue; // a record, an answer or the word to close, and no change
         }
         let ready = queue
             .iter()
@@ -257,8 +258,8 @@ fn run(
                         message,
                         &mut queue,
                         &mut records,
-                        &mut refusals,
-                        queued_refusals,
+                        &mut answers,
+                        queued_answers,
                     )
                 }
                 Err(RecvTimeoutError::Timeout) => {
@@ -292,13 +293,13 @@ fn run(
             &mut *backend,
             &batch,
             &remembered,
-            &refusals,
+            &answers,
             next_event,
             &cx,
         ) {
             break; // stopping while the store fails: nothing of this was acknowledged
         }
-        refusals.clear();
+        answers.clear();
         if cx.failpoint == Some(Failpoint::AfterCommit(commits)) {
             eprintln!("rentabot: failpoint after-commit:{commits}: aborting");
             std::process::abort();
@@ -316,14 +317,14 @@ fn take(
     message: Message,
     queue: &mut VecDeque<Change>,
     records: &mut HashMap<u64, Option<IdempotencyRecord>>,
-    refusals: &mut Vec<audit::Entry>,
-    queued_refusals: &AtomicUsize,
+    answers: &mut Vec<audit::Entry>,
+    queued_answers: &AtomicUsize,
 ) -> bool {
     match message {
         Message::Change(change) => queue.push_back(change),
-        Message::Refusal(entry) => {
-            queued_refusals.fetch_sub(1, Ordering::AcqRel);
-            refusals.push(entry);
+        Message::Answer(entry) => {
+            queued_answers.fetch_sub(1, Ordering::AcqRel);
+            answers.push(entry);
         }
         Message::Record(seq, record) => {
             records.insert(seq, record);
@@ -338,7 +339,7 @@ fn commit(
     backend: &mut dyn Backend,
     changes: &[Change],
     records: &[IdempotencyRecord],
-    refusals: &[audit::Entry],
+    answers: &[audit::Entry],
     next_event: u64,
     cx: &WriterContext,
 ) -> bool {
@@ -349,7 +350,7 @@ fn commit(
             records,
             next_event,
             now: cx.clock.now(),
-            refusals,
+            answers,
         };
         match backend.commit(&batch) {
             Ok(()) => return true,
@@ -375,12 +376,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn refusals_waiting_for_the_store_are_bounded() {
+    fn answers_waiting_for_the_store_are_bounded() {
         let (tx, rx) = mpsc::channel();
         let writer = Writer {
             tx,
-            refusals: Arc::new(AtomicUsize::new(0)),
-            refusals_dropped: Arc::new(AtomicBool::new(false)),
+            answers: Arc::new(AtomicUsize::new(0)),
+            answers_dropped: Arc::new(AtomicBool::new(false)),
         };
         let entry = audit::Entry::refused(
             crate::domain::Timestamp::from_millis(0),
@@ -388,33 +389,33 @@ mod tests {
             "lock",
             None,
             None,
-            audit::Refusal {
+            audit::Answer {
                 method: "POST".into(),
                 route: "/api/v1/resources/lock".into(),
                 status: 503,
                 code: Some("store_unavailable"),
             },
         );
-        for _ in 0..MAX_QUEUED_REFUSALS + 10 {
-            writer.store_refusal(entry.clone());
+        for _ in 0..MAX_QUEUED_ANSWERS + 10 {
+            writer.store_answer(entry.clone());
         }
         // The thread takes what waits (here: the test), and there is room again.
-        let (mut queue, mut records, mut refusals) = (VecDeque::new(), HashMap::new(), Vec::new());
+        let (mut queue, mut records, mut answers) = (VecDeque::new(), HashMap::new(), Vec::new());
         for message in rx.try_iter() {
             assert!(take(
                 message,
                 &mut queue,
                 &mut records,
-                &mut refusals,
-                &writer.refusals
+                &mut answers,
+                &writer.answers
             ));
         }
         assert_eq!(
-            refusals.len(),
-            MAX_QUEUED_REFUSALS,
+            answers.len(),
+            MAX_QUEUED_ANSWERS,
             "the rest were not queued"
         );
-        writer.store_refusal(entry);
+        writer.store_answer(entry);
         assert_eq!(rx.try_iter().count(), 1);
     }
 

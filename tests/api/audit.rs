@@ -434,3 +434,32 @@ async fn an_audit_file_that_cannot_be_written_makes_the_service_unready_but_serv
         "the endpoint still answers"
     );
 }
+
+#[tokio::test]
+async fn an_accepted_change_that_changed_nothing_is_recorded_by_its_answer() {
+    let app = spawn_app().await;
+    let lock = || {
+        app.client
+            .post(app.url(&format!("/api/v1/resources/{ARM_1}/lock")))
+            .header("Idempotency-Key", "audit-replay-1")
+            .json(&json!({"ttl": 60}))
+    };
+    let first = app.send(lock()).await.expect_json(200);
+    let replay = app.send(lock()).await;
+    assert_eq!(replay.header("idempotent-replayed"), "true");
+    assert_eq!(replay.expect_json(200)["lock-token"], first["lock-token"]);
+
+    let entries = app.entries(&format!("resource={ARM_1}")).await;
+    assert_eq!(
+        summary(&entries[..2]),
+        [
+            row("lock", json!(ARM_1), "anonymous", true),
+            row("locked", json!(ARM_1), "anonymous", true),
+        ],
+        "the replay made no change, and is recorded once, by its answer"
+    );
+    assert_eq!(
+        entries[0]["details"],
+        json!({"status": 200, "code": null, "method": "POST", "route": "/api/v1/resources/{id}/lock"})
+    );
+}
