@@ -463,3 +463,28 @@ async fn an_accepted_change_that_changed_nothing_is_recorded_by_its_answer() {
         json!({"status": 200, "code": null, "method": "POST", "route": "/api/v1/resources/{id}/lock"})
     );
 }
+
+#[tokio::test]
+async fn a_change_reaches_the_audit_log_only_once_it_is_committed() {
+    let store = rentabot::store::MemoryStore::new();
+    let app = crate::helpers::spawn_app_on(&store, lab()).await;
+    store.hold();
+    let lock = tokio::spawn({
+        let (client, url) = (
+            app.client.clone(),
+            app.url(&format!("/api/v1/resources/{ARM_1}/lock")),
+        );
+        async move { crate::helpers::read(client.post(url).send().await.unwrap()).await }
+    });
+    let held = store.clone();
+    tokio::task::spawn_blocking(move || held.wait_for_held_commit())
+        .await
+        .unwrap();
+    // The change is made and waits for its commit: not recorded yet.
+    assert_eq!(app.audit("type=locked").await["total"], 0);
+
+    store.release();
+    lock.await.unwrap().expect_json(200);
+    // Answered, so committed and published: recorded.
+    assert_eq!(app.audit("type=locked").await["total"], 1);
+}
