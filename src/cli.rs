@@ -218,6 +218,32 @@ mod tests {
     }
 
     #[test]
+    fn the_audit_log_keeps_100_000_entries_and_no_file_unless_told() {
+        let cli = Cli::try_parse_from(["rentabot"]).unwrap();
+        assert_eq!(cli.serve.audit_log, None);
+        assert_eq!(cli.serve.audit_retention, 100_000);
+        let cli = Cli::try_parse_from([
+            "rentabot",
+            "--audit-log",
+            "/var/log/rentabot/audit.jsonl",
+            "--audit-retention",
+            "500",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.serve.audit_log,
+            Some(PathBuf::from("/var/log/rentabot/audit.jsonl"))
+        );
+        assert_eq!(cli.serve.audit_retention, 500);
+        for bad in ["0", "-1", "many"] {
+            assert!(
+                Cli::try_parse_from(["rentabot", "--audit-retention", bad]).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn log_format_and_connection_limits_have_documented_defaults() {
         let cli = Cli::try_parse_from(["rentabot"]).unwrap();
         assert_eq!(cli.serve.log_format, LogFormat::Text);
