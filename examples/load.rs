@@ -35,6 +35,8 @@
 //! - `--auth` (in-process only) adds `keyed`: the by-id cycle against a third in-process
 //!   server started with an `--auth-config` of 8 API keys (rate limits on, set far above
 //!   the load), every request carrying `X-API-Key`, with its ratio to by-id.
+//! - `--audit-log FILE` (in-process only): the servers also append their audit log to
+//!   FILE, so the runs include what the file's thread costs.
 //!
 //! `--clients` tasks each hold one keep-alive HTTP/1.1 connection (hyper's lean
 //! connection-level client) and run cycles back to back, for `--warmup` seconds
@@ -67,7 +69,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{CONTENT_TYPE, HOST};
 use hyper::{Method, Request, Uri};
 use hyper_util::rt::TokioIo;
-use rentabot::app::{self, Persist, Settings};
+use rentabot::app::{self, AuditSettings, Persist, Settings};
 use rentabot::domain::{Event, Policy, ResourceSpec};
 use rentabot::runtime::BATCH_BUCKETS;
 use rentabot::runtime::{BrokerHandle, SystemClock};
@@ -167,6 +169,10 @@ struct Args {
     /// Also run `keyed`: by-id against a server with an auth config, sending a key.
     #[arg(long, conflicts_with = "url")]
     auth: bool,
+    /// In-process servers also append their audit log to this file (`--audit-log`), to
+    /// measure what the file costs; without it they keep the audit log in memory only.
+    #[arg(long, conflicts_with = "url")]
+    audit_log: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -475,6 +481,10 @@ fn start_server(
         policy: Policy::default(),
         persist,
         auth,
+        audit: AuditSettings {
+            file: args.audit_log.clone(),
+            ..AuditSettings::default()
+        },
         ..Settings::default()
     };
     let mut specs: Vec<ResourceSpec> = (1..=args.resources)

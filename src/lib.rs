@@ -9,6 +9,8 @@
 //! runtime/   BrokerHandle (the only owner of the broker mutex), the change stream
 //!            (numbered changes, Committer, Ledger, Publisher), clocks, entropy, the
 //!            expiry timer, descriptor reloads (API and SIGHUP).
+//! audit/     the audit log: records from committed changes and refused requests, the
+//!            bounded ring queries read, the JSON-lines file.
 //! store/     persistence: consumes the change stream (SQLite, group commit), restores.
 //! api/       thin actix-web handlers for the Rent-A-Bot 1.0 API and its extensions,
 //!            wire types, errors, the OpenAPI document, middleware.
@@ -20,10 +22,12 @@
 //! tools.rs   backup, export, import of a state file.
 //! ```
 //!
-//! Imports point one way: `domain` <- `runtime` <- `store`, `api`/`web`/`auth` <- `app`.
+//! Imports point one way: `domain` <- `runtime` <- `audit` <- `store`, `api`/`web`/`auth`
+//! <- `app`.
 
 pub mod api;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;

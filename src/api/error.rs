@@ -664,6 +664,14 @@ impl ResponseError for ApiError {
             }
             _ => {}
         }
-        response.json(Value::Object(body))
+        let mut response = response.json(Value::Object(body));
+        // For the audit log's record of the refusal (`middleware::audit_refusal`).
+        response.extensions_mut().insert(ErrorCode(code));
+        response
     }
 }
+
+/// The `code` of an error answer, kept in the response's extensions so that middleware
+/// can tell it without reading the body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ErrorCode(pub &'static str);

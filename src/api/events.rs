@@ -974,8 +974,20 @@ mod tests {
             events
                 .into_iter()
                 .zip(first_seq..)
-                .map(|(event, seq)| (seq, vec![event])),
+                .map(|(event, seq)| change(seq, vec![event])),
         );
+    }
+
+    /// Change `seq`, made by the system.
+    fn change(seq: u64, events: Vec<Event>) -> crate::runtime::Change {
+        crate::runtime::Change {
+            seq,
+            at: T,
+            cause: crate::runtime::Cause::system(),
+            events,
+            delta: None,
+            awaits_record: false,
+        }
     }
 
     #[tokio::test]
@@ -1030,7 +1042,7 @@ mod tests {
         let filter = TypeFilter(Some(vec!["expired"]));
         let mut stream = Box::pin(stream_over(&publisher, None, filter, Shutdown::new()));
         // One change with one event of each kind: the expired one is the fourth.
-        publisher.publish([(1, one_of_each())]);
+        publisher.publish([change(1, one_of_each())]);
         publish(&publisher, 2, vec![unlocked(1)]);
 
         let frame = text(stream.next().await);

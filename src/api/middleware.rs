@@ -10,7 +10,9 @@
 //!                              request its scope (cause; what it saw); runs the route;
 //!                              holds the answer until every change the route could have
 //!                              seen is committed (503 if the store fails); echoes
-//!                              X-Request-Id, logs `request` at debug
+//!                              X-Request-Id, logs `request` at debug, and records a
+//!                              refused change (or one that changed nothing) in the
+//!                              audit log (`audit_answer`)
 //!     routes
 //! ```
 //!
@@ -34,11 +36,12 @@
 //! actix's empty answer (README § Limits lists both).
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
 use actix_web::http::header::USER_AGENT;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
@@ -48,8 +51,9 @@ use tracing::Span;
 use tracing_actix_web::RootSpanBuilder;
 
 use super::broker::Registered;
-use super::error::ApiError;
-use crate::auth::{Auth, Caller, actix_glue, rules};
+use super::error::{ApiError, ErrorCode};
+use crate::audit::{self, AuditLog};
+use crate::auth::{Auth, AuthError, Caller, Role, actix_glue, rules};
 use crate::domain::Timestamp;
 use crate::runtime::{Actor, BrokerHandle, Cause, RequestScope};
 
@@ -138,11 +142,16 @@ pub async fn envelope(
     let id = req.extensions().get::<RequestId>().cloned();
     let broker = req.app_data::<Data<Registered>>().map(|r| r.0.clone());
     // Who is calling, before anything else runs: 401, 403 or 429 refuse here.
-    let gate = check_head(&req).and_then(|()| admit(&req, broker.as_ref()));
-    let actor = match &gate {
-        Ok(caller) if caller.is_authenticated() => Actor::Named {
+    let (gate, known) = match check_head(&req) {
+        Err(refusal) => (Err(refusal), None),
+        Ok(()) => admit(&req, broker.as_ref()),
+    };
+    // The actor of what the request does, and of its refusal in the audit log: a caller
+    // refused for its role or rate is still named.
+    let actor = match known.as_ref().or(gate.as_ref().ok()) {
+        Some(caller) if caller.is_authenticated() => Actor::Named {
             name: caller.name.clone(),
-            role: caller.role.as_str(),
+            role: role_name(caller.role),
         },
         _ => Actor::Anonymous,
     };
@@ -187,20 +196,124 @@ pub async fn envelope(
         micros = micros(start),
         "request"
     );
+    audit_answer(&response, &scope, broker.as_ref());
     Ok(response)
+}
+
+/// A role's name, shared: naming the actor of a request allocates nothing.
+fn role_name(role: Role) -> Arc<str> {
+    static NAMES: LazyLock<[Arc<str>; 4]> =
+        LazyLock::new(|| Role::ALL.map(|r| Arc::from(r.as_str())));
+    let index = Role::ALL.iter().position(|r| *r == role).unwrap_or(0);
+    NAMES[index].clone()
 }
 
 /// The auth gate: the route's rule, the request's credentials, [`Auth::admit`]. With
 /// auth off (no `--auth-config`) everyone is [`Caller::open`], at the cost of one check.
-fn admit(req: &ServiceRequest, broker: Option<&BrokerHandle>) -> Result<Caller, ApiError> {
+/// A caller refused for its role or its rate is known: it comes back beside the refusal,
+/// for the audit log.
+fn admit(
+    req: &ServiceRequest,
+    broker: Option<&BrokerHandle>,
+) -> (Result<Caller, ApiError>, Option<Caller>) {
     let Some(auth) = req.app_data::<Data<Auth>>().filter(|a| a.is_enabled()) else {
-        return Ok(Caller::open());
+        return (Ok(Caller::open()), None);
     };
     let rule = rules::resolve(req.method().as_str(), actix_glue::router_path(req));
-    let credentials = actix_glue::credentials(req.headers())?;
+    let credentials = match actix_glue::credentials(req.headers()) {
+        Ok(credentials) => credentials,
+        Err(e) => return (Err(e.into()), None),
+    };
     let client = actix_glue::client_ip(req).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     let now = broker.map_or(Timestamp::EPOCH, BrokerHandle::now);
-    Ok(auth.admit(rule, &credentials, client, now)?)
+    match auth.admit(rule, &credentials, client, now) {
+        Ok(caller) => (Ok(caller), None),
+        Err(e @ (AuthError::Forbidden { .. } | AuthError::RateLimited { .. })) => {
+            // Authentication succeeded (or admit would have said so): asking again
+            // names the caller, and counts nothing (only failures are counted).
+            (
+                Err(e.into()),
+                auth.authenticate(&credentials, client, now).ok(),
+            )
+        }
+        Err(e) => (Err(e.into()), None),
+    }
+}
+
+// The audit log's hook (issue 11). Kept apart from the rest of `envelope`, which calls
+// it once with the final answer: accepted changes are recorded from the change stream
+// (`audit::AuditLog` observes the publisher); refusals, and accepted requests that
+// changed nothing, are recorded here.
+
+/// Records a POST, PUT, PATCH or DELETE that its events do not record: one answered
+/// 4xx or 5xx (`success: false`, with the error's `code`), or one accepted that changed
+/// nothing (an idempotent replay, a reload that found nothing new). The actor is the
+/// request's cause (whatever authentication set). Queues the entry only: never waits
+/// for a commit or a file.
+fn audit_answer(
+    response: &ServiceResponse<BoxBody>,
+    scope: &RequestScope,
+    broker: Option<&crate::runtime::BrokerHandle>,
+) {
+    let status = response.status();
+    let request = response.request();
+    let method = request.method();
+    let refused = status.is_client_error() || status.is_server_error();
+    if !matches!(
+        *method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    ) || (!refused && scope.changed())
+    {
+        return;
+    }
+    let (Some(audit), Some(broker)) = (request.app_data::<Data<AuditLog>>(), broker) else {
+        return;
+    };
+    let pattern = request.match_pattern();
+    // Read from the path by the pattern: a middleware that answers before routing (an
+    // idempotent replay) leaves `match_info` empty.
+    let param = |name: &str| {
+        pattern
+            .as_deref()
+            .and_then(|p| path_param(p, request.path(), name))
+    };
+    let resource = param("{id}").and_then(|id| id.parse().ok());
+    let reservation = param("{rid}").and_then(|rid| rid.parse().ok());
+    audit.answered(audit::Entry::answered(
+        broker.now(),
+        scope.cause().clone(),
+        operation(method, pattern.as_deref()),
+        resource.map(crate::domain::ResourceId::new),
+        reservation,
+        audit::Answer {
+            method: method.to_string(),
+            route: pattern.unwrap_or_else(|| request.path().to_owned()),
+            status: status.as_u16(),
+            code: response
+                .response()
+                .extensions()
+                .get::<ErrorCode>()
+                .map(|c| c.0),
+        },
+        !refused,
+    ));
+}
+
+/// The segment of `path` where `pattern` has `name` (`{id}`): the routes' patterns are
+/// plain segments, so they align with the path's.
+fn path_param<'a>(pattern: &str, path: &'a str, name: &str) -> Option<&'a str> {
+    let at = pattern.split('/').position(|segment| segment == name)?;
+    path.split('/').nth(at)
+}
+
+/// The audit name of the operation a route pattern serves (under either prefix): the
+/// rule table's (`POST /api/v1/resources/{id}/lock` is `lock`), so the audit log and
+/// the auth gate name an operation alike. `request` for anything else (no route, or a
+/// method the route does not serve).
+pub fn operation(method: &Method, pattern: Option<&str>) -> &'static str {
+    pattern
+        .and_then(|p| rules::find(method.as_str(), p))
+        .map_or("request", |rule| rule.operation)
 }
 
 /// Who is asking, for the changes the request makes: the caller the gate admitted
@@ -286,6 +399,64 @@ fn check_head(req: &ServiceRequest) -> Result<(), ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every change a rule names is a type the audit endpoint can filter on.
+    #[test]
+    fn every_write_operation_of_the_rule_table_is_a_queryable_audit_type() {
+        for (pattern, rule) in rules::patterns() {
+            if rule.is_write() {
+                assert!(
+                    audit::TYPES.contains(&rule.operation),
+                    "{} {pattern}: `{}` is not in audit::TYPES",
+                    rule.method.as_str(),
+                    rule.operation
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn refused_operations_are_named_from_their_route_under_either_prefix() {
+        for (method, pattern, expected) in [
+            (Method::POST, "/api/v1/resources/{id}/lock", "lock"),
+            (
+                Method::POST,
+                "/rentabot/api/v1.0/resources/{id}/lock",
+                "lock",
+            ),
+            (Method::POST, "/api/v1/resources/lock", "lock_matching"),
+            (Method::POST, "/api/v1/resources/{id}/unlock", "unlock"),
+            (Method::DELETE, "/api/v1/resources/{id}", "delete_resource"),
+            (Method::PATCH, "/api/v1/resources/{id}", "update_resource"),
+            (
+                Method::DELETE,
+                "/api/v1/reservations/{rid}",
+                "cancel_reservation",
+            ),
+            (Method::POST, "/api/v1/admin/reload", "reload"),
+            (Method::DELETE, "/api/v1/resources/{id}/lock", "request"),
+        ] {
+            assert_eq!(
+                operation(&method, Some(pattern)),
+                expected,
+                "{method} {pattern}"
+            );
+            assert!(
+                audit::TYPES.contains(&expected),
+                "{expected} is a queryable type"
+            );
+        }
+        assert_eq!(operation(&Method::POST, None), "request", "no route");
+        let pattern = "/api/v1/reservations/{rid}/claim";
+        assert_eq!(
+            path_param(pattern, "/api/v1/reservations/res_1/claim", "{rid}"),
+            Some("res_1")
+        );
+        assert_eq!(
+            path_param(pattern, "/api/v1/reservations/res_1/claim", "{id}"),
+            None
+        );
+    }
 
     #[test]
     fn request_ids_are_kept_when_short_and_plain() {

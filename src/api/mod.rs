@@ -5,6 +5,7 @@
 //! answers, with `Deprecation` and `Link` headers pointing at the new path, as 1.0 did.
 
 pub mod admin;
+pub mod audit;
 pub mod broker;
 pub mod dto;
 pub mod error;
@@ -94,6 +95,7 @@ pub const LEGACY_PREFIX: &str = "/rentabot/api/v1.0";
         admin::update_resource,
         admin::delete_resource,
         admin::reload_descriptor,
+        audit::audit_log,
     ),
     components(schemas(params::GroupRequest)),
     modifiers(&CommonRefusals),
@@ -103,6 +105,7 @@ pub const LEGACY_PREFIX: &str = "/rentabot/api/v1.0";
         (name = "reservations", description = "The queue: reserve, wait, claim, cancel"),
         (name = "events", description = "Every broker change as server-sent events"),
         (name = "admin", description = "Create, change and delete resources; reload the descriptor and the auth config (role admin with --auth-config)"),
+        (name = "audit", description = "Who changed what, and what was refused (role admin with --auth-config)"),
         (name = "health", description = "Probes"),
     )
 )]
@@ -162,7 +165,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 fn configure_v1(cfg: &mut web::ServiceConfig) {
     cfg.configure(resources::configure)
         .configure(reservations::configure)
-        .configure(admin::configure);
+        .configure(admin::configure)
+        .configure(audit::configure);
 }
 
 /// `/docs` without the trailing slash, where 1.0 users bookmarked the explorer.

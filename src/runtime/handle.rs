@@ -526,7 +526,7 @@ impl BrokerHandle {
         let now = self.now();
         let committer = &*self.shared.committer;
         let scope = self.scope.as_deref();
-        let (out, seen, moved_earlier) = {
+        let (out, seen, moved_earlier, changed) = {
             let mut core = self
                 .shared
                 .core
@@ -540,7 +540,7 @@ impl BrokerHandle {
             core.emit(now, &Cause::system(), None, committer);
             let out = f(&mut core.broker, now);
             let cause = scope.map_or_else(Cause::anonymous, |s| s.cause().clone());
-            core.emit(now, &cause, scope, committer);
+            let changed = core.emit(now, &cause, scope, committer).is_some();
             let after = core.broker.next_deadline();
             let moved_earlier = match (before, after) {
                 (_, None) => false,
@@ -549,11 +549,14 @@ impl BrokerHandle {
             };
             let held = locked_at.elapsed();
             LONGEST_HOLD.set(LONGEST_HOLD.get().max(held));
-            (out, core.seq, moved_earlier)
+            (out, core.seq, moved_earlier, changed)
         }; // guard dropped: the rest runs unlocked
         committer.flush();
         if let Some(scope) = scope {
             scope.saw(seen);
+            if changed {
+                scope.made_change();
+            }
         }
         if moved_earlier {
             self.shared.deadline_changed.notify_one();

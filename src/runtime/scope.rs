@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::stream::Cause;
 
@@ -20,6 +20,9 @@ pub struct RequestScope {
     cause: Arc<Cause>,
     /// The newest change this request could have seen (0: none).
     seen: AtomicU64,
+    /// Whether the request made a change of its own (not just the system's expiries
+    /// that ran in its call): the audit log records one that did not by its answer.
+    changed: AtomicBool,
     idempotency: Mutex<Remember>,
 }
 
@@ -39,6 +42,7 @@ impl RequestScope {
         RequestScope {
             cause,
             seen: AtomicU64::new(0),
+            changed: AtomicBool::new(false),
             idempotency: Mutex::new(Remember::Off),
         }
     }
@@ -56,6 +60,16 @@ impl RequestScope {
     /// The request saw (or made) change `seq`.
     pub fn saw(&self, seq: u64) {
         self.seen.fetch_max(seq, Ordering::AcqRel);
+    }
+
+    /// Whether the request made a change of its own.
+    pub fn changed(&self) -> bool {
+        self.changed.load(Ordering::Acquire)
+    }
+
+    /// The request made a change of its own.
+    pub(super) fn made_change(&self) {
+        self.changed.store(true, Ordering::Release);
     }
 
     /// The request carries an `Idempotency-Key`: its next change must wait for its

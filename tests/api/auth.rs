@@ -482,3 +482,55 @@ async fn the_openapi_document_describes_the_gate() {
     let health = &doc["paths"]["/health"]["get"];
     assert!(health["responses"]["401"].is_null() && health["security"].is_null());
 }
+
+/// The audit log names who did what with auth on: the key's name and role on an
+/// accepted change, and on a refusal by role; only an admin may read it.
+#[tokio::test]
+async fn the_audit_log_names_the_caller_and_is_for_admins() {
+    let (app, _dir, _) = app_with(&config()).await;
+    app.send(
+        app.client
+            .post(app.url("/api/v1/resources/1/lock"))
+            .header("X-API-Key", USER),
+    )
+    .await
+    .expect_json(200);
+    let refused = app
+        .send(
+            app.client
+                .post(app.url("/api/v1/resources/2/force-unlock"))
+                .header("X-API-Key", USER),
+        )
+        .await;
+    assert_eq!(refused.expect_json(403)["code"], "forbidden");
+
+    let read = |key: &'static str| {
+        app.client
+            .get(app.url("/api/v1/audit?actor=Jenkins"))
+            .header("X-API-Key", key)
+    };
+    assert_eq!(
+        app.send(read(OPERATOR)).await.expect_json(403)["code"],
+        "forbidden"
+    );
+    let entries = app.send(read(ADMIN)).await.expect_json(200)["entries"].clone();
+    let entries = entries.as_array().unwrap();
+    let locked = entries
+        .iter()
+        .find(|e| e["event_type"] == "locked")
+        .unwrap_or_else(|| panic!("{entries:?}"));
+    assert_eq!(
+        (&locked["actor"], &locked["role"]),
+        (&json!("Jenkins"), &json!("user"))
+    );
+    assert_eq!(locked["success"], true);
+    let refusal = entries
+        .iter()
+        .find(|e| e["event_type"] == "force_unlock")
+        .unwrap_or_else(|| panic!("{entries:?}"));
+    assert_eq!(
+        (&refusal["actor"], &refusal["success"]),
+        (&json!("Jenkins"), &json!(false))
+    );
+    assert_eq!(refusal["details"]["code"], "forbidden", "{refusal}");
+}

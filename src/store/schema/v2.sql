@@ -1,0 +1,20 @@
+-- rentabot state, schema version 2: the audit log (issue 11). Times are Unix
+-- milliseconds (UTC). Never edit this file once released: add v3.sql.
+
+-- One row per committed event (written in the transaction of its change) and per
+-- refused request; the latest --audit-retention rows are kept, oldest first by `ord`.
+CREATE TABLE audit (
+    ord            INTEGER PRIMARY KEY AUTOINCREMENT,
+    at             INTEGER NOT NULL,
+    event_type     TEXT    NOT NULL,         -- the event's type, or the refused operation
+    resource_id    INTEGER,
+    reservation_id TEXT,
+    actor          TEXT    NOT NULL,         -- a key's name, system or anonymous
+    role           TEXT,
+    client_ip      TEXT,
+    user_agent     TEXT,
+    request_id     TEXT,
+    success        INTEGER NOT NULL,
+    details        TEXT    NOT NULL          -- JSON object
+);
+CREATE INDEX audit_at ON audit (at);
