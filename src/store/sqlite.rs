@@ -32,7 +32,7 @@ const APPLICATION_ID: i64 = 0x5242_4f54;
 
 /// The schema, one migration per version: `MIGRATIONS[n]` takes version `n` to `n + 1`.
 /// Never edit a released migration; add the next one.
-const MIGRATIONS: &[&str] = &[include_str!("schema/v1.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("schema/v1.sql"), include_str!("schema/v2.sql")];
 
 /// The newest schema version this build reads and writes.
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
@@ -361,8 +361,8 @@ fn read(conn: &Connection) -> anyhow::Result<Loaded> {
         });
     }
     let mut stmt = conn.prepare(
-        "SELECT resource, name, fencing, acquired_at, expired_at, reservation, holder, note \
-         FROM expired_locks ORDER BY ord",
+        "SELECT resource, name, fencing, acquired_at, expired_at, reservation, holder, note, \
+         owner FROM expired_locks ORDER BY ord",
     )?;
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
@@ -379,6 +379,7 @@ fn read(conn: &Connection) -> anyhow::Result<Loaded> {
             meta: LockMeta {
                 holder: row.get(6)?,
                 note: row.get(7)?,
+                owner: row.get::<_, Option<String>>(8)?.map(Arc::from),
             },
         });
     }
@@ -444,7 +445,7 @@ fn update_state(
 const RESOURCE_COLUMNS: &str = "id, name, description, endpoint, tags, max_lock_secs, origin, \
     retiring, lock_token, lock_fencing, lock_acquired_at, lock_expires_at, lock_reservation, \
     lock_holder, lock_note, released, released_at, released_reason, maint_reason, maint_from, \
-    maint_until, maint_active";
+    maint_until, maint_active, lock_owner";
 
 fn upsert_resource(conn: &Connection, r: &Resource) -> anyhow::Result<()> {
     let lease = r.lease();
@@ -463,7 +464,7 @@ fn upsert_resource(conn: &Connection, r: &Resource) -> anyhow::Result<()> {
     conn.prepare_cached(&format!(
         "INSERT OR REPLACE INTO resources ({RESOURCE_COLUMNS}) VALUES \
          (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
-          ?19, ?20, ?21, ?22)"
+          ?19, ?20, ?21, ?22, ?23)"
     ))?
     .execute(params![
         r.id.get(),
@@ -491,6 +492,7 @@ fn upsert_resource(conn: &Connection, r: &Resource) -> anyhow::Result<()> {
         m.map(|m| millis(m.from)),
         m.and_then(|m| m.until).map(millis),
         m.map(|m| m.active),
+        lease.and_then(|l| l.meta.owner.as_deref()),
     ])?;
     Ok(())
 }
@@ -525,6 +527,7 @@ fn resource_from_row(row: &Row<'_>) -> rusqlite::Result<Resource> {
             meta: LockMeta {
                 holder: row.get(13)?,
                 note: row.get(14)?,
+                owner: row.get::<_, Option<String>>(22)?.map(Arc::from),
             },
         }),
         None => LockState::Free(match row.get::<_, Option<String>>(15)?.as_deref() {
@@ -565,7 +568,7 @@ fn resource_from_row(row: &Row<'_>) -> rusqlite::Result<Resource> {
 
 const RESERVATION_COLUMNS: &str = "id, seq, groups, priority, ttl_secs, max_wait_secs, \
     auto_claim, holder, note, created_at, expires_at, status, fulfilled_at, claim_expires_at, \
-    claimed_at, allocations, next_aging";
+    claimed_at, allocations, next_aging, owner";
 
 fn upsert_reservation(conn: &Connection, stored: &StoredReservation) -> anyhow::Result<()> {
     let r = &stored.reservation;
@@ -585,7 +588,7 @@ fn upsert_reservation(conn: &Connection, stored: &StoredReservation) -> anyhow::
         .collect();
     conn.prepare_cached(&format!(
         "INSERT OR REPLACE INTO reservations ({RESERVATION_COLUMNS}) VALUES \
-         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
     ))?
     .execute(params![
         r.id.to_string(),
@@ -605,6 +608,7 @@ fn upsert_reservation(conn: &Connection, stored: &StoredReservation) -> anyhow::
         r.claimed_at.map(millis),
         Value::Array(allocations).to_string(),
         stored.next_aging.map(millis),
+        r.request.meta.owner.as_deref(),
     ])?;
     Ok(())
 }
@@ -671,6 +675,7 @@ fn reservation_from_row(row: &Row<'_>) -> anyhow::Result<StoredReservation> {
                 meta: LockMeta {
                     holder: row.get(7)?,
                     note: row.get(8)?,
+                    owner: row.get::<_, Option<String>>(17)?.map(Arc::from),
                 },
             },
             seq: row.get::<_, i64>(1)? as u64,
@@ -695,8 +700,8 @@ fn insert_ended(conn: &Connection, e: &EndedReservation) -> anyhow::Result<()> {
 fn insert_expired(conn: &Connection, x: &ExpiredLock) -> anyhow::Result<()> {
     conn.prepare_cached(
         "INSERT INTO expired_locks \
-         (resource, name, fencing, acquired_at, expired_at, reservation, holder, note) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+         (resource, name, fencing, acquired_at, expired_at, reservation, holder, note, owner) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
         x.resource.get(),
@@ -707,6 +712,7 @@ fn insert_expired(conn: &Connection, x: &ExpiredLock) -> anyhow::Result<()> {
         x.reservation.map(|r| r.to_string()),
         x.meta.holder,
         x.meta.note,
+        x.meta.owner.as_deref(),
     ])?;
     Ok(())
 }
@@ -972,6 +978,7 @@ mod tests {
         let meta = LockMeta {
             holder: Some("ci/job/7".into()),
             note: Some("flash".into()),
+            owner: Some("alice".into()),
         };
         b.lock(
             ResourceId::new(2),
@@ -998,7 +1005,10 @@ mod tests {
             ttl: Ttl::from_secs(60).unwrap(),
             max_wait: Ttl::from_secs(900).unwrap(),
             auto_claim: false,
-            meta: LockMeta::default(),
+            meta: LockMeta {
+                owner: Some("bob".into()),
+                ..LockMeta::default()
+            },
         };
         b.reserve(request, at(3)).unwrap();
         changes.push(change(&mut b, 3));
