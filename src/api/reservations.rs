@@ -67,7 +67,7 @@ pub async fn create_reservation(
     // then hold its locks.
     let retain = request.max_wait.as_duration() + request.ttl.as_duration();
     let snapshot = broker.reserve(request)?;
-    let view = ReservationView::from(&snapshot);
+    let view = ReservationView::shown_to(&snapshot, broker.principal());
     let response = HttpResponse::Created()
         .insert_header((
             header::LOCATION,
@@ -95,7 +95,10 @@ pub async fn list_reservations(broker: Broker, req: HttpRequest) -> Result<HttpR
     let Some((query, filters)) = filters else {
         let reservations = broker.reservations();
         return Ok(HttpResponse::Ok().json(ReservationList {
-            reservations: reservations.iter().map(ReservationView::from).collect(),
+            reservations: reservations
+                .iter()
+                .map(|r| ReservationView::shown_to(r, broker.principal()))
+                .collect(),
         }));
     };
     let (total, items) = broker.query_reservations(&filters);
@@ -105,7 +108,10 @@ pub async fn list_reservations(broker: Broker, req: HttpRequest) -> Result<HttpR
             query::page_links(&req, &query, filters.page, total),
         ))
         .json(ReservationPageList {
-            reservations: items.iter().map(ReservationView::from).collect(),
+            reservations: items
+                .iter()
+                .map(|r| ReservationView::shown_to(r, broker.principal()))
+                .collect(),
             total,
             page: filters.page.number,
             limit: filters.page.limit,
@@ -139,7 +145,7 @@ pub async fn get_reservation(
     let first = broker.reservation(id)?;
     let unchanged = last_seen.is_none_or(|s| s == first.reservation.status);
     let (Some(wait), true) = (wait, unchanged) else {
-        return Ok(HttpResponse::Ok().json(ReservationView::from(&first)));
+        return Ok(HttpResponse::Ok().json(ReservationView::shown_to(&first, broker.principal())));
     };
     let changed = async {
         loop {
@@ -166,7 +172,7 @@ pub async fn get_reservation(
         () = shutdown.begun() => {}
     }
     let now = broker.reservation(id)?;
-    Ok(HttpResponse::Ok().json(ReservationView::from(&now)))
+    Ok(HttpResponse::Ok().json(ReservationView::shown_to(&now, broker.principal())))
 }
 
 /// Confirms a fulfilled reservation within its claim window.
@@ -186,7 +192,7 @@ pub async fn claim_reservation(
     let id = reservation_id(&rid)?;
     Query::strict(&req, &Known::none())?;
     let snapshot = broker.claim(id)?;
-    Ok(HttpResponse::Ok().json(ReservationView::from(&snapshot)))
+    Ok(HttpResponse::Ok().json(ReservationView::shown_to(&snapshot, broker.principal())))
 }
 
 /// Withdraws a pending reservation.

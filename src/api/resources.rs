@@ -88,7 +88,8 @@ pub async fn list_resources(broker: Broker, req: HttpRequest) -> Result<HttpResp
         // reader of a 100 000-resource list costs one piece, not the whole body.
         let resources = broker.resources();
         let now = broker.now();
-        let mut pieces = ResourceListPieces::new(resources, now, warning, LIST_PIECE);
+        let viewer = broker.principal().clone();
+        let mut pieces = ResourceListPieces::new(resources, now, warning, viewer, LIST_PIECE);
         let first = pieces.next().expect("at least the opening piece");
         let json = (header::CONTENT_TYPE, "application/json");
         if pieces.is_done() {
@@ -109,7 +110,7 @@ pub async fn list_resources(broker: Broker, req: HttpRequest) -> Result<HttpResp
             resources: page
                 .items
                 .iter()
-                .map(|r| ResourceView::new(r, now, warning))
+                .map(|r| ResourceView::shown_to(r, now, warning, broker.principal()))
                 .collect(),
             total: page.total,
             page: filters.page.number,

@@ -13,11 +13,14 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::stream::Cause;
+use crate::domain::Principal;
 
 /// See the [module documentation](self).
 #[derive(Debug)]
 pub struct RequestScope {
     cause: Arc<Cause>,
+    /// Who the request's broker calls act for (ownership, caps).
+    principal: Principal,
     /// The newest change this request could have seen (0: none).
     seen: AtomicU64,
     idempotency: Mutex<Remember>,
@@ -38,6 +41,7 @@ impl RequestScope {
     pub fn new(cause: Arc<Cause>) -> Self {
         RequestScope {
             cause,
+            principal: Principal::anyone(),
             seen: AtomicU64::new(0),
             idempotency: Mutex::new(Remember::Off),
         }
@@ -45,6 +49,17 @@ impl RequestScope {
 
     pub fn cause(&self) -> &Arc<Cause> {
         &self.cause
+    }
+
+    /// The scope acting for `principal` (by default, [`Principal::anyone`]).
+    #[must_use]
+    pub fn acting_for(mut self, principal: Principal) -> Self {
+        self.principal = principal;
+        self
+    }
+
+    pub fn principal(&self) -> &Principal {
+        &self.principal
     }
 
     /// The newest change this request could have seen: its answer waits for that one's
