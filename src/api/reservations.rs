@@ -54,6 +54,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             headers(("Location" = String, description = "/api/v1/reservations/{rid}"))),
         (status = 400, description = "Invalid request, no criteria (`no_criterion`), criteria that exclude each other (`conflicting_parameters`), an expression that does not parse (`invalid_expr`), or one that could never be served (`unsatisfiable`)", body = ErrorBody),
         (status = 404, description = "No resource matches a group's criteria", body = ErrorBody),
+        (status = 429, description = "The queue is full (`queue_full`), or, with auth, the key is at its `max_pending_reservations` (`too_many_reservations`) or `max_locks` (`too_many_locks`); Retry-After says when to try again", body = ErrorBody),
     ))]
 pub async fn create_reservation(
     broker: Broker,
@@ -181,6 +182,7 @@ pub async fn get_reservation(
     responses(
         (status = 200, description = "Claimed", body = ReservationView),
         (status = 404, description = "No such reservation", body = ErrorBody),
+        (status = 403, description = "With auth, another caller's reservation (`not_owner`); or a web page of another origin asked (`origin_not_allowed`)", body = ErrorBody),
         (status = 409, description = "Still pending, or already claimed", body = ErrorBody),
         (status = 410, description = "The claim window is over; its resources were released", body = ErrorBody),
     ))]
@@ -201,6 +203,7 @@ pub async fn claim_reservation(
     responses(
         (status = 204, description = "Cancelled"),
         (status = 404, description = "No such reservation", body = ErrorBody),
+        (status = 403, description = "With auth, another caller's reservation (`not_owner`); or a web page of another origin asked (`origin_not_allowed`)", body = ErrorBody),
         (status = 409, description = "Fulfilled or claimed: unlock its resources instead", body = ErrorBody),
     ))]
 pub async fn cancel_reservation(
