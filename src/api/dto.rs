@@ -111,8 +111,11 @@ impl ResourceView {
         viewer: &Principal,
     ) -> Self {
         let mut view = ResourceView::new(r, now, expiry_warning);
-        if let Some(lease) = r.lease() {
-            view.lock_token = token_for(viewer, lease.meta.owner.as_ref(), &lease.token);
+        // Only overwritten when hidden: the list pays nothing extra per visible lock.
+        if let Some(lease) = r.lease()
+            && !viewer.may_see_token_of(lease.meta.owner.as_ref())
+        {
+            view.lock_token = HIDDEN.to_owned();
         }
         view
     }

@@ -209,7 +209,7 @@ fn admit(req: &ServiceRequest, broker: Option<&BrokerHandle>) -> Result<Caller, 
 /// Who the broker calls of `caller` act for: with auth off everyone may do everything
 /// and owns nothing (1.0); with auth on, a key or JWT owns what it makes, admins
 /// override ownership, and the key's caps apply.
-pub fn principal(caller: &Caller) -> Principal {
+fn principal(caller: &Caller) -> Principal {
     if caller.via == Via::Open {
         return Principal::anyone();
     }
