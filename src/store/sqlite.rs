@@ -1122,6 +1122,35 @@ mod tests {
     }
 
     #[test]
+    fn a_version_1_file_is_migrated_and_its_locks_belong_to_nobody() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO resources (id, name, description, endpoint, tags, max_lock_secs, \
+             origin, retiring, lock_token, lock_fencing, lock_acquired_at, lock_expires_at, \
+             lock_holder) VALUES (1, 'b1', '', '', '[]', 600, 'descriptor', 0, \
+             '6f1c2d3e-4a5b-4c6d-8e9f-0a1b2c3d4e5f', 1, 0, 600000, 'ci')",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        let (_, loaded) = SqliteStore::open(&path).unwrap();
+        let lease = loaded.image.resources[&ResourceId::new(1)]
+            .lease()
+            .unwrap()
+            .clone();
+        assert_eq!(lease.meta.holder.as_deref(), Some("ci"));
+        assert_eq!(lease.meta.owner, None, "made before ownership existed");
+        let conn = Connection::open(&path).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
+    }
+
+    #[test]
     fn another_programs_database_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("other.db");
