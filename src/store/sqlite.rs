@@ -1170,6 +1170,9 @@ mod tests {
         let mut b = recording_broker();
         let first = change(&mut b, 1);
         b.lock(ResourceId::new(4), ttl(60), at(1)).unwrap();
+        let alice = crate::domain::Principal::named("alice");
+        b.lock_as(ResourceId::new(5), ttl(60), &alice, at(1))
+            .unwrap();
         let second = change(&mut b, 2);
         commit(&mut store, &[first, second], &[]);
 
@@ -1188,6 +1191,16 @@ mod tests {
         assert_eq!(loaded.seq, 2);
         let (_, reopened) = SqliteStore::open(&imported).unwrap();
         assert_eq!(reopened.image, b.image());
+        let owner = &reopened.image.resources[&ResourceId::new(5)]
+            .lease()
+            .unwrap()
+            .meta
+            .owner;
+        assert_eq!(owner.as_deref(), Some("alice"), "the export carries owners");
+        assert_eq!(
+            exported["tables"]["resources"][4]["lock_owner"],
+            json!("alice")
+        );
 
         let mut bad = exported.clone();
         bad["schema_version"] = json!(99);
