@@ -9,7 +9,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde_json::{Map, Value, json};
 
 use super::dto::ResourceView;
-use crate::domain::{Criteria, DomainError, ReservationStatus, TokenUse};
+use crate::domain::{Criteria, DomainError, Owning, ReservationStatus, TokenUse};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -600,6 +600,48 @@ fn domain_parts(e: &DomainError) -> Parts {
         )
         .with("max_pending", *max)
         .with("retry_after", *retry_after_secs),
+        DomainError::NotOwner { what } => {
+            let parts = Parts::new(
+                S::FORBIDDEN,
+                "not_owner",
+                format!(
+                    "{what} belongs to another caller: only its owner and admins may use it (an operator may force-unlock a lock)"
+                ),
+            );
+            match what {
+                Owning::Lock(id) => parts.with("resource_id", id.get()),
+                Owning::Reservation(id) => parts.with("reservation_id", id.to_string()),
+            }
+        }
+        DomainError::TooManyLocks {
+            held,
+            wanted,
+            max,
+            retry_after_secs,
+        } => Parts::new(
+            S::TOO_MANY_REQUESTS,
+            "too_many_locks",
+            format!(
+                "this key holds {held} locks and asks for {wanted} more, over its cap of {max} (max_locks in the auth config): unlock some first"
+            ),
+        )
+        .with("held", *held)
+        .with("max_locks", *max)
+        .with("retry_after", *retry_after_secs),
+        DomainError::TooManyReservations {
+            pending,
+            max,
+            retry_after_secs,
+        } => Parts::new(
+            S::TOO_MANY_REQUESTS,
+            "too_many_reservations",
+            format!(
+                "this key has {pending} reservations waiting, its cap is {max} (max_pending_reservations in the auth config): cancel one or wait"
+            ),
+        )
+        .with("pending", *pending)
+        .with("max_pending_reservations", *max)
+        .with("retry_after", *retry_after_secs),
         DomainError::BatchRefused(refusals) => {
             let errors: Vec<Value> = refusals
                 .iter()
@@ -646,9 +688,17 @@ impl ResponseError for ApiError {
             response.force_close();
         }
         match self {
-            ApiError::Domain(DomainError::QueueFull {
-                retry_after_secs, ..
-            }) => {
+            ApiError::Domain(
+                DomainError::QueueFull {
+                    retry_after_secs, ..
+                }
+                | DomainError::TooManyLocks {
+                    retry_after_secs, ..
+                }
+                | DomainError::TooManyReservations {
+                    retry_after_secs, ..
+                },
+            ) => {
                 response.insert_header((RETRY_AFTER, retry_after_secs.to_string()));
             }
             ApiError::Unavailable(_) => {

@@ -41,7 +41,7 @@ use super::dto::{ErrorBody, ReservationView};
 use super::endpoint;
 use super::error::ApiError;
 use super::params::Query;
-use crate::domain::{DomainError, Event, ReservationId, ReservationStatus, Timestamp};
+use crate::domain::{DomainError, Event, Principal, ReservationId, ReservationStatus, Timestamp};
 use crate::runtime::shutdown::Watch;
 use crate::runtime::{
     BrokerHandle, Committed, Gap, Publisher, ReservationSnapshot, Shutdown, Subscription,
@@ -695,9 +695,12 @@ async fn run_reservation_socket(
     // Subscribed in the handler, so nothing is missed from here on.
     let _watch = shutdown.watch();
     let mut last = first.reservation.status;
-    if send(&mut session, &reservation_message(&first))
-        .await
-        .is_err()
+    if send(
+        &mut session,
+        &reservation_message(&first, broker.principal()),
+    )
+    .await
+    .is_err()
     {
         return;
     }
@@ -782,7 +785,7 @@ fn read(broker: &BrokerHandle, id: ReservationId, last: &mut ReservationStatus) 
         Ok(snapshot) if snapshot.reservation.status == *last => Read::Unchanged,
         Ok(snapshot) => {
             *last = snapshot.reservation.status;
-            Read::Changed(reservation_message(&snapshot))
+            Read::Changed(reservation_message(&snapshot, broker.principal()))
         }
         Err(DomainError::ReservationEnded { reason, at, .. }) => {
             Read::Ended(SocketMessage::ended(id, reason, at))
@@ -791,9 +794,9 @@ fn read(broker: &BrokerHandle, id: ReservationId, last: &mut ReservationStatus) 
     }
 }
 
-fn reservation_message(snapshot: &ReservationSnapshot) -> SocketMessage {
+fn reservation_message(snapshot: &ReservationSnapshot, viewer: &Principal) -> SocketMessage {
     SocketMessage::Reservation {
-        reservation: Box::new(ReservationView::from(snapshot)),
+        reservation: Box::new(ReservationView::shown_to(snapshot, viewer)),
     }
 }
 

@@ -53,8 +53,8 @@ use tracing_actix_web::RootSpanBuilder;
 use super::broker::Registered;
 use super::error::{ApiError, ErrorCode};
 use crate::audit::{self, AuditLog};
-use crate::auth::{Auth, AuthError, Caller, Role, actix_glue, rules};
-use crate::domain::Timestamp;
+use crate::auth::{Auth, AuthError, Caller, Role, Via, actix_glue, rules};
+use crate::domain::{OwnerCaps, Principal, Timestamp};
 use crate::runtime::{Actor, BrokerHandle, Cause, RequestScope};
 
 /// The request and response header carrying the request id.
@@ -155,7 +155,10 @@ pub async fn envelope(
         },
         _ => Actor::Anonymous,
     };
-    let scope = Arc::new(RequestScope::new(cause(&req, id.as_ref(), actor)));
+    let principal = gate
+        .as_ref()
+        .map_or_else(|_| Principal::anyone(), principal);
+    let scope = Arc::new(RequestScope::new(cause(&req, id.as_ref(), actor)).acting_for(principal));
     req.extensions_mut().insert(scope.clone());
     let mut response = match gate {
         Err(refusal) => req.error_response(refusal),
@@ -314,6 +317,23 @@ pub fn operation(method: &Method, pattern: Option<&str>) -> &'static str {
     pattern
         .and_then(|p| rules::find(method.as_str(), p))
         .map_or("request", |rule| rule.operation)
+}
+
+/// Who the broker calls of `caller` act for: with auth off everyone may do everything
+/// and owns nothing (1.0); with auth on, a key or JWT owns what it makes, admins
+/// override ownership, and the key's caps apply.
+fn principal(caller: &Caller) -> Principal {
+    if caller.via == Via::Open {
+        return Principal::anyone();
+    }
+    Principal {
+        name: caller.is_authenticated().then(|| caller.name.clone()),
+        overrides: caller.role == Role::Admin,
+        caps: OwnerCaps {
+            max_locks: caller.caps.max_locks,
+            max_pending: caller.caps.max_pending_reservations,
+        },
+    }
 }
 
 /// Who is asking, for the changes the request makes: the caller the gate admitted

@@ -731,6 +731,8 @@ impl Body {
             meta: LockMeta {
                 holder: self.text("holder", MAX_HOLDER_CHARS)?,
                 note: self.text("note", MAX_NOTE_CHARS)?,
+                // The broker sets it from the caller: a request cannot name an owner.
+                owner: None,
             },
         })
     }

@@ -13,11 +13,14 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::stream::Cause;
+use crate::domain::Principal;
 
 /// See the [module documentation](self).
 #[derive(Debug)]
 pub struct RequestScope {
     cause: Arc<Cause>,
+    /// Who the request's broker calls act for (ownership, caps).
+    principal: Principal,
     /// The newest change this request could have seen (0: none).
     seen: AtomicU64,
     /// Whether the request made a change of its own (not just the system's expiries
@@ -41,6 +44,7 @@ impl RequestScope {
     pub fn new(cause: Arc<Cause>) -> Self {
         RequestScope {
             cause,
+            principal: Principal::anyone(),
             seen: AtomicU64::new(0),
             changed: AtomicBool::new(false),
             idempotency: Mutex::new(Remember::Off),
@@ -49,6 +53,17 @@ impl RequestScope {
 
     pub fn cause(&self) -> &Arc<Cause> {
         &self.cause
+    }
+
+    /// The scope acting for `principal` (by default, [`Principal::anyone`]).
+    #[must_use]
+    pub fn acting_for(mut self, principal: Principal) -> Self {
+        self.principal = principal;
+        self
+    }
+
+    pub fn principal(&self) -> &Principal {
+        &self.principal
     }
 
     /// The newest change this request could have seen: its answer waits for that one's

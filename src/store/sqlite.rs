@@ -33,7 +33,11 @@ const APPLICATION_ID: i64 = 0x5242_4f54;
 
 /// The schema, one migration per version: `MIGRATIONS[n]` takes version `n` to `n + 1`.
 /// Never edit a released migration; add the next one.
-const MIGRATIONS: &[&str] = &[include_str!("schema/v1.sql"), include_str!("schema/v2.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("schema/v1.sql"),
+    include_str!("schema/v2.sql"),
+    include_str!("schema/v3.sql"),
+];
 
 /// The newest schema version this build reads and writes.
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
@@ -406,8 +410,8 @@ fn read(conn: &Connection) -> anyhow::Result<Loaded> {
         });
     }
     let mut stmt = conn.prepare(
-        "SELECT resource, name, fencing, acquired_at, expired_at, reservation, holder, note \
-         FROM expired_locks ORDER BY ord",
+        "SELECT resource, name, fencing, acquired_at, expired_at, reservation, holder, note, \
+         owner FROM expired_locks ORDER BY ord",
     )?;
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
@@ -424,6 +428,7 @@ fn read(conn: &Connection) -> anyhow::Result<Loaded> {
             meta: LockMeta {
                 holder: row.get(6)?,
                 note: row.get(7)?,
+                owner: row.get::<_, Option<String>>(8)?.map(Arc::from),
             },
         });
     }
@@ -489,7 +494,7 @@ fn update_state(
 const RESOURCE_COLUMNS: &str = "id, name, description, endpoint, tags, max_lock_secs, origin, \
     retiring, lock_token, lock_fencing, lock_acquired_at, lock_expires_at, lock_reservation, \
     lock_holder, lock_note, released, released_at, released_reason, maint_reason, maint_from, \
-    maint_until, maint_active";
+    maint_until, maint_active, lock_owner";
 
 fn upsert_resource(conn: &Connection, r: &Resource) -> anyhow::Result<()> {
     let lease = r.lease();
@@ -508,7 +513,7 @@ fn upsert_resource(conn: &Connection, r: &Resource) -> anyhow::Result<()> {
     conn.prepare_cached(&format!(
         "INSERT OR REPLACE INTO resources ({RESOURCE_COLUMNS}) VALUES \
          (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
-          ?19, ?20, ?21, ?22)"
+          ?19, ?20, ?21, ?22, ?23)"
     ))?
     .execute(params![
         r.id.get(),
@@ -536,6 +541,7 @@ fn upsert_resource(conn: &Connection, r: &Resource) -> anyhow::Result<()> {
         m.map(|m| millis(m.from)),
         m.and_then(|m| m.until).map(millis),
         m.map(|m| m.active),
+        lease.and_then(|l| l.meta.owner.as_deref()),
     ])?;
     Ok(())
 }
@@ -570,6 +576,7 @@ fn resource_from_row(row: &Row<'_>) -> rusqlite::Result<Resource> {
             meta: LockMeta {
                 holder: row.get(13)?,
                 note: row.get(14)?,
+                owner: row.get::<_, Option<String>>(22)?.map(Arc::from),
             },
         }),
         None => LockState::Free(match row.get::<_, Option<String>>(15)?.as_deref() {
@@ -610,7 +617,7 @@ fn resource_from_row(row: &Row<'_>) -> rusqlite::Result<Resource> {
 
 const RESERVATION_COLUMNS: &str = "id, seq, groups, priority, ttl_secs, max_wait_secs, \
     auto_claim, holder, note, created_at, expires_at, status, fulfilled_at, claim_expires_at, \
-    claimed_at, allocations, next_aging";
+    claimed_at, allocations, next_aging, owner";
 
 fn upsert_reservation(conn: &Connection, stored: &StoredReservation) -> anyhow::Result<()> {
     let r = &stored.reservation;
@@ -630,7 +637,7 @@ fn upsert_reservation(conn: &Connection, stored: &StoredReservation) -> anyhow::
         .collect();
     conn.prepare_cached(&format!(
         "INSERT OR REPLACE INTO reservations ({RESERVATION_COLUMNS}) VALUES \
-         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
     ))?
     .execute(params![
         r.id.to_string(),
@@ -650,6 +657,7 @@ fn upsert_reservation(conn: &Connection, stored: &StoredReservation) -> anyhow::
         r.claimed_at.map(millis),
         Value::Array(allocations).to_string(),
         stored.next_aging.map(millis),
+        r.request.meta.owner.as_deref(),
     ])?;
     Ok(())
 }
@@ -716,6 +724,7 @@ fn reservation_from_row(row: &Row<'_>) -> anyhow::Result<StoredReservation> {
                 meta: LockMeta {
                     holder: row.get(7)?,
                     note: row.get(8)?,
+                    owner: row.get::<_, Option<String>>(17)?.map(Arc::from),
                 },
             },
             seq: row.get::<_, i64>(1)? as u64,
@@ -740,8 +749,8 @@ fn insert_ended(conn: &Connection, e: &EndedReservation) -> anyhow::Result<()> {
 fn insert_expired(conn: &Connection, x: &ExpiredLock) -> anyhow::Result<()> {
     conn.prepare_cached(
         "INSERT INTO expired_locks \
-         (resource, name, fencing, acquired_at, expired_at, reservation, holder, note) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+         (resource, name, fencing, acquired_at, expired_at, reservation, holder, note, owner) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
         x.resource.get(),
@@ -752,6 +761,7 @@ fn insert_expired(conn: &Connection, x: &ExpiredLock) -> anyhow::Result<()> {
         x.reservation.map(|r| r.to_string()),
         x.meta.holder,
         x.meta.note,
+        x.meta.owner.as_deref(),
     ])?;
     Ok(())
 }
@@ -1087,6 +1097,7 @@ mod tests {
         let meta = LockMeta {
             holder: Some("ci/job/7".into()),
             note: Some("flash".into()),
+            owner: Some("alice".into()),
         };
         b.lock(
             ResourceId::new(2),
@@ -1113,7 +1124,10 @@ mod tests {
             ttl: Ttl::from_secs(60).unwrap(),
             max_wait: Ttl::from_secs(900).unwrap(),
             auto_claim: false,
-            meta: LockMeta::default(),
+            meta: LockMeta {
+                owner: Some("bob".into()),
+                ..LockMeta::default()
+            },
         };
         b.reserve(request, at(3)).unwrap();
         changes.push(change(&mut b, 3));
@@ -1227,6 +1241,35 @@ mod tests {
     }
 
     #[test]
+    fn a_version_1_file_is_migrated_and_its_locks_belong_to_nobody() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO resources (id, name, description, endpoint, tags, max_lock_secs, \
+             origin, retiring, lock_token, lock_fencing, lock_acquired_at, lock_expires_at, \
+             lock_holder) VALUES (1, 'b1', '', '', '[]', 600, 'descriptor', 0, \
+             '6f1c2d3e-4a5b-4c6d-8e9f-0a1b2c3d4e5f', 1, 0, 600000, 'ci')",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        let (_, loaded) = SqliteStore::open(&path).unwrap();
+        let lease = loaded.image.resources[&ResourceId::new(1)]
+            .lease()
+            .unwrap()
+            .clone();
+        assert_eq!(lease.meta.holder.as_deref(), Some("ci"));
+        assert_eq!(lease.meta.owner, None, "made before ownership existed");
+        let conn = Connection::open(&path).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
+    }
+
+    #[test]
     fn another_programs_database_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("other.db");
@@ -1246,6 +1289,9 @@ mod tests {
         let mut b = recording_broker();
         let first = change(&mut b, 1);
         b.lock(ResourceId::new(4), ttl(60), at(1)).unwrap();
+        let alice = crate::domain::Principal::named("alice");
+        b.lock_as(ResourceId::new(5), ttl(60), &alice, at(1))
+            .unwrap();
         let second = change(&mut b, 2);
         commit(&mut store, &[first, second], &[]);
 
@@ -1264,6 +1310,16 @@ mod tests {
         assert_eq!(loaded.seq, 2);
         let (_, reopened) = SqliteStore::open(&imported).unwrap();
         assert_eq!(reopened.image, b.image());
+        let owner = &reopened.image.resources[&ResourceId::new(5)]
+            .lease()
+            .unwrap()
+            .meta
+            .owner;
+        assert_eq!(owner.as_deref(), Some("alice"), "the export carries owners");
+        assert_eq!(
+            exported["tables"]["resources"][4]["lock_owner"],
+            json!("alice")
+        );
 
         let mut bad = exported.clone();
         bad["schema_version"] = json!(99);
@@ -1351,30 +1407,38 @@ mod tests {
     }
 
     #[test]
-    fn a_version_1_file_migrates_to_version_2_keeping_its_state() {
+    fn a_version_1_file_migrates_to_the_current_schema_keeping_its_state() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
-        // A file as the previous release left it: schema 1, one resource locked.
+        // A file as the first release left it: schema 1, one resource locked, written
+        // with that schema's columns only.
         {
             let conn = Connection::open(&path).unwrap();
             conn.execute_batch(MIGRATIONS[0]).unwrap();
             conn.pragma_update(None, "application_id", APPLICATION_ID)
                 .unwrap();
             conn.pragma_update(None, "user_version", 1).unwrap();
-            let mut b = recording_broker();
-            b.lock(ResourceId::new(3), ttl(600), at(1)).unwrap();
-            let image = b.image();
-            for resource in image.resources.values() {
-                upsert_resource(&conn, resource).unwrap();
-            }
-            update_state(&conn, 1, 7, image.counters).unwrap();
+            conn.execute(
+                "INSERT INTO resources (id, name, description, endpoint, tags, max_lock_secs, \
+                 origin, retiring, lock_token, lock_fencing, lock_acquired_at, lock_expires_at) \
+                 VALUES (3, 'board-3', '', '', '[]', 600, 'descriptor', 0, \
+                 '6f1c2d3e-4a5b-4c6d-8e9f-0a1b2c3d4e5f', 1, 0, 600000)",
+                [],
+            )
+            .unwrap();
+            update_state(&conn, 1, 7, recording_broker().image().counters).unwrap();
         }
         let (mut store, loaded) = SqliteStore::open(&path).unwrap();
         assert_eq!(loaded.seq, 1);
-        assert_eq!(loaded.image.resources.len(), 5);
+        assert_eq!(loaded.image.resources.len(), 1);
+        assert!(
+            loaded.image.resources[&ResourceId::new(3)]
+                .lease()
+                .is_some()
+        );
         assert!(loaded.audit.is_empty());
         let conn = Connection::open(&path).unwrap();
-        assert_eq!(user_version(&conn).unwrap(), 2);
+        assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
         drop(conn);
         // And the new table takes rows.
         let mut b = recording_broker();

@@ -23,6 +23,7 @@ mod maintenance;
 mod methods;
 mod middleware;
 mod origin;
+mod ownership;
 mod queries;
 mod reservations;
 mod resources;
