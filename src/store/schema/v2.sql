@@ -3,8 +3,12 @@
 
 -- One row per committed event (written in the transaction of its change) and per
 -- refused request; the latest --audit-retention rows are kept, oldest first by `ord`.
+-- Queries are answered from memory (the rows are read back at start), so no index but
+-- the key, and no AUTOINCREMENT: each costs every commit a page write. Rows are only
+-- deleted from the low end and never all (the retention is at least 1), so a new
+-- `ord` is always above every one before it.
 CREATE TABLE audit (
-    ord            INTEGER PRIMARY KEY AUTOINCREMENT,
+    ord            INTEGER PRIMARY KEY,
     at             INTEGER NOT NULL,
     event_type     TEXT    NOT NULL,         -- the event's type, or the refused operation
     resource_id    INTEGER,
@@ -17,4 +21,3 @@ CREATE TABLE audit (
     success        INTEGER NOT NULL,
     details        TEXT    NOT NULL          -- JSON object
 );
-CREATE INDEX audit_at ON audit (at);
