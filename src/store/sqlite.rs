@@ -1240,11 +1240,10 @@ mod tests {
         assert!(err.contains("written by a newer rentabot"), "{err}");
     }
 
-    #[test]
-    fn a_version_1_file_is_migrated_and_its_locks_belong_to_nobody() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.db");
-        let conn = Connection::open(&path).unwrap();
+    /// A file as the first release left it, with that schema's columns only: change 1
+    /// committed, resource 1 locked by `ci`.
+    fn write_version_1_file(path: &Path) {
+        let conn = Connection::open(path).unwrap();
         conn.execute_batch(MIGRATIONS[0]).unwrap();
         conn.pragma_update(None, "application_id", APPLICATION_ID)
             .unwrap();
@@ -1257,7 +1256,14 @@ mod tests {
             [],
         )
         .unwrap();
-        drop(conn);
+        update_state(&conn, 1, 7, recording_broker().image().counters).unwrap();
+    }
+
+    #[test]
+    fn a_version_1_file_is_migrated_and_its_locks_belong_to_nobody() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        write_version_1_file(&path);
         let (_, loaded) = SqliteStore::open(&path).unwrap();
         let lease = loaded.image.resources[&ResourceId::new(1)]
             .lease()
@@ -1410,29 +1416,12 @@ mod tests {
     fn a_version_1_file_migrates_to_the_current_schema_keeping_its_state() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
-        // A file as the first release left it: schema 1, one resource locked, written
-        // with that schema's columns only.
-        {
-            let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(MIGRATIONS[0]).unwrap();
-            conn.pragma_update(None, "application_id", APPLICATION_ID)
-                .unwrap();
-            conn.pragma_update(None, "user_version", 1).unwrap();
-            conn.execute(
-                "INSERT INTO resources (id, name, description, endpoint, tags, max_lock_secs, \
-                 origin, retiring, lock_token, lock_fencing, lock_acquired_at, lock_expires_at) \
-                 VALUES (3, 'board-3', '', '', '[]', 600, 'descriptor', 0, \
-                 '6f1c2d3e-4a5b-4c6d-8e9f-0a1b2c3d4e5f', 1, 0, 600000)",
-                [],
-            )
-            .unwrap();
-            update_state(&conn, 1, 7, recording_broker().image().counters).unwrap();
-        }
+        write_version_1_file(&path);
         let (mut store, loaded) = SqliteStore::open(&path).unwrap();
         assert_eq!(loaded.seq, 1);
         assert_eq!(loaded.image.resources.len(), 1);
         assert!(
-            loaded.image.resources[&ResourceId::new(3)]
+            loaded.image.resources[&ResourceId::new(1)]
                 .lease()
                 .is_some()
         );

@@ -56,6 +56,13 @@ async fn app_with(config: &str) -> (TestApp, tempfile::TempDir, PathBuf) {
     (app, dir, path)
 }
 
+/// A request to `path` carrying `key` as `X-API-Key`.
+fn with_key(app: &TestApp, method: Method, path: &str, key: &str) -> reqwest::RequestBuilder {
+    app.client
+        .request(method, app.url(path))
+        .header("X-API-Key", key)
+}
+
 fn key_of(role: Role) -> &'static str {
     match role {
         Role::Admin => ADMIN,
@@ -210,11 +217,12 @@ async fn a_missing_or_unknown_key_is_401_with_a_challenge_and_the_probes_stay_op
 async fn a_role_below_the_route_is_403_naming_both_roles() {
     let (app, _dir, _) = app_with(&config()).await;
     let reply = app
-        .send(
-            app.client
-                .post(app.url("/api/v1/resources/1/lock"))
-                .header("X-API-Key", READONLY),
-        )
+        .send(with_key(
+            &app,
+            Method::POST,
+            "/api/v1/resources/1/lock",
+            READONLY,
+        ))
         .await;
     let body = reply.expect_json(403);
     assert_eq!(body["code"], "forbidden");
@@ -222,11 +230,7 @@ async fn a_role_below_the_route_is_403_naming_both_roles() {
     assert_eq!(body["required_role"], "user");
     // Nothing happened.
     let resource = app
-        .send(
-            app.client
-                .get(app.url("/api/v1/resources/1"))
-                .header("X-API-Key", READONLY),
-        )
+        .send(with_key(&app, Method::GET, "/api/v1/resources/1", READONLY))
         .await;
     assert_eq!(resource.expect_json(200)["resource"]["lock-token"], "");
 }
@@ -253,13 +257,9 @@ api_keys:
     assert_eq!(body["class"], "write");
     assert_eq!(reply.header("retry-after"), "1");
     // Reads have a bucket of their own.
-    app.send(
-        app.client
-            .get(app.url("/api/v1/resources"))
-            .header("X-API-Key", USER),
-    )
-    .await
-    .expect_json(200);
+    app.send(with_key(&app, Method::GET, "/api/v1/resources", USER))
+        .await
+        .expect_json(200);
     // The service's clock, not the wall clock, refills the bucket.
     app.advance(Duration::from_secs(1));
     app.send(lock(3)).await.expect_json(200);
@@ -271,11 +271,12 @@ api_keys:
 async fn a_reload_rotates_and_revokes_keys_and_held_locks_survive() {
     let (app, _dir, path) = app_with(&config()).await;
     let held = app
-        .send(
-            app.client
-                .post(app.url("/api/v1/resources/2/lock"))
-                .header("X-API-Key", USER),
-        )
+        .send(with_key(
+            &app,
+            Method::POST,
+            "/api/v1/resources/2/lock",
+            USER,
+        ))
         .await
         .expect_json(200);
     let rotated = "user-key-rotated-0123456789";
@@ -292,19 +293,11 @@ async fn a_reload_rotates_and_revokes_keys_and_held_locks_survive() {
 
     // Only an admin may reload.
     let reply = app
-        .send(
-            app.client
-                .post(app.url("/api/v1/admin/reload"))
-                .header("X-API-Key", USER),
-        )
+        .send(with_key(&app, Method::POST, "/api/v1/admin/reload", USER))
         .await;
     assert_eq!(reply.expect_json(403)["code"], "forbidden");
     let reply = app
-        .send(
-            app.client
-                .post(app.url("/api/v1/admin/reload"))
-                .header("X-API-Key", ADMIN),
-        )
+        .send(with_key(&app, Method::POST, "/api/v1/admin/reload", ADMIN))
         .await;
     let body = reply.expect_json(200);
     assert_eq!(body["auth"]["removed"], json!(["Dashboard"]), "{body}");
@@ -317,20 +310,14 @@ async fn a_reload_rotates_and_revokes_keys_and_held_locks_survive() {
 
     for (key, status) in [(USER, 401), (READONLY, 401), (rotated, 200)] {
         let reply = app
-            .send(
-                app.client
-                    .get(app.url("/api/v1/resources/2"))
-                    .header("X-API-Key", key),
-            )
+            .send(with_key(&app, Method::GET, "/api/v1/resources/2", key))
             .await;
         assert_eq!(reply.status.as_u16(), status, "{key}: {}", reply.text);
     }
     // The lock taken with the old key is intact, and its token still unlocks.
     let token = held["lock-token"].as_str().unwrap();
     app.send(
-        app.client
-            .post(app.url("/api/v1/resources/2/unlock"))
-            .header("X-API-Key", rotated)
+        with_key(&app, Method::POST, "/api/v1/resources/2/unlock", rotated)
             .header("X-Lock-Token", token),
     )
     .await
@@ -339,20 +326,12 @@ async fn a_reload_rotates_and_revokes_keys_and_held_locks_survive() {
     // An unusable file changes nothing.
     std::fs::write(&path, "api_keys: [{name: x, key: short, role: user}]\n").unwrap();
     let reply = app
-        .send(
-            app.client
-                .post(app.url("/api/v1/admin/reload"))
-                .header("X-API-Key", ADMIN),
-        )
+        .send(with_key(&app, Method::POST, "/api/v1/admin/reload", ADMIN))
         .await;
     assert_eq!(reply.expect_json(400)["code"], "invalid_auth_config");
-    app.send(
-        app.client
-            .get(app.url("/api/v1/resources"))
-            .header("X-API-Key", rotated),
-    )
-    .await
-    .expect_json(200);
+    app.send(with_key(&app, Method::GET, "/api/v1/resources", rotated))
+        .await
+        .expect_json(200);
 }
 
 fn jwt(app: &TestApp, claims: serde_json::Value, secret: &str) -> String {
@@ -488,27 +467,25 @@ async fn the_openapi_document_describes_the_gate() {
 #[tokio::test]
 async fn the_audit_log_names_the_caller_and_is_for_admins() {
     let (app, _dir, _) = app_with(&config()).await;
-    app.send(
-        app.client
-            .post(app.url("/api/v1/resources/1/lock"))
-            .header("X-API-Key", USER),
-    )
+    app.send(with_key(
+        &app,
+        Method::POST,
+        "/api/v1/resources/1/lock",
+        USER,
+    ))
     .await
     .expect_json(200);
     let refused = app
-        .send(
-            app.client
-                .post(app.url("/api/v1/resources/2/force-unlock"))
-                .header("X-API-Key", USER),
-        )
+        .send(with_key(
+            &app,
+            Method::POST,
+            "/api/v1/resources/2/force-unlock",
+            USER,
+        ))
         .await;
     assert_eq!(refused.expect_json(403)["code"], "forbidden");
 
-    let read = |key: &'static str| {
-        app.client
-            .get(app.url("/api/v1/audit?actor=Jenkins"))
-            .header("X-API-Key", key)
-    };
+    let read = |key: &'static str| with_key(&app, Method::GET, "/api/v1/audit?actor=Jenkins", key);
     assert_eq!(
         app.send(read(OPERATOR)).await.expect_json(403)["code"],
         "forbidden"
