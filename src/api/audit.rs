@@ -33,12 +33,12 @@ impl IntoParams for AuditQuery {
             param(
                 "from",
                 "Entries at or after this time (RFC 3339, e.g. 2026-01-15T10:00:00Z)",
-                schema::non_empty(),
+                schema::timestamp(),
             ),
             param(
                 "to",
                 "Entries before this time (RFC 3339)",
-                schema::non_empty(),
+                schema::timestamp(),
             ),
             param(
                 "actor",
@@ -154,13 +154,19 @@ fn audit_query(query: &Query) -> Result<audit::Query, ApiError> {
         query
             .get(name)
             .map(|raw| {
-                Timestamp::parse_rfc3339(raw).ok_or_else(|| {
-                    params::invalid_parameter(
-                        name,
-                        raw,
-                        "an RFC 3339 time such as 2026-01-15T10:00:00Z",
-                    )
-                })
+                // Any valid time filters: one before 1970 is before every entry.
+                chrono::DateTime::parse_from_rfc3339(raw.trim())
+                    .ok()
+                    .map(|t| {
+                        Timestamp::from_millis(u64::try_from(t.timestamp_millis()).unwrap_or(0))
+                    })
+                    .ok_or_else(|| {
+                        params::invalid_parameter(
+                            name,
+                            raw,
+                            "an RFC 3339 time such as 2026-01-15T10:00:00Z",
+                        )
+                    })
             })
             .transpose()
     };

@@ -488,3 +488,23 @@ async fn a_change_reaches_the_audit_log_only_once_it_is_committed() {
     // Answered, so committed and published: recorded.
     assert_eq!(app.audit("type=locked").await["total"], 1);
 }
+
+/// Any valid RFC 3339 time filters, one before 1970 included (it is before every entry);
+/// only what is not a time is refused.
+#[tokio::test]
+async fn times_before_1970_filter_and_non_times_are_refused() {
+    let app = crate::helpers::spawn_app().await;
+    app.post("/api/v1/resources/1/lock").await;
+    let all = app
+        .get("/api/v1/audit?from=1900-01-01T00:00:00Z")
+        .await
+        .expect_json(200);
+    assert!(all["total"].as_u64().unwrap() >= 1, "{all}");
+    let none = app
+        .get("/api/v1/audit?to=1900-01-01T00:00:00%2B01:00")
+        .await
+        .expect_json(200);
+    assert_eq!(none["total"], 0, "{none}");
+    let refused = app.get("/api/v1/audit?from=0").await.expect_json(400);
+    assert_eq!(refused["parameter"], "from");
+}
