@@ -32,6 +32,11 @@
 //!   in-process server started with `--persist` on a SQLite file in a temporary
 //!   directory, interleaved with the others, with its ratio to in-memory by-id and the
 //!   store's commits (count, changes per commit, latency).
+//! - `--auth` (in-process only) adds `keyed`: the by-id cycle against a third in-process
+//!   server started with an `--auth-config` of 8 API keys (rate limits on, set far above
+//!   the load), every request carrying `X-API-Key`, with its ratio to by-id.
+//! - `--audit-log FILE` (in-process only): the servers also append their audit log to
+//!   FILE, so the runs include what the file's thread costs.
 //!
 //! `--clients` tasks each hold one keep-alive HTTP/1.1 connection (hyper's lean
 //! connection-level client) and run cycles back to back, for `--warmup` seconds
@@ -64,7 +69,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{CONTENT_TYPE, HOST};
 use hyper::{Method, Request, Uri};
 use hyper_util::rt::TokioIo;
-use rentabot::app::{self, Persist, Settings};
+use rentabot::app::{self, AuditSettings, Persist, Settings};
 use rentabot::domain::{Event, Policy, ResourceSpec};
 use rentabot::runtime::BATCH_BUCKETS;
 use rentabot::runtime::{BrokerHandle, SystemClock};
@@ -160,6 +165,14 @@ struct Args {
     /// (a file in a temporary directory, fsync on every commit as in production).
     #[arg(long, conflicts_with = "url")]
     durable: bool,
+
+    /// Also run `keyed`: by-id against a server with an auth config, sending a key.
+    #[arg(long, conflicts_with = "url")]
+    auth: bool,
+    /// In-process servers also append their audit log to this file (`--audit-log`), to
+    /// measure what the file costs; without it they keep the audit log in memory only.
+    #[arg(long, conflicts_with = "url")]
+    audit_log: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -223,8 +236,19 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         let dir = tempfile::tempdir().context("creating the durable server's directory")?;
         let url = format!("sqlite:///{}", dir.path().join("state.db").display());
         let persist = PersistUrl::parse(&url)?;
-        let (base, handle) = start_server(args, Persist::Url(persist))?;
+        let (base, handle) = start_server(args, Persist::Url(persist), None)?;
         println!("durable server at http://{base}, state in {url}");
+        Some((base, handle, dir))
+    } else {
+        None
+    };
+    // The server with an auth config, and the directory of that file.
+    let keyed = if args.auth {
+        let dir = tempfile::tempdir().context("creating the auth config's directory")?;
+        let path = dir.path().join("auth.yaml");
+        std::fs::write(&path, auth_config()).context("writing the auth config")?;
+        let (base, handle) = start_server(args, Persist::Nowhere, Some(path))?;
+        println!("keyed server at http://{base}, 8 API keys");
         Some((base, handle, dir))
     } else {
         None
@@ -250,9 +274,13 @@ fn run(args: &Args) -> anyhow::Result<bool> {
             durable: durable
                 .as_ref()
                 .map(|(base, handle, _)| (base.clone(), handle.clone())),
+            keyed: keyed.as_ref().map(|(base, _, _)| base.clone()),
         };
         if servers.durable.is_some() {
             loads.push(Load::Durable);
+        }
+        if servers.keyed.is_some() {
+            loads.push(Load::Keyed);
         }
         let mut ok = run_throughput(args, &servers, &loads).await?;
         if matches!(args.scenario, Scenario::Expiry | Scenario::All) {
@@ -320,6 +348,17 @@ async fn run_throughput(args: &Args, servers: &Servers, loads: &[Load]) -> anyho
             "durable / by-id cycles/s: {median:.3}, rounds {}  (target >= 0.50: {})",
             each.join(" "),
             verdict(median >= 0.50)
+        );
+    }
+    if let (Some(keyed), Some(memory)) = (rates.get(&Load::Keyed), rates.get(&Load::ById)) {
+        let mut ratios: Vec<f64> = keyed.iter().zip(memory).map(|(k, m)| k / m).collect();
+        ratios.sort_by(f64::total_cmp);
+        let median = percentile(&ratios, 0.5);
+        let each: Vec<String> = ratios.iter().map(|r| format!("{r:.3}")).collect();
+        println!(
+            "keyed / by-id cycles/s: {median:.3}, rounds {}  (target >= 0.90: {})",
+            each.join(" "),
+            verdict(median >= 0.90)
         );
     }
     if let (Some(before), Some((_, handle))) = (&commits_before, &servers.durable) {
@@ -406,11 +445,34 @@ async fn run_throughput(args: &Args, servers: &Servers, loads: &[Load]) -> anyho
 /// Starts the real service on its own thread, as `rentabot serve` would run it, and
 /// returns its base URL and broker handle. The thread lives until the process exits.
 fn start_in_process(args: &Args) -> anyhow::Result<(String, BrokerHandle)> {
-    start_server(args, Persist::Nowhere)
+    start_server(args, Persist::Nowhere, None)
 }
 
-/// [`start_in_process`], keeping state as `persist` says.
-fn start_server(args: &Args, persist: Persist) -> anyhow::Result<(String, BrokerHandle)> {
+/// The key `keyed` sends: one of 8 in the config, so the gate compares against all.
+const LOAD_KEY: &str = "load-tool-key-0123456789abcdef";
+
+/// The `keyed` server's auth config: 8 user keys, the load tool's last, and a rate
+/// limit far above what two cores can send (the limiter still runs).
+fn auth_config() -> String {
+    let mut config = String::from("api_keys:\n");
+    for i in 0..7 {
+        config.push_str(&format!(
+            "  - {{name: \"job {i}\", key: \"other-key-{i}-0123456789abcdef\", role: user}}\n"
+        ));
+    }
+    config.push_str(&format!(
+        "  - {{name: \"load\", key: \"{LOAD_KEY}\", role: user}}\n"
+    ));
+    config.push_str("rate_limit: {requests_per_second: 1000000, burst: 1000000}\n");
+    config
+}
+
+/// [`start_in_process`], keeping state as `persist` says, with the auth config at `auth`.
+fn start_server(
+    args: &Args,
+    persist: Persist,
+    auth: Option<std::path::PathBuf>,
+) -> anyhow::Result<(String, BrokerHandle)> {
     let settings = Settings {
         host: "127.0.0.1".to_owned(),
         port: 0,
@@ -418,6 +480,11 @@ fn start_server(args: &Args, persist: Persist) -> anyhow::Result<(String, Broker
         handle_signals: false,
         policy: Policy::default(),
         persist,
+        auth,
+        audit: AuditSettings {
+            file: args.audit_log.clone(),
+            ..AuditSettings::default()
+        },
         ..Settings::default()
     };
     let mut specs: Vec<ResourceSpec> = (1..=args.resources)
@@ -518,6 +585,8 @@ enum Load {
     ByTag,
     /// By-id against the durable server (`--durable`).
     Durable,
+    /// By-id against the server with auth, with a key (`--auth`).
+    Keyed,
 }
 
 impl Load {
@@ -527,6 +596,7 @@ impl Load {
             Load::ById => "by-id",
             Load::ByTag => "by-tag",
             Load::Durable => "durable",
+            Load::Keyed => "keyed",
         }
     }
 }
@@ -535,12 +605,13 @@ impl Load {
 struct Servers {
     memory: String,
     durable: Option<(String, BrokerHandle)>,
+    keyed: Option<String>,
 }
 
 impl Servers {
     fn base(&self, load: Load) -> &str {
-        match (load, &self.durable) {
-            (Load::Durable, Some((base, _))) => base,
+        match (load, &self.durable, &self.keyed) {
+            (Load::Durable, Some((base, _)), _) | (Load::Keyed, _, Some(base)) => base,
             _ => &self.memory,
         }
     }
@@ -585,6 +656,8 @@ struct Client {
     sender: SendRequest<Full<Bytes>>,
     /// `host:port`, for connecting and for the `Host` header.
     authority: String,
+    /// Sends [`LOAD_KEY`] as `X-API-Key` with every request.
+    keyed: bool,
 }
 
 impl Client {
@@ -599,6 +672,7 @@ impl Client {
         Ok(Client {
             sender,
             authority: authority.to_owned(),
+            keyed: false,
         })
     }
 
@@ -610,7 +684,7 @@ impl Client {
                     self.get_json::<HealthReply>("/health").await?;
                 }
             }
-            Load::ById | Load::Durable => {
+            Load::ById | Load::Durable | Load::Keyed => {
                 let path = format!("/api/v1/resources/{own_id}/lock");
                 let lock = self.lock(&path, CYCLE_TTL_BODY).await?;
                 self.unlock(own_id, &lock.lock_token).await?;
@@ -637,6 +711,9 @@ impl Client {
             .header(HOST, &self.authority);
         if !body.is_empty() {
             request = request.header(CONTENT_TYPE, "application/json");
+        }
+        if self.keyed {
+            request = request.header("x-api-key", LOAD_KEY);
         }
         let request = request.body(Full::new(Bytes::from_static(body.as_bytes())))?;
         self.sender.ready().await?;
@@ -755,6 +832,7 @@ async fn run_load(args: &Args, base: &str, load: Load, window: Window) -> anyhow
     let mut tasks = Vec::new();
     for i in 0..args.clients {
         let mut client = Client::connect(base).await?;
+        client.keyed = load == Load::Keyed;
         let base = base.to_owned();
         let tag = args.tag.clone();
         let budget = budget.clone();
@@ -780,7 +858,8 @@ async fn run_load(args: &Args, base: &str, load: Load, window: Window) -> anyhow
                         // The server may have closed the connection: reconnect, after
                         // a pause so that a dead server is not hammered.
                         tokio::time::sleep(ERROR_PAUSE).await;
-                        if let Ok(fresh) = Client::connect(&base).await {
+                        if let Ok(mut fresh) = Client::connect(&base).await {
+                            fresh.keyed = load == Load::Keyed;
                             client = fresh;
                         }
                     }

@@ -83,6 +83,7 @@ fn main() -> anyhow::Result<()> {
             records: &[],
             next_event: 1 + change.events.len() as u64,
             now,
+            answers: &[],
         })
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     drop(store);

@@ -16,12 +16,14 @@ use tokio_util::sync::CancellationToken;
 use tracing_actix_web::TracingLogger;
 
 use crate::api::middleware::{RequestSpan, envelope};
+use crate::audit::{self, AuditLog, FileSink};
+use crate::auth::Auth;
 use crate::cli::{ServeArgs, limits};
 use crate::config;
 use crate::domain::{Broker, Clock, Policy, ResourceSpec};
 use crate::runtime::{
-    BrokerHandle, Committer, DescriptorSource, IdempotencyRecord, InMemory, Ledger, OsEntropy,
-    Publisher, Shutdown, SystemClock, run_expiry_timer,
+    BrokerHandle, Cause, Committer, DescriptorSource, IdempotencyRecord, InMemory, Ledger,
+    OsEntropy, Publisher, RequestScope, Shutdown, SystemClock, run_expiry_timer,
 };
 use crate::store::writer::WriterContext;
 use crate::store::{self, Failpoint, Loaded, MemoryStore, PersistUrl};
@@ -61,6 +63,31 @@ pub struct Settings {
     pub connections: Connections,
     /// Where the state is kept (`--persist`).
     pub persist: Persist,
+    /// The auth config (`--auth-config`): `None` leaves the service open, as 1.0 was.
+    /// Read at start (an unusable file stops the start) and again on SIGHUP and
+    /// `POST /api/v1/admin/reload`.
+    pub auth: Option<PathBuf>,
+    /// The audit log's file and retention (`--audit-log`, `--audit-retention`).
+    pub audit: AuditSettings,
+}
+
+/// The audit log's settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditSettings {
+    /// Where JSON lines are appended (`--audit-log`); `None`: no file.
+    pub file: Option<PathBuf>,
+    /// Entries kept for `GET /api/v1/audit`: in memory, and in the store's table with
+    /// `--persist` (`--audit-retention`). The file is never trimmed.
+    pub retention: usize,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings {
+            file: None,
+            retention: audit::DEFAULT_RETENTION,
+        }
+    }
 }
 
 /// Where a service keeps its state.
@@ -90,6 +117,8 @@ impl Default for Settings {
             connections: Connections::default(),
             requests: api::RequestPolicy::default(),
             persist: Persist::Nowhere,
+            auth: None,
+            audit: AuditSettings::default(),
         }
     }
 }
@@ -123,6 +152,8 @@ pub struct App {
     handle: BrokerHandle,
     /// The writer thread, with `--persist`.
     store: Option<StoreThread>,
+    /// Closed last, so that the final commits' records reach the file.
+    audit: Arc<AuditLog>,
     /// The last change made while starting (restart expiries, the descriptor merge):
     /// the service is ready once it is committed.
     started_at_seq: u64,
@@ -169,6 +200,17 @@ struct StoreThread {
     stopping: Arc<AtomicBool>,
 }
 
+/// What [`start_broker`] built.
+struct Started {
+    handle: BrokerHandle,
+    /// Remembered `Idempotency-Key` answers the store kept.
+    records: Vec<IdempotencyRecord>,
+    store: Option<StoreThread>,
+    /// The last change made while starting.
+    started_at_seq: u64,
+    audit: Arc<AuditLog>,
+}
+
 /// Opens the store (with `--persist`) or starts empty, and builds the one broker of the
 /// service from what the store holds: restored, then brought to now (locks that ran out
 /// while the service was down expire, in deadline order, serving the queue), then the
@@ -178,16 +220,11 @@ fn start_broker(
     settings: &Settings,
     resources: Vec<ResourceSpec>,
     clock: Arc<dyn Clock>,
-) -> anyhow::Result<(
-    BrokerHandle,
-    Vec<IdempotencyRecord>,
-    Option<StoreThread>,
-    u64,
-)> {
-    let (backend, loaded): (Option<Box<dyn store::Backend>>, _) = match &settings.persist {
+) -> anyhow::Result<Started> {
+    let (backend, mut loaded): (Option<Box<dyn store::Backend>>, _) = match &settings.persist {
         Persist::Url(url) => {
-            let (backend, loaded) =
-                store::open(url).with_context(|| format!("opening the state store {url}"))?;
+            let (backend, loaded) = store::open(url, settings.audit.retention)
+                .with_context(|| format!("opening the state store {url}"))?;
             tracing::info!(
                 store = %url,
                 resources = loaded.image.resources.len(),
@@ -200,8 +237,23 @@ fn start_broker(
         Persist::Memory(store) => (Some(Box::new(store.clone())), store.loaded()),
         Persist::Nowhere => (None, Loaded::default()),
     };
+    let file = settings
+        .audit
+        .file
+        .as_deref()
+        .map(FileSink::open)
+        .transpose()?;
+    // Every committed change reaches the audit log through the publisher, in order.
+    let audit = Arc::new(AuditLog::new(
+        settings.audit.retention,
+        std::mem::take(&mut loaded.audit),
+        file,
+    ));
     let ledger = Arc::new(Ledger::new(loaded.seq));
-    let publisher = Arc::new(Publisher::new(loaded.next_event));
+    let publisher = Arc::new(Publisher::with_observer(
+        loaded.next_event,
+        Some(audit.clone()),
+    ));
     let (committer, store): (Arc<dyn Committer>, _) = match backend {
         None => (
             Arc::new(InMemory::new(ledger.clone(), publisher.clone())),
@@ -230,7 +282,17 @@ fn start_broker(
                 ended,
                 stopping,
             };
-            (Arc::new(writer), Some(store))
+            // Weak: the writer thread reaches the audit log through the publisher, and a
+            // strong sender there would keep its own channel open after every Writer
+            // is dropped.
+            let writer = Arc::new(writer);
+            let weak = Arc::downgrade(&writer);
+            audit.store_answers_with(move |entry| {
+                if let Some(writer) = weak.upgrade() {
+                    writer.store_answer(entry);
+                }
+            });
+            (writer, Some(store))
         }
     };
     let broker = Broker::restore(
@@ -243,7 +305,10 @@ fn start_broker(
         BrokerHandle::with_committer(broker, clock, committer, ledger, publisher, loaded.seq);
     handle.sweep();
     if !resources.is_empty() {
-        let report = handle.reload(resources);
+        // The descriptor merge is the service's own doing: `system` in the audit log.
+        let report = handle
+            .scoped(Arc::new(RequestScope::new(Cause::system())))
+            .reload(resources);
         if !matches!(settings.persist, Persist::Nowhere)
             && (!report.added.is_empty()
                 || !report.updated.is_empty()
@@ -260,7 +325,13 @@ fn start_broker(
         }
     }
     let started_at_seq = handle.last_seq();
-    Ok((handle, loaded.records, store, started_at_seq))
+    Ok(Started {
+        handle,
+        records: loaded.records,
+        store,
+        started_at_seq,
+        audit,
+    })
 }
 
 /// Opens the store (or starts in memory), builds the broker, binds the listener, starts
@@ -278,8 +349,23 @@ pub fn build(
     resources: Vec<ResourceSpec>,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<App> {
+    let auth = match &settings.auth {
+        Some(path) => Auth::load(path, clock.clone()).map_err(|e| anyhow::anyhow!("{e}"))?,
+        None => Auth::open(),
+    };
+    if auth.is_enabled() {
+        tracing::info!("{}", auth.describe());
+    } else {
+        tracing::warn!("{}", auth.describe());
+    }
     // One broker, built once, outside the per-worker factory: every worker shares it.
-    let (handle, records, store, started_at_seq) = start_broker(settings, resources, clock)?;
+    let Started {
+        handle,
+        records,
+        store,
+        started_at_seq,
+        audit,
+    } = start_broker(settings, resources, clock)?;
     let listener = TcpListener::bind((settings.host.as_str(), settings.port))
         .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;
     let port = listener.local_addr()?.port();
@@ -287,9 +373,11 @@ pub fn build(
     let data = api::broker::Registered::data(handle.clone());
     let source = DescriptorSource::new(settings.descriptor.clone());
     let descriptor = web::Data::new(source.clone());
+    let gate = web::Data::new(auth.clone());
     // Remembered `Idempotency-Key` responses: one table, shared by every worker, with
     // what the store kept.
     let idempotency = api::idempotency::IdempotencyStore::new(handle.clone(), records);
+    let audit_data = web::Data::from(audit.clone());
     let shutdown = Shutdown::new();
     let stopping = web::Data::new(shutdown.clone());
     let workers = settings
@@ -301,14 +389,16 @@ pub fn build(
         ActixApp::new()
             // The innermost wrap runs last: TracingLogger opens the request's span
             // (picking its id), then `envelope` checks the head and runs the route in it.
-            // Origin checks, HEAD, JSON for bodiless refusals, HTML security headers:
+            // Origin checks, HEAD, JSON for bodiless answers, HTML security headers:
             // on every route (see api/guard.rs).
             .wrap(api::guard::Guard::new(requests.allowed_origins.clone()))
             .wrap(from_fn(envelope))
             .wrap(TracingLogger::<RequestSpan>::new())
             .app_data(data.clone())
             .app_data(descriptor.clone())
+            .app_data(gate.clone())
             .app_data(idempotency.clone())
+            .app_data(audit_data.clone())
             .app_data(stopping.clone())
             .app_data(api::params::BodyTimeout(requests.body_timeout))
             .configure(api::configure)
@@ -340,7 +430,7 @@ pub fn build(
     let timer = tokio::spawn(run_expiry_timer(handle.clone(), cancel.clone()));
     let (reloader, terminator) = if settings.handle_signals {
         (
-            reload_on_hangup(&handle, source, &cancel)?,
+            reload_on_hangup(&handle, source, &auth, &cancel)?,
             Some(stop_on_signals(stopper.clone())?),
         )
     } else {
@@ -351,6 +441,7 @@ pub fn build(
         server,
         handle,
         store,
+        audit,
         started_at_seq,
         stopper,
         cancel,
@@ -423,10 +514,36 @@ impl StopSignals {
 fn reload_on_hangup(
     handle: &BrokerHandle,
     source: DescriptorSource,
+    auth: &Auth,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Option<JoinHandle<()>>> {
     use tokio::signal::unix::{SignalKind, signal};
     let hangups = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    // The auth config first, on a listener of its own: rotating a key must not wait
+    // for (or fail with) the descriptor.
+    if let Some(path) = auth.source().map(Path::to_owned) {
+        let mut auth_hangups =
+            signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+        let (auth, cancel) = (auth.clone(), cancel.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    got = auth_hangups.recv() => if got.is_none() { break },
+                }
+                let (auth, path) = (auth.clone(), path.clone());
+                match tokio::task::spawn_blocking(move || auth.reload(&path)).await {
+                    Ok(Ok(report)) => tracing::info!("SIGHUP: auth config reloaded: {report}"),
+                    Ok(Err(e)) => {
+                        tracing::warn!(
+                            "SIGHUP: the auth config was not reloaded, the one in force stays: {e}"
+                        );
+                    }
+                    Err(e) => tracing::error!(error.cause_chain = ?e, "auth reload failed"),
+                }
+            }
+        });
+    }
     Ok(Some(tokio::spawn(crate::runtime::run_reload_on_hangup(
         handle.clone(),
         source,
@@ -440,6 +557,7 @@ fn reload_on_hangup(
 fn reload_on_hangup(
     _handle: &BrokerHandle,
     _source: DescriptorSource,
+    _auth: &Auth,
     _cancel: &CancellationToken,
 ) -> anyhow::Result<Option<JoinHandle<()>>> {
     Ok(None)
@@ -484,6 +602,7 @@ impl App {
             server,
             handle,
             store,
+            audit,
             stopper,
             cancel,
             mut timer,
@@ -557,6 +676,10 @@ impl App {
                 tracing::error!("the store's writer panicked");
             }
         }
+        // The last commits are published: write their records, then stop the file.
+        tokio::task::spawn_blocking(move || audit.close())
+            .await
+            .unwrap_or_else(|_| tracing::error!("closing the audit log panicked"));
         tracing::info!("stopped");
         if let Some(e) = failed {
             return Err(e);
@@ -609,6 +732,11 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             keep_alive: Duration::from_secs(args.keep_alive),
         },
         persist: args.persist.clone().map_or(Persist::Nowhere, Persist::Url),
+        auth: args.auth_config.clone(),
+        audit: AuditSettings {
+            file: args.audit_log.clone(),
+            retention: args.audit_retention,
+        },
     };
     // The main runtime only runs the accept loop and the timer; actix runs its HTTP
     // workers on threads of its own.

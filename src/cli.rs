@@ -91,6 +91,23 @@ pub struct ServeArgs {
     #[arg(long, env = "RENTABOT_PERSIST", value_name = "URL", value_parser = parse_persist)]
     pub persist: Option<PersistUrl>,
 
+    /// Require API keys (or JWTs) as this YAML file says: keys, roles, rate limits. Read
+    /// again on SIGHUP and POST /api/v1/admin/reload. Without it the service is open to
+    /// anyone who can reach it, as Rent-A-Bot 1.0 was.
+    #[arg(long, env = "RENTABOT_AUTH_CONFIG", value_name = "FILE")]
+    pub auth_config: Option<PathBuf>,
+    /// Append the audit log to this file, one JSON object a line (created with mode
+    /// 0600). Never trimmed: rotate it with your log tooling.
+    #[arg(long, env = "RENTABOT_AUDIT_LOG", value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
+
+    /// Audit entries kept for GET /api/v1/audit: in memory, and in the store with
+    /// --persist (older ones are deleted as new ones come).
+    #[arg(long, env = "RENTABOT_AUDIT_RETENTION", value_name = "N",
+          default_value_t = crate::audit::DEFAULT_RETENTION,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000_000))]
+    pub audit_retention: usize,
+
     /// Log level: error, warn, info, debug, trace, off, or 1.0's warning and critical;
     /// or directives such as `rentabot=debug,actix_server=warn`. Anything else is refused.
     #[arg(long, env = "RENTABOT_LOG_LEVEL", default_value = "info")]
@@ -203,6 +220,32 @@ mod tests {
         assert_eq!(cli.serve.config, Some(PathBuf::from("x.yaml")));
         assert_eq!(cli.serve.port, 9000);
         assert_eq!(cli.serve.host, "127.0.0.1");
+    }
+
+    #[test]
+    fn the_audit_log_keeps_100_000_entries_and_no_file_unless_told() {
+        let cli = Cli::try_parse_from(["rentabot"]).unwrap();
+        assert_eq!(cli.serve.audit_log, None);
+        assert_eq!(cli.serve.audit_retention, 100_000);
+        let cli = Cli::try_parse_from([
+            "rentabot",
+            "--audit-log",
+            "/var/log/rentabot/audit.jsonl",
+            "--audit-retention",
+            "500",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.serve.audit_log,
+            Some(PathBuf::from("/var/log/rentabot/audit.jsonl"))
+        );
+        assert_eq!(cli.serve.audit_retention, 500);
+        for bad in ["0", "-1", "many"] {
+            assert!(
+                Cli::try_parse_from(["rentabot", "--audit-retention", bad]).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -9,19 +9,26 @@
 //! runtime/   BrokerHandle (the only owner of the broker mutex), the change stream
 //!            (numbered changes, Committer, Ledger, Publisher), clocks, entropy, the
 //!            expiry timer, descriptor reloads (API and SIGHUP).
+//! audit/     the audit log: records from committed changes and refused requests, the
+//!            bounded ring queries read, the JSON-lines file.
 //! store/     persistence: consumes the change stream (SQLite, group commit), restores.
 //! api/       thin actix-web handlers for the Rent-A-Bot 1.0 API and its extensions,
 //!            wire types, errors, the OpenAPI document, middleware.
 //! web/       the server-rendered HTML page.
+//! auth/      who may do what: the auth config, API keys, JWTs, roles, the rule of every
+//!            route, rate limits.
 //! app.rs     builds the service (shared by main and the tests) and runs it.
 //! cli.rs     command line; config.rs finds and reads the descriptor; telemetry.rs logs;
 //! tools.rs   backup, export, import of a state file.
 //! ```
 //!
-//! Imports point one way: `domain` <- `runtime` <- `store`, `api`/`web` <- `app`.
+//! Imports point one way: `domain` <- `runtime` <- `audit` <- `store`, `api`/`web`/`auth`
+//! <- `app`.
 
 pub mod api;
 pub mod app;
+pub mod audit;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod domain;

@@ -25,6 +25,8 @@ struct Service {
     /// Its log, line by line.
     log: Receiver<String>,
     base: String,
+    /// The log lines before it listened.
+    startup: Vec<String>,
 }
 
 impl Drop for Service {
@@ -71,8 +73,15 @@ impl Service {
             child,
             log,
             base: String::new(),
+            startup: Vec::new(),
         };
-        let line = service.wait_for_log("listening on http://");
+        let line = loop {
+            let line = service.wait_for_log("");
+            if line.contains("listening on http://") {
+                break line;
+            }
+            service.startup.push(line);
+        };
         let port: String = line
             .rsplit_once("127.0.0.1:")
             .expect("the address is logged")
@@ -210,6 +219,70 @@ async fn sighup_reloads_the_descriptor_and_a_bad_one_changes_nothing() {
     let refusal = service.wait_for_log("descriptor not reloaded");
     assert!(refusal.contains("lab.yaml"), "{refusal}");
     assert_eq!(service.names(&client).await, ["board-1", "board-2"]);
+}
+
+/// SIGHUP re-reads the auth config too: a rotated key works at once, the old one is
+/// refused, and a held lock survives. Without a config, the start log says the API is
+/// open.
+#[tokio::test]
+async fn sighup_rotates_api_keys_and_the_open_service_says_it_is_open() {
+    let (dir, descriptor) = one_board_lab();
+    let auth = dir.path().join("auth.yaml");
+    let config =
+        |key: &str| format!("api_keys:\n  - {{name: jenkins, key: \"{key}\", role: user}}\n");
+    let (old, new) = ("old-key-0123456789abcdef", "new-key-0123456789abcdef");
+    std::fs::write(&auth, config(old)).unwrap();
+    let service = Service::start_with(
+        &descriptor,
+        &[
+            "--log-level",
+            "info",
+            "--auth-config",
+            auth.to_str().unwrap(),
+        ],
+        &[("NO_COLOR", "1")],
+    );
+    let client = reqwest::Client::new();
+    let lock = |key: &'static str| {
+        client
+            .post(format!("{}/resources/1/lock", service.base))
+            .header("X-API-Key", key)
+            .send()
+    };
+    assert_eq!(lock(old).await.unwrap().status(), 200);
+
+    std::fs::write(&auth, config(new)).unwrap();
+    service.hang_up();
+    let report = service.wait_for_log("auth config reloaded");
+    assert!(report.contains("changed: jenkins"), "{report}");
+    assert!(!report.contains(new), "keys are never logged: {report}");
+    assert_eq!(lock(old).await.unwrap().status(), 401);
+    // The lock taken with the old key is still held.
+    assert_eq!(lock(new).await.unwrap().status(), 403, "already locked");
+
+    std::fs::write(&auth, "api_keys: []\nbogus: 1\n").unwrap();
+    service.hang_up();
+    let refusal = service.wait_for_log("auth config was not reloaded");
+    assert!(refusal.contains("auth.yaml"), "{refusal}");
+    assert_eq!(
+        lock(new).await.unwrap().status(),
+        403,
+        "the config in force stays"
+    );
+    let log = |s: &Service| s.startup.join("\n");
+    assert!(
+        log(&service).contains("auth is on: 1 API keys"),
+        "{}",
+        log(&service)
+    );
+    drop(service);
+
+    let open = Service::start_with(&descriptor, &["--log-level", "info"], &[("NO_COLOR", "1")]);
+    let warning = log(&open);
+    assert!(
+        warning.contains("WARN") && warning.contains("auth is off: every caller may do everything"),
+        "{warning}"
+    );
 }
 
 /// A one-board lab in a temporary directory.

@@ -43,7 +43,10 @@ fi
 
 PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 LOG=$(mktemp)
-"$BIN" --config descriptors/example.yaml --host 127.0.0.1 --port "$PORT" --log-level warn >"$LOG" 2>&1 &
+# With an auth config (tests/schemathesis/auth.yaml), so that 401s are checked too.
+KEY=schemathesis-admin-key-0123456789
+"$BIN" --config descriptors/example.yaml --auth-config tests/schemathesis/auth.yaml \
+    --host 127.0.0.1 --port "$PORT" --log-level warn >"$LOG" 2>&1 &
 SERVER=$!
 cleanup() {
     kill "$SERVER" 2>/dev/null || true
@@ -72,6 +75,7 @@ SCHEMATHESIS_HOOKS=tests/schemathesis/hooks.py timeout "$TIME_LIMIT" \
     "$VENV/bin/st" --config-file tests/schemathesis/schemathesis.toml \
     run "$URL/api/v1/openapi.json" \
     --checks all \
+    --header "X-API-Key: $KEY" \
     --exclude-checks positive_data_acceptance \
     --max-examples "$MAX_EXAMPLES" \
     --seed "$SEED" \

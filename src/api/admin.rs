@@ -26,6 +26,7 @@ use super::dto::{ErrorBody, ResourceEnvelope, ResourceView};
 use super::endpoint;
 use super::error::ApiError;
 use super::params::{self, Body, Fields, Known, Query};
+use crate::auth::{Auth, ReloadReport};
 use crate::domain::{Resource, ResourcePatch, ResourceSpec, Ttl, descriptor};
 use crate::runtime::BrokerHandle;
 use crate::runtime::reload::{self, DescriptorSource, ReloadError, Reloaded};
@@ -166,9 +167,33 @@ pub async fn delete_resource(
 pub async fn reload_descriptor(
     broker: Broker,
     source: Data<DescriptorSource>,
+    auth: Option<Data<Auth>>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     Query::strict(&req, &Known::none())?;
+    // The auth config first: a key rotation must not depend on the descriptor, and an
+    // unusable auth file changes nothing at all.
+    let auth_report = match auth
+        .as_ref()
+        .and_then(|a| Some((a, a.source()?.to_owned())))
+    {
+        Some((auth, path)) => {
+            let auth = auth.get_ref().clone();
+            let reloaded = web::block(move || auth.reload(&path))
+                .await
+                .map_err(|e| ApiError::Internal(format!("the auth reload did not finish: {e}")))?
+                .map_err(|e| {
+                    tracing::warn!("the auth config was not reloaded, the one in force stays: {e}");
+                    ApiError::bad_request(
+                        "invalid_auth_config",
+                        format!("the auth config cannot be used, nothing was changed: {e}"),
+                    )
+                })?;
+            tracing::info!("auth config reloaded: {reloaded}");
+            Some(AuthReloaded::from(reloaded))
+        }
+        None => None,
+    };
     let (handle, source) = (BrokerHandle::clone(&broker), source.get_ref().clone());
     // Reading the file is blocking IO: off the worker's event loop.
     let outcome = web::block(move || reload::reload(&handle, &source))
@@ -179,7 +204,19 @@ pub async fn reload_descriptor(
         })?;
     reload::log_outcome(&outcome);
     match outcome {
-        Ok(reloaded) => Ok(HttpResponse::Ok().json(ReloadResponse::from(reloaded))),
+        Ok(reloaded) => {
+            let mut response = ReloadResponse::from(reloaded);
+            response.auth = auth_report;
+            Ok(HttpResponse::Ok().json(response))
+        }
+        Err(ReloadError::NoDescriptor) if auth_report.is_some() => {
+            Ok(HttpResponse::Ok().json(ReloadResponse {
+                message: "Auth config reloaded",
+                descriptor: None,
+                auth: auth_report,
+                ..ReloadResponse::default()
+            }))
+        }
         Err(ReloadError::NoDescriptor) => Err(ApiError::NoDescriptor),
         Err(e @ ReloadError::Invalid { .. }) => {
             let (line, column, resource) = e.location();
@@ -354,12 +391,13 @@ pub struct DeletedResource {
 }
 
 /// `POST /api/v1/admin/reload`: what the reload did, by resource name.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Default, Serialize, ToSchema)]
 pub struct ReloadResponse {
-    /// Always "Descriptor reloaded".
+    /// "Descriptor reloaded"; "Auth config reloaded" when only the auth config was
+    /// (a service with `--auth-config` and no descriptor).
     pub message: &'static str,
-    /// The file read.
-    pub descriptor: String,
+    /// The descriptor read; `null` when there is none.
+    pub descriptor: Option<String>,
     /// New names, given the next ids.
     pub added: Vec<String>,
     /// Changed properties; or no longer retiring; or created through the API and now the
@@ -373,19 +411,48 @@ pub struct ReloadResponse {
     pub unchanged: usize,
     /// Loaded, but probably mistakes (unknown keys, space-separated tags).
     pub warnings: Vec<String>,
+    /// With `--auth-config`: the auth config, read again (key names, never keys).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthReloaded>,
+}
+
+/// What a reload changed in the auth config: key names only.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuthReloaded {
+    /// API keys configured now.
+    pub keys: usize,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Keys whose secret, role, rate or caps changed.
+    pub changed: Vec<String>,
+    /// Whether JWTs are accepted.
+    pub jwt: bool,
+}
+
+impl From<ReloadReport> for AuthReloaded {
+    fn from(r: ReloadReport) -> Self {
+        AuthReloaded {
+            keys: r.keys,
+            added: r.added,
+            removed: r.removed,
+            changed: r.changed,
+            jwt: r.jwt,
+        }
+    }
 }
 
 impl From<Reloaded> for ReloadResponse {
     fn from(r: Reloaded) -> Self {
         ReloadResponse {
             message: "Descriptor reloaded",
-            descriptor: r.path.display().to_string(),
+            descriptor: Some(r.path.display().to_string()),
             added: r.report.added,
             updated: r.report.updated,
             removed: r.report.removed,
             retiring: r.report.retiring,
             unchanged: r.report.unchanged,
             warnings: r.warnings,
+            auth: None,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! Resource keys are hyphenated (`lock-token`, `max-lock-duration`): a 1.0 quirk that
 //! clients depend on. Timestamps are RFC 3339 UTC strings or null.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web::Bytes;
@@ -11,8 +12,8 @@ use utoipa::ToSchema;
 
 use crate::domain::resource::RETIRING_REASON;
 use crate::domain::{
-    Criteria, ExpiredLock, GroupWait, LockState, Released, ReservationStatus, Resource,
-    ResourceSnapshot, Timestamp, WaitingFor,
+    Criteria, ExpiredLock, GroupWait, LockState, LockToken, Principal, Released, ReservationStatus,
+    Resource, ResourceSnapshot, Timestamp, WaitingFor,
 };
 use crate::runtime::{BrokerHandle, Grant, ReservationSnapshot};
 
@@ -79,6 +80,20 @@ pub struct ResourceView {
 /// What replaces the holder's token when a resource is shown to someone else.
 pub const REDACTED: &str = "<redacted>";
 
+/// What replaces a lock token shown, with auth on, to a caller who neither owns the lock
+/// nor is an admin: the resource reads as locked, with holder and expiry, but the token
+/// that would let the caller unlock it stays with its owner.
+pub const HIDDEN: &str = "<hidden>";
+
+/// `token` as `viewer` may see it: itself, or [`HIDDEN`].
+fn token_for(viewer: &Principal, owner: Option<&Arc<str>>, token: &LockToken) -> String {
+    if viewer.may_see_token_of(owner) {
+        token.reveal()
+    } else {
+        HIDDEN.to_owned()
+    }
+}
+
 impl ResourceView {
     /// The resource as of `now`; `expiry_warning` decides `expiring-soon`.
     pub fn new(r: &Resource, now: Timestamp, expiry_warning: Duration) -> Self {
@@ -87,9 +102,32 @@ impl ResourceView {
         view
     }
 
-    /// The resource as `broker` shows it at this moment.
+    /// The resource as of `now`, as `viewer` may see it: a lock that is not the
+    /// viewer's shows [`HIDDEN`] for its token (never with auth off).
+    pub fn shown_to(
+        r: &Resource,
+        now: Timestamp,
+        expiry_warning: Duration,
+        viewer: &Principal,
+    ) -> Self {
+        let mut view = ResourceView::new(r, now, expiry_warning);
+        // Only overwritten when hidden: the list pays nothing extra per visible lock.
+        if let Some(lease) = r.lease()
+            && !viewer.may_see_token_of(lease.meta.owner.as_ref())
+        {
+            view.lock_token = HIDDEN.to_owned();
+        }
+        view
+    }
+
+    /// The resource as `broker` shows it, at this moment, to the request's caller.
     pub fn current(r: &Resource, broker: &BrokerHandle) -> Self {
-        ResourceView::new(r, broker.now(), broker.policy().expiry_warning)
+        ResourceView::shown_to(
+            r,
+            broker.now(),
+            broker.policy().expiry_warning,
+            broker.principal(),
+        )
     }
 
     /// The view with the holder's token hidden, for refusals sent to a non-holder.
@@ -171,6 +209,8 @@ pub enum ResourceListBody {
 /// serialised body.
 pub struct ResourceListPieces {
     snapshot: ResourceSnapshot,
+    /// Whose tokens show (see [`ResourceView::shown_to`]).
+    viewer: Principal,
     cursor: usize,
     per_piece: usize,
     now: Timestamp,
@@ -180,15 +220,17 @@ pub struct ResourceListPieces {
 }
 
 impl ResourceListPieces {
-    /// Every resource of `snapshot` as of `now`.
+    /// Every resource of `snapshot` as of `now`, as `viewer` may see it.
     pub fn new(
         snapshot: ResourceSnapshot,
         now: Timestamp,
         expiry_warning: Duration,
+        viewer: Principal,
         per_piece: usize,
     ) -> Self {
         ResourceListPieces {
             snapshot,
+            viewer,
             cursor: 0,
             per_piece: per_piece.max(1),
             now,
@@ -223,7 +265,7 @@ impl Iterator for ResourceListPieces {
             if self.started || i > 0 {
                 out.push(b',');
             }
-            let view = ResourceView::new(r, self.now, self.expiry_warning);
+            let view = ResourceView::shown_to(r, self.now, self.expiry_warning, &self.viewer);
             serde_json::to_writer(&mut out, &view).expect("a view serialises");
         }
         self.started |= !page.is_empty();
@@ -544,8 +586,10 @@ impl From<&WaitingFor> for WaitingForView {
     }
 }
 
-impl From<&ReservationSnapshot> for ReservationView {
-    fn from(snapshot: &ReservationSnapshot) -> Self {
+impl ReservationView {
+    /// The reservation as `viewer` may see it: another's `lock_tokens` are [`HIDDEN`]
+    /// (never with auth off).
+    pub fn shown_to(snapshot: &ReservationSnapshot, viewer: &Principal) -> Self {
         let r = &snapshot.reservation;
         let request = &r.request;
         let groups = request
@@ -592,7 +636,11 @@ impl From<&ReservationSnapshot> for ReservationView {
             claim_expires_at: r.claim_expires_at.map(Timestamp::to_rfc3339),
             claimed_at: r.claimed_at.map(Timestamp::to_rfc3339),
             resource_ids: r.allocations.iter().map(|a| a.resource.get()).collect(),
-            lock_tokens: r.allocations.iter().map(|a| a.token.reveal()).collect(),
+            lock_tokens: r
+                .allocations
+                .iter()
+                .map(|a| token_for(viewer, request.meta.owner.as_ref(), &a.token))
+                .collect(),
             priority: request.priority.get(),
             auto_claim: request.auto_claim,
             holder: request.meta.holder.clone(),
@@ -682,13 +730,70 @@ mod tests {
         .unwrap();
 
         for per_piece in [1, 2, 3, 6, 7, 100] {
-            let pieces: Vec<Bytes> =
-                ResourceListPieces::new(broker.snapshot(), t0, warning, per_piece).collect();
+            let pieces: Vec<Bytes> = ResourceListPieces::new(
+                broker.snapshot(),
+                t0,
+                warning,
+                Principal::anyone(),
+                per_piece,
+            )
+            .collect();
             assert_eq!(pieces.concat(), whole, "{per_piece} per piece");
             assert_eq!(pieces.len(), 6 / per_piece + 1, "{per_piece} per piece");
         }
-        let empty: Vec<Bytes> =
-            ResourceListPieces::new(Broker::new([]).snapshot(), t0, warning, 4).collect();
+        let empty: Vec<Bytes> = ResourceListPieces::new(
+            Broker::new([]).snapshot(),
+            t0,
+            warning,
+            Principal::anyone(),
+            4,
+        )
+        .collect();
         assert_eq!(empty.concat(), br#"{"resources":[]}"#);
+    }
+
+    #[test]
+    fn another_callers_token_is_hidden_in_every_resource_view_and_shown_to_its_owner() {
+        let t0 = Timestamp::from_millis(1_768_471_200_000);
+        let mut broker = Broker::new((1..=3).map(|i| ResourceSpec::named(format!("b{i}"))));
+        let ttl = Ttl::from_secs(60).unwrap();
+        let alice = Principal::named("alice");
+        let bob = Principal::named("bob");
+        let grant = broker.lock_as(ResourceId::new(1), ttl, &alice, t0).unwrap();
+        broker.lock(ResourceId::new(2), ttl, t0).unwrap(); // unowned (auth was off)
+        let token = grant.token.reveal();
+        let warning = Duration::from_secs(300);
+        let shown = |viewer: &Principal| -> Vec<String> {
+            let list: Vec<Bytes> =
+                ResourceListPieces::new(broker.snapshot(), t0, warning, viewer.clone(), 2)
+                    .collect();
+            let list: serde_json::Value = serde_json::from_slice(&list.concat()).unwrap();
+            let from_list: Vec<String> = list["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["lock-token"].as_str().unwrap().to_owned())
+                .collect();
+            let one_by_one: Vec<String> = broker
+                .resources()
+                .map(|r| ResourceView::shown_to(r, t0, warning, viewer).lock_token)
+                .collect();
+            assert_eq!(from_list, one_by_one);
+            from_list
+        };
+        let unowned = broker
+            .resource(ResourceId::new(2))
+            .unwrap()
+            .lease()
+            .unwrap();
+        let unowned = unowned.token.reveal();
+        assert_eq!(shown(&alice), [token.as_str(), HIDDEN, ""]);
+        assert_eq!(shown(&bob), [HIDDEN, HIDDEN, ""]);
+        let admin = Principal {
+            overrides: true,
+            ..Principal::named("root")
+        };
+        assert_eq!(shown(&admin), [token.as_str(), unowned.as_str(), ""]);
+        assert_eq!(shown(&Principal::anyone()), [token, unowned, String::new()]);
     }
 }

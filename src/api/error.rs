@@ -9,7 +9,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde_json::{Map, Value, json};
 
 use super::dto::ResourceView;
-use crate::domain::{Criteria, DomainError, ReservationStatus, TokenUse};
+use crate::domain::{Criteria, DomainError, Owning, ReservationStatus, TokenUse};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -85,6 +85,11 @@ pub enum ApiError {
     /// same `Idempotency-Key` to learn its outcome.
     #[error(transparent)]
     Unavailable(#[from] crate::runtime::Unavailable),
+
+    /// 401, 403 or 429 from the auth gate (`api/middleware.rs`): no or a wrong
+    /// credential, a role below the route's, over the rate limit.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
 
     /// 500: the server failed (a task that did not finish). The detail is for the log
     /// (the caller logs it), never sent.
@@ -270,6 +275,14 @@ impl ApiError {
                     waited.as_secs()
                 ),
             ),
+            ApiError::Auth(e) => {
+                let status = S::from_u16(e.status()).unwrap_or(S::UNAUTHORIZED);
+                let mut parts = Parts::new(status, e.code(), e.to_string());
+                for (key, value) in e.context() {
+                    parts = parts.with(key, value);
+                }
+                parts
+            }
             ApiError::Internal(_) => Parts::new(
                 S::INTERNAL_SERVER_ERROR,
                 "internal_error",
@@ -587,6 +600,48 @@ fn domain_parts(e: &DomainError) -> Parts {
         )
         .with("max_pending", *max)
         .with("retry_after", *retry_after_secs),
+        DomainError::NotOwner { what } => {
+            let parts = Parts::new(
+                S::FORBIDDEN,
+                "not_owner",
+                format!(
+                    "{what} belongs to another caller: only its owner and admins may use it (an operator may force-unlock a lock)"
+                ),
+            );
+            match what {
+                Owning::Lock(id) => parts.with("resource_id", id.get()),
+                Owning::Reservation(id) => parts.with("reservation_id", id.to_string()),
+            }
+        }
+        DomainError::TooManyLocks {
+            held,
+            wanted,
+            max,
+            retry_after_secs,
+        } => Parts::new(
+            S::TOO_MANY_REQUESTS,
+            "too_many_locks",
+            format!(
+                "this key holds {held} locks and asks for {wanted} more, over its cap of {max} (max_locks in the auth config): unlock some first"
+            ),
+        )
+        .with("held", *held)
+        .with("max_locks", *max)
+        .with("retry_after", *retry_after_secs),
+        DomainError::TooManyReservations {
+            pending,
+            max,
+            retry_after_secs,
+        } => Parts::new(
+            S::TOO_MANY_REQUESTS,
+            "too_many_reservations",
+            format!(
+                "this key has {pending} reservations waiting, its cap is {max} (max_pending_reservations in the auth config): cancel one or wait"
+            ),
+        )
+        .with("pending", *pending)
+        .with("max_pending_reservations", *max)
+        .with("retry_after", *retry_after_secs),
         DomainError::BatchRefused(refusals) => {
             let errors: Vec<Value> = refusals
                 .iter()
@@ -633,16 +688,40 @@ impl ResponseError for ApiError {
             response.force_close();
         }
         match self {
-            ApiError::Domain(DomainError::QueueFull {
-                retry_after_secs, ..
-            }) => {
+            ApiError::Domain(
+                DomainError::QueueFull {
+                    retry_after_secs, ..
+                }
+                | DomainError::TooManyLocks {
+                    retry_after_secs, ..
+                }
+                | DomainError::TooManyReservations {
+                    retry_after_secs, ..
+                },
+            ) => {
                 response.insert_header((RETRY_AFTER, retry_after_secs.to_string()));
             }
             ApiError::Unavailable(_) => {
                 response.insert_header((RETRY_AFTER, "1"));
             }
+            ApiError::Auth(e) => {
+                if let Some(challenge) = e.www_authenticate() {
+                    response.insert_header((header::WWW_AUTHENTICATE, challenge));
+                }
+                if let Some(secs) = e.retry_after() {
+                    response.insert_header((RETRY_AFTER, secs.to_string()));
+                }
+            }
             _ => {}
         }
-        response.json(Value::Object(body))
+        let mut response = response.json(Value::Object(body));
+        // For the audit log's record of the refusal (`middleware::audit_refusal`).
+        response.extensions_mut().insert(ErrorCode(code));
+        response
     }
 }
+
+/// The `code` of an error answer, kept in the response's extensions so that middleware
+/// can tell it without reading the body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ErrorCode(pub &'static str);

@@ -41,7 +41,7 @@ use super::dto::{ErrorBody, ReservationView};
 use super::endpoint;
 use super::error::ApiError;
 use super::params::Query;
-use crate::domain::{DomainError, Event, ReservationId, ReservationStatus, Timestamp};
+use crate::domain::{DomainError, Event, Principal, ReservationId, ReservationStatus, Timestamp};
 use crate::runtime::shutdown::Watch;
 use crate::runtime::{
     BrokerHandle, Committed, Gap, Publisher, ReservationSnapshot, Shutdown, Subscription,
@@ -695,9 +695,12 @@ async fn run_reservation_socket(
     // Subscribed in the handler, so nothing is missed from here on.
     let _watch = shutdown.watch();
     let mut last = first.reservation.status;
-    if send(&mut session, &reservation_message(&first))
-        .await
-        .is_err()
+    if send(
+        &mut session,
+        &reservation_message(&first, broker.principal()),
+    )
+    .await
+    .is_err()
     {
         return;
     }
@@ -782,7 +785,7 @@ fn read(broker: &BrokerHandle, id: ReservationId, last: &mut ReservationStatus) 
         Ok(snapshot) if snapshot.reservation.status == *last => Read::Unchanged,
         Ok(snapshot) => {
             *last = snapshot.reservation.status;
-            Read::Changed(reservation_message(&snapshot))
+            Read::Changed(reservation_message(&snapshot, broker.principal()))
         }
         Err(DomainError::ReservationEnded { reason, at, .. }) => {
             Read::Ended(SocketMessage::ended(id, reason, at))
@@ -791,9 +794,9 @@ fn read(broker: &BrokerHandle, id: ReservationId, last: &mut ReservationStatus) 
     }
 }
 
-fn reservation_message(snapshot: &ReservationSnapshot) -> SocketMessage {
+fn reservation_message(snapshot: &ReservationSnapshot, viewer: &Principal) -> SocketMessage {
     SocketMessage::Reservation {
-        reservation: Box::new(ReservationView::from(snapshot)),
+        reservation: Box::new(ReservationView::shown_to(snapshot, viewer)),
     }
 }
 
@@ -974,8 +977,20 @@ mod tests {
             events
                 .into_iter()
                 .zip(first_seq..)
-                .map(|(event, seq)| (seq, vec![event])),
+                .map(|(event, seq)| change(seq, vec![event])),
         );
+    }
+
+    /// Change `seq`, made by the system.
+    fn change(seq: u64, events: Vec<Event>) -> crate::runtime::Change {
+        crate::runtime::Change {
+            seq,
+            at: T,
+            cause: crate::runtime::Cause::system(),
+            events,
+            delta: None,
+            awaits_record: false,
+        }
     }
 
     #[tokio::test]
@@ -1030,7 +1045,7 @@ mod tests {
         let filter = TypeFilter(Some(vec!["expired"]));
         let mut stream = Box::pin(stream_over(&publisher, None, filter, Shutdown::new()));
         // One change with one event of each kind: the expired one is the fourth.
-        publisher.publish([(1, one_of_each())]);
+        publisher.publish([change(1, one_of_each())]);
         publish(&publisher, 2, vec![unlocked(1)]);
 
         let frame = text(stream.next().await);

@@ -3,7 +3,8 @@
 //! `/health` is the liveness probe: 200 while the process serves HTTP, whatever else is
 //! wrong (restarting would not help a failing disk). `/readiness` says whether answers
 //! can be trusted: 503, with the reasons, while the store fails to commit, once the
-//! expiry timer has ended, or once a panic inside a broker call poisoned the broker. A
+//! expiry timer has ended, once a panic inside a broker call poisoned the broker, or
+//! while the audit log's file cannot be written or falls behind. A
 //! load balancer then sends traffic elsewhere; the process itself exits when a task it
 //! needs ends (see `app::App::run_until_stopped`).
 
@@ -15,6 +16,7 @@ use utoipa::ToSchema;
 use super::broker::Registered;
 use super::dto::Status;
 use super::endpoint;
+use crate::audit::AuditLog;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(endpoint("/health").get(health))
@@ -38,14 +40,19 @@ pub struct NotReady {
 }
 
 /// 200 when answers can be trusted; 503 with the reasons when not: the store fails to
-/// commit, the expiry timer has ended, or the broker was poisoned by a panic.
+/// commit, the expiry timer has ended, the broker was poisoned by a panic, or the audit
+/// log's file cannot be written (or falls behind and drops entries).
 #[utoipa::path(get, path = "/readiness", tag = "health",
     responses(
         (status = 200, body = Status, example = json!({"status": "ready"})),
         (status = 503, body = NotReady, example = json!({"status": "not_ready", "reasons": ["the store fails to commit: disk I/O error"]})),
     ))]
-pub async fn readiness(broker: Option<Data<Registered>>) -> HttpResponse {
-    let reasons = broker.map_or_else(Vec::new, |b| b.0.unready_reasons());
+pub async fn readiness(
+    broker: Option<Data<Registered>>,
+    audit: Option<Data<AuditLog>>,
+) -> HttpResponse {
+    let mut reasons = broker.map_or_else(Vec::new, |b| b.0.unready_reasons());
+    reasons.extend(audit.map_or_else(Vec::new, |a| a.unready_reasons()));
     if reasons.is_empty() {
         HttpResponse::Ok().json(Status { status: "ready" })
     } else {

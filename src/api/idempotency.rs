@@ -45,6 +45,8 @@ use tokio::sync::watch;
 
 use super::error::ApiError;
 use super::params;
+use crate::auth::Caller;
+use crate::auth::roles::ANONYMOUS;
 use crate::domain::Timestamp;
 use crate::runtime::{BrokerHandle, IdempotencyRecord, RequestScope, Shutdown};
 
@@ -135,6 +137,9 @@ impl IdempotencyStore {
 /// What a key is remembered under: the same key on another path is another entry.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Scope {
+    /// Whose answers: the caller's name (a key's or a JWT subject's; `anonymous` with
+    /// auth off). Two callers never see each other's answers, even for the same key.
+    owner: Arc<str>,
     method: Method,
     path: String,
     key: String,
@@ -142,7 +147,7 @@ struct Scope {
 
 impl Scope {
     fn bytes(&self) -> usize {
-        self.path.len() + self.key.len()
+        self.owner.len() + self.path.len() + self.key.len()
     }
 }
 
@@ -287,6 +292,7 @@ impl Table {
             return;
         };
         let scope = Scope {
+            owner: Arc::from(record.owner),
             method,
             path: record.path,
             key: record.key,
@@ -435,9 +441,6 @@ impl Drop for Ticket {
     }
 }
 
-/// Whose remembered answers these are, until authentication names callers.
-const ANONYMOUS_OWNER: &str = "anonymous";
-
 /// The request's scope (set by the envelope).
 fn request_scope(req: &ServiceRequest) -> Option<Arc<RequestScope>> {
     req.extensions().get::<Arc<RequestScope>>().cloned()
@@ -533,7 +536,12 @@ pub async fn remember(
         Ok(body) => body,
         Err(e) => return Ok(req.error_response(e)),
     };
+    let owner = req
+        .extensions()
+        .get::<Caller>()
+        .map_or_else(|| Arc::from(ANONYMOUS), |caller| caller.name.clone());
     let scope = Scope {
+        owner,
         method: req.method().clone(),
         path: req.path().to_owned(),
         key,
@@ -612,7 +620,7 @@ pub async fn remember(
     };
     let now = store.shared.clock.now();
     let record = answer.seq.map(|_| IdempotencyRecord {
-        owner: ANONYMOUS_OWNER.to_owned(),
+        owner: ticket.scope.owner.to_string(),
         method: ticket.scope.method.to_string(),
         path: ticket.scope.path.clone(),
         key: ticket.scope.key.clone(),
@@ -659,6 +667,7 @@ mod tests {
 
     fn scope(key: &str) -> Scope {
         Scope {
+            owner: Arc::from("anonymous"),
             method: Method::POST,
             path: "/api/v1/resources/1/lock".to_owned(),
             key: key.to_owned(),
@@ -716,6 +725,22 @@ mod tests {
         assert!(matches!(
             table.begin(&other_path, [2; 32], T0),
             Begin::Run(_)
+        ));
+    }
+
+    #[test]
+    fn another_caller_with_the_same_key_runs_its_own_request() {
+        let mut table = Table::new(10, 1 << 20);
+        remembered(&mut table, "k", [1; 32], Duration::ZERO, T0);
+        let bob = Scope {
+            owner: Arc::from("bob"),
+            ..scope("k")
+        };
+        // The same request, the same key: still not the first caller's answer.
+        assert!(matches!(table.begin(&bob, [1; 32], T0), Begin::Run(_)));
+        assert!(matches!(
+            table.begin(&scope("k"), [1; 32], T0),
+            Begin::Replay(_)
         ));
     }
 

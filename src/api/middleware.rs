@@ -5,11 +5,14 @@
 //! ```text
 //! TracingLogger<RequestSpan>   picks the id (the caller's X-Request-Id, or a new one) and
 //!                              opens the `request{id=…}` span the rest runs in
-//!   envelope                   refuses an oversized head with a JSON 414/431; gives the
+//!   envelope                   refuses an oversized head with a JSON 414/431; admits the
+//!                              caller (auth: 401/403/429, see crate::auth); gives the
 //!                              request its scope (cause; what it saw); runs the route;
 //!                              holds the answer until every change the route could have
 //!                              seen is committed (503 if the store fails); echoes
-//!                              X-Request-Id, logs `request` at debug
+//!                              X-Request-Id, logs `request` at debug, and records a
+//!                              refused change (or one that changed nothing) in the
+//!                              audit log (`audit_answer`)
 //!     routes
 //! ```
 //!
@@ -32,11 +35,13 @@
 //! error body every other refusal has; only what the parser cannot read at all still gets
 //! actix's empty answer (README § Limits lists both).
 
-use std::sync::Arc;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
 use actix_web::http::header::USER_AGENT;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
@@ -46,8 +51,11 @@ use tracing::Span;
 use tracing_actix_web::RootSpanBuilder;
 
 use super::broker::Registered;
-use super::error::ApiError;
-use crate::runtime::{Actor, Cause, RequestScope};
+use super::error::{ApiError, ErrorCode};
+use crate::audit::{self, AuditLog};
+use crate::auth::{Auth, AuthError, Caller, Role, Via, actix_glue, rules};
+use crate::domain::{OwnerCaps, Principal, Timestamp};
+use crate::runtime::{Actor, BrokerHandle, Cause, RequestScope};
 
 /// The request and response header carrying the request id.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -133,21 +141,42 @@ pub async fn envelope(
     let start = Instant::now();
     let id = req.extensions().get::<RequestId>().cloned();
     let broker = req.app_data::<Data<Registered>>().map(|r| r.0.clone());
-    let scope = Arc::new(RequestScope::new(cause(&req, id.as_ref())));
-    req.extensions_mut().insert(scope.clone());
-    let mut response = match check_head(&req) {
-        Err(refusal) => req.error_response(refusal),
-        Ok(()) => match refusal_while_failing(&req, broker.as_ref()) {
-            Some(refusal) => req.error_response(refusal),
-            None => match next.call(req).await {
-                Ok(response) => response.map_into_boxed_body(),
-                Err(e) => {
-                    let status = e.as_response_error().status_code().as_u16();
-                    tracing::debug!(status, micros = micros(start), "request failed: {e}");
-                    return Err(e);
-                }
-            },
+    // Who is calling, before anything else runs: 401, 403 or 429 refuse here.
+    let (gate, known) = match check_head(&req) {
+        Err(refusal) => (Err(refusal), None),
+        Ok(()) => admit(&req, broker.as_ref()),
+    };
+    // The actor of what the request does, and of its refusal in the audit log: a caller
+    // refused for its role or rate is still named.
+    let actor = match known.as_ref().or(gate.as_ref().ok()) {
+        Some(caller) if caller.is_authenticated() => Actor::Named {
+            name: caller.name.clone(),
+            role: role_name(caller.role),
         },
+        _ => Actor::Anonymous,
+    };
+    let principal = gate
+        .as_ref()
+        .map_or_else(|_| Principal::anyone(), principal);
+    let scope = Arc::new(RequestScope::new(cause(&req, id.as_ref(), actor)).acting_for(principal));
+    req.extensions_mut().insert(scope.clone());
+    let mut response = match gate {
+        Err(refusal) => req.error_response(refusal),
+        Ok(caller) => {
+            // Handlers read the caller from here (ownership, the audit log).
+            req.extensions_mut().insert(caller);
+            match refusal_while_failing(&req, broker.as_ref()) {
+                Some(refusal) => req.error_response(refusal),
+                None => match next.call(req).await {
+                    Ok(response) => response.map_into_boxed_body(),
+                    Err(e) => {
+                        let status = e.as_response_error().status_code().as_u16();
+                        tracing::debug!(status, micros = micros(start), "request failed: {e}");
+                        return Err(e);
+                    }
+                },
+            }
+        }
     };
     // Acknowledged means committed: whatever the route saw or did must be durable.
     if let Some(broker) = &broker
@@ -170,14 +199,148 @@ pub async fn envelope(
         micros = micros(start),
         "request"
     );
+    audit_answer(&response, &scope, broker.as_ref());
     Ok(response)
 }
 
-/// Who is asking, for the changes the request makes: anonymous until authentication
-/// names callers; the request id, the peer's address and its user agent.
-fn cause(req: &ServiceRequest, id: Option<&RequestId>) -> Arc<Cause> {
+/// A role's name, shared: naming the actor of a request allocates nothing.
+fn role_name(role: Role) -> Arc<str> {
+    static NAMES: LazyLock<[Arc<str>; 4]> =
+        LazyLock::new(|| Role::ALL.map(|r| Arc::from(r.as_str())));
+    let index = Role::ALL.iter().position(|r| *r == role).unwrap_or(0);
+    NAMES[index].clone()
+}
+
+/// The auth gate: the route's rule, the request's credentials, [`Auth::admit`]. With
+/// auth off (no `--auth-config`) everyone is [`Caller::open`], at the cost of one check.
+/// A caller refused for its role or its rate is known: it comes back beside the refusal,
+/// for the audit log.
+fn admit(
+    req: &ServiceRequest,
+    broker: Option<&BrokerHandle>,
+) -> (Result<Caller, ApiError>, Option<Caller>) {
+    let Some(auth) = req.app_data::<Data<Auth>>().filter(|a| a.is_enabled()) else {
+        return (Ok(Caller::open()), None);
+    };
+    let rule = rules::resolve(req.method().as_str(), actix_glue::router_path(req));
+    let credentials = match actix_glue::credentials(req.headers()) {
+        Ok(credentials) => credentials,
+        Err(e) => return (Err(e.into()), None),
+    };
+    let client = actix_glue::client_ip(req).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let now = broker.map_or(Timestamp::EPOCH, BrokerHandle::now);
+    match auth.admit(rule, &credentials, client, now) {
+        Ok(caller) => (Ok(caller), None),
+        Err(e @ (AuthError::Forbidden { .. } | AuthError::RateLimited { .. })) => {
+            // Authentication succeeded (or admit would have said so): asking again
+            // names the caller, and counts nothing (only failures are counted).
+            (
+                Err(e.into()),
+                auth.authenticate(&credentials, client, now).ok(),
+            )
+        }
+        Err(e) => (Err(e.into()), None),
+    }
+}
+
+// The audit log's hook (issue 11). Kept apart from the rest of `envelope`, which calls
+// it once with the final answer: accepted changes are recorded from the change stream
+// (`audit::AuditLog` observes the publisher); refusals, and accepted requests that
+// changed nothing, are recorded here.
+
+/// Records a POST, PUT, PATCH or DELETE that its events do not record: one answered
+/// 4xx or 5xx (`success: false`, with the error's `code`), or one accepted that changed
+/// nothing (an idempotent replay, a reload that found nothing new). The actor is the
+/// request's cause (whatever authentication set). Queues the entry only: never waits
+/// for a commit or a file.
+fn audit_answer(
+    response: &ServiceResponse<BoxBody>,
+    scope: &RequestScope,
+    broker: Option<&crate::runtime::BrokerHandle>,
+) {
+    let status = response.status();
+    let request = response.request();
+    let method = request.method();
+    let refused = status.is_client_error() || status.is_server_error();
+    if !matches!(
+        *method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    ) || (!refused && scope.changed())
+    {
+        return;
+    }
+    let (Some(audit), Some(broker)) = (request.app_data::<Data<AuditLog>>(), broker) else {
+        return;
+    };
+    let pattern = request.match_pattern();
+    // Read from the path by the pattern: a middleware that answers before routing (an
+    // idempotent replay) leaves `match_info` empty.
+    let param = |name: &str| {
+        pattern
+            .as_deref()
+            .and_then(|p| path_param(p, request.path(), name))
+    };
+    let resource = param("{id}").and_then(|id| id.parse().ok());
+    let reservation = param("{rid}").and_then(|rid| rid.parse().ok());
+    audit.answered(audit::Entry::answered(
+        broker.now(),
+        scope.cause().clone(),
+        operation(method, pattern.as_deref()),
+        resource.map(crate::domain::ResourceId::new),
+        reservation,
+        audit::Answer {
+            method: method.to_string(),
+            route: pattern.unwrap_or_else(|| request.path().to_owned()),
+            status: status.as_u16(),
+            code: response
+                .response()
+                .extensions()
+                .get::<ErrorCode>()
+                .map(|c| c.0),
+        },
+        !refused,
+    ));
+}
+
+/// The segment of `path` where `pattern` has `name` (`{id}`): the routes' patterns are
+/// plain segments, so they align with the path's.
+fn path_param<'a>(pattern: &str, path: &'a str, name: &str) -> Option<&'a str> {
+    let at = pattern.split('/').position(|segment| segment == name)?;
+    path.split('/').nth(at)
+}
+
+/// The audit name of the operation a route pattern serves (under either prefix): the
+/// rule table's (`POST /api/v1/resources/{id}/lock` is `lock`), so the audit log and
+/// the auth gate name an operation alike. `request` for anything else (no route, or a
+/// method the route does not serve).
+pub fn operation(method: &Method, pattern: Option<&str>) -> &'static str {
+    pattern
+        .and_then(|p| rules::find(method.as_str(), p))
+        .map_or("request", |rule| rule.operation)
+}
+
+/// Who the broker calls of `caller` act for: with auth off everyone may do everything
+/// and owns nothing (1.0); with auth on, a key or JWT owns what it makes, admins
+/// override ownership, and the key's caps apply.
+fn principal(caller: &Caller) -> Principal {
+    if caller.via == Via::Open {
+        return Principal::anyone();
+    }
+    Principal {
+        name: caller.is_authenticated().then(|| caller.name.clone()),
+        overrides: caller.role == Role::Admin,
+        caps: OwnerCaps {
+            max_locks: caller.caps.max_locks,
+            max_pending: caller.caps.max_pending_reservations,
+        },
+    }
+}
+
+/// Who is asking, for the changes the request makes: the caller the gate admitted
+/// (anonymous without auth), the request id, the peer's address and its user agent.
+fn cause(req: &ServiceRequest, id: Option<&RequestId>, actor: Actor) -> Arc<Cause> {
     Arc::new(Cause {
-        actor: Actor::Anonymous,
+        actor,
         request_id: id.map(|id| Arc::from(id.as_str())),
         client_ip: req.peer_addr().map(|a| a.ip()),
         user_agent: req
@@ -194,10 +357,7 @@ const MAX_USER_AGENT_BYTES: usize = 256;
 /// While commits fail, a request that would reach the broker is refused before it runs:
 /// its answer could not be acknowledged, and the changes it made would pile up behind
 /// the failing commit. The probes (and the explorer) still answer.
-fn refusal_while_failing(
-    req: &ServiceRequest,
-    broker: Option<&crate::runtime::BrokerHandle>,
-) -> Option<ApiError> {
+fn refusal_while_failing(req: &ServiceRequest, broker: Option<&BrokerHandle>) -> Option<ApiError> {
     let failure = broker?.store_failure()?;
     let path = req.path();
     let exempt = matches!(path, "/health" | "/readiness" | "/metrics")
@@ -259,6 +419,64 @@ fn check_head(req: &ServiceRequest) -> Result<(), ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every change a rule names is a type the audit endpoint can filter on.
+    #[test]
+    fn every_write_operation_of_the_rule_table_is_a_queryable_audit_type() {
+        for (pattern, rule) in rules::patterns() {
+            if rule.is_write() {
+                assert!(
+                    audit::TYPES.contains(&rule.operation),
+                    "{} {pattern}: `{}` is not in audit::TYPES",
+                    rule.method.as_str(),
+                    rule.operation
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn refused_operations_are_named_from_their_route_under_either_prefix() {
+        for (method, pattern, expected) in [
+            (Method::POST, "/api/v1/resources/{id}/lock", "lock"),
+            (
+                Method::POST,
+                "/rentabot/api/v1.0/resources/{id}/lock",
+                "lock",
+            ),
+            (Method::POST, "/api/v1/resources/lock", "lock_matching"),
+            (Method::POST, "/api/v1/resources/{id}/unlock", "unlock"),
+            (Method::DELETE, "/api/v1/resources/{id}", "delete_resource"),
+            (Method::PATCH, "/api/v1/resources/{id}", "update_resource"),
+            (
+                Method::DELETE,
+                "/api/v1/reservations/{rid}",
+                "cancel_reservation",
+            ),
+            (Method::POST, "/api/v1/admin/reload", "reload"),
+            (Method::DELETE, "/api/v1/resources/{id}/lock", "request"),
+        ] {
+            assert_eq!(
+                operation(&method, Some(pattern)),
+                expected,
+                "{method} {pattern}"
+            );
+            assert!(
+                audit::TYPES.contains(&expected),
+                "{expected} is a queryable type"
+            );
+        }
+        assert_eq!(operation(&Method::POST, None), "request", "no route");
+        let pattern = "/api/v1/reservations/{rid}/claim";
+        assert_eq!(
+            path_param(pattern, "/api/v1/reservations/res_1/claim", "{rid}"),
+            Some("res_1")
+        );
+        assert_eq!(
+            path_param(pattern, "/api/v1/reservations/res_1/claim", "{id}"),
+            None
+        );
+    }
 
     #[test]
     fn request_ids_are_kept_when_short_and_plain() {

@@ -5,6 +5,7 @@
 //! answers, with `Deprecation` and `Link` headers pointing at the new path, as 1.0 did.
 
 pub mod admin;
+pub mod audit;
 pub mod broker;
 pub mod dto;
 pub mod error;
@@ -30,6 +31,9 @@ use actix_web::{
 };
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::schema::{AdditionalProperties, Schema};
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
@@ -91,6 +95,7 @@ pub const LEGACY_PREFIX: &str = "/rentabot/api/v1.0";
         admin::update_resource,
         admin::delete_resource,
         admin::reload_descriptor,
+        audit::audit_log,
     ),
     components(schemas(params::GroupRequest)),
     modifiers(&CommonRefusals),
@@ -99,7 +104,8 @@ pub const LEGACY_PREFIX: &str = "/rentabot/api/v1.0";
         (name = "maintenance", description = "Operators: take resources out of service, return them, break locks"),
         (name = "reservations", description = "The queue: reserve, wait, claim, cancel"),
         (name = "events", description = "Every broker change as server-sent events"),
-        (name = "admin", description = "Create, change and delete resources; reload the descriptor (no authentication yet)"),
+        (name = "admin", description = "Create, change and delete resources; reload the descriptor and the auth config (role admin with --auth-config)"),
+        (name = "audit", description = "Who changed what, and what was refused (role admin with --auth-config)"),
         (name = "health", description = "Probes"),
     )
 )]
@@ -159,7 +165,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 fn configure_v1(cfg: &mut web::ServiceConfig) {
     cfg.configure(resources::configure)
         .configure(reservations::configure)
-        .configure(admin::configure);
+        .configure(admin::configure)
+        .configure(audit::configure);
 }
 
 /// `/docs` without the trailing slash, where 1.0 users bookmarked the explorer.
@@ -297,18 +304,23 @@ struct CommonRefusals;
 impl Modify for CommonRefusals {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let mut bodies: Vec<RefOr<Schema>> = Vec::new();
-        for item in openapi.paths.paths.values_mut() {
+        for (path, item) in &mut openapi.paths.paths {
             let operations = [
-                (&mut item.get, false),
-                (&mut item.post, true),
-                (&mut item.patch, true),
-                (&mut item.delete, true),
-                (&mut item.put, true),
+                ("GET", &mut item.get, false),
+                ("POST", &mut item.post, true),
+                ("PATCH", &mut item.patch, true),
+                ("DELETE", &mut item.delete, true),
+                ("PUT", &mut item.put, true),
             ];
-            for (operation, is_change) in operations {
+            for (method, operation, is_change) in operations {
                 let Some(operation) = operation.as_mut() else {
                     continue;
                 };
+                if let Some(rule) = crate::auth::rules::find(method, path)
+                    && let crate::auth::rules::Access::Role(role) = rule.access
+                {
+                    auth_refusals(operation, role);
+                }
                 if let Some(body) = &operation.request_body {
                     bodies.extend(body.content.values().filter_map(|c| c.schema.clone()));
                     refusal(
@@ -346,6 +358,24 @@ impl Modify for CommonRefusals {
         let Some(components) = openapi.components.as_mut() else {
             return;
         };
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-API-Key",
+                "An API key from the service's --auth-config (only when it has one)",
+            ))),
+        );
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API key, or a JWT when the auth config has a `jwt` section",
+                    ))
+                    .build(),
+            ),
+        );
         // Close every object a request body can contain, however deep.
         let mut closed: BTreeSet<String> = BTreeSet::new();
         let mut pending: Vec<RefOr<Schema>> = bodies;
@@ -373,6 +403,33 @@ impl Modify for CommonRefusals {
 }
 
 /// Documents `status` on `operation`, unless the handler already says when it happens.
+/// What the auth gate answers on a route that needs `role` (only with `--auth-config`),
+/// and the credentials it takes.
+fn auth_refusals(operation: &mut Operation, role: crate::auth::Role) {
+    let role = role.as_str();
+    refusal(
+        operation,
+        "401",
+        "With --auth-config: no credential, or not a valid one (codes `missing_credentials`, `invalid_api_key`, `malformed_credentials`, `invalid_token`); `WWW-Authenticate` says which",
+    );
+    let forbidden = format!(
+        "With --auth-config: the caller's role is below `{role}` (code `forbidden`, naming `role` and `required_role`)"
+    );
+    match operation.responses.responses.get_mut("403") {
+        Some(RefOr::T(existing)) => {
+            existing.description = format!("{}; or: {forbidden}", existing.description);
+        }
+        _ => refusal(operation, "403", &forbidden),
+    }
+    refusal(
+        operation,
+        "429",
+        "With --auth-config: over the caller's rate limit (code `rate_limited`); `Retry-After` gives whole seconds",
+    );
+    let requirement = |scheme: &str| SecurityRequirement::new(scheme, Vec::<String>::new());
+    operation.security = Some(vec![requirement("api_key"), requirement("bearer")]);
+}
+
 fn refusal(operation: &mut Operation, status: &str, description: &str) {
     operation
         .responses

@@ -731,6 +731,8 @@ impl Body {
             meta: LockMeta {
                 holder: self.text("holder", MAX_HOLDER_CHARS)?,
                 note: self.text("note", MAX_NOTE_CHARS)?,
+                // The broker sets it from the caller: a request cannot name an owner.
+                owner: None,
             },
         })
     }
@@ -1369,14 +1371,17 @@ pub mod schema {
     }
 
     /// An RFC 3339 date-time ([`super::Body::timestamp`]).
+    pub fn timestamp() -> Schema {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+            .build()
+            .into()
+    }
+
+    /// [`timestamp`], or `null`.
     pub fn timestamp_or_null() -> Schema {
-        or_null(
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
-                .build()
-                .into(),
-        )
+        or_null(timestamp())
     }
 
     /// A tag list ([`super::tag_list`]): a comma-separated string, or a list of them.

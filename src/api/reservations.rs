@@ -54,6 +54,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             headers(("Location" = String, description = "/api/v1/reservations/{rid}"))),
         (status = 400, description = "Invalid request, no criteria (`no_criterion`), criteria that exclude each other (`conflicting_parameters`), an expression that does not parse (`invalid_expr`), or one that could never be served (`unsatisfiable`)", body = ErrorBody),
         (status = 404, description = "No resource matches a group's criteria", body = ErrorBody),
+        (status = 429, description = "The queue is full (`queue_full`), or, with auth, the key is at its `max_pending_reservations` (`too_many_reservations`) or `max_locks` (`too_many_locks`); Retry-After says when to try again", body = ErrorBody),
     ))]
 pub async fn create_reservation(
     broker: Broker,
@@ -67,7 +68,7 @@ pub async fn create_reservation(
     // then hold its locks.
     let retain = request.max_wait.as_duration() + request.ttl.as_duration();
     let snapshot = broker.reserve(request)?;
-    let view = ReservationView::from(&snapshot);
+    let view = ReservationView::shown_to(&snapshot, broker.principal());
     let response = HttpResponse::Created()
         .insert_header((
             header::LOCATION,
@@ -95,7 +96,10 @@ pub async fn list_reservations(broker: Broker, req: HttpRequest) -> Result<HttpR
     let Some((query, filters)) = filters else {
         let reservations = broker.reservations();
         return Ok(HttpResponse::Ok().json(ReservationList {
-            reservations: reservations.iter().map(ReservationView::from).collect(),
+            reservations: reservations
+                .iter()
+                .map(|r| ReservationView::shown_to(r, broker.principal()))
+                .collect(),
         }));
     };
     let (total, items) = broker.query_reservations(&filters);
@@ -105,7 +109,10 @@ pub async fn list_reservations(broker: Broker, req: HttpRequest) -> Result<HttpR
             query::page_links(&req, &query, filters.page, total),
         ))
         .json(ReservationPageList {
-            reservations: items.iter().map(ReservationView::from).collect(),
+            reservations: items
+                .iter()
+                .map(|r| ReservationView::shown_to(r, broker.principal()))
+                .collect(),
             total,
             page: filters.page.number,
             limit: filters.page.limit,
@@ -139,7 +146,7 @@ pub async fn get_reservation(
     let first = broker.reservation(id)?;
     let unchanged = last_seen.is_none_or(|s| s == first.reservation.status);
     let (Some(wait), true) = (wait, unchanged) else {
-        return Ok(HttpResponse::Ok().json(ReservationView::from(&first)));
+        return Ok(HttpResponse::Ok().json(ReservationView::shown_to(&first, broker.principal())));
     };
     let changed = async {
         loop {
@@ -166,7 +173,7 @@ pub async fn get_reservation(
         () = shutdown.begun() => {}
     }
     let now = broker.reservation(id)?;
-    Ok(HttpResponse::Ok().json(ReservationView::from(&now)))
+    Ok(HttpResponse::Ok().json(ReservationView::shown_to(&now, broker.principal())))
 }
 
 /// Confirms a fulfilled reservation within its claim window.
@@ -175,6 +182,7 @@ pub async fn get_reservation(
     responses(
         (status = 200, description = "Claimed", body = ReservationView),
         (status = 404, description = "No such reservation", body = ErrorBody),
+        (status = 403, description = "With auth, another caller's reservation (`not_owner`); or a web page of another origin asked (`origin_not_allowed`)", body = ErrorBody),
         (status = 409, description = "Still pending, or already claimed", body = ErrorBody),
         (status = 410, description = "The claim window is over; its resources were released", body = ErrorBody),
     ))]
@@ -186,7 +194,7 @@ pub async fn claim_reservation(
     let id = reservation_id(&rid)?;
     Query::strict(&req, &Known::none())?;
     let snapshot = broker.claim(id)?;
-    Ok(HttpResponse::Ok().json(ReservationView::from(&snapshot)))
+    Ok(HttpResponse::Ok().json(ReservationView::shown_to(&snapshot, broker.principal())))
 }
 
 /// Withdraws a pending reservation.
@@ -195,6 +203,7 @@ pub async fn claim_reservation(
     responses(
         (status = 204, description = "Cancelled"),
         (status = 404, description = "No such reservation", body = ErrorBody),
+        (status = 403, description = "With auth, another caller's reservation (`not_owner`); or a web page of another origin asked (`origin_not_allowed`)", body = ErrorBody),
         (status = 409, description = "Fulfilled or claimed: unlock its resources instead", body = ErrorBody),
     ))]
 pub async fn cancel_reservation(

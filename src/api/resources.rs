@@ -88,7 +88,8 @@ pub async fn list_resources(broker: Broker, req: HttpRequest) -> Result<HttpResp
         // reader of a 100 000-resource list costs one piece, not the whole body.
         let resources = broker.resources();
         let now = broker.now();
-        let mut pieces = ResourceListPieces::new(resources, now, warning, LIST_PIECE);
+        let viewer = broker.principal().clone();
+        let mut pieces = ResourceListPieces::new(resources, now, warning, viewer, LIST_PIECE);
         let first = pieces.next().expect("at least the opening piece");
         let json = (header::CONTENT_TYPE, "application/json");
         if pieces.is_done() {
@@ -109,7 +110,7 @@ pub async fn list_resources(broker: Broker, req: HttpRequest) -> Result<HttpResp
             resources: page
                 .items
                 .iter()
-                .map(|r| ResourceView::new(r, now, warning))
+                .map(|r| ResourceView::shown_to(r, now, warning, broker.principal()))
                 .collect(),
             total: page.total,
             page: filters.page.number,
@@ -160,6 +161,7 @@ pub async fn get_resource(broker: Broker, id: web::Path<String>) -> Result<HttpR
         (status = 200, description = "Locked", body = LockResponse),
         (status = 400, description = "An unknown field or parameter, a bad TTL, a TTL above max-lock-duration (`ttl_above_max`), or ttl in both query and body (`conflicting_parameters`)", body = ErrorBody),
         (status = 403, description = "Already locked, or held for a waiting reservation", body = ErrorBody),
+        (status = 429, description = "With auth: over the key's `max_locks` (`too_many_locks`, Retry-After)", body = ErrorBody),
         (status = 404, description = "No such resource", body = ErrorBody),
         (status = 409, description = "Out of service, or the lock would cross a maintenance window", body = ErrorBody),
     ))]
@@ -207,6 +209,7 @@ fn lock_terms(query: &Query, body: &Body) -> Result<crate::domain::LockTerms, Ap
         (status = 200, description = "Locked (one resource, the 1.0 body; several, the multi-lock body)", body = LockResponse),
         (status = 400, description = "No criterion (`no_criterion`), criteria that exclude each other (`conflicting_parameters`), a bad TTL, quantity or expression (`invalid_expr`), a TTL above max-lock-duration, or more than could ever be served (`unsatisfiable`)", body = ErrorBody),
         (status = 403, description = "Every match is locked, or not enough are free now (nothing locked)", body = ErrorBody),
+        (status = 429, description = "With auth: over the key's `max_locks` (`too_many_locks`, Retry-After)", body = ErrorBody),
         (status = 404, description = "Nothing matches", body = ErrorBody),
         (status = 409, description = "Every match is out of service, or the lock would cross a maintenance window", body = ErrorBody),
     ))]
@@ -266,7 +269,7 @@ pub async fn lock_by_criteria(
     responses(
         (status = 200, description = "All unlocked", body = UnlockBatchResponse),
         (status = 400, description = "Not a list of tokens, or an unknown field or parameter", body = ErrorBody),
-        (status = 403, description = "Some tokens hold no lock: nothing was unlocked; `errors` lists them by index", body = ErrorBody),
+        (status = 403, description = "Some tokens hold no lock: nothing was unlocked; `errors` lists them by index. With auth, a token of another caller's lock (`not_owner`)", body = ErrorBody),
     ))]
 pub async fn unlock_batch(
     broker: Broker,
@@ -293,7 +296,7 @@ pub async fn unlock_batch(
     responses(
         (status = 200, description = "Unlocked", body = MessageResponse),
         (status = 400, description = "A bad id, an unknown or repeated parameter, or two different tokens", body = ErrorBody),
-        (status = 403, description = "Not locked, or a wrong (`invalid_lock_token`) or missing (`missing_lock_token`) token", body = ErrorBody),
+        (status = 403, description = "Not locked, or a wrong (`invalid_lock_token`) or missing (`missing_lock_token`) token; with auth, another caller's lock (`not_owner`: operators force-unlock)", body = ErrorBody),
         (status = 404, description = "No such resource", body = ErrorBody),
     ))]
 pub async fn unlock_resource(
@@ -320,7 +323,7 @@ pub async fn unlock_resource(
     responses(
         (status = 200, description = "Extended", body = ExtendResponse),
         (status = 400, description = "Bad or missing additional-ttl, an unknown or repeated parameter, or the lock would exceed max-lock-duration (`total_above_max`)", body = ErrorBody),
-        (status = 403, description = "Not locked, or a wrong or missing token", body = ErrorBody),
+        (status = 403, description = "Not locked, or a wrong or missing token; with auth, another caller's lock (`not_owner`)", body = ErrorBody),
         (status = 404, description = "No such resource", body = ErrorBody),
         (status = 409, description = "The lock would cross a maintenance window", body = ErrorBody),
     ))]

@@ -34,10 +34,13 @@ use super::allocation::{self, Shortfall};
 use super::clock::Timestamp;
 use super::columns::{IN_SERVICE, LOCKED, RETIRING, WINDOW};
 use super::entropy::{Entropy, Seeded};
-use super::error::{DomainError, TokenRefusal, TokenUse};
+use super::error::{DomainError, Owning, TokenRefusal, TokenUse};
 use super::events::Event;
+use super::owner::{CAP_RETRY_SECS, Owned, Principal};
 use super::queue::Queue;
-use super::reservation::{Criteria, EndReason, Group, Reservation, ReservationId};
+use super::reservation::{
+    Criteria, EndReason, Group, Reservation, ReservationId, ReservationStatus,
+};
 use super::resource::{
     FencingToken, Lease, LockMeta, LockState, LockTerms, LockToken, Origin, Released, Resource,
     ResourceId, ResourceSpec, Ttl, deadline,
@@ -223,6 +226,10 @@ pub struct Broker {
     /// recording rows (`broker/persist.rs`). Resources record their own changes
     /// (`ResourceTable`).
     touched: Option<persist::Touched>,
+    /// Per owner, the locks it holds and its waiting reservations: kept by `set_state`
+    /// and the queue's insert and remove, so a cap costs a lookup (see `domain/owner.rs`).
+    /// An owner holding nothing has no entry.
+    owners: HashMap<Arc<str>, Owned>,
 }
 
 impl Broker {
@@ -277,6 +284,7 @@ impl Broker {
             events: Vec::new(),
             entropy,
             touched: None,
+            owners: HashMap::new(),
         }
     }
 
@@ -361,6 +369,58 @@ impl Broker {
         self.expire_due(now);
         let terms = terms.into();
         self.grant(id, terms.ttl, now, None, &terms.meta)
+    }
+
+    /// [`Broker::lock`] for `who`: the lock is its own (`owner`), within its caps.
+    ///
+    /// # Errors
+    /// As [`Broker::lock`]; first `TooManyLocks` when `who` holds its `max_locks`.
+    pub fn lock_as(
+        &mut self,
+        id: ResourceId,
+        terms: impl Into<LockTerms>,
+        who: &Principal,
+        now: Timestamp,
+    ) -> Result<Granted, DomainError> {
+        self.expire_due(now);
+        self.check_lock_cap(who, 1)?;
+        self.lock(id, owned_terms(terms, who), now)
+    }
+
+    /// [`Broker::lock_matching`] for `who` (see [`Broker::lock_as`]).
+    ///
+    /// # Errors
+    /// As [`Broker::lock_matching`], and `TooManyLocks`.
+    pub fn lock_matching_as(
+        &mut self,
+        selector: &Selector,
+        terms: impl Into<LockTerms>,
+        who: &Principal,
+        now: Timestamp,
+    ) -> Result<Granted, DomainError> {
+        self.expire_due(now);
+        self.check_lock_cap(who, 1)?;
+        self.lock_matching(selector, owned_terms(terms, who), now)
+    }
+
+    /// [`Broker::lock_groups`] for `who` (see [`Broker::lock_as`]): every lock counts.
+    ///
+    /// # Errors
+    /// As [`Broker::lock_groups`], and `TooManyLocks`.
+    pub fn lock_groups_as(
+        &mut self,
+        groups: &[Group],
+        terms: impl Into<LockTerms>,
+        who: &Principal,
+        now: Timestamp,
+    ) -> Result<Vec<(usize, Granted)>, DomainError> {
+        self.expire_due(now);
+        let wanted = groups
+            .iter()
+            .map(|g| g.quantity)
+            .fold(0u32, u32::saturating_add);
+        self.check_lock_cap(who, wanted)?;
+        self.lock_groups(groups, owned_terms(terms, who), now)
     }
 
     /// Locks the resource `selector` picks. Criteria precedence is the caller's business:
@@ -479,8 +539,24 @@ impl Broker {
         token: Option<&str>,
         now: Timestamp,
     ) -> Result<(), DomainError> {
+        self.unlock_as(id, token, &Principal::anyone(), now)
+    }
+
+    /// [`Broker::unlock`] by `who`.
+    ///
+    /// # Errors
+    /// As [`Broker::unlock`]; `NotOwner` when the token is right but the lock is
+    /// another's and `who` does not override.
+    pub fn unlock_as(
+        &mut self,
+        id: ResourceId,
+        token: Option<&str>,
+        who: &Principal,
+        now: Timestamp,
+    ) -> Result<(), DomainError> {
         self.expire_due(now);
         let lease = self.held_lease(id, token, TokenUse::Unlock)?;
+        Self::check_lock_owner(who, id, &lease)?;
         self.unlock_held(id, &lease, now);
         self.serve_queue_if_dirty(now);
         Ok(())
@@ -495,6 +571,20 @@ impl Broker {
     pub fn unlock_batch(
         &mut self,
         tokens: &[String],
+        now: Timestamp,
+    ) -> Result<Vec<ResourceId>, DomainError> {
+        self.unlock_batch_as(tokens, &Principal::anyone(), now)
+    }
+
+    /// [`Broker::unlock_batch`] by `who`.
+    ///
+    /// # Errors
+    /// As [`Broker::unlock_batch`]; then `NotOwner`, naming the first lock that is
+    /// another's, when every token is right. Nothing is released then.
+    pub fn unlock_batch_as(
+        &mut self,
+        tokens: &[String],
+        who: &Principal,
         now: Timestamp,
     ) -> Result<Vec<ResourceId>, DomainError> {
         self.expire_due(now);
@@ -517,6 +607,10 @@ impl Broker {
         }
         if !refused.is_empty() {
             return Err(DomainError::BatchRefused(refused));
+        }
+        for &id in &found {
+            let lease = self.resources[&id].lease().expect("indexed by token");
+            Self::check_lock_owner(who, id, lease)?;
         }
         for &id in &found {
             let lease = self.resources[&id]
@@ -578,8 +672,24 @@ impl Broker {
         additional: Ttl,
         now: Timestamp,
     ) -> Result<Lease, DomainError> {
+        self.extend_as(id, token, additional, &Principal::anyone(), now)
+    }
+
+    /// [`Broker::extend`] by `who`.
+    ///
+    /// # Errors
+    /// As [`Broker::extend`]; `NotOwner` as for [`Broker::unlock_as`].
+    pub fn extend_as(
+        &mut self,
+        id: ResourceId,
+        token: Option<&str>,
+        additional: Ttl,
+        who: &Principal,
+        now: Timestamp,
+    ) -> Result<Lease, DomainError> {
         self.expire_due(now);
         let lease = self.held_lease(id, token, TokenUse::Extend)?;
+        Self::check_lock_owner(who, id, &lease)?;
         let resource = &self.resources[&id];
         let max = resource.spec.max_lock_duration;
         let new_expiry = deadline(now, additional);
@@ -706,6 +816,11 @@ impl Broker {
             self.deadlines, expected,
             "every deadline belongs to a live item"
         );
+        assert_eq!(
+            self.owners,
+            self.recount_owners(),
+            "the owners' counts match what they own"
+        );
     }
 
     fn grant(
@@ -831,10 +946,69 @@ impl Broker {
     }
 
     /// The one place a resource's lock state changes, so the tag index follows it.
+    /// It also keeps the owners' lock counts.
     fn set_state(&mut self, id: ResourceId, state: LockState) {
         let resource = self.resources.get_mut(&id).expect("caller checked the id");
+        let before = resource.lease().and_then(|l| l.meta.owner.clone());
+        let after = match &state {
+            LockState::Locked(lease) => lease.meta.owner.clone(),
+            LockState::Free(_) => None,
+        };
         resource.state = state;
         self.tags.refresh(resource);
+        count_owned(&mut self.owners, before.as_ref(), |o| o.locks -= 1);
+        count_owned(&mut self.owners, after.as_ref(), |o| o.locks += 1);
+    }
+
+    /// What `owner` holds now. O(1).
+    pub fn owned(&self, owner: &str) -> Owned {
+        self.owners.get(owner).copied().unwrap_or_default()
+    }
+
+    /// The owners' counts recomputed from the resources and reservations: what
+    /// `owners` must equal (restore builds it so; `check_invariants` compares).
+    fn recount_owners(&self) -> HashMap<Arc<str>, Owned> {
+        let mut owners = HashMap::new();
+        for resource in self.resources.values() {
+            let owner = resource.lease().and_then(|l| l.meta.owner.as_ref());
+            count_owned(&mut owners, owner, |o| o.locks += 1);
+        }
+        for r in self.reservations.values() {
+            if r.status == ReservationStatus::Pending {
+                count_owned(&mut owners, r.request.meta.owner.as_ref(), |o| {
+                    o.pending += 1;
+                });
+            }
+        }
+        owners
+    }
+
+    /// Refuses `who` a lock of `wanted` more resources over its `max_locks`.
+    fn check_lock_cap(&self, who: &Principal, wanted: u32) -> Result<(), DomainError> {
+        let (Some(max), Some(name)) = (who.caps.max_locks, &who.name) else {
+            return Ok(());
+        };
+        let held = self.owned(name).locks;
+        if held.saturating_add(wanted) > max {
+            return Err(DomainError::TooManyLocks {
+                held,
+                wanted,
+                max,
+                retry_after_secs: CAP_RETRY_SECS,
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuses `who` the lock `lease` on `id` unless it may act on it.
+    fn check_lock_owner(who: &Principal, id: ResourceId, lease: &Lease) -> Result<(), DomainError> {
+        if who.may_act_on(lease.meta.owner.as_ref()) {
+            Ok(())
+        } else {
+            Err(DomainError::NotOwner {
+                what: Owning::Lock(id),
+            })
+        }
     }
 
     /// Resources meeting `criteria` in `pool` and passing `available`, lowest ids first,
@@ -1008,6 +1182,35 @@ impl Broker {
     }
 }
 
+/// `terms` with `who` as the owner (whatever the request said).
+fn owned_terms(terms: impl Into<LockTerms>, who: &Principal) -> LockTerms {
+    let mut terms = terms.into();
+    terms.meta.owner.clone_from(&who.name);
+    terms
+}
+
+/// Applies `change` to `owner`'s counts (nothing for `None`), dropping an owner that
+/// then holds nothing.
+fn count_owned(
+    owners: &mut HashMap<Arc<str>, Owned>,
+    owner: Option<&Arc<str>>,
+    change: impl FnOnce(&mut Owned),
+) {
+    let Some(owner) = owner else {
+        return;
+    };
+    let counts = match owners.get_mut(owner) {
+        Some(counts) => counts,
+        None => owners.entry(owner.clone()).or_default(),
+    };
+    change(counts);
+    if counts.is_empty() {
+        owners.remove(owner);
+    }
+}
+
+#[cfg(test)]
+mod owner_tests;
 #[cfg(test)]
 mod test_support;
 #[cfg(test)]

@@ -178,6 +178,45 @@ pub enum DomainError {
         /// When to try again, in seconds: a hint, not a promise.
         retry_after_secs: u64,
     },
+
+    /// An unlock, extend, claim or cancel with a valid token or id, by an authenticated
+    /// caller who neither made the lock or reservation nor overrides (an admin).
+    #[error("{what} belongs to another caller")]
+    NotOwner { what: Owning },
+
+    /// The caller already holds its `max_locks` locks (or would, with this request).
+    #[error("{held} locks held, {wanted} more asked, over the cap of {max}")]
+    TooManyLocks {
+        held: u32,
+        wanted: u32,
+        max: u32,
+        retry_after_secs: u64,
+    },
+
+    /// The caller already has its `max_pending_reservations` reservations waiting.
+    #[error("{pending} reservations wait, the cap is {max}")]
+    TooManyReservations {
+        pending: u32,
+        max: u32,
+        retry_after_secs: u64,
+    },
+}
+
+/// What a [`DomainError::NotOwner`] refusal is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owning {
+    /// The lock on this resource.
+    Lock(ResourceId),
+    Reservation(ReservationId),
+}
+
+impl std::fmt::Display for Owning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Owning::Lock(id) => write!(f, "the lock on resource {id}"),
+            Owning::Reservation(id) => write!(f, "reservation {id}"),
+        }
+    }
 }
 
 /// Why one token of a batch unlock was refused.

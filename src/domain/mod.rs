@@ -12,6 +12,7 @@ pub mod events;
 pub mod expr;
 mod idset;
 pub mod image;
+pub mod owner;
 mod queue;
 pub mod reservation;
 pub mod resource;
@@ -26,10 +27,11 @@ pub use broker::{
 };
 pub use clock::{Clock, Timestamp};
 pub use entropy::{Entropy, Seeded};
-pub use error::{DomainError, TokenRefusal, TokenUse};
+pub use error::{DomainError, Owning, TokenRefusal, TokenUse};
 pub use events::Event;
 pub use expr::{Expr, ExprError};
 pub use image::{Counters, Delta, EndedReservation, Image, StoredReservation};
+pub use owner::{CAP_RETRY_SECS, Owned, OwnerCaps, Principal};
 pub use reservation::{
     Allocation, Criteria, EndReason, Group, Priority, Reservation, ReservationId,
     ReservationRequest, ReservationStatus,

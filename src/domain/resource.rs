@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use subtle::ConstantTimeEq;
@@ -138,6 +139,10 @@ pub struct TtlOutOfRange;
 pub struct LockMeta {
     pub holder: Option<String>,
     pub note: Option<String>,
+    /// The authenticated caller that made the lock (or the reservation it was granted
+    /// to): only it and admins see its token and may unlock or extend it. `None` when
+    /// auth is off or the caller anonymous. Set by the broker, never by the request.
+    pub owner: Option<Arc<str>>,
 }
 
 /// What a lock request asks for: how long, and who is asking. A bare [`Ttl`] converts

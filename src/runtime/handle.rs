@@ -10,7 +10,7 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, broadcast};
@@ -22,9 +22,10 @@ use super::stream::{
 };
 use crate::domain::{
     Broker, Clock, DomainError, ExpiredLock, Granted, Group, Lease, LockTerms, LockToken, Policy,
-    ReloadDiff, ReloadReport, Reservation, ReservationId, ReservationQuery, ReservationRequest,
-    ReservationStatus, Resource, ResourceId, ResourcePage, ResourcePatch, ResourceQuery,
-    ResourceSnapshot, ResourceSpec, Selector, Timestamp, Ttl, Unavailability, WaitingFor,
+    Principal, ReloadDiff, ReloadReport, Reservation, ReservationId, ReservationQuery,
+    ReservationRequest, ReservationStatus, Resource, ResourceId, ResourcePage, ResourcePatch,
+    ResourceQuery, ResourceSnapshot, ResourceSpec, Selector, Timestamp, Ttl, Unavailability,
+    WaitingFor,
 };
 
 /// A cheap, cloneable reference to the one broker of this process, optionally scoped to
@@ -276,10 +277,22 @@ impl BrokerHandle {
         t.saturating_duration_since(self.now())
     }
 
-    /// See [`Broker::lock`].
+    /// Who this handle's calls act for: the request's principal, or everyone (auth off,
+    /// the system, an unscoped handle).
+    pub fn principal(&self) -> &Principal {
+        static ANYONE: LazyLock<Principal> = LazyLock::new(Principal::anyone);
+        self.scope
+            .as_deref()
+            .map_or(&ANYONE, RequestScope::principal)
+    }
+
+    /// See [`Broker::lock_as`]: the lock is the request's principal's.
     pub fn lock(&self, id: ResourceId, terms: impl Into<LockTerms>) -> Result<Grant, DomainError> {
         let terms = terms.into();
-        self.with_broker(|b, now| b.lock(id, terms, now).map(|g| Grant::new(b, g)))
+        self.with_broker(|b, now| {
+            b.lock_as(id, terms, self.principal(), now)
+                .map(|g| Grant::new(b, g))
+        })
     }
 
     /// See [`Broker::lock_matching`].
@@ -290,7 +303,7 @@ impl BrokerHandle {
     ) -> Result<Grant, DomainError> {
         let terms = terms.into();
         self.with_broker(|b, now| {
-            b.lock_matching(selector, terms, now)
+            b.lock_matching_as(selector, terms, self.principal(), now)
                 .map(|g| Grant::new(b, g))
         })
     }
@@ -303,7 +316,7 @@ impl BrokerHandle {
     ) -> Result<Vec<(usize, Grant)>, DomainError> {
         let terms = terms.into();
         self.with_broker(|b, now| {
-            let granted = b.lock_groups(groups, terms, now)?;
+            let granted = b.lock_groups_as(groups, terms, self.principal(), now)?;
             Ok(granted
                 .into_iter()
                 .map(|(g, granted)| (g, Grant::new(b, granted)))
@@ -313,14 +326,14 @@ impl BrokerHandle {
 
     /// See [`Broker::unlock_batch`].
     pub fn unlock_batch(&self, tokens: &[String]) -> Result<Vec<ResourceId>, DomainError> {
-        self.with_broker(|b, now| b.unlock_batch(tokens, now))
+        self.with_broker(|b, now| b.unlock_batch_as(tokens, self.principal(), now))
     }
 
     /// See [`Broker::reserve`]: the reservation as it stands after creation (possibly
     /// already fulfilled).
     pub fn reserve(&self, request: ReservationRequest) -> Result<ReservationSnapshot, DomainError> {
         self.with_broker(|b, now| {
-            let id = b.reserve(request, now)?;
+            let id = b.reserve_as(request, self.principal(), now)?;
             Ok(ReservationSnapshot::of(b, id, now).expect("just created"))
         })
     }
@@ -364,19 +377,19 @@ impl BrokerHandle {
     /// See [`Broker::claim`].
     pub fn claim(&self, id: ReservationId) -> Result<ReservationSnapshot, DomainError> {
         self.with_broker(|b, now| {
-            b.claim(id, now)?;
+            b.claim_as(id, self.principal(), now)?;
             Ok(ReservationSnapshot::of(b, id, now).expect("just claimed"))
         })
     }
 
     /// See [`Broker::cancel`].
     pub fn cancel(&self, id: ReservationId) -> Result<(), DomainError> {
-        self.with_broker(|b, now| b.cancel(id, now))
+        self.with_broker(|b, now| b.cancel_as(id, self.principal(), now))
     }
 
     /// See [`Broker::unlock`].
     pub fn unlock(&self, id: ResourceId, token: Option<&str>) -> Result<(), DomainError> {
-        self.with_broker(|b, now| b.unlock(id, token, now))
+        self.with_broker(|b, now| b.unlock_as(id, token, self.principal(), now))
     }
 
     /// See [`Broker::extend`].
@@ -386,7 +399,7 @@ impl BrokerHandle {
         token: Option<&str>,
         additional: Ttl,
     ) -> Result<Lease, DomainError> {
-        self.with_broker(|b, now| b.extend(id, token, additional, now))
+        self.with_broker(|b, now| b.extend_as(id, token, additional, self.principal(), now))
     }
 
     /// See [`Broker::mark_unavailable`]: the resource as it stands after.
@@ -526,7 +539,7 @@ impl BrokerHandle {
         let now = self.now();
         let committer = &*self.shared.committer;
         let scope = self.scope.as_deref();
-        let (out, seen, moved_earlier) = {
+        let (out, seen, moved_earlier, changed) = {
             let mut core = self
                 .shared
                 .core
@@ -540,7 +553,7 @@ impl BrokerHandle {
             core.emit(now, &Cause::system(), None, committer);
             let out = f(&mut core.broker, now);
             let cause = scope.map_or_else(Cause::anonymous, |s| s.cause().clone());
-            core.emit(now, &cause, scope, committer);
+            let changed = core.emit(now, &cause, scope, committer).is_some();
             let after = core.broker.next_deadline();
             let moved_earlier = match (before, after) {
                 (_, None) => false,
@@ -549,11 +562,14 @@ impl BrokerHandle {
             };
             let held = locked_at.elapsed();
             LONGEST_HOLD.set(LONGEST_HOLD.get().max(held));
-            (out, core.seq, moved_earlier)
+            (out, core.seq, moved_earlier, changed)
         }; // guard dropped: the rest runs unlocked
         committer.flush();
         if let Some(scope) = scope {
             scope.saw(seen);
+            if changed {
+                scope.made_change();
+            }
         }
         if moved_earlier {
             self.shared.deadline_changed.notify_one();

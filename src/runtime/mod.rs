@@ -20,7 +20,7 @@ pub use scope::RequestScope;
 pub use shutdown::Shutdown;
 pub use stream::{
     Actor, BATCH_BUCKETS, COMMIT_MICROS_BUCKETS, Cause, Change, CommitSnapshot, CommitStats,
-    Committed, Committer, Gap, IdempotencyRecord, InMemory, Ledger, Publisher, Subscription,
-    Unavailable,
+    Committed, Committer, Gap, IdempotencyRecord, InMemory, Ledger, Observer, Publisher,
+    Subscription, Unavailable,
 };
 pub use timer::run_expiry_timer;

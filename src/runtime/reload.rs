@@ -125,7 +125,11 @@ pub async fn run_reload_on_hangup(
             got = hangups.recv() => if got.is_none() { break },
         }
         tracing::info!("SIGHUP: reloading the descriptor");
-        let (handle, source) = (handle.clone(), source.clone());
+        // The service's own doing (the audit log's `system`), not a request's.
+        let handle = handle.scoped(std::sync::Arc::new(super::RequestScope::new(
+            super::Cause::system(),
+        )));
+        let source = source.clone();
         // Off the runtime's thread: it also runs the accept loop and the expiry timer.
         match tokio::task::spawn_blocking(move || reload(&handle, &source)).await {
             Ok(outcome) => log_outcome(&outcome),

@@ -10,16 +10,22 @@
 
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::stream::Cause;
+use crate::domain::Principal;
 
 /// See the [module documentation](self).
 #[derive(Debug)]
 pub struct RequestScope {
     cause: Arc<Cause>,
+    /// Who the request's broker calls act for (ownership, caps).
+    principal: Principal,
     /// The newest change this request could have seen (0: none).
     seen: AtomicU64,
+    /// Whether the request made a change of its own (not just the system's expiries
+    /// that ran in its call): the audit log records one that did not by its answer.
+    changed: AtomicBool,
     idempotency: Mutex<Remember>,
 }
 
@@ -38,13 +44,26 @@ impl RequestScope {
     pub fn new(cause: Arc<Cause>) -> Self {
         RequestScope {
             cause,
+            principal: Principal::anyone(),
             seen: AtomicU64::new(0),
+            changed: AtomicBool::new(false),
             idempotency: Mutex::new(Remember::Off),
         }
     }
 
     pub fn cause(&self) -> &Arc<Cause> {
         &self.cause
+    }
+
+    /// The scope acting for `principal` (by default, [`Principal::anyone`]).
+    #[must_use]
+    pub fn acting_for(mut self, principal: Principal) -> Self {
+        self.principal = principal;
+        self
+    }
+
+    pub fn principal(&self) -> &Principal {
+        &self.principal
     }
 
     /// The newest change this request could have seen: its answer waits for that one's
@@ -56,6 +75,16 @@ impl RequestScope {
     /// The request saw (or made) change `seq`.
     pub fn saw(&self, seq: u64) {
         self.seen.fetch_max(seq, Ordering::AcqRel);
+    }
+
+    /// Whether the request made a change of its own.
+    pub fn changed(&self) -> bool {
+        self.changed.load(Ordering::Acquire)
+    }
+
+    /// The request made a change of its own.
+    pub(super) fn made_change(&self) {
+        self.changed.store(true, Ordering::Release);
     }
 
     /// The request carries an `Idempotency-Key`: its next change must wait for its

@@ -342,6 +342,10 @@ impl Ledger {
 #[derive(Debug)]
 pub struct Committed {
     pub seq: u64,
+    /// When the broker made it.
+    pub at: Timestamp,
+    /// Who made it happen (the audit log's actor, client and request id).
+    pub cause: Arc<Cause>,
     /// The number of its first event: events are numbered from 1 in stream order
     /// (the SSE `id`).
     pub first_event: u64,
@@ -361,11 +365,20 @@ pub const SUBSCRIBER_BUFFER: usize = 4096;
 /// (`Last-Event-ID`).
 pub const REPLAY_EVENTS: usize = 10_000;
 
+/// A consumer that must see every committed change, in order, and cannot lag behind
+/// as a broadcast subscriber can (the audit log). Called by [`Publisher::publish`] under
+/// its lock, on the thread that publishes (a request's, or the store's writer): it must
+/// be quick and must never block.
+pub trait Observer: Send + Sync + 'static {
+    fn committed(&self, change: &Committed);
+}
+
 /// The consumers every committed change goes to, in order: the log, the replay buffer,
-/// the subscribers.
+/// the observer (if any), the subscribers.
 pub struct Publisher {
     inner: Mutex<Replay>,
     subscribers: broadcast::Sender<Arc<Committed>>,
+    observer: Option<Arc<dyn Observer>>,
 }
 
 struct Replay {
@@ -401,6 +414,11 @@ pub enum Gap {
 impl Publisher {
     /// A publisher whose next event is number `next_event`.
     pub fn new(next_event: u64) -> Self {
+        Self::with_observer(next_event, None)
+    }
+
+    /// A publisher that also hands every committed change to `observer`.
+    pub fn with_observer(next_event: u64, observer: Option<Arc<dyn Observer>>) -> Self {
         Publisher {
             inner: Mutex::new(Replay {
                 next_event: next_event.max(1),
@@ -408,6 +426,7 @@ impl Publisher {
                 events: 0,
             }),
             subscribers: broadcast::channel(SUBSCRIBER_BUFFER).0,
+            observer,
         }
     }
 
@@ -417,9 +436,16 @@ impl Publisher {
     }
 
     /// Publishes committed changes, in sequence order.
-    pub fn publish(&self, changes: impl IntoIterator<Item = (u64, Vec<Event>)>) {
+    pub fn publish(&self, changes: impl IntoIterator<Item = Change>) {
         let mut replay = self.replay();
-        for (seq, events) in changes {
+        for Change {
+            seq,
+            at,
+            cause,
+            events,
+            ..
+        } in changes
+        {
             if events.is_empty() {
                 continue;
             }
@@ -428,9 +454,14 @@ impl Publisher {
             }
             let committed = Arc::new(Committed {
                 seq,
+                at,
+                cause,
                 first_event: replay.next_event,
                 events,
             });
+            if let Some(observer) = &self.observer {
+                observer.committed(&committed);
+            }
             replay.next_event += committed.events.len() as u64;
             replay.events += committed.events.len();
             replay.recent.push_back(committed.clone());
@@ -534,8 +565,7 @@ impl Committer for InMemory {
         let Some(last) = queue.back().map(|c| c.seq) else {
             return;
         };
-        self.publisher
-            .publish(queue.drain(..).map(|c| (c.seq, c.events)));
+        self.publisher.publish(queue.drain(..));
         drop(queue);
         self.ledger.advance(last);
     }

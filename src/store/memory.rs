@@ -57,6 +57,8 @@ impl MemoryStore {
             seq: state.seq,
             next_event: state.next_event.max(1),
             records: state.records.clone(),
+            // Audit rows are the SQLite store's: a memory store keeps none.
+            audit: Vec::new(),
         }
     }
 

@@ -20,6 +20,7 @@ pub use memory::MemoryStore;
 pub use url::PersistUrl;
 pub use writer::{Failpoint, Writer};
 
+use crate::audit;
 use crate::domain::{Image, Timestamp};
 use crate::runtime::{Change, IdempotencyRecord};
 
@@ -33,6 +34,8 @@ pub struct Loaded {
     pub next_event: u64,
     /// Remembered `Idempotency-Key` answers that have not expired.
     pub records: Vec<IdempotencyRecord>,
+    /// The audit log's latest entries (at most the retention), oldest first.
+    pub audit: Vec<audit::Entry>,
 }
 
 /// One transaction's worth of changes, in sequence order.
@@ -44,6 +47,10 @@ pub struct Batch<'a> {
     pub next_event: u64,
     /// Remembered answers that expired by now may be forgotten.
     pub now: Timestamp,
+    /// Audit entries of requests' answers (refusals, accepted requests that changed
+    /// nothing), stored with this transaction; the changes' own entries are derived
+    /// from the changes ([`audit::Entry::of_change`]). A batch may hold only these.
+    pub answers: &'a [audit::Entry],
 }
 
 /// Why a commit failed.
@@ -63,15 +70,19 @@ pub trait Backend: Send + 'static {
     fn commit(&mut self, batch: &Batch<'_>) -> Result<(), StoreError>;
 }
 
-/// Opens the store `url` names, checks it and reads it.
+/// Opens the store `url` names, checks it and reads it. It keeps the latest
+/// `audit_retention` audit entries.
 ///
 /// # Errors
 /// A store that cannot be opened or created, is corrupt, or was written by a newer
 /// version; the message says which and what to do.
-pub fn open(url: &PersistUrl) -> anyhow::Result<(Box<dyn Backend>, Loaded)> {
+pub fn open(
+    url: &PersistUrl,
+    audit_retention: usize,
+) -> anyhow::Result<(Box<dyn Backend>, Loaded)> {
     match url {
         PersistUrl::Sqlite(path) => {
-            let (store, loaded) = sqlite::SqliteStore::open(path)?;
+            let (store, loaded) = sqlite::SqliteStore::open_keeping(path, audit_retention)?;
             Ok((Box::new(store), loaded))
         }
     }

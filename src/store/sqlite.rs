@@ -19,6 +19,7 @@ use rusqlite::{Connection, OpenFlags, Row, TransactionBehavior, params};
 use serde_json::{Value, json};
 
 use super::{Backend, Batch, Loaded, StoreError, coalesce};
+use crate::audit;
 use crate::domain::{
     Allocation, Counters, Criteria, EndReason, EndedReservation, ExpiredLock, Expr, FencingToken,
     Group, Lease, LockMeta, LockState, LockToken, Maintenance, Origin, Priority, Released,
@@ -32,7 +33,11 @@ const APPLICATION_ID: i64 = 0x5242_4f54;
 
 /// The schema, one migration per version: `MIGRATIONS[n]` takes version `n` to `n + 1`.
 /// Never edit a released migration; add the next one.
-const MIGRATIONS: &[&str] = &[include_str!("schema/v1.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("schema/v1.sql"),
+    include_str!("schema/v2.sql"),
+    include_str!("schema/v3.sql"),
+];
 
 /// The newest schema version this build reads and writes.
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
@@ -42,15 +47,31 @@ pub struct SqliteStore {
     conn: Connection,
     /// Held (flock) for as long as the store is open.
     _lock: File,
+    /// Audit rows kept: older ones are deleted as new ones come.
+    audit_retention: usize,
 }
 
 impl SqliteStore {
-    /// Opens (or creates) the database at `path`, checks and migrates it, and reads it.
+    /// Opens (or creates) the database at `path`, checks and migrates it, and reads it;
+    /// it keeps [`audit::DEFAULT_RETENTION`] audit rows.
     ///
     /// # Errors
     /// The file cannot be created or opened, another rentabot serves it, it is not a
     /// rentabot database, it is corrupt, or a newer version wrote it.
     pub fn open(path: &Path) -> anyhow::Result<(SqliteStore, Loaded)> {
+        Self::open_keeping(path, audit::DEFAULT_RETENTION)
+    }
+
+    /// [`SqliteStore::open`], keeping the latest `audit_retention` audit rows (at least
+    /// one).
+    ///
+    /// # Errors
+    /// As [`SqliteStore::open`].
+    pub fn open_keeping(
+        path: &Path,
+        audit_retention: usize,
+    ) -> anyhow::Result<(SqliteStore, Loaded)> {
+        let audit_retention = audit_retention.max(1);
         let lock = lock(path)?;
         create_private(path)?;
         let mut conn = connect(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
@@ -68,8 +89,17 @@ impl SqliteStore {
             );
         }
         conn.pragma_update(None, "synchronous", "FULL")?;
-        let loaded = read(&conn).with_context(|| format!("reading {}", path.display()))?;
-        Ok((SqliteStore { conn, _lock: lock }, loaded))
+        let mut loaded = read(&conn).with_context(|| format!("reading {}", path.display()))?;
+        loaded.audit = read_audit(&conn, audit_retention)
+            .with_context(|| format!("reading the audit log of {}", path.display()))?;
+        Ok((
+            SqliteStore {
+                conn,
+                _lock: lock,
+                audit_retention,
+            },
+            loaded,
+        ))
     }
 }
 
@@ -135,9 +165,9 @@ impl Backend for SqliteStore {
 impl SqliteStore {
     fn try_commit(&mut self, batch: &Batch<'_>) -> anyhow::Result<()> {
         let rows = coalesce(batch.changes);
-        let Some(seq) = rows.seq else {
+        if rows.seq.is_none() && batch.answers.is_empty() {
             return Ok(());
-        };
+        }
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -180,11 +210,30 @@ impl SqliteStore {
         }
         tx.prepare_cached("DELETE FROM idempotency WHERE expires_at <= ?1")?
             .execute([millis(batch.now)])?;
-        let counters = match rows.counters {
-            Some(c) => c,
-            None => read_counters(&tx)?,
-        };
-        update_state(&tx, seq, batch.next_event, counters)?;
+        // The audit log: one row per event, in this transaction, so that a change and
+        // its record are stored together or not at all; then the refused requests.
+        let mut audited = false;
+        for change in batch.changes {
+            for entry in audit::Entry::of_change(change.at, &change.cause, &change.events) {
+                insert_audit(&tx, &entry)?;
+                audited = true;
+            }
+        }
+        for entry in batch.answers {
+            insert_audit(&tx, entry)?;
+            audited = true;
+        }
+        if audited {
+            tx.prepare_cached("DELETE FROM audit WHERE ord <= (SELECT MAX(ord) FROM audit) - ?1")?
+                .execute([i64::try_from(self.audit_retention).unwrap_or(i64::MAX)])?;
+        }
+        if let Some(seq) = rows.seq {
+            let counters = match rows.counters {
+                Some(c) => c,
+                None => read_counters(&tx)?,
+            };
+            update_state(&tx, seq, batch.next_event, counters)?;
+        }
         tx.commit()?;
         Ok(())
     }
@@ -361,8 +410,8 @@ fn read(conn: &Connection) -> anyhow::Result<Loaded> {
         });
     }
     let mut stmt = conn.prepare(
-        "SELECT resource, name, fencing, acquired_at, expired_at, reservation, holder, note \
-         FROM expired_locks ORDER BY ord",
+        "SELECT resource, name, fencing, acquired_at, expired_at, reservation, holder, note, \
+         owner FROM expired_locks ORDER BY ord",
     )?;
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
@@ -379,6 +428,7 @@ fn read(conn: &Connection) -> anyhow::Result<Loaded> {
             meta: LockMeta {
                 holder: row.get(6)?,
                 note: row.get(7)?,
+                owner: row.get::<_, Option<String>>(8)?.map(Arc::from),
             },
         });
     }
@@ -444,7 +494,7 @@ fn update_state(
 const RESOURCE_COLUMNS: &str = "id, name, description, endpoint, tags, max_lock_secs, origin, \
     retiring, lock_token, lock_fencing, lock_acquired_at, lock_expires_at, lock_reservation, \
     lock_holder, lock_note, released, released_at, released_reason, maint_reason, maint_from, \
-    maint_until, maint_active";
+    maint_until, maint_active, lock_owner";
 
 fn upsert_resource(conn: &Connection, r: &Resource) -> anyhow::Result<()> {
     let lease = r.lease();
@@ -463,7 +513,7 @@ fn upsert_resource(conn: &Connection, r: &Resource) -> anyhow::Result<()> {
     conn.prepare_cached(&format!(
         "INSERT OR REPLACE INTO resources ({RESOURCE_COLUMNS}) VALUES \
          (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
-          ?19, ?20, ?21, ?22)"
+          ?19, ?20, ?21, ?22, ?23)"
     ))?
     .execute(params![
         r.id.get(),
@@ -491,6 +541,7 @@ fn upsert_resource(conn: &Connection, r: &Resource) -> anyhow::Result<()> {
         m.map(|m| millis(m.from)),
         m.and_then(|m| m.until).map(millis),
         m.map(|m| m.active),
+        lease.and_then(|l| l.meta.owner.as_deref()),
     ])?;
     Ok(())
 }
@@ -525,6 +576,7 @@ fn resource_from_row(row: &Row<'_>) -> rusqlite::Result<Resource> {
             meta: LockMeta {
                 holder: row.get(13)?,
                 note: row.get(14)?,
+                owner: row.get::<_, Option<String>>(22)?.map(Arc::from),
             },
         }),
         None => LockState::Free(match row.get::<_, Option<String>>(15)?.as_deref() {
@@ -565,7 +617,7 @@ fn resource_from_row(row: &Row<'_>) -> rusqlite::Result<Resource> {
 
 const RESERVATION_COLUMNS: &str = "id, seq, groups, priority, ttl_secs, max_wait_secs, \
     auto_claim, holder, note, created_at, expires_at, status, fulfilled_at, claim_expires_at, \
-    claimed_at, allocations, next_aging";
+    claimed_at, allocations, next_aging, owner";
 
 fn upsert_reservation(conn: &Connection, stored: &StoredReservation) -> anyhow::Result<()> {
     let r = &stored.reservation;
@@ -585,7 +637,7 @@ fn upsert_reservation(conn: &Connection, stored: &StoredReservation) -> anyhow::
         .collect();
     conn.prepare_cached(&format!(
         "INSERT OR REPLACE INTO reservations ({RESERVATION_COLUMNS}) VALUES \
-         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
     ))?
     .execute(params![
         r.id.to_string(),
@@ -605,6 +657,7 @@ fn upsert_reservation(conn: &Connection, stored: &StoredReservation) -> anyhow::
         r.claimed_at.map(millis),
         Value::Array(allocations).to_string(),
         stored.next_aging.map(millis),
+        r.request.meta.owner.as_deref(),
     ])?;
     Ok(())
 }
@@ -671,6 +724,7 @@ fn reservation_from_row(row: &Row<'_>) -> anyhow::Result<StoredReservation> {
                 meta: LockMeta {
                     holder: row.get(7)?,
                     note: row.get(8)?,
+                    owner: row.get::<_, Option<String>>(17)?.map(Arc::from),
                 },
             },
             seq: row.get::<_, i64>(1)? as u64,
@@ -695,8 +749,8 @@ fn insert_ended(conn: &Connection, e: &EndedReservation) -> anyhow::Result<()> {
 fn insert_expired(conn: &Connection, x: &ExpiredLock) -> anyhow::Result<()> {
     conn.prepare_cached(
         "INSERT INTO expired_locks \
-         (resource, name, fencing, acquired_at, expired_at, reservation, holder, note) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+         (resource, name, fencing, acquired_at, expired_at, reservation, holder, note, owner) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
         x.resource.get(),
@@ -707,6 +761,7 @@ fn insert_expired(conn: &Connection, x: &ExpiredLock) -> anyhow::Result<()> {
         x.reservation.map(|r| r.to_string()),
         x.meta.holder,
         x.meta.note,
+        x.meta.owner.as_deref(),
     ])?;
     Ok(())
 }
@@ -729,6 +784,59 @@ fn upsert_record(conn: &Connection, r: &IdempotencyRecord) -> anyhow::Result<()>
         millis(r.expires_at),
     ])?;
     Ok(())
+}
+
+fn insert_audit(conn: &Connection, entry: &audit::Entry) -> anyhow::Result<()> {
+    let cause = &entry.cause;
+    conn.prepare_cached(
+        "INSERT INTO audit (at, event_type, resource_id, reservation_id, actor, role, \
+         client_ip, user_agent, request_id, success, details) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?
+    .execute(params![
+        millis(entry.at),
+        entry.event_type.as_ref(),
+        entry.resource.map(ResourceId::get),
+        entry.reservation.map(|r| r.to_string()),
+        entry.actor(),
+        entry.role(),
+        cause.client_ip.map(|ip| ip.to_string()),
+        cause.user_agent.as_deref(),
+        cause.request_id.as_deref(),
+        entry.success,
+        Value::Object(entry.details()).to_string(),
+    ])?;
+    Ok(())
+}
+
+/// The latest `retention` audit rows, oldest first.
+fn read_audit(conn: &Connection, retention: usize) -> anyhow::Result<Vec<audit::Entry>> {
+    let mut stmt = conn.prepare(
+        "SELECT at, event_type, resource_id, reservation_id, actor, role, client_ip, \
+         user_agent, request_id, success, details FROM audit ORDER BY ord DESC LIMIT ?1",
+    )?;
+    let mut rows = stmt.query([i64::try_from(retention).unwrap_or(i64::MAX)])?;
+    let mut entries = Vec::new();
+    while let Some(row) = rows.next()? {
+        let reservation: Option<String> = row.get(3)?;
+        let entry = audit::Entry::stored(
+            timestamp(row.get(0)?),
+            row.get(1)?,
+            row.get(2)?,
+            reservation.as_deref(),
+            &row.get::<_, String>(4)?,
+            row.get::<_, Option<String>>(5)?.as_deref(),
+            row.get::<_, Option<String>>(6)?.as_deref(),
+            row.get::<_, Option<String>>(7)?.as_deref(),
+            row.get::<_, Option<String>>(8)?.as_deref(),
+            row.get(9)?,
+            &row.get::<_, String>(10)?,
+        )
+        .with_context(|| format!("an audit row names reservation {reservation:?}"))?;
+        entries.push(entry);
+    }
+    entries.reverse();
+    Ok(entries)
 }
 
 fn millis(t: Timestamp) -> i64 {
@@ -765,7 +873,11 @@ const TABLES: &[&str] = &[
     "ended",
     "expired_locks",
     "idempotency",
+    "audit",
 ];
+
+/// The schema version that added each table after the first.
+const TABLE_SINCE: &[(&str, usize)] = &[("audit", 2)];
 
 /// The whole state as JSON: every row of every table, by column name, with the schema
 /// version, so that `import` can check it reads what it writes. Blobs are hex strings.
@@ -815,12 +927,17 @@ pub fn import_json(path: &Path, export: &Value) -> anyhow::Result<Loaded> {
     if export["format"] != "rentabot-state" {
         bail!("not a rentabot state export (no \"format\": \"rentabot-state\")");
     }
-    if export["schema_version"] != json!(SCHEMA_VERSION) {
-        bail!(
-            "the export has schema version {}, this rentabot reads {SCHEMA_VERSION}",
-            export["schema_version"]
-        );
-    }
+    // An export of an older schema imports too: the tables it lacks start empty.
+    let version = export["schema_version"]
+        .as_u64()
+        .and_then(|v| usize::try_from(v).ok())
+        .filter(|v| (1..=SCHEMA_VERSION).contains(v))
+        .with_context(|| {
+            format!(
+                "the export has schema version {}, this rentabot reads 1 to {SCHEMA_VERSION}",
+                export["schema_version"]
+            )
+        })?;
     if path.exists() {
         bail!(
             "{} exists: import writes a new state file only",
@@ -832,7 +949,14 @@ pub fn import_json(path: &Path, export: &Value) -> anyhow::Result<Loaded> {
         let tx = store.conn.transaction()?;
         tx.execute("DELETE FROM state", [])?;
         for table in TABLES {
+            let since = TABLE_SINCE
+                .iter()
+                .find(|(t, _)| t == table)
+                .map_or(1, |(_, v)| *v);
             let Some(rows) = export["tables"][table].as_array() else {
+                if version < since {
+                    continue;
+                }
                 bail!("the export has no table {table}");
             };
             for row in rows {
@@ -949,6 +1073,7 @@ mod tests {
                 records,
                 next_event: 42,
                 now: T0,
+                answers: &[],
             })
             .unwrap();
     }
@@ -972,6 +1097,7 @@ mod tests {
         let meta = LockMeta {
             holder: Some("ci/job/7".into()),
             note: Some("flash".into()),
+            owner: Some("alice".into()),
         };
         b.lock(
             ResourceId::new(2),
@@ -998,7 +1124,10 @@ mod tests {
             ttl: Ttl::from_secs(60).unwrap(),
             max_wait: Ttl::from_secs(900).unwrap(),
             auto_claim: false,
-            meta: LockMeta::default(),
+            meta: LockMeta {
+                owner: Some("bob".into()),
+                ..LockMeta::default()
+            },
         };
         b.reserve(request, at(3)).unwrap();
         changes.push(change(&mut b, 3));
@@ -1111,6 +1240,41 @@ mod tests {
         assert!(err.contains("written by a newer rentabot"), "{err}");
     }
 
+    /// A file as the first release left it, with that schema's columns only: change 1
+    /// committed, resource 1 locked by `ci`.
+    fn write_version_1_file(path: &Path) {
+        let conn = Connection::open(path).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO resources (id, name, description, endpoint, tags, max_lock_secs, \
+             origin, retiring, lock_token, lock_fencing, lock_acquired_at, lock_expires_at, \
+             lock_holder) VALUES (1, 'b1', '', '', '[]', 600, 'descriptor', 0, \
+             '6f1c2d3e-4a5b-4c6d-8e9f-0a1b2c3d4e5f', 1, 0, 600000, 'ci')",
+            [],
+        )
+        .unwrap();
+        update_state(&conn, 1, 7, recording_broker().image().counters).unwrap();
+    }
+
+    #[test]
+    fn a_version_1_file_is_migrated_and_its_locks_belong_to_nobody() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        write_version_1_file(&path);
+        let (_, loaded) = SqliteStore::open(&path).unwrap();
+        let lease = loaded.image.resources[&ResourceId::new(1)]
+            .lease()
+            .unwrap()
+            .clone();
+        assert_eq!(lease.meta.holder.as_deref(), Some("ci"));
+        assert_eq!(lease.meta.owner, None, "made before ownership existed");
+        let conn = Connection::open(&path).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
+    }
+
     #[test]
     fn another_programs_database_is_refused() {
         let dir = tempfile::tempdir().unwrap();
@@ -1131,6 +1295,9 @@ mod tests {
         let mut b = recording_broker();
         let first = change(&mut b, 1);
         b.lock(ResourceId::new(4), ttl(60), at(1)).unwrap();
+        let alice = crate::domain::Principal::named("alice");
+        b.lock_as(ResourceId::new(5), ttl(60), &alice, at(1))
+            .unwrap();
         let second = change(&mut b, 2);
         commit(&mut store, &[first, second], &[]);
 
@@ -1149,11 +1316,144 @@ mod tests {
         assert_eq!(loaded.seq, 2);
         let (_, reopened) = SqliteStore::open(&imported).unwrap();
         assert_eq!(reopened.image, b.image());
+        let owner = &reopened.image.resources[&ResourceId::new(5)]
+            .lease()
+            .unwrap()
+            .meta
+            .owner;
+        assert_eq!(owner.as_deref(), Some("alice"), "the export carries owners");
+        assert_eq!(
+            exported["tables"]["resources"][4]["lock_owner"],
+            json!("alice")
+        );
 
         let mut bad = exported.clone();
         bad["schema_version"] = json!(99);
         assert!(import_json(&dir.path().join("bad.db"), &bad).is_err());
         assert!(!dir.path().join("bad.db").exists());
+    }
+
+    fn audit_rows(path: &Path) -> Vec<(String, Option<u32>, String, bool)> {
+        let conn = Connection::open(path).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT event_type, resource_id, actor, success FROM audit ORDER BY ord")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_changes_audit_rows_are_committed_with_it_and_refusals_on_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let (mut store, _) = SqliteStore::open(&path).unwrap();
+        let mut b = recording_broker();
+        let first = change(&mut b, 1); // five resources added
+        b.lock(ResourceId::new(2), ttl(60), at(1)).unwrap();
+        let second = change(&mut b, 2);
+        commit(&mut store, &[first, second], &[]);
+        let rows = audit_rows(&path);
+        assert_eq!(rows.len(), 6, "{rows:?}");
+        assert_eq!(rows[5], ("locked".into(), Some(2), "system".into(), true));
+
+        let refusal = audit::Entry::refused(
+            at(2),
+            crate::runtime::Cause::anonymous(),
+            "unlock",
+            Some(ResourceId::new(2)),
+            None,
+            audit::Answer {
+                method: "POST".into(),
+                route: "/api/v1/resources/{id}/unlock".into(),
+                status: 403,
+                code: Some("invalid_lock_token"),
+            },
+        );
+        store
+            .commit(&Batch {
+                changes: &[],
+                records: &[],
+                next_event: 42,
+                now: T0,
+                answers: std::slice::from_ref(&refusal),
+            })
+            .unwrap();
+        assert_eq!(
+            audit_rows(&path)[6],
+            ("unlock".into(), Some(2), "anonymous".into(), false)
+        );
+        drop(store);
+        let (_, loaded) = SqliteStore::open(&path).unwrap();
+        assert_eq!(loaded.seq, 2, "a refusal is not a change");
+        assert_eq!(loaded.audit.len(), 7);
+        assert_eq!(loaded.audit[6].record(), refusal.record());
+    }
+
+    #[test]
+    fn the_audit_table_keeps_the_retention_and_reads_back_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let (mut store, _) = SqliteStore::open_keeping(&path, 3).unwrap();
+        let mut b = recording_broker();
+        let first = change(&mut b, 1); // five rows, two too many
+        commit(&mut store, &[first], &[]);
+        let grant = b.lock(ResourceId::new(1), ttl(60), at(1)).unwrap();
+        b.unlock(ResourceId::new(1), Some(&grant.token.reveal()), at(2))
+            .unwrap();
+        let second = change(&mut b, 2);
+        commit(&mut store, &[second], &[]);
+        let kinds: Vec<String> = audit_rows(&path).into_iter().map(|r| r.0).collect();
+        assert_eq!(kinds, ["resource_added", "locked", "unlocked"]);
+        drop(store);
+        let (_, loaded) = SqliteStore::open_keeping(&path, 2).unwrap();
+        let kinds: Vec<&str> = loaded.audit.iter().map(|e| e.event_type.as_ref()).collect();
+        assert_eq!(kinds, ["locked", "unlocked"], "the newest, oldest first");
+    }
+
+    #[test]
+    fn a_version_1_file_migrates_to_the_current_schema_keeping_its_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        write_version_1_file(&path);
+        let (mut store, loaded) = SqliteStore::open(&path).unwrap();
+        assert_eq!(loaded.seq, 1);
+        assert_eq!(loaded.image.resources.len(), 1);
+        assert!(
+            loaded.image.resources[&ResourceId::new(1)]
+                .lease()
+                .is_some()
+        );
+        assert!(loaded.audit.is_empty());
+        let conn = Connection::open(&path).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
+        drop(conn);
+        // And the new table takes rows.
+        let mut b = recording_broker();
+        b.drain_events();
+        b.take_delta();
+        b.lock(ResourceId::new(4), ttl(60), at(2)).unwrap();
+        let next = change(&mut b, 2);
+        commit(&mut store, &[next], &[]);
+        assert_eq!(audit_rows(&path).len(), 1);
+    }
+
+    #[test]
+    fn an_export_of_schema_1_imports_with_an_empty_audit_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let (mut store, _) = SqliteStore::open(&path).unwrap();
+        let mut b = recording_broker();
+        let first = change(&mut b, 1);
+        commit(&mut store, &[first], &[]);
+        drop(store);
+        let mut exported = export_json(&path).unwrap();
+        exported["schema_version"] = json!(1);
+        exported["tables"].as_object_mut().unwrap().remove("audit");
+        let loaded = import_json(&dir.path().join("imported.db"), &exported).unwrap();
+        assert_eq!(loaded.image, b.image());
+        assert!(audit_rows(&dir.path().join("imported.db")).is_empty());
     }
 
     #[test]

@@ -17,7 +17,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -25,6 +25,7 @@ use std::time::Duration;
 use anyhow::bail;
 
 use super::{Backend, Batch};
+use crate::audit;
 use crate::domain::Clock;
 use crate::runtime::{Change, Committer, IdempotencyRecord, Ledger, Publisher};
 
@@ -41,13 +42,47 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 enum Message {
     Change(Change),
     Record(u64, Option<IdempotencyRecord>),
+    /// The audit entry of a request's answer (a refusal, or an accepted request that
+    /// changed nothing): stored with the next transaction, waited for by nobody.
+    Answer(audit::Entry),
     /// Commit what is queued, then end.
     Close,
 }
 
+/// Audit entries of requests' answers that may wait for the writer at once. While the
+/// store fails, every request is refused (503) and recorded: without a bound they would
+/// pile up in memory for as long as the outage lasts.
+pub const MAX_QUEUED_ANSWERS: usize = 65_536;
+
 /// The committer of a service with persistence. Cheap to share: it is a channel sender.
 pub struct Writer {
     tx: Sender<Message>,
+    /// Refusals sent and not yet taken by the thread.
+    answers: Arc<AtomicUsize>,
+    /// Some were not stored since the last one that was (warned once).
+    answers_dropped: Arc<AtomicBool>,
+}
+
+impl Writer {
+    /// Queues the audit entry of a request's answer for the next transaction. Never
+    /// blocks and never waits for the commit: the request changed nothing to
+    /// acknowledge. Beyond
+    /// [`MAX_QUEUED_ANSWERS`] waiting, the entry is not stored (the audit log's memory
+    /// and file still have it) and a warning says so, once per outage.
+    pub fn store_answer(&self, entry: audit::Entry) {
+        if self.answers.fetch_add(1, Ordering::AcqRel) >= MAX_QUEUED_ANSWERS {
+            self.answers.fetch_sub(1, Ordering::AcqRel);
+            if !self.answers_dropped.swap(true, Ordering::AcqRel) {
+                tracing::warn!(
+                    "{MAX_QUEUED_ANSWERS} requests' answers wait for the store: the audit \
+                     records of more are kept in memory and the file only"
+                );
+            }
+            return;
+        }
+        self.answers_dropped.store(false, Ordering::Release);
+        let _ = self.tx.send(Message::Answer(entry));
+    }
 }
 
 impl Committer for Writer {
@@ -130,33 +165,75 @@ pub fn spawn(
     context: WriterContext,
 ) -> anyhow::Result<(Writer, JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel();
+    let answers = Arc::new(AtomicUsize::new(0));
     let thread = std::thread::Builder::new()
         .name("rentabot-writer".to_owned())
-        .spawn(move || run(rx, backend, context))?;
-    Ok((Writer { tx }, thread))
+        .spawn({
+            let answers = answers.clone();
+            move || run(rx, backend, context, &answers)
+        })?;
+    let writer = Writer {
+        tx,
+        answers,
+        answers_dropped: Arc::new(AtomicBool::new(false)),
+    };
+    Ok((writer, thread))
 }
 
-fn run(rx: Receiver<Message>, mut backend: Box<dyn Backend>, cx: WriterContext) {
+fn run(
+    rx: Receiver<Message>,
+    mut backend: Box<dyn Backend>,
+    cx: WriterContext,
+    queued_answers: &AtomicUsize,
+) {
     // Held until the thread ends (returns or unwinds): dropping it tells the app.
     let _ended = &cx.ended;
     let mut queue: VecDeque<Change> = VecDeque::new();
     let mut records: HashMap<u64, Option<IdempotencyRecord>> = HashMap::new();
+    let mut answers: Vec<audit::Entry> = Vec::new();
     let mut commits = 0u64;
     let mut open = true;
     loop {
         // Block for work when there is none; otherwise take what is there.
         if queue.is_empty() {
+            if !answers.is_empty() {
+                // Only answers: their own transaction, which no answer waits for.
+                let next_event = cx.publisher.next_event();
+                if !commit(&mut *backend, &[], &[], &answers, next_event, &cx) {
+                    break;
+                }
+                answers.clear();
+                // A failure it may have reported is over (nothing new is committed).
+                cx.ledger.advance(cx.ledger.committed());
+                continue;
+            }
             if !open {
                 break;
             }
             match rx.recv() {
-                Ok(message) => open &= take(message, &mut queue, &mut records),
+                Ok(message) => {
+                    open &= take(
+                        message,
+                        &mut queue,
+                        &mut records,
+                        &mut answers,
+                        queued_answers,
+                    )
+                }
                 Err(_) => break,
             }
         }
         while open && queue.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(message) => open &= take(message, &mut queue, &mut records),
+                Ok(message) => {
+                    open &= take(
+                        message,
+                        &mut queue,
+                        &mut records,
+                        &mut answers,
+                        queued_answers,
+                    )
+                }
                 Err(mpsc::TryRecvError::Empty) => break,
                 Err(mpsc::TryRecvError::Disconnected) => {
                     open = false;
@@ -165,7 +242,7 @@ fn run(rx: Receiver<Message>, mut backend: Box<dyn Backend>, cx: WriterContext) 
             }
         }
         if queue.is_empty() {
-            continue; // a record, or the word to close, and nothing to commit
+            continue; // a record, an answer or the word to close, and no change
         }
         let ready = queue
             .iter()
@@ -176,7 +253,15 @@ fn run(rx: Receiver<Message>, mut backend: Box<dyn Backend>, cx: WriterContext) 
             // The head waits for its request's answer.
             let head = queue.front().expect("not empty").seq;
             match rx.recv_timeout(RECORD_WAIT) {
-                Ok(message) => open &= take(message, &mut queue, &mut records),
+                Ok(message) => {
+                    open &= take(
+                        message,
+                        &mut queue,
+                        &mut records,
+                        &mut answers,
+                        queued_answers,
+                    )
+                }
                 Err(RecvTimeoutError::Timeout) => {
                     tracing::warn!(
                         seq = head,
@@ -204,17 +289,24 @@ fn run(rx: Receiver<Message>, mut backend: Box<dyn Backend>, cx: WriterContext) 
             std::process::abort();
         }
         let started = std::time::Instant::now();
-        if !commit(&mut *backend, &batch, &remembered, next_event, &cx) {
+        if !commit(
+            &mut *backend,
+            &batch,
+            &remembered,
+            &answers,
+            next_event,
+            &cx,
+        ) {
             break; // stopping while the store fails: nothing of this was acknowledged
         }
+        answers.clear();
         if cx.failpoint == Some(Failpoint::AfterCommit(commits)) {
             eprintln!("rentabot: failpoint after-commit:{commits}: aborting");
             std::process::abort();
         }
         cx.ledger.stats().observe(batch.len(), started.elapsed());
         let last = batch.last().expect("not empty").seq;
-        cx.publisher
-            .publish(batch.into_iter().map(|c| (c.seq, c.events)));
+        cx.publisher.publish(batch);
         cx.ledger.advance(last);
     }
     tracing::debug!("writer stopped");
@@ -225,9 +317,15 @@ fn take(
     message: Message,
     queue: &mut VecDeque<Change>,
     records: &mut HashMap<u64, Option<IdempotencyRecord>>,
+    answers: &mut Vec<audit::Entry>,
+    queued_answers: &AtomicUsize,
 ) -> bool {
     match message {
         Message::Change(change) => queue.push_back(change),
+        Message::Answer(entry) => {
+            queued_answers.fetch_sub(1, Ordering::AcqRel);
+            answers.push(entry);
+        }
         Message::Record(seq, record) => {
             records.insert(seq, record);
         }
@@ -241,6 +339,7 @@ fn commit(
     backend: &mut dyn Backend,
     changes: &[Change],
     records: &[IdempotencyRecord],
+    answers: &[audit::Entry],
     next_event: u64,
     cx: &WriterContext,
 ) -> bool {
@@ -251,6 +350,7 @@ fn commit(
             records,
             next_event,
             now: cx.clock.now(),
+            answers,
         };
         match backend.commit(&batch) {
             Ok(()) => return true,
@@ -274,6 +374,50 @@ fn commit(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answers_waiting_for_the_store_are_bounded() {
+        let (tx, rx) = mpsc::channel();
+        let writer = Writer {
+            tx,
+            answers: Arc::new(AtomicUsize::new(0)),
+            answers_dropped: Arc::new(AtomicBool::new(false)),
+        };
+        let entry = audit::Entry::refused(
+            crate::domain::Timestamp::from_millis(0),
+            crate::runtime::Cause::anonymous(),
+            "lock",
+            None,
+            None,
+            audit::Answer {
+                method: "POST".into(),
+                route: "/api/v1/resources/lock".into(),
+                status: 503,
+                code: Some("store_unavailable"),
+            },
+        );
+        for _ in 0..MAX_QUEUED_ANSWERS + 10 {
+            writer.store_answer(entry.clone());
+        }
+        // The thread takes what waits (here: the test), and there is room again.
+        let (mut queue, mut records, mut answers) = (VecDeque::new(), HashMap::new(), Vec::new());
+        for message in rx.try_iter() {
+            assert!(take(
+                message,
+                &mut queue,
+                &mut records,
+                &mut answers,
+                &writer.answers
+            ));
+        }
+        assert_eq!(
+            answers.len(),
+            MAX_QUEUED_ANSWERS,
+            "the rest were not queued"
+        );
+        writer.store_answer(entry);
+        assert_eq!(rx.try_iter().count(), 1);
+    }
 
     #[test]
     fn failpoints_parse_and_refuse_the_rest() {

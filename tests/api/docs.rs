@@ -24,6 +24,7 @@ async fn openapi_document_lists_every_resource_path_when_fetched() {
         paths,
         [
             "/api/v1/admin/reload",
+            "/api/v1/audit",
             "/api/v1/events",
             "/api/v1/reservations",
             "/api/v1/reservations/{rid}",

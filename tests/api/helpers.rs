@@ -10,7 +10,7 @@ use reqwest::{Client, RequestBuilder, StatusCode};
 use serde_json::Value;
 
 use rentabot::api::RequestPolicy;
-use rentabot::app::{self, Persist, Settings, Stopper};
+use rentabot::app::{self, AuditSettings, Persist, Settings, Stopper};
 use rentabot::domain::{Policy, ResourceSpec, Timestamp, descriptor};
 use rentabot::runtime::{BrokerHandle, ManualClock};
 use rentabot::store::MemoryStore;
@@ -151,10 +151,22 @@ pub struct Options {
     pub descriptor: Option<PathBuf>,
     pub requests: RequestPolicy,
     pub policy: Policy,
+    /// `--auth-config`.
+    pub auth: Option<PathBuf>,
+    pub audit: AuditSettings,
 }
 
 /// Starts the service over `resources`, as `options` say.
 pub async fn start(resources: Vec<ResourceSpec>, options: Options) -> TestApp {
+    start_running(resources, options).await.0
+}
+
+/// [`start`], and the task serving it: it ends once the service has stopped (after
+/// [`Stopper::stop`]) and closed its store and audit log.
+pub async fn start_running(
+    resources: Vec<ResourceSpec>,
+    options: Options,
+) -> (TestApp, tokio::task::JoinHandle<anyhow::Result<()>>) {
     init_test_log();
     let clock = Arc::new(ManualClock::new(options.clock_at.unwrap_or(T0)));
     let settings = Settings {
@@ -168,6 +180,8 @@ pub async fn start(resources: Vec<ResourceSpec>, options: Options) -> TestApp {
         descriptor: options.descriptor,
         requests: options.requests,
         persist: options.persist,
+        auth: options.auth,
+        audit: options.audit,
         ..Settings::default()
     };
     let app = app::build(&settings, resources, clock.clone()).expect("the test app builds");
@@ -178,18 +192,19 @@ pub async fn start(resources: Vec<ResourceSpec>, options: Options) -> TestApp {
     let broker = app.handle();
     let stopper = app.stopper();
     // The server lives as long as this test's runtime.
-    tokio::spawn(app.run_until_stopped());
+    let running = tokio::spawn(app.run_until_stopped());
     let client = Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("the test client builds");
-    TestApp {
+    let app = TestApp {
         address,
         client,
         clock,
         broker,
         stopper,
-    }
+    };
+    (app, running)
 }
 
 /// Logs go nowhere unless `TEST_LOG` is set, then to stdout at debug level.

@@ -4,6 +4,8 @@
 mod helpers;
 
 mod admin;
+mod audit;
+mod auth;
 mod caps;
 mod criteria;
 mod docs;
@@ -21,6 +23,7 @@ mod maintenance;
 mod methods;
 mod middleware;
 mod origin;
+mod ownership;
 mod queries;
 mod reservations;
 mod resources;

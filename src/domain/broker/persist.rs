@@ -106,6 +106,7 @@ impl Broker {
             broker.ended_order.push_back(e.id);
         }
         broker.expired = expired;
+        broker.owners = broker.recount_owners();
         // Holds are not stored: serving recomputes them, as it would have left them.
         broker.queue_dirty = true;
         if record_rows {

@@ -74,6 +74,35 @@ impl Broker {
     /// matches nothing, `Unsatisfiable` when the request could never be served (too few
     /// resources match, or allow the TTL); `QueueFull` when [`Policy::max_pending`]
     /// reservations wait and this one would too.
+    /// [`Broker::reserve`] for `who`: the reservation and the locks it is granted are
+    /// its own, within its caps.
+    ///
+    /// # Errors
+    /// As [`Broker::reserve`]; first `TooManyReservations` when `who` has its
+    /// `max_pending` reservations waiting, or `TooManyLocks` when the locks it asks for
+    /// would take `who` over its `max_locks` (counted now: a cap is checked when asked).
+    pub fn reserve_as(
+        &mut self,
+        mut request: ReservationRequest,
+        who: &Principal,
+        now: Timestamp,
+    ) -> Result<ReservationId, DomainError> {
+        self.expire_due(now);
+        if let (Some(max), Some(name)) = (who.caps.max_pending, &who.name) {
+            let pending = self.owned(name).pending;
+            if pending >= max {
+                return Err(DomainError::TooManyReservations {
+                    pending,
+                    max,
+                    retry_after_secs: CAP_RETRY_SECS,
+                });
+            }
+        }
+        self.check_lock_cap(who, request.total_quantity())?;
+        request.meta.owner.clone_from(&who.name);
+        self.reserve(request, now)
+    }
+
     pub fn reserve(
         &mut self,
         request: ReservationRequest,
@@ -110,6 +139,11 @@ impl Broker {
         let shape = persist::shape_of(&reservation.request);
         self.queue
             .insert(reservation.request.priority, seq, id, now, shape);
+        count_owned(
+            &mut self.owners,
+            reservation.request.meta.owner.as_ref(),
+            |o| o.pending += 1,
+        );
         self.deadlines
             .insert((reservation.expires_at, Due::ReservationWait(id)));
         if reservation.request.priority > Priority::HIGHEST {
@@ -237,7 +271,24 @@ impl Broker {
         id: ReservationId,
         now: Timestamp,
     ) -> Result<&Reservation, DomainError> {
+        self.claim_as(id, &Principal::anyone(), now)
+    }
+
+    /// [`Broker::claim`] by `who`.
+    ///
+    /// # Errors
+    /// As [`Broker::claim`]; `NotOwner` when the reservation is another's and `who`
+    /// does not override.
+    pub fn claim_as(
+        &mut self,
+        id: ReservationId,
+        who: &Principal,
+        now: Timestamp,
+    ) -> Result<&Reservation, DomainError> {
         self.expire_due(now);
+        if let Some(r) = self.reservations.get(&id) {
+            self.check_reservation_owner(who, r)?;
+        }
         let Some(reservation) = self.reservation_mut(id) else {
             return Err(match self.ended.get(&id) {
                 Some((EndReason::ClaimExpired, _)) => DomainError::ClaimWindowOver(id),
@@ -269,11 +320,25 @@ impl Broker {
     /// `ReservationNotFound`; `ReservationWrongState` once fulfilled or claimed (as in 1.0:
     /// unlock its resources instead).
     pub fn cancel(&mut self, id: ReservationId, now: Timestamp) -> Result<(), DomainError> {
+        self.cancel_as(id, &Principal::anyone(), now)
+    }
+
+    /// [`Broker::cancel`] by `who`.
+    ///
+    /// # Errors
+    /// As [`Broker::cancel`]; `NotOwner` as for [`Broker::claim_as`].
+    pub fn cancel_as(
+        &mut self,
+        id: ReservationId,
+        who: &Principal,
+        now: Timestamp,
+    ) -> Result<(), DomainError> {
         self.expire_due(now);
         let reservation = self
             .reservations
             .get(&id)
             .ok_or(DomainError::ReservationNotFound(id))?;
+        self.check_reservation_owner(who, reservation)?;
         if reservation.status != ReservationStatus::Pending {
             return Err(DomainError::ReservationWrongState {
                 id,
@@ -283,6 +348,17 @@ impl Broker {
         self.end_reservation(id, EndReason::Cancelled, now);
         self.serve_queue_if_dirty(now);
         Ok(())
+    }
+
+    /// Refuses `who` reservation `r` unless it may act on it.
+    fn check_reservation_owner(&self, who: &Principal, r: &Reservation) -> Result<(), DomainError> {
+        if who.may_act_on(r.request.meta.owner.as_ref()) {
+            Ok(())
+        } else {
+            Err(DomainError::NotOwner {
+                what: Owning::Reservation(r.id),
+            })
+        }
     }
 
     pub fn reservation(&self, id: ReservationId) -> Option<&Reservation> {
@@ -562,6 +638,7 @@ impl Broker {
         );
         let meta = reservation.request.meta.clone();
         self.queue.remove(priority, seq);
+        count_owned(&mut self.owners, meta.owner.as_ref(), |o| o.pending -= 1);
         self.deadlines
             .remove(&(expires_at, Due::ReservationWait(id)));
         self.unschedule_aging(id);
@@ -615,6 +692,11 @@ impl Broker {
             ReservationStatus::Pending => {
                 self.queue
                     .remove(reservation.request.priority, reservation.seq);
+                count_owned(
+                    &mut self.owners,
+                    reservation.request.meta.owner.as_ref(),
+                    |o| o.pending -= 1,
+                );
                 self.deadlines
                     .remove(&(reservation.expires_at, Due::ReservationWait(id)));
                 self.unschedule_aging(id);

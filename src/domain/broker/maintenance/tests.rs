@@ -524,6 +524,7 @@ fn the_expiry_history_keeps_holder_and_times_newest_first_and_forgets_the_oldest
     let meta = LockMeta {
         holder: Some("https://ci/job/7".into()),
         note: Some("soak".into()),
+        owner: Some("alice".into()),
     };
     let first = b
         .lock(

@@ -784,7 +784,7 @@ mod properties {
     use proptest::test_runner::TestCaseError;
 
     use super::*;
-    use crate::domain::{Image, Seeded};
+    use crate::domain::{Image, OwnerCaps, Owning, Principal, Seeded};
 
     const TAGS: [&str; 3] = ["board", "arm", "psu"];
 
@@ -965,6 +965,56 @@ mod properties {
         Ok(())
     }
 
+    /// Who acts in the property test: everyone (auth off), two users (one capped) and
+    /// an admin. Each step is made by one of them.
+    fn principals() -> [Principal; 4] {
+        let capped = Principal {
+            caps: OwnerCaps {
+                max_locks: Some(3),
+                max_pending: Some(2),
+            },
+            ..Principal::named("bob")
+        };
+        let admin = Principal {
+            overrides: true,
+            ..Principal::named("root")
+        };
+        [
+            Principal::anyone(),
+            Principal::named("alice"),
+            capped,
+            admin,
+        ]
+    }
+
+    /// Checks a refusal over a cap against the counts, and that an ownership refusal
+    /// came to a principal that may not act.
+    fn check_refusal<T>(
+        b: &Broker,
+        who: &Principal,
+        result: &Result<T, DomainError>,
+    ) -> Result<(), TestCaseError> {
+        match result {
+            Err(DomainError::TooManyLocks {
+                held, wanted, max, ..
+            }) => {
+                let name = who.name.as_deref().unwrap();
+                prop_assert_eq!(Some(*max), who.caps.max_locks);
+                prop_assert_eq!(*held, b.owned(name).locks);
+                prop_assert!(held + wanted > *max);
+            }
+            Err(DomainError::TooManyReservations { pending, max, .. }) => {
+                let name = who.name.as_deref().unwrap();
+                prop_assert_eq!(Some(*max), who.caps.max_pending);
+                prop_assert_eq!(*pending, b.owned(name).pending);
+                prop_assert!(pending >= max);
+            }
+            Err(DomainError::NotOwner { .. }) => prop_assert!(!who.overrides && who.name.is_some()),
+            _ => {}
+        }
+        Ok(())
+    }
+
     fn pick<T: Clone>(items: &[T], pick: usize) -> Option<T> {
         (!items.is_empty()).then(|| items[pick % items.len()].clone())
     }
@@ -974,42 +1024,61 @@ mod properties {
 
         #[test]
         fn no_interleaving_grants_a_resource_twice_or_leaves_a_servable_waiter(
-            ops in prop::collection::vec(op(), 1..60)
+            ops in prop::collection::vec((0..4usize, op()), 1..60)
         ) {
             let (mut b, mut image) = small_lab();
+            let principals = principals();
             let mut now = T0;
             let mut reservations: Vec<ReservationId> = Vec::new();
             // Who holds each resource, according to the events alone.
             let mut holder: HashMap<ResourceId, FencingToken> = HashMap::new();
             let mut added = 0;
-            for op in ops {
+            for (who, op) in ops {
+                let who = &principals[who];
                 match op {
-                    Op::Lock { resource, ttl } => { let _ = b.lock(id(resource), secs(ttl), now); }
+                    Op::Lock { resource, ttl } => {
+                        let result = b.lock_as(id(resource), secs(ttl), who, now);
+                        check_refusal(&b, who, &result)?;
+                        if let Ok(granted) = result {
+                            prop_assert_eq!(&granted.lease.meta.owner, &who.name);
+                        }
+                    }
                     Op::LockTag { tag, ttl } => {
-                        let _ = b.lock_matching(&Selector::Matching(Criteria::Tags(vec![TAGS[tag].into()])), secs(ttl), now);
+                        let selector = Selector::Matching(Criteria::Tags(vec![TAGS[tag].into()]));
+                        let result = b.lock_matching_as(&selector, secs(ttl), who, now);
+                        check_refusal(&b, who, &result)?;
                     }
                     Op::LockGroups { tag, quantity, ttl } => {
-                        let _ = b.lock_groups(&[group(&[TAGS[tag]], quantity)], secs(ttl), now);
+                        let result = b.lock_groups_as(&[group(&[TAGS[tag]], quantity)], secs(ttl), who, now);
+                        check_refusal(&b, who, &result)?;
                     }
                     Op::Unlock { pick: p } => {
-                        let tokens: Vec<(ResourceId, LockToken)> = b.resources()
-                            .filter_map(|r| r.lease().map(|l| (r.id, l.token))).collect();
-                        if let Some((r, token)) = pick(&tokens, p) {
-                            b.unlock(r, Some(&token.reveal()), now).unwrap();
+                        let tokens: Vec<(ResourceId, LockToken, Option<Arc<str>>)> = b.resources()
+                            .filter_map(|r| r.lease().map(|l| (r.id, l.token, l.meta.owner.clone())))
+                            .collect();
+                        if let Some((r, token, owner)) = pick(&tokens, p) {
+                            let result = b.unlock_as(r, Some(&token.reveal()), who, now);
+                            if who.may_act_on(owner.as_ref()) {
+                                result.unwrap();
+                            } else {
+                                prop_assert_eq!(result, Err(DomainError::NotOwner { what: Owning::Lock(r) }));
+                            }
                         }
                     }
                     Op::Extend { pick: p, ttl } => {
                         let tokens: Vec<(ResourceId, LockToken)> = b.resources()
                             .filter_map(|r| r.lease().map(|l| (r.id, l.token))).collect();
                         if let Some((r, token)) = pick(&tokens, p) {
-                            let _ = b.extend(r, Some(&token.reveal()), secs(ttl), now);
+                            let result = b.extend_as(r, Some(&token.reveal()), secs(ttl), who, now);
+                            check_refusal(&b, who, &result)?;
                         }
                     }
                     Op::UnlockBatch { picks } => {
                         let tokens: Vec<String> = b.resources()
                             .filter_map(|r| r.lease().map(|l| l.token.reveal())).collect();
                         let batch: Vec<String> = picks.iter().filter_map(|&p| pick(&tokens, p)).collect();
-                        let _ = b.unlock_batch(&batch, now);
+                        let result = b.unlock_batch_as(&batch, who, now);
+                        check_refusal(&b, who, &result)?;
                     }
                     Op::Reserve { tag, quantity, second, priority, ttl, wait, auto_claim } => {
                         let mut groups = vec![group(&[TAGS[tag]], quantity)];
@@ -1024,15 +1093,24 @@ mod properties {
                             auto_claim,
                             meta: LockMeta::default(),
                         };
-                        if let Ok(r) = b.reserve(request, now) {
+                        let result = b.reserve_as(request, who, now);
+                        check_refusal(&b, who, &result)?;
+                        if let Ok(r) = result {
+                            prop_assert_eq!(&b.reservation(r).unwrap().request.meta.owner, &who.name);
                             reservations.push(r);
                         }
                     }
                     Op::Claim { pick: p } => {
-                        if let Some(r) = pick(&reservations, p) { let _ = b.claim(r, now); }
+                        if let Some(r) = pick(&reservations, p) {
+                            let result = b.claim_as(r, who, now).map(|_| ());
+                            check_refusal(&b, who, &result)?;
+                        }
                     }
                     Op::Cancel { pick: p } => {
-                        if let Some(r) = pick(&reservations, p) { let _ = b.cancel(r, now); }
+                        if let Some(r) = pick(&reservations, p) {
+                            let result = b.cancel_as(r, who, now);
+                            check_refusal(&b, who, &result)?;
+                        }
                     }
                     Op::Advance { secs } => {
                         now = now.checked_add(Duration::from_secs(secs)).unwrap();

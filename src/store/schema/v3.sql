@@ -1,0 +1,7 @@
+-- rentabot state, schema version 3: who owns each lock and reservation (issue 11).
+-- The authenticated caller that made it; NULL when auth was off or the caller anonymous.
+-- ADD COLUMN only.
+-- Never edit this file once released.
+ALTER TABLE resources ADD COLUMN lock_owner TEXT;
+ALTER TABLE reservations ADD COLUMN owner TEXT;
+ALTER TABLE expired_locks ADD COLUMN owner TEXT;
