@@ -32,6 +32,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod metrics;
 pub mod runtime;
 pub mod store;
 pub mod telemetry;

@@ -12,7 +12,7 @@ pub mod timer;
 
 pub use clock::{ManualClock, SystemClock};
 pub use entropy::OsEntropy;
-pub use handle::{BrokerHandle, Grant, ReservationSnapshot};
+pub use handle::{BrokerHandle, GaugeInputs, Grant, ReservationSnapshot};
 pub use reload::DescriptorSource;
 #[cfg(unix)]
 pub use reload::run_reload_on_hangup;
@@ -20,7 +20,7 @@ pub use scope::RequestScope;
 pub use shutdown::Shutdown;
 pub use stream::{
     Actor, BATCH_BUCKETS, COMMIT_MICROS_BUCKETS, Cause, Change, CommitSnapshot, CommitStats,
-    Committed, Committer, Gap, IdempotencyRecord, InMemory, Ledger, Observer, Publisher,
+    Committed, Committer, Gap, IdempotencyRecord, InMemory, Ledger, Observer, Observers, Publisher,
     Subscription, Unavailable,
 };
 pub use timer::run_expiry_timer;
