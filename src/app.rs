@@ -252,8 +252,8 @@ fn start_broker(
         file,
     ));
     // And `/metrics`' counters of what happened, after the audit log.
-    let metrics = Arc::new(Metrics::new());
     let ledger = Arc::new(Ledger::new(loaded.seq));
+    let metrics = Arc::new(Metrics::with_ledger(ledger.clone()));
     let publisher = Arc::new(Publisher::with_observer(
         loaded.next_event,
         Some(Arc::new(Observers(vec![audit.clone(), metrics.clone()]))),

@@ -35,7 +35,9 @@ use crate::auth::rules;
 use crate::domain::events::Event;
 use crate::domain::reservation::ReservationId;
 use crate::domain::resource::Resource;
-use crate::runtime::{BrokerHandle, Committed, GaugeInputs, Observer};
+use crate::runtime::{BrokerHandle, Committed, GaugeInputs, Ledger, Observer};
+
+mod collect;
 
 /// At most this many `tag` values of `rentabot_active_locks`: the tags with the most
 /// locks (then by name); the rest are summed under [`OTHER_TAGS`].
@@ -178,7 +180,18 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Every metric but the store's and the process's (see [`Metrics::with_ledger`]).
     pub fn new() -> Self {
+        Self::build(None)
+    }
+
+    /// Every metric, the store's commit histograms read from `ledger` and the process's
+    /// figures from /proc at each scrape.
+    pub fn with_ledger(ledger: Arc<Ledger>) -> Self {
+        Self::build(Some(ledger))
+    }
+
+    fn build(ledger: Option<Arc<Ledger>>) -> Self {
         let mut registry = Registry::default();
         let resources = Family::<StateLabel, Gauge>::default();
         let active_locks = Family::<TagLabel, Gauge>::default();
@@ -250,6 +263,9 @@ impl Metrics {
             "How long HTTP requests took to answer, by method and route template",
             http_duration.clone(),
         );
+        if let Some(ledger) = ledger {
+            registry.register_collector(Box::new(collect::Collected { ledger }));
+        }
         // Every ending from the start, so a dashboard sees zeros rather than nothing.
         for ended_by in [Ending::unlock, Ending::expiry, Ending::force] {
             drop(lock_duration.get_or_create(&EndedLabel { ended_by }));

@@ -324,3 +324,25 @@ async fn promtool_accepts_a_real_scrape() {
         scrape.0
     );
 }
+
+#[tokio::test]
+async fn store_commits_and_the_process_are_exported() {
+    let store = rentabot::store::MemoryStore::new();
+    let app = crate::helpers::spawn_app_on(&store, lab()).await;
+    let before = app
+        .scrape()
+        .await
+        .value("rentabot_store_commit_duration_seconds_count");
+    let arm = app.locked(ARM_1, 600).await;
+    app.unlock(ARM_1, &arm.token).await.expect_json(200);
+
+    let s = app.scrape().await;
+    let commits = s.value("rentabot_store_commit_duration_seconds_count");
+    assert!(commits >= before + 1.0, "{commits} commits after {before}");
+    assert_eq!(s.value("rentabot_store_commit_batch_size_count"), commits);
+    // Each change is one of the batch: at least the lock and the unlock.
+    assert!(s.value("rentabot_store_commit_batch_size_sum") >= 2.0);
+    assert!(s.value("rentabot_process_resident_memory_bytes") > 1e6);
+    assert!(s.value("rentabot_process_open_fds") >= 3.0);
+    assert!(s.value("rentabot_process_cpu_seconds_total") >= 0.0);
+}
