@@ -384,13 +384,14 @@ pub fn build(
     // what the store kept.
     let idempotency = api::idempotency::IdempotencyStore::new(handle.clone(), records);
     let audit_data = web::Data::from(audit.clone());
-    let exporter = web::Data::new(Exporter {
-        metrics: metrics.clone(),
-        broker: handle.clone(),
-    });
-    let metrics_data = web::Data::from(metrics);
+    let metrics_data = web::Data::from(metrics.clone());
     let shutdown = Shutdown::new();
     let stopping = web::Data::new(shutdown.clone());
+    let exporter = web::Data::new(Exporter {
+        metrics,
+        broker: handle.clone(),
+        waiting: Some(shutdown.clone()),
+    });
     let workers = settings
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));

@@ -743,6 +743,7 @@ mod tests {
             .app_data(web::Data::new(crate::metrics::Exporter {
                 metrics: Arc::new(crate::metrics::Metrics::new()),
                 broker: handle,
+                waiting: None,
             }))
             .configure(api::configure)
             .configure(crate::web::configure)

@@ -35,7 +35,7 @@ use crate::auth::rules;
 use crate::domain::events::Event;
 use crate::domain::reservation::ReservationId;
 use crate::domain::resource::Resource;
-use crate::runtime::{BrokerHandle, Committed, GaugeInputs, Ledger, Observer};
+use crate::runtime::{BrokerHandle, Committed, GaugeInputs, Ledger, Observer, Shutdown, Waiting};
 
 mod collect;
 
@@ -133,6 +133,11 @@ struct EndedLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransportLabel {
+    transport: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     method: &'static str,
     route: &'static str,
@@ -161,6 +166,7 @@ pub struct Metrics {
     expiry_lag: Histogram,
     http_requests: Family<RequestLabels, Counter>,
     http_duration: Family<RouteLabels, Histogram>,
+    connected: Family<TransportLabel, Gauge>,
     started: Mutex<Started>,
 }
 
@@ -193,6 +199,7 @@ impl Metrics {
 
     fn build(ledger: Option<Arc<Ledger>>) -> Self {
         let mut registry = Registry::default();
+        let connected = Family::<TransportLabel, Gauge>::default();
         let resources = Family::<StateLabel, Gauge>::default();
         let active_locks = Family::<TagLabel, Gauge>::default();
         let queue_depth = Family::<PriorityLabel, Gauge>::default();
@@ -263,6 +270,11 @@ impl Metrics {
             "How long HTTP requests took to answer, by method and route template",
             http_duration.clone(),
         );
+        registry.register(
+            "rentabot_connected_clients",
+            "Clients waiting on an open response: event streams (sse), reservation sockets (websocket), reservation long-polls (long_poll)",
+            connected.clone(),
+        );
         if let Some(ledger) = ledger {
             registry.register_collector(Box::new(collect::Collected { ledger }));
         }
@@ -283,6 +295,7 @@ impl Metrics {
             expiry_lag,
             http_requests,
             http_duration,
+            connected,
             started: Mutex::new(Started::default()),
         }
     }
@@ -303,9 +316,15 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// The whole exposition, with the gauges computed from `broker` now: the Prometheus
-    /// text format, or OpenMetrics when `openmetrics`.
-    pub fn render(&self, broker: &BrokerHandle, openmetrics: bool) -> String {
+    /// The whole exposition, with the gauges computed from `broker` (and the clients
+    /// `waiting` counts) now: the Prometheus text format, or OpenMetrics when
+    /// `openmetrics`.
+    pub fn render(
+        &self,
+        broker: &BrokerHandle,
+        waiting: Option<&Shutdown>,
+        openmetrics: bool,
+    ) -> String {
         let inputs = broker.gauge_inputs();
         let gauges = Gauges::count(&inputs);
         let _one_at_a_time = self
@@ -313,6 +332,15 @@ impl Metrics {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.set(&gauges);
+        if let Some(waiting) = waiting {
+            for kind in Waiting::ALL {
+                self.connected
+                    .get_or_create(&TransportLabel {
+                        transport: kind.as_str(),
+                    })
+                    .set(i64::try_from(waiting.waiting(kind)).unwrap_or(i64::MAX));
+            }
+        }
         let mut out = String::with_capacity(16 * 1024);
         let encoded = if openmetrics {
             prometheus_client::encoding::text::encode(&mut out, &self.registry)
@@ -511,6 +539,8 @@ impl Route {
 pub struct Exporter {
     pub metrics: Arc<Metrics>,
     pub broker: BrokerHandle,
+    /// Counts the waiting responses (`None`: none are counted).
+    pub waiting: Option<Shutdown>,
 }
 
 /// Mounts `GET /metrics` (the auth gate applies its rule: open unless
@@ -529,7 +559,12 @@ async fn scrape(req: HttpRequest, exporter: Data<Exporter>) -> HttpResponse {
         .any(|v| v.contains("application/openmetrics-text"));
     let exporter = exporter.into_inner();
     // Counting 100 000 resources takes milliseconds: off the worker's event loop.
-    let body = web::block(move || exporter.metrics.render(&exporter.broker, openmetrics)).await;
+    let body = web::block(move || {
+        exporter
+            .metrics
+            .render(&exporter.broker, exporter.waiting.as_ref(), openmetrics)
+    })
+    .await;
     match body {
         Ok(body) => HttpResponse::Ok()
             .insert_header((

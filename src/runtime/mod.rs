@@ -17,7 +17,7 @@ pub use reload::DescriptorSource;
 #[cfg(unix)]
 pub use reload::run_reload_on_hangup;
 pub use scope::RequestScope;
-pub use shutdown::Shutdown;
+pub use shutdown::{Shutdown, Waiting};
 pub use stream::{
     Actor, BATCH_BUCKETS, COMMIT_MICROS_BUCKETS, Cause, Change, CommitSnapshot, CommitStats,
     Committed, Committer, Gap, IdempotencyRecord, InMemory, Ledger, Observer, Observers, Publisher,

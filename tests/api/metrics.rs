@@ -346,3 +346,34 @@ async fn store_commits_and_the_process_are_exported() {
     assert!(s.value("rentabot_process_open_fds") >= 3.0);
     assert!(s.value("rentabot_process_cpu_seconds_total") >= 0.0);
 }
+
+#[tokio::test]
+async fn open_event_streams_count_as_connected_clients() {
+    let app = spawn_app().await;
+    let stream = app
+        .client
+        .get(app.url("/api/v1/events"))
+        .send()
+        .await
+        .expect("the stream opens");
+    assert_eq!(stream.status(), 200);
+    app.until_waiting(1).await;
+
+    let s = app.scrape().await;
+    assert_eq!(
+        s.value(r#"rentabot_connected_clients{transport="sse"}"#),
+        1.0
+    );
+    assert_eq!(
+        s.value(r#"rentabot_connected_clients{transport="websocket"}"#),
+        0.0
+    );
+    assert_eq!(
+        s.value(r#"rentabot_connected_clients{transport="long_poll"}"#),
+        0.0
+    );
+
+    // (The count drops when the server next writes to a closed stream: the 15 s
+    // heartbeat. Not waited for here.)
+    drop(stream);
+}
