@@ -167,7 +167,14 @@ pub async fn envelope(
     let scope = Arc::new(RequestScope::new(cause(&req, id.as_ref(), actor)).acting_for(principal));
     req.extensions_mut().insert(scope.clone());
     let mut response = match gate {
-        Err(refusal) => req.error_response(refusal),
+        Err(refusal) => {
+            if let ApiError::Auth(e) = &refusal
+                && let Some((metrics, _)) = &http_metrics
+            {
+                metrics.record_auth_refusal(e.code());
+            }
+            req.error_response(refusal)
+        }
         Ok(caller) => {
             // Handlers read the caller from here (ownership, the audit log).
             req.extensions_mut().insert(caller);

@@ -1,6 +1,6 @@
 //! `GET /metrics`: what Prometheus scrapes (README § Metrics).
 //!
-//! Three kinds of metric, fed three ways:
+//! Four kinds of metric, fed four ways:
 //!
 //! - **gauges of the broker's state** (`rentabot_resources`, `rentabot_active_locks`,
 //!   `rentabot_reservation_queue_depth`, `rentabot_resource_utilization_ratio`) are
@@ -12,7 +12,9 @@
 //!   beside the audit log, so it sees every committed event once, in order;
 //! - **HTTP** counters and latencies are recorded by `api::middleware::envelope`
 //!   through [`Metrics::record_request`], labelled by the route's template (the auth
-//!   rule's pattern, never the raw path).
+//!   rule's pattern, never the raw path), and so are the auth gate's refusals;
+//! - **read when scraped**: the clients waiting on open responses (counted by
+//!   `Shutdown`), the store's commit histograms and the process's figures (`collect.rs`).
 //!
 //! One [`Metrics`] per app (tests build many): the registry lives in app state.
 
@@ -133,6 +135,11 @@ struct EndedLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabel {
+    code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TransportLabel {
     transport: &'static str,
 }
@@ -167,6 +174,8 @@ pub struct Metrics {
     http_requests: Family<RequestLabels, Counter>,
     http_duration: Family<RouteLabels, Histogram>,
     connected: Family<TransportLabel, Gauge>,
+    auth_failures: Family<CodeLabel, Counter>,
+    rate_limited: Counter,
     started: Mutex<Started>,
 }
 
@@ -200,6 +209,8 @@ impl Metrics {
     fn build(ledger: Option<Arc<Ledger>>) -> Self {
         let mut registry = Registry::default();
         let connected = Family::<TransportLabel, Gauge>::default();
+        let auth_failures = Family::<CodeLabel, Counter>::default();
+        let rate_limited = Counter::default();
         let resources = Family::<StateLabel, Gauge>::default();
         let active_locks = Family::<TagLabel, Gauge>::default();
         let queue_depth = Family::<PriorityLabel, Gauge>::default();
@@ -275,6 +286,16 @@ impl Metrics {
             "Clients waiting on an open response: event streams (sse), reservation sockets (websocket), reservation long-polls (long_poll)",
             connected.clone(),
         );
+        registry.register(
+            "rentabot_auth_failures",
+            "Requests the auth gate refused, by error code (missing_credentials, invalid_api_key, malformed_credentials, invalid_token, forbidden)",
+            auth_failures.clone(),
+        );
+        registry.register(
+            "rentabot_rate_limited_requests",
+            "Requests refused with 429 rate_limited by the auth gate",
+            rate_limited.clone(),
+        );
         if let Some(ledger) = ledger {
             registry.register_collector(Box::new(collect::Collected { ledger }));
         }
@@ -296,6 +317,8 @@ impl Metrics {
             http_requests,
             http_duration,
             connected,
+            auth_failures,
+            rate_limited,
             started: Mutex::new(Started::default()),
         }
     }
@@ -314,6 +337,15 @@ impl Metrics {
         self.http_duration
             .get_or_create(&RouteLabels { method, route })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a refusal of the auth gate by its code (`rate_limited` apart).
+    pub fn record_auth_refusal(&self, code: &'static str) {
+        if code == "rate_limited" {
+            self.rate_limited.inc();
+        } else {
+            self.auth_failures.get_or_create(&CodeLabel { code }).inc();
+        }
     }
 
     /// The whole exposition, with the gauges computed from `broker` (and the clients

@@ -269,6 +269,36 @@ async fn metrics_need_a_key_only_when_the_auth_config_says_so() {
         .await;
     assert_eq!(keyed.status, 200, "{}", keyed.text);
     assert!(keyed.text.contains("rentabot_build_info"));
+    let wrong = closed
+        .send(
+            closed
+                .client
+                .get(closed.url("/metrics"))
+                .header("X-API-Key", "not-a-key-0123456789"),
+        )
+        .await;
+    assert_eq!(wrong.status, 401);
+
+    let s = Scrape(
+        closed
+            .send(
+                closed
+                    .client
+                    .get(closed.url("/metrics"))
+                    .header("X-API-Key", SCRAPER),
+            )
+            .await
+            .text,
+    );
+    assert_eq!(
+        s.value(r#"rentabot_auth_failures_total{code="missing_credentials"}"#),
+        1.0
+    );
+    assert_eq!(
+        s.value(r#"rentabot_auth_failures_total{code="invalid_api_key"}"#),
+        1.0
+    );
+    assert_eq!(s.value("rentabot_rate_limited_requests_total"), 0.0);
 }
 
 /// `promtool check metrics` on a real scrape after traffic of every kind. CI installs
@@ -376,4 +406,41 @@ async fn open_event_streams_count_as_connected_clients() {
     // (The count drops when the server next writes to a closed stream: the 15 s
     // heartbeat. Not waited for here.)
     drop(stream);
+}
+
+#[tokio::test]
+async fn rate_limited_requests_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("auth.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "api_keys:\n  - {{name: \"Prometheus\", key: \"{SCRAPER}\", role: readonly}}\nrate_limit: {{requests_per_second: 1, burst: 1}}\n"
+        ),
+    )
+    .unwrap();
+    let app = start(
+        lab(),
+        Options {
+            auth: Some(path),
+            ..Options::default()
+        },
+    )
+    .await;
+    let list = || {
+        app.client
+            .get(app.url("/api/v1/resources"))
+            .header("X-API-Key", SCRAPER)
+    };
+    assert_eq!(app.send(list()).await.status, 200);
+    assert_eq!(app.send(list()).await.status, 429);
+
+    let s = app.scrape().await;
+    assert_eq!(s.value("rentabot_rate_limited_requests_total"), 1.0);
+    assert_eq!(
+        s.value(
+            r#"rentabot_http_requests_total{method="GET",route="/api/v1/resources",status="429"}"#
+        ),
+        1.0
+    );
 }
