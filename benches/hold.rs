@@ -29,6 +29,7 @@ use rentabot::domain::{
     ReservationRequest, ReservationStatus, ResourceId, ResourcePatch, ResourceQuery, ResourceSort,
     ResourceSpec, Selector, Timestamp, Ttl, Unavailability,
 };
+use rentabot::metrics::Metrics;
 use rentabot::runtime::handle::take_longest_hold;
 use rentabot::runtime::{BrokerHandle, ManualClock};
 
@@ -173,6 +174,11 @@ fn bench(c: &mut Criterion) {
     });
     group.bench_function("get_resource", |b| {
         b.iter_custom(|iters| held(iters, || (), |()| h.resource(free_odd), drop));
+    });
+    // `GET /metrics`: what the scrape copies under the lock (the counting is after).
+    let metrics = Metrics::new();
+    group.bench_function("metrics_scrape", |b| {
+        b.iter_custom(|iters| held(iters, || (), |()| metrics.render(h, None, false), drop));
     });
 
     let unlock = |token: rentabot::domain::LockToken, id| {
@@ -516,6 +522,17 @@ fn bench(c: &mut Criterion) {
         });
     });
     group.finish();
+
+    // The whole scrape, wall time: the copy under the lock, counting 100 000 resources
+    // and their tags, encoding.
+    let mut scrape = c.benchmark_group("scrape");
+    scrape.sample_size(10);
+    scrape.warm_up_time(Duration::from_millis(500));
+    scrape.measurement_time(Duration::from_secs(3));
+    scrape.bench_function("render_100000_resources", |b| {
+        b.iter(|| metrics.render(h, None, false));
+    });
+    scrape.finish();
 }
 
 criterion_group!(benches, bench);

@@ -21,9 +21,10 @@ use crate::auth::Auth;
 use crate::cli::{ServeArgs, limits};
 use crate::config;
 use crate::domain::{Broker, Clock, Policy, ResourceSpec};
+use crate::metrics::{self, Exporter, Metrics};
 use crate::runtime::{
     BrokerHandle, Cause, Committer, DescriptorSource, IdempotencyRecord, InMemory, Ledger,
-    OsEntropy, Publisher, RequestScope, Shutdown, SystemClock, run_expiry_timer,
+    Observers, OsEntropy, Publisher, RequestScope, Shutdown, SystemClock, run_expiry_timer,
 };
 use crate::store::writer::WriterContext;
 use crate::store::{self, Failpoint, Loaded, MemoryStore, PersistUrl};
@@ -209,6 +210,7 @@ struct Started {
     /// The last change made while starting.
     started_at_seq: u64,
     audit: Arc<AuditLog>,
+    metrics: Arc<Metrics>,
 }
 
 /// Opens the store (with `--persist`) or starts empty, and builds the one broker of the
@@ -249,10 +251,12 @@ fn start_broker(
         std::mem::take(&mut loaded.audit),
         file,
     ));
+    // And `/metrics`' counters of what happened, after the audit log.
     let ledger = Arc::new(Ledger::new(loaded.seq));
+    let metrics = Arc::new(Metrics::with_ledger(ledger.clone()));
     let publisher = Arc::new(Publisher::with_observer(
         loaded.next_event,
-        Some(audit.clone()),
+        Some(Arc::new(Observers(vec![audit.clone(), metrics.clone()]))),
     ));
     let (committer, store): (Arc<dyn Committer>, _) = match backend {
         None => (
@@ -331,6 +335,7 @@ fn start_broker(
         store,
         started_at_seq,
         audit,
+        metrics,
     })
 }
 
@@ -365,6 +370,7 @@ pub fn build(
         store,
         started_at_seq,
         audit,
+        metrics,
     } = start_broker(settings, resources, clock)?;
     let listener = TcpListener::bind((settings.host.as_str(), settings.port))
         .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;
@@ -378,8 +384,14 @@ pub fn build(
     // what the store kept.
     let idempotency = api::idempotency::IdempotencyStore::new(handle.clone(), records);
     let audit_data = web::Data::from(audit.clone());
+    let metrics_data = web::Data::from(metrics.clone());
     let shutdown = Shutdown::new();
     let stopping = web::Data::new(shutdown.clone());
+    let exporter = web::Data::new(Exporter {
+        metrics,
+        broker: handle.clone(),
+        waiting: Some(shutdown.clone()),
+    });
     let workers = settings
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
@@ -399,10 +411,13 @@ pub fn build(
             .app_data(gate.clone())
             .app_data(idempotency.clone())
             .app_data(audit_data.clone())
+            .app_data(exporter.clone())
+            .app_data(metrics_data.clone())
             .app_data(stopping.clone())
             .app_data(api::params::BodyTimeout(requests.body_timeout))
             .configure(api::configure)
             .configure(pages::configure)
+            .configure(metrics::configure)
             .default_service(web::to(api::no_route))
     })
     .workers(workers)

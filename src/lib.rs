@@ -15,6 +15,8 @@
 //! api/       thin actix-web handlers for the Rent-A-Bot 1.0 API and its extensions,
 //!            wire types, errors, the OpenAPI document, middleware.
 //! web/       the server-rendered HTML page.
+//! metrics/   GET /metrics: gauges counted from a snapshot at scrape time, counters and
+//!            histograms from the change stream and the HTTP middleware.
 //! auth/      who may do what: the auth config, API keys, JWTs, roles, the rule of every
 //!            route, rate limits.
 //! app.rs     builds the service (shared by main and the tests) and runs it.
@@ -32,6 +34,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod metrics;
 pub mod runtime;
 pub mod store;
 pub mod telemetry;

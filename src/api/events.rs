@@ -565,7 +565,7 @@ fn event_stream(
         gap,
         filter,
         heartbeat: ticks,
-        _watch: shutdown.watch(),
+        _watch: shutdown.watch_as(crate::runtime::Waiting::EventStream),
         shutdown,
     };
     futures_util::stream::unfold(state, |mut sse| async move {
@@ -693,7 +693,7 @@ async fn run_reservation_socket(
     shutdown: Shutdown,
 ) {
     // Subscribed in the handler, so nothing is missed from here on.
-    let _watch = shutdown.watch();
+    let _watch = shutdown.watch_as(crate::runtime::Waiting::WebSocket);
     let mut last = first.reservation.status;
     if send(
         &mut session,

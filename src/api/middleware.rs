@@ -55,6 +55,7 @@ use super::error::{ApiError, ErrorCode};
 use crate::audit::{self, AuditLog};
 use crate::auth::{Auth, AuthError, Caller, Role, Via, actix_glue, rules};
 use crate::domain::{OwnerCaps, Principal, Timestamp};
+use crate::metrics::{Metrics, Route};
 use crate::runtime::{Actor, BrokerHandle, Cause, RequestScope};
 
 /// The request and response header carrying the request id.
@@ -141,6 +142,11 @@ pub async fn envelope(
     let start = Instant::now();
     let id = req.extensions().get::<RequestId>().cloned();
     let broker = req.app_data::<Data<Registered>>().map(|r| r.0.clone());
+    // The route's labels are found before the request moves on (no allocation).
+    let http_metrics = req.app_data::<Data<Metrics>>().map(|m| {
+        let route = Route::of(req.method().as_str(), actix_glue::router_path(&req));
+        (m.clone(), route)
+    });
     // Who is calling, before anything else runs: 401, 403 or 429 refuse here.
     let (gate, known) = match check_head(&req) {
         Err(refusal) => (Err(refusal), None),
@@ -161,7 +167,14 @@ pub async fn envelope(
     let scope = Arc::new(RequestScope::new(cause(&req, id.as_ref(), actor)).acting_for(principal));
     req.extensions_mut().insert(scope.clone());
     let mut response = match gate {
-        Err(refusal) => req.error_response(refusal),
+        Err(refusal) => {
+            if let ApiError::Auth(e) = &refusal
+                && let Some((metrics, _)) = &http_metrics
+            {
+                metrics.record_auth_refusal(e.code());
+            }
+            req.error_response(refusal)
+        }
         Ok(caller) => {
             // Handlers read the caller from here (ownership, the audit log).
             req.extensions_mut().insert(caller);
@@ -172,6 +185,9 @@ pub async fn envelope(
                     Err(e) => {
                         let status = e.as_response_error().status_code().as_u16();
                         tracing::debug!(status, micros = micros(start), "request failed: {e}");
+                        if let Some((metrics, route)) = &http_metrics {
+                            metrics.record_request(*route, status, start.elapsed());
+                        }
                         return Err(e);
                     }
                 },
@@ -190,6 +206,9 @@ pub async fn envelope(
     }
     if let Some(id) = id {
         response.headers_mut().insert(REQUEST_ID, id.0);
+    }
+    if let Some((metrics, route)) = &http_metrics {
+        metrics.record_request(*route, response.status().as_u16(), start.elapsed());
     }
     let request = response.request();
     tracing::debug!(

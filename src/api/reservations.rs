@@ -166,7 +166,7 @@ pub async fn get_reservation(
         }
     };
     // Counted from here on: the subscription above sees every change after this point.
-    let _watch = shutdown.watch();
+    let _watch = shutdown.watch_as(crate::runtime::Waiting::LongPoll);
     // A stopping service answers with the state as it is (at once if already stopping).
     tokio::select! {
         _ = tokio::time::timeout(wait, changed) => {}

@@ -101,6 +101,15 @@ impl Core {
     }
 }
 
+/// The broker's state as `/metrics` counts it (see [`BrokerHandle::gauge_inputs`]).
+pub struct GaugeInputs {
+    pub now: Timestamp,
+    pub resources: ResourceSnapshot,
+    pub held: Vec<ResourceId>,
+    /// Index 0 is priority 1.
+    pub pending_by_priority: [u64; 10],
+}
+
 /// A granted lock together with the resource as it stands after the grant.
 #[derive(Debug)]
 pub struct Grant {
@@ -459,6 +468,21 @@ impl BrokerHandle {
         self.with_broker(|b, now| {
             b.expire_due(now);
             b.snapshot()
+        })
+    }
+
+    /// What `/metrics` computes its gauges from, as of now: the resources (a pointer per
+    /// 1 024 of them), the ids held for waiting reservations and the queue's depth by
+    /// priority. The lock is held only to copy these; counting happens after.
+    pub fn gauge_inputs(&self) -> GaugeInputs {
+        self.with_broker(|b, now| {
+            b.expire_due(now);
+            GaugeInputs {
+                now,
+                resources: b.snapshot(),
+                held: b.held_resources(),
+                pending_by_priority: b.pending_by_priority(),
+            }
         })
     }
 

@@ -12,15 +12,15 @@ pub mod timer;
 
 pub use clock::{ManualClock, SystemClock};
 pub use entropy::OsEntropy;
-pub use handle::{BrokerHandle, Grant, ReservationSnapshot};
+pub use handle::{BrokerHandle, GaugeInputs, Grant, ReservationSnapshot};
 pub use reload::DescriptorSource;
 #[cfg(unix)]
 pub use reload::run_reload_on_hangup;
 pub use scope::RequestScope;
-pub use shutdown::Shutdown;
+pub use shutdown::{Shutdown, Waiting};
 pub use stream::{
     Actor, BATCH_BUCKETS, COMMIT_MICROS_BUCKETS, Cause, Change, CommitSnapshot, CommitStats,
-    Committed, Committer, Gap, IdempotencyRecord, InMemory, Ledger, Observer, Publisher,
+    Committed, Committer, Gap, IdempotencyRecord, InMemory, Ledger, Observer, Observers, Publisher,
     Subscription, Unavailable,
 };
 pub use timer::run_expiry_timer;

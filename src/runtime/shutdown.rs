@@ -25,6 +25,31 @@ struct Shared {
     begun: CancellationToken,
     /// Responses that wait for something: long-polls, event streams, sockets.
     watchers: AtomicUsize,
+    /// The same, by [`Waiting`] kind (those that said which they are).
+    by_kind: [AtomicUsize; 3],
+}
+
+/// What kind of response waits, for `/metrics` (`rentabot_connected_clients`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Waiting {
+    /// `GET /api/v1/events` (SSE).
+    EventStream = 0,
+    /// `/ws/reservations/{rid}`.
+    WebSocket = 1,
+    /// A reservation's long-poll.
+    LongPoll = 2,
+}
+
+impl Waiting {
+    pub const ALL: [Waiting; 3] = [Waiting::EventStream, Waiting::WebSocket, Waiting::LongPoll];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Waiting::EventStream => "sse",
+            Waiting::WebSocket => "websocket",
+            Waiting::LongPoll => "long_poll",
+        }
+    }
 }
 
 impl Shutdown {
@@ -54,7 +79,23 @@ impl Shutdown {
         self.shared.watchers.fetch_add(1, Ordering::SeqCst);
         Watch {
             shared: self.shared.clone(),
+            kind: None,
         }
+    }
+
+    /// [`watch`](Self::watch), also counted as a `kind` in [`Shutdown::waiting`].
+    pub fn watch_as(&self, kind: Waiting) -> Watch {
+        self.shared.by_kind[kind as usize].fetch_add(1, Ordering::SeqCst);
+        self.shared.watchers.fetch_add(1, Ordering::SeqCst);
+        Watch {
+            shared: self.shared.clone(),
+            kind: Some(kind),
+        }
+    }
+
+    /// How many responses of `kind` are waiting now.
+    pub fn waiting(&self, kind: Waiting) -> usize {
+        self.shared.by_kind[kind as usize].load(Ordering::SeqCst)
     }
 
     /// How many responses are waiting now (long-polls, event streams, sockets).
@@ -67,10 +108,14 @@ impl Shutdown {
 #[derive(Debug)]
 pub struct Watch {
     shared: Arc<Shared>,
+    kind: Option<Waiting>,
 }
 
 impl Drop for Watch {
     fn drop(&mut self) {
+        if let Some(kind) = self.kind {
+            self.shared.by_kind[kind as usize].fetch_sub(1, Ordering::SeqCst);
+        }
         self.shared.watchers.fetch_sub(1, Ordering::SeqCst);
     }
 }

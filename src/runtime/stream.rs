@@ -373,6 +373,17 @@ pub trait Observer: Send + Sync + 'static {
     fn committed(&self, change: &Committed);
 }
 
+/// Several observers, called in the order given (the audit log, then metrics).
+pub struct Observers(pub Vec<Arc<dyn Observer>>);
+
+impl Observer for Observers {
+    fn committed(&self, change: &Committed) {
+        for observer in &self.0 {
+            observer.committed(change);
+        }
+    }
+}
+
 /// The consumers every committed change goes to, in order: the log, the replay buffer,
 /// the observer (if any), the subscribers.
 pub struct Publisher {

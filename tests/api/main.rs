@@ -21,6 +21,7 @@ mod limits;
 mod locking;
 mod maintenance;
 mod methods;
+mod metrics;
 mod middleware;
 mod origin;
 mod ownership;
