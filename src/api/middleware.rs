@@ -53,7 +53,7 @@ use tracing_actix_web::RootSpanBuilder;
 use super::broker::Registered;
 use super::error::{ApiError, ErrorCode};
 use crate::audit::{self, AuditLog};
-use crate::auth::{Auth, AuthError, Caller, Role, Via, actix_glue, rules};
+use crate::auth::{Auth, AuthError, Caller, Role, Rule, Via, actix_glue, rules};
 use crate::domain::{OwnerCaps, Principal, Timestamp};
 use crate::metrics::{Metrics, Route};
 use crate::runtime::{Actor, BrokerHandle, Cause, RequestScope};
@@ -142,15 +142,15 @@ pub async fn envelope(
     let start = Instant::now();
     let id = req.extensions().get::<RequestId>().cloned();
     let broker = req.app_data::<Data<Registered>>().map(|r| r.0.clone());
-    // The route's labels are found before the request moves on (no allocation).
-    let http_metrics = req.app_data::<Data<Metrics>>().map(|m| {
-        let route = Route::of(req.method().as_str(), actix_glue::router_path(&req));
-        (m.clone(), route)
-    });
+    // The request's rule, found once: the auth gate checks it, the metrics label by it.
+    let rule = rules::find(req.method().as_str(), actix_glue::router_path(&req));
+    let http_metrics = req
+        .app_data::<Data<Metrics>>()
+        .map(|m| (m.clone(), Route::of(req.method().as_str(), rule)));
     // Who is calling, before anything else runs: 401, 403 or 429 refuse here.
     let (gate, known) = match check_head(&req) {
         Err(refusal) => (Err(refusal), None),
-        Ok(()) => admit(&req, broker.as_ref()),
+        Ok(()) => admit(&req, rule.unwrap_or(&rules::UNMATCHED), broker.as_ref()),
     };
     // The actor of what the request does, and of its refusal in the audit log: a caller
     // refused for its role or rate is still named.
@@ -236,12 +236,12 @@ fn role_name(role: Role) -> Arc<str> {
 /// for the audit log.
 fn admit(
     req: &ServiceRequest,
+    rule: &Rule,
     broker: Option<&BrokerHandle>,
 ) -> (Result<Caller, ApiError>, Option<Caller>) {
     let Some(auth) = req.app_data::<Data<Auth>>().filter(|a| a.is_enabled()) else {
         return (Ok(Caller::open()), None);
     };
-    let rule = rules::resolve(req.method().as_str(), actix_glue::router_path(req));
     let credentials = match actix_glue::credentials(req.headers()) {
         Ok(credentials) => credentials,
         Err(e) => return (Err(e.into()), None),

@@ -33,7 +33,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-use crate::auth::rules;
+use crate::auth::Rule;
 use crate::domain::events::Event;
 use crate::domain::reservation::ReservationId;
 use crate::domain::resource::Resource;
@@ -554,16 +554,18 @@ pub struct Route {
 }
 
 impl Route {
-    /// The labels of `method` on `path` (the path the router matches on): the template
-    /// of the auth rule that serves it, or [`UNMATCHED_ROUTE`]. A walk down the rules'
-    /// segment tree: no allocation.
-    pub fn of(method: &str, path: &str) -> Route {
-        let method = method_label(method);
-        let route = match rules::find(method, path) {
+    /// The labels of `method` served by `rule` (the request's rule, which the envelope
+    /// finds once for the auth gate and these labels): the rule's template, or
+    /// [`UNMATCHED_ROUTE`]. No allocation.
+    pub fn of(method: &str, rule: Option<&'static Rule>) -> Route {
+        let route = match rule {
             Some(rule) if !rule.pattern.is_empty() => rule.pattern,
             _ => UNMATCHED_ROUTE,
         };
-        Route { method, route }
+        Route {
+            method: method_label(method),
+            route,
+        }
     }
 }
 
