@@ -168,6 +168,9 @@ struct Held {
 /// Everything the clients were told, and what they asked without hearing back.
 #[derive(Default)]
 struct Ledger {
+    /// Poked at every acknowledged grant: the test kills the service after a random
+    /// number of them, not after a time.
+    granted: Arc<tokio::sync::Notify>,
     /// Locks acknowledged and not (known to be) unlocked, by token.
     held: HashMap<String, Held>,
     /// Tokens whose unlock was sent but never answered: maybe released.
@@ -209,6 +212,7 @@ async fn run_client(base: String, seed: u64, mut mine: Vec<Held>, ledger: Arc<Mu
                     let held = held_from(&answer);
                     let mut l = ledger.lock().unwrap();
                     l.fencing.push(held.fencing);
+                    l.granted.notify_one();
                     l.expires.insert(
                         held.token.clone(),
                         answer["expires-at"].as_str().unwrap().to_owned(),
@@ -433,8 +437,21 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_answer() {
                 ))
             })
             .collect();
-        let load = Duration::from_millis(50 + rng.below(400));
-        tokio::time::sleep(load).await;
+        // Kill after a random number of acknowledged grants (this round's clients make
+        // about a hundred): wherever the requests in flight then are.
+        let kill_after = 5 + rng.below(60) as usize;
+        let granted = ledger.lock().unwrap().granted.clone();
+        let enough = async {
+            while ledger.lock().unwrap().fencing.len() < kill_after {
+                // A poke before this wait is kept as a permit: none is lost.
+                granted.notified().await;
+            }
+        };
+        tokio::time::timeout(PATIENCE, enough)
+            .await
+            .unwrap_or_else(|_| {
+                panic!("round {round}: fewer than {kill_after} grants in {PATIENCE:?}")
+            });
         service.kill();
         for client in clients {
             let _ = client.await;
