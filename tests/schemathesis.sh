@@ -41,13 +41,15 @@ if [ ! -x "$VENV/bin/st" ] || ! "$VENV/bin/st" --version | grep -q "$ST_VERSION"
     fi
 fi
 
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 LOG=$(mktemp)
-# With an auth config (tests/schemathesis/auth.yaml), so that 401s are checked too.
+# With an auth config (tests/schemathesis/auth.yaml), so that 401s are checked too. On
+# port 0; its address is read from the line it logs once it listens (no polling).
 KEY=schemathesis-admin-key-0123456789
-"$BIN" --config descriptors/example.yaml --auth-config tests/schemathesis/auth.yaml \
-    --host 127.0.0.1 --port "$PORT" --log-level warn >"$LOG" 2>&1 &
-SERVER=$!
+coproc SERVICE {
+    exec "$BIN" --config descriptors/example.yaml --auth-config tests/schemathesis/auth.yaml \
+        --host 127.0.0.1 --port 0 --log-level warn,rentabot::app=info 2>&1
+}
+SERVER=$SERVICE_PID
 cleanup() {
     kill "$SERVER" 2>/dev/null || true
     wait "$SERVER" 2>/dev/null || true
@@ -55,19 +57,24 @@ cleanup() {
 }
 trap cleanup EXIT
 
-URL="http://127.0.0.1:$PORT"
-python3 - "$URL" <<'PY'
-import sys, time, urllib.request
-deadline = time.monotonic() + 30
-while True:
-    try:
-        urllib.request.urlopen(sys.argv[1] + "/health", timeout=1).read()
-        break
-    except OSError:
-        if time.monotonic() > deadline:
-            sys.exit("schemathesis: the service did not start")
-        time.sleep(0.1)
-PY
+URL=
+while IFS= read -r -t 30 line <&"${SERVICE[0]}"; do
+    echo "$line" >>"$LOG"
+    case $line in
+        *"listening on http://"*)
+            URL=${line##*listening on }
+            URL=${URL%% *}
+            break
+            ;;
+    esac
+done
+if [ -z "$URL" ]; then
+    echo "schemathesis: the service did not start:" >&2
+    cat "$LOG" >&2
+    exit 1
+fi
+# The rest of its output, to the log.
+cat <&"${SERVICE[0]}" >>"$LOG" &
 
 echo "== schemathesis $ST_VERSION on $URL (seed $SEED, $MAX_EXAMPLES examples per operation)"
 status=0
