@@ -35,6 +35,9 @@
 //! - `--auth` (in-process only) adds `keyed`: the by-id cycle against a third in-process
 //!   server started with an `--auth-config` of 8 API keys (rate limits on, set far above
 //!   the load), every request carrying `X-API-Key`, with its ratio to by-id.
+//! - `--unmetered` (in-process only) adds `unmetered`: the by-id cycle against a server
+//!   with metrics off (nothing counted, no `/metrics`), with by-id's ratio to it: what
+//!   metrics cost the hot path.
 //! - `--audit-log FILE` (in-process only): the servers also append their audit log to
 //!   FILE, so the runs include what the file's thread costs.
 //!
@@ -169,6 +172,9 @@ struct Args {
     /// Also run `keyed`: by-id against a server with an auth config, sending a key.
     #[arg(long, conflicts_with = "url")]
     auth: bool,
+    /// Also run `unmetered`: by-id against a server with metrics off, to show their cost.
+    #[arg(long, conflicts_with = "url")]
+    unmetered: bool,
     /// In-process servers also append their audit log to this file (`--audit-log`), to
     /// measure what the file costs; without it they keep the audit log in memory only.
     #[arg(long, conflicts_with = "url")]
@@ -236,7 +242,13 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         let dir = tempfile::tempdir().context("creating the durable server's directory")?;
         let url = format!("sqlite:///{}", dir.path().join("state.db").display());
         let persist = PersistUrl::parse(&url)?;
-        let (base, handle) = start_server(args, Persist::Url(persist), None)?;
+        let (base, handle) = start_server(
+            args,
+            Variant {
+                persist: Persist::Url(persist),
+                ..Variant::default()
+            },
+        )?;
         println!("durable server at http://{base}, state in {url}");
         Some((base, handle, dir))
     } else {
@@ -247,9 +259,29 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         let dir = tempfile::tempdir().context("creating the auth config's directory")?;
         let path = dir.path().join("auth.yaml");
         std::fs::write(&path, auth_config()).context("writing the auth config")?;
-        let (base, handle) = start_server(args, Persist::Nowhere, Some(path))?;
+        let (base, handle) = start_server(
+            args,
+            Variant {
+                auth: Some(path),
+                ..Variant::default()
+            },
+        )?;
         println!("keyed server at http://{base}, 8 API keys");
         Some((base, handle, dir))
+    } else {
+        None
+    };
+    // The server that counts nothing.
+    let unmetered = if args.unmetered {
+        let (base, _) = start_server(
+            args,
+            Variant {
+                metrics: false,
+                ..Variant::default()
+            },
+        )?;
+        println!("unmetered server at http://{base}, metrics off");
+        Some(base)
     } else {
         None
     };
@@ -275,12 +307,16 @@ fn run(args: &Args) -> anyhow::Result<bool> {
                 .as_ref()
                 .map(|(base, handle, _)| (base.clone(), handle.clone())),
             keyed: keyed.as_ref().map(|(base, _, _)| base.clone()),
+            unmetered,
         };
         if servers.durable.is_some() {
             loads.push(Load::Durable);
         }
         if servers.keyed.is_some() {
             loads.push(Load::Keyed);
+        }
+        if servers.unmetered.is_some() {
+            loads.push(Load::Unmetered);
         }
         let mut ok = run_throughput(args, &servers, &loads).await?;
         if matches!(args.scenario, Scenario::Expiry | Scenario::All) {
@@ -339,28 +375,9 @@ async fn run_throughput(args: &Args, servers: &Servers, loads: &[Load]) -> anyho
     for stats in merged.values() {
         ok &= stats.errors == 0;
     }
-    if let (Some(durable), Some(memory)) = (rates.get(&Load::Durable), rates.get(&Load::ById)) {
-        let mut ratios: Vec<f64> = durable.iter().zip(memory).map(|(d, m)| d / m).collect();
-        ratios.sort_by(f64::total_cmp);
-        let median = percentile(&ratios, 0.5);
-        let each: Vec<String> = ratios.iter().map(|r| format!("{r:.3}")).collect();
-        println!(
-            "durable / by-id cycles/s: {median:.3}, rounds {}  (target >= 0.50: {})",
-            each.join(" "),
-            verdict(median >= 0.50)
-        );
-    }
-    if let (Some(keyed), Some(memory)) = (rates.get(&Load::Keyed), rates.get(&Load::ById)) {
-        let mut ratios: Vec<f64> = keyed.iter().zip(memory).map(|(k, m)| k / m).collect();
-        ratios.sort_by(f64::total_cmp);
-        let median = percentile(&ratios, 0.5);
-        let each: Vec<String> = ratios.iter().map(|r| format!("{r:.3}")).collect();
-        println!(
-            "keyed / by-id cycles/s: {median:.3}, rounds {}  (target >= 0.90: {})",
-            each.join(" "),
-            verdict(median >= 0.90)
-        );
-    }
+    print_ratio(&rates, &merged, Load::Durable, Load::ById, 0.50);
+    print_ratio(&rates, &merged, Load::Keyed, Load::ById, 0.90);
+    print_ratio(&rates, &merged, Load::ById, Load::Unmetered, 0.95);
     if let (Some(before), Some((_, handle))) = (&commits_before, &servers.durable) {
         let c = handle.commit_stats().since(before);
         let per = |n: u64| n as f64 / c.commits.max(1) as f64;
@@ -396,48 +413,8 @@ async fn run_throughput(args: &Args, servers: &Servers, loads: &[Load]) -> anyho
             sizes.join(", ")
         );
     }
-    if let Some(baseline) = rates.get(&Load::Baseline) {
-        for load in [Load::ById, Load::ByTag] {
-            let Some(rate) = rates.get(&load) else {
-                continue;
-            };
-            let mut ratios: Vec<f64> = rate.iter().zip(baseline).map(|(r, b)| r / b).collect();
-            ratios.sort_by(f64::total_cmp);
-            let median = percentile(&ratios, 0.5);
-            let rounds = if ratios.len() > 1 {
-                let each: Vec<String> = ratios.iter().map(|r| format!("{r:.3}")).collect();
-                format!(", median of rounds {}", each.join(" "))
-            } else {
-                String::new()
-            };
-            println!(
-                "{} / baseline cycles/s: {median:.3}{rounds}  (target >= 0.70: {})",
-                load.name(),
-                verdict(median >= 0.70)
-            );
-        }
-        // The same comparison in CPU time, which other work on the machine barely
-        // moves: what the cycle-rate ratio would be if the tool had the cores to itself.
-        // Only when the server's CPU time is known (in-process, or --server-pid).
-        let cpu_per_cycle = |load| {
-            merged
-                .get(&load)
-                .filter(|s| !s.cpu.server.is_zero())
-                .map(|s: &Stats| {
-                    (s.cpu.server + s.cpu.client).as_secs_f64() / s.latencies_us.len().max(1) as f64
-                })
-        };
-        if let Some(base_cpu) = cpu_per_cycle(Load::Baseline).filter(|c| *c > 0.0) {
-            for load in [Load::ById, Load::ByTag] {
-                if let Some(cpu) = cpu_per_cycle(load).filter(|c| *c > 0.0) {
-                    println!(
-                        "{} / baseline by CPU time per cycle (server + client): {:.3}",
-                        load.name(),
-                        base_cpu / cpu
-                    );
-                }
-            }
-        }
+    for load in [Load::ById, Load::ByTag] {
+        print_ratio(&rates, &merged, load, Load::Baseline, 0.70);
     }
     Ok(ok)
 }
@@ -445,7 +422,7 @@ async fn run_throughput(args: &Args, servers: &Servers, loads: &[Load]) -> anyho
 /// Starts the real service on its own thread, as `rentabot serve` would run it, and
 /// returns its base URL and broker handle. The thread lives until the process exits.
 fn start_in_process(args: &Args) -> anyhow::Result<(String, BrokerHandle)> {
-    start_server(args, Persist::Nowhere, None)
+    start_server(args, Variant::default())
 }
 
 /// The key `keyed` sends: one of 8 in the config, so the gate compares against all.
@@ -467,12 +444,84 @@ fn auth_config() -> String {
     config
 }
 
-/// [`start_in_process`], keeping state as `persist` says, with the auth config at `auth`.
-fn start_server(
-    args: &Args,
+/// `load`'s cycle rate over `to`'s: the median of the rounds' ratios (each pair from
+/// one round), against `target`; then the same comparison in CPU time per cycle (server
+/// and client), which other work on the machine barely moves: what the rate ratio would
+/// be if the tool had the cores to itself (only when the server's CPU time is known:
+/// in-process, or `--server-pid`). Nothing when either load did not run.
+fn print_ratio(
+    rates: &HashMap<Load, Vec<f64>>,
+    merged: &HashMap<Load, Stats>,
+    load: Load,
+    to: Load,
+    target: f64,
+) {
+    let (Some(load_rates), Some(to_rates)) = (rates.get(&load), rates.get(&to)) else {
+        return;
+    };
+    let mut ratios: Vec<f64> = load_rates
+        .iter()
+        .zip(to_rates)
+        .map(|(a, b)| a / b)
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let median = percentile(&ratios, 0.5);
+    let rounds = if ratios.len() > 1 {
+        let each: Vec<String> = ratios.iter().map(|r| format!("{r:.3}")).collect();
+        format!(", median of rounds {}", each.join(" "))
+    } else {
+        String::new()
+    };
+    println!(
+        "{} / {} cycles/s: {median:.3}{rounds}  (target >= {target:.2}: {})",
+        load.name(),
+        to.name(),
+        verdict(median >= target)
+    );
+    let cpu_per_cycle = |load| {
+        merged
+            .get(&load)
+            .filter(|s| !s.cpu.server.is_zero())
+            .map(|s: &Stats| {
+                (s.cpu.server + s.cpu.client).as_secs_f64() / s.latencies_us.len().max(1) as f64
+            })
+            .filter(|c| *c > 0.0)
+    };
+    if let (Some(load_cpu), Some(to_cpu)) = (cpu_per_cycle(load), cpu_per_cycle(to)) {
+        println!(
+            "{} / {} by CPU time per cycle (server + client): {:.3}",
+            load.name(),
+            to.name(),
+            to_cpu / load_cpu
+        );
+    }
+}
+
+/// How an extra in-process server differs from the main one.
+struct Variant {
     persist: Persist,
+    /// The auth config's path.
     auth: Option<std::path::PathBuf>,
-) -> anyhow::Result<(String, BrokerHandle)> {
+    metrics: bool,
+}
+
+impl Default for Variant {
+    fn default() -> Self {
+        Variant {
+            persist: Persist::Nowhere,
+            auth: None,
+            metrics: true,
+        }
+    }
+}
+
+/// [`start_in_process`], as `variant` says.
+fn start_server(args: &Args, variant: Variant) -> anyhow::Result<(String, BrokerHandle)> {
+    let Variant {
+        persist,
+        auth,
+        metrics,
+    } = variant;
     let settings = Settings {
         host: "127.0.0.1".to_owned(),
         port: 0,
@@ -485,6 +534,7 @@ fn start_server(
             file: args.audit_log.clone(),
             ..AuditSettings::default()
         },
+        metrics,
         ..Settings::default()
     };
     let mut specs: Vec<ResourceSpec> = (1..=args.resources)
@@ -587,6 +637,8 @@ enum Load {
     Durable,
     /// By-id against the server with auth, with a key (`--auth`).
     Keyed,
+    /// By-id against the server with metrics off (`--unmetered`).
+    Unmetered,
 }
 
 impl Load {
@@ -597,6 +649,7 @@ impl Load {
             Load::ByTag => "by-tag",
             Load::Durable => "durable",
             Load::Keyed => "keyed",
+            Load::Unmetered => "unmetered",
         }
     }
 }
@@ -606,14 +659,18 @@ struct Servers {
     memory: String,
     durable: Option<(String, BrokerHandle)>,
     keyed: Option<String>,
+    unmetered: Option<String>,
 }
 
 impl Servers {
     fn base(&self, load: Load) -> &str {
-        match (load, &self.durable, &self.keyed) {
-            (Load::Durable, Some((base, _)), _) | (Load::Keyed, _, Some(base)) => base,
-            _ => &self.memory,
-        }
+        let extra = match load {
+            Load::Durable => self.durable.as_ref().map(|(base, _)| base),
+            Load::Keyed => self.keyed.as_ref(),
+            Load::Unmetered => self.unmetered.as_ref(),
+            Load::Baseline | Load::ById | Load::ByTag => None,
+        };
+        extra.unwrap_or(&self.memory)
     }
 }
 
@@ -684,7 +741,7 @@ impl Client {
                     self.get_json::<HealthReply>("/health").await?;
                 }
             }
-            Load::ById | Load::Durable | Load::Keyed => {
+            Load::ById | Load::Durable | Load::Keyed | Load::Unmetered => {
                 let path = format!("/api/v1/resources/{own_id}/lock");
                 let lock = self.lock(&path, CYCLE_TTL_BODY).await?;
                 self.unlock(own_id, &lock.lock_token).await?;

@@ -24,7 +24,8 @@ use crate::domain::{Broker, Clock, Policy, ResourceSpec};
 use crate::metrics::{self, Exporter, Metrics};
 use crate::runtime::{
     BrokerHandle, Cause, Committer, DescriptorSource, IdempotencyRecord, InMemory, Ledger,
-    Observers, OsEntropy, Publisher, RequestScope, Shutdown, SystemClock, run_expiry_timer,
+    Observer, Observers, OsEntropy, Publisher, RequestScope, Shutdown, SystemClock,
+    run_expiry_timer,
 };
 use crate::store::writer::WriterContext;
 use crate::store::{self, Failpoint, Loaded, MemoryStore, PersistUrl};
@@ -70,6 +71,9 @@ pub struct Settings {
     pub auth: Option<PathBuf>,
     /// The audit log's file and retention (`--audit-log`, `--audit-retention`).
     pub audit: AuditSettings,
+    /// Count for `GET /metrics` (the default). Off: no `/metrics` route and nothing
+    /// counted, which only the load tool uses, to measure what metrics cost.
+    pub metrics: bool,
 }
 
 /// The audit log's settings.
@@ -120,6 +124,7 @@ impl Default for Settings {
             persist: Persist::Nowhere,
             auth: None,
             audit: AuditSettings::default(),
+            metrics: true,
         }
     }
 }
@@ -254,9 +259,13 @@ fn start_broker(
     // And `/metrics`' counters of what happened, after the audit log.
     let ledger = Arc::new(Ledger::new(loaded.seq));
     let metrics = Arc::new(Metrics::with_ledger(ledger.clone()));
+    let mut observers: Vec<Arc<dyn Observer>> = vec![audit.clone()];
+    if settings.metrics {
+        observers.push(metrics.clone());
+    }
     let publisher = Arc::new(Publisher::with_observer(
         loaded.next_event,
-        Some(Arc::new(Observers(vec![audit.clone(), metrics.clone()]))),
+        Some(Arc::new(Observers(observers))),
     ));
     let (committer, store): (Arc<dyn Committer>, _) = match backend {
         None => (
@@ -384,13 +393,18 @@ pub fn build(
     // what the store kept.
     let idempotency = api::idempotency::IdempotencyStore::new(handle.clone(), records);
     let audit_data = web::Data::from(audit.clone());
-    let metrics_data = web::Data::from(metrics.clone());
     let shutdown = Shutdown::new();
     let stopping = web::Data::new(shutdown.clone());
-    let exporter = web::Data::new(Exporter {
-        metrics,
-        broker: handle.clone(),
-        waiting: Some(shutdown.clone()),
+    // The counters `envelope` records into and what `/metrics` renders from.
+    let metered = settings.metrics.then(|| {
+        (
+            web::Data::from(metrics.clone()),
+            web::Data::new(Exporter {
+                metrics,
+                broker: handle.clone(),
+                waiting: Some(shutdown.clone()),
+            }),
+        )
     });
     let workers = settings
         .workers
@@ -411,13 +425,16 @@ pub fn build(
             .app_data(gate.clone())
             .app_data(idempotency.clone())
             .app_data(audit_data.clone())
-            .app_data(exporter.clone())
-            .app_data(metrics_data.clone())
             .app_data(stopping.clone())
             .app_data(api::params::BodyTimeout(requests.body_timeout))
             .configure(api::configure)
             .configure(pages::configure)
-            .configure(metrics::configure)
+            .configure(|cfg| {
+                if let Some((metrics, exporter)) = &metered {
+                    cfg.app_data(metrics.clone()).app_data(exporter.clone());
+                    metrics::configure(cfg);
+                }
+            })
             .default_service(web::to(api::no_route))
     })
     .workers(workers)
@@ -752,6 +769,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             file: args.audit_log.clone(),
             retention: args.audit_retention,
         },
+        metrics: true,
     };
     // The main runtime only runs the accept loop and the timer; actix runs its HTTP
     // workers on threads of its own.

@@ -154,6 +154,8 @@ pub struct Options {
     /// `--auth-config`.
     pub auth: Option<PathBuf>,
     pub audit: AuditSettings,
+    /// Metrics off (`Settings::metrics`), as the load tool's `unmetered` server.
+    pub unmetered: bool,
 }
 
 /// Starts the service over `resources`, as `options` say.
@@ -182,6 +184,7 @@ pub async fn start_running(
         persist: options.persist,
         auth: options.auth,
         audit: options.audit,
+        metrics: !options.unmetered,
         ..Settings::default()
     };
     let app = app::build(&settings, resources, clock.clone()).expect("the test app builds");

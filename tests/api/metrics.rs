@@ -444,3 +444,21 @@ async fn rate_limited_requests_are_counted() {
         1.0
     );
 }
+
+/// With metrics off (the load tool's `unmetered` server) there is no `/metrics`, and
+/// the API works as with them.
+#[tokio::test]
+async fn metrics_off_serves_no_scrape_and_the_api_as_before() {
+    let app = start(
+        lab(),
+        Options {
+            unmetered: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    let locked = app.send_json("/api/v1/resources/1/lock", json!({})).await;
+    assert_eq!(locked.status, 200, "{}", locked.text);
+    let reply = app.get("/metrics").await;
+    assert_eq!(reply.status, 404, "{}", reply.text);
+}
