@@ -391,6 +391,7 @@ pub fn build(
         metrics,
         broker: handle.clone(),
         waiting: Some(shutdown.clone()),
+        audit: Some(audit.clone()),
     });
     let workers = settings
         .workers
