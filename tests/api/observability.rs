@@ -786,3 +786,151 @@ async fn a_failing_store_shows_in_the_store_and_readiness_gauges() {
         .expect("the store recovers");
     assert_eq!(sample(&s, "rentabot_ready"), 1.0);
 }
+
+#[test]
+fn the_chart_is_versioned_as_the_crate() {
+    let chart: Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(files().join("../Chart.yaml")).unwrap())
+            .unwrap();
+    assert_eq!(chart["apiVersion"], "v2");
+    assert_eq!(chart["name"], "rentabot");
+    assert_eq!(chart["appVersion"], env!("CARGO_PKG_VERSION"));
+}
+
+/// Renders the chart with `values` through the Helm library of PyPI's
+/// `helm-python-sdk` (no helm binary exists for our machines; TOOLING.md § Helm), after
+/// `helm lint --strict`. `None` (said loudly) when the library is not installed: set
+/// `RENTABOT_HELM_PYTHON` to a Python that has it (`pip install helm-python-sdk==0.2.2`
+/// in a venv).
+fn render_chart(test: &str, values: &Value) -> Option<BTreeMap<String, Value>> {
+    const SCRIPT: &str = r#"
+import json, sys
+from helm_python.chart import Chart, lint
+chart, values = sys.argv[1], json.loads(sys.argv[2])
+linted = lint(chart, strict=True, kube_version="v1.30.0")
+with Chart.load(chart) as c:
+    manifests = c.render(name="demo", namespace="lab", values=values)
+print(json.dumps({"lint": linted, "manifests": manifests}, default=str))
+"#;
+    let python = std::env::var("RENTABOT_HELM_PYTHON").unwrap_or_else(|_| "python3".into());
+    let has_sdk = Command::new(&python)
+        .args(["-c", "import helm_python.chart"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_sdk {
+        eprintln!(
+            "\n\n!!!! SKIPPED {test}: {python} cannot import helm_python \
+             (pip install helm-python-sdk==0.2.2; RENTABOT_HELM_PYTHON names the python) !!!!\n\n"
+        );
+        return None;
+    }
+    let chart = files().join("..");
+    let out = Command::new(&python)
+        .args(["-c", SCRIPT])
+        .arg(&chart)
+        .arg(values.to_string())
+        .output()
+        .expect("python runs");
+    assert_success("rendering the chart", &out);
+    let rendered: Value = serde_json::from_slice(&out.stdout).expect("the script prints JSON");
+    assert_eq!(
+        rendered["lint"]["errors"],
+        json!([]),
+        "helm lint --strict: {}",
+        rendered["lint"]
+    );
+    let mut manifests = BTreeMap::new();
+    for (template, text) in rendered["manifests"].as_object().unwrap() {
+        let text = text.as_str().unwrap();
+        if text.trim().is_empty() {
+            continue;
+        }
+        let manifest: Value = serde_yaml_ng::from_str(text)
+            .unwrap_or_else(|e| panic!("{template} is not YAML ({e}):\n{text}"));
+        manifests.insert(template.clone(), manifest);
+    }
+    Some(manifests)
+}
+
+#[test]
+fn the_chart_ships_the_dashboard_and_the_rules_as_they_are() {
+    let Some(manifests) = render_chart(
+        "the_chart_ships_the_dashboard_and_the_rules_as_they_are",
+        &json!({"metrics": {"prometheusRule": {"enabled": true, "labels": {"release": "kps"}}}}),
+    ) else {
+        return;
+    };
+    let dashboard_map = &manifests["rentabot/templates/grafana-dashboard.yaml"];
+    assert_eq!(dashboard_map["kind"], "ConfigMap");
+    assert_eq!(dashboard_map["metadata"]["namespace"], "lab");
+    assert_eq!(
+        dashboard_map["metadata"]["labels"]["grafana_dashboard"],
+        "1"
+    );
+    let shipped: Value =
+        serde_json::from_str(dashboard_map["data"]["rentabot.json"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        shipped,
+        dashboard(),
+        "the ConfigMap holds the dashboard file"
+    );
+
+    let rule = &manifests["rentabot/templates/prometheusrule.yaml"];
+    assert_eq!(rule["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(rule["kind"], "PrometheusRule");
+    assert_eq!(rule["metadata"]["labels"]["release"], "kps");
+    let file: Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(alerts_path()).unwrap()).unwrap();
+    assert_eq!(
+        rule["spec"]["groups"], file["groups"],
+        "the PrometheusRule holds the rules file"
+    );
+}
+
+#[test]
+fn the_chart_leaves_out_add_and_label_alerts_as_values_say() {
+    let values = json!({"metrics": {
+        "grafanaDashboard": {"enabled": false},
+        "prometheusRule": {
+            "enabled": true,
+            "namespace": "monitoring",
+            "additionalAlertLabels": {"team": "lab", "severity": "page"},
+            "disabledAlerts": ["RentabotExpiryLagHigh"],
+            "additionalRules": [{"alert": "LabEmpty", "expr": "sum(rentabot_resources) == 0"}],
+        },
+    }});
+    let Some(manifests) = render_chart(
+        "the_chart_leaves_out_add_and_label_alerts_as_values_say",
+        &values,
+    ) else {
+        return;
+    };
+    assert!(!manifests.contains_key("rentabot/templates/grafana-dashboard.yaml"));
+    let rule = &manifests["rentabot/templates/prometheusrule.yaml"];
+    assert_eq!(rule["metadata"]["namespace"], "monitoring");
+    let groups = rule["spec"]["groups"].as_array().unwrap();
+    let ours = groups[0]["rules"].as_array().unwrap();
+    let names: Vec<&str> = ours.iter().filter_map(|r| r["alert"].as_str()).collect();
+    assert_eq!(names.len(), alert_rules().len() - 1);
+    assert!(!names.contains(&"RentabotExpiryLagHigh"), "{names:?}");
+    for rule in ours {
+        assert_eq!(rule["labels"]["team"], "lab", "{rule}");
+        // The rule's own labels win.
+        assert_ne!(rule["labels"]["severity"], "page", "{rule}");
+    }
+    assert_eq!(groups[1]["rules"][0]["alert"], "LabEmpty");
+
+    // Nothing is rendered by default but the dashboard.
+    let Some(defaults) = render_chart(
+        "the_chart_leaves_out_add_and_label_alerts_as_values_say",
+        &json!({}),
+    ) else {
+        return;
+    };
+    assert_eq!(
+        defaults.keys().collect::<Vec<_>>(),
+        ["rentabot/templates/grafana-dashboard.yaml"]
+    );
+}
