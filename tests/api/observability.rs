@@ -307,8 +307,7 @@ fn the_dashboard_has_the_shape_grafana_loads() {
             );
             assert_eq!(target["datasource"]["uid"], "${datasource}", "{title}");
             let expr = target["expr"].as_str().unwrap();
-            // Every query follows the job and instance variables, but for `up`'s
-            // panel, which also does.
+            // Every query follows the job and instance variables.
             assert!(
                 expr.contains(r#"job=~"$job""#) && expr.contains(r#"instance=~"$instance""#),
                 "{title}: {expr} ignores $job or $instance"
@@ -933,4 +932,29 @@ fn the_chart_leaves_out_add_and_label_alerts_as_values_say() {
         defaults.keys().collect::<Vec<_>>(),
         ["rentabot/templates/grafana-dashboard.yaml"]
     );
+}
+
+/// README § Metrics names every family a scrape holds, and § Grafana and alerts every
+/// alert of the rules.
+#[tokio::test]
+async fn the_readme_documents_every_metric_and_every_alert() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let metrics = &readme[readme.find("\n## Metrics").expect("README § Metrics")..];
+    let metrics = &metrics[..metrics[1..].find("\n## ").map_or(metrics.len(), |i| i + 1)];
+    for family in everything_exported().await.families.keys() {
+        assert!(
+            metrics.contains(&format!("| `{family}` |")),
+            "README § Metrics has no row for {family}"
+        );
+    }
+    let alerts = &metrics[metrics
+        .find("### Grafana and alerts")
+        .expect("README § Grafana and alerts")..];
+    for (name, _) in alert_rules() {
+        assert!(
+            alerts.contains(&format!("| `{name}` |")),
+            "README § Grafana and alerts has no row for {name}"
+        );
+    }
 }
