@@ -203,10 +203,12 @@ fn dashboard_queries(dashboard: &Value) -> Vec<(String, String)> {
     }
     for variable in dashboard["templating"]["list"].as_array().unwrap() {
         if variable["type"] == "query" {
-            let query = variable["query"]["query"]
+            // The classic string form, which every Grafana since 7 reads (the editor's
+            // object form changed between versions).
+            let query = variable["query"]
                 .as_str()
-                .or_else(|| variable["query"].as_str())
-                .expect("a query variable has a query");
+                .expect("a query variable's query is a string");
+            assert_eq!(variable["definition"], query);
             let inner = query
                 .strip_prefix("label_values(")
                 .and_then(|q| q.rsplit_once(','))
