@@ -178,7 +178,14 @@ fn bench(c: &mut Criterion) {
     // `GET /metrics`: what the scrape copies under the lock (the counting is after).
     let metrics = Metrics::new();
     group.bench_function("metrics_scrape", |b| {
-        b.iter_custom(|iters| held(iters, || (), |()| metrics.render(h, None, false), drop));
+        b.iter_custom(|iters| {
+            held(
+                iters,
+                || (),
+                |()| metrics.render(h, None, None, false),
+                drop,
+            )
+        });
     });
 
     let unlock = |token: rentabot::domain::LockToken, id| {
@@ -530,7 +537,7 @@ fn bench(c: &mut Criterion) {
     scrape.warm_up_time(Duration::from_millis(500));
     scrape.measurement_time(Duration::from_secs(3));
     scrape.bench_function("render_100000_resources", |b| {
-        b.iter(|| metrics.render(h, None, false));
+        b.iter(|| metrics.render(h, None, None, false));
     });
     scrape.finish();
 }

@@ -403,6 +403,7 @@ pub fn build(
                 metrics,
                 broker: handle.clone(),
                 waiting: Some(shutdown.clone()),
+                audit: Some(audit.clone()),
             }),
         )
     });

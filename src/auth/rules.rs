@@ -744,6 +744,7 @@ mod tests {
                 metrics: Arc::new(crate::metrics::Metrics::new()),
                 broker: handle,
                 waiting: None,
+                audit: None,
             }))
             .configure(api::configure)
             .configure(crate::web::configure)

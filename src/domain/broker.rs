@@ -56,6 +56,15 @@ pub use query::{
 };
 pub use queue::{GroupWait, WaitingFor};
 
+/// The queue as `/metrics` counts it (see [`Broker::pending_summary`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PendingSummary {
+    /// Pending reservations by the priority they asked for: index 0 is priority 1.
+    pub by_priority: [u64; Priority::LOWEST.get() as usize],
+    /// When the longest-waiting pending reservation was created; `None` when none waits.
+    pub oldest_created_at: Option<Timestamp>,
+}
+
 /// How a lock request picks its resource (1.0 `POST /resources/lock` criteria).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Selector {
@@ -341,16 +350,22 @@ impl Broker {
         self.held.keys().copied().collect()
     }
 
-    /// Pending reservations by the priority they asked for: index 0 is priority 1.
-    /// Linear in the live reservations (a few microseconds per thousand).
-    pub fn pending_by_priority(&self) -> [u64; Priority::LOWEST.get() as usize] {
-        let mut counts = [0; Priority::LOWEST.get() as usize];
+    /// Pending reservations by the priority they asked for (index 0 is priority 1), and
+    /// when the oldest of them was created. One pass over the live reservations (a few
+    /// microseconds per thousand).
+    pub fn pending_summary(&self) -> PendingSummary {
+        let mut summary = PendingSummary::default();
         for r in self.reservations.values() {
             if r.status == ReservationStatus::Pending {
-                counts[usize::from(r.request.priority.get() - 1)] += 1;
+                summary.by_priority[usize::from(r.request.priority.get() - 1)] += 1;
+                summary.oldest_created_at = Some(
+                    summary
+                        .oldest_created_at
+                        .map_or(r.created_at, |t| t.min(r.created_at)),
+                );
             }
         }
-        counts
+        summary
     }
 
     /// The waiting reservation `id` is held for, if it is.

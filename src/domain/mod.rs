@@ -21,9 +21,9 @@ pub mod tags;
 
 pub use broker::{
     Broker, DEFAULT_MAX_PENDING, DEFAULT_PAGE_LIMIT, ENDED_MEMORY, EXPIRY_HISTORY, ExpiredLock,
-    Granted, GroupWait, MAX_PAGE_LIMIT, MAX_RESOURCES_PER_REQUEST, Page, Policy, ReloadDiff,
-    ReloadReport, ReservationPage, ReservationQuery, ResourcePage, ResourcePatch, ResourceQuery,
-    ResourceSort, Selector, SortOrder, Unavailability, WaitingFor,
+    Granted, GroupWait, MAX_PAGE_LIMIT, MAX_RESOURCES_PER_REQUEST, Page, PendingSummary, Policy,
+    ReloadDiff, ReloadReport, ReservationPage, ReservationQuery, ResourcePage, ResourcePatch,
+    ResourceQuery, ResourceSort, Selector, SortOrder, Unavailability, WaitingFor,
 };
 pub use clock::{Clock, Timestamp};
 pub use entropy::{Entropy, Seeded};

@@ -3,10 +3,12 @@
 //! Four kinds of metric, fed four ways:
 //!
 //! - **gauges of the broker's state** (`rentabot_resources`, `rentabot_active_locks`,
-//!   `rentabot_reservation_queue_depth`, `rentabot_resource_utilization_ratio`) are
-//!   computed at scrape time: [`BrokerHandle::gauge_inputs`] copies a snapshot under the
-//!   mutex (a pointer per 1 024 resources, the held ids, 10 queue counts) and the
-//!   counting happens here, after the lock is released;
+//!   `rentabot_reservation_queue_depth`, `rentabot_reservation_oldest_wait_seconds`,
+//!   `rentabot_resource_utilization_ratio`, `rentabot_locks_expiring`) are computed at
+//!   scrape time: [`BrokerHandle::gauge_inputs`] copies a snapshot under the mutex (a
+//!   pointer per 1 024 resources, the held ids, 10 queue counts and the oldest pending
+//!   reservation's age) and the counting happens here, after the lock is released;
+//!   `rentabot_ready` asks what `/readiness` asks;
 //! - **what happened** (locks acquired, how long locks were held, queue wait, expiry
 //!   lag) comes from the change stream: [`Metrics`] is an [`Observer`] of the publisher,
 //!   beside the audit log, so it sees every committed event once, in order;
@@ -14,7 +16,8 @@
 //!   through [`Metrics::record_request`], labelled by the route's template (the auth
 //!   rule's pattern, never the raw path), and so are the auth gate's refusals;
 //! - **read when scraped**: the clients waiting on open responses (counted by
-//!   `Shutdown`), the store's commit histograms and the process's figures (`collect.rs`).
+//!   `Shutdown`), the store's commit histograms and failure flag, and the process's
+//!   figures (`collect.rs`).
 //!
 //! One [`Metrics`] per app (tests build many): the registry lives in app state.
 
@@ -33,6 +36,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
+use crate::audit::AuditLog;
 use crate::auth::Rule;
 use crate::domain::events::Event;
 use crate::domain::reservation::ReservationId;
@@ -53,6 +57,9 @@ pub const UNMATCHED_ROUTE: &str = "unmatched";
 pub const PROMETHEUS_TEXT: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 /// The content type of OpenMetrics text, served when `Accept` asks for it.
 pub const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The horizons of `rentabot_locks_expiring`, in seconds: a minute to an hour.
+pub const EXPIRING_WITHIN: [u32; 4] = [60, 300, 900, 3600];
 
 /// Seconds a lock was held: from a second to a day.
 const LOCK_DURATION_BUCKETS: [f64; 13] = [
@@ -125,6 +132,11 @@ struct TagLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WithinLabel {
+    within_seconds: u32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PriorityLabel {
     priority: u8,
 }
@@ -166,7 +178,10 @@ pub struct Metrics {
     resources: Family<StateLabel, Gauge>,
     active_locks: Family<TagLabel, Gauge>,
     queue_depth: Family<PriorityLabel, Gauge>,
+    oldest_wait: Gauge<f64, std::sync::atomic::AtomicU64>,
     utilization: Gauge<f64, std::sync::atomic::AtomicU64>,
+    expiring: Family<WithinLabel, Gauge>,
+    ready: Gauge,
     locks_acquired: Counter,
     lock_duration: Family<EndedLabel, Histogram>,
     queue_wait: Histogram,
@@ -215,6 +230,9 @@ impl Metrics {
         let active_locks = Family::<TagLabel, Gauge>::default();
         let queue_depth = Family::<PriorityLabel, Gauge>::default();
         let utilization = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        let oldest_wait = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        let expiring = Family::<WithinLabel, Gauge>::default();
+        let ready = Gauge::default();
         let locks_acquired = Counter::default();
         let lock_duration = Family::<EndedLabel, Histogram>::new_with_constructor(
             (|| Histogram::new(LOCK_DURATION_BUCKETS)) as fn() -> Histogram,
@@ -244,6 +262,21 @@ impl Metrics {
             "rentabot_reservation_queue_depth",
             "Pending reservations by the priority they asked for (1 is served first)",
             queue_depth.clone(),
+        );
+        registry.register(
+            "rentabot_reservation_oldest_wait_seconds",
+            "How long the longest-waiting pending reservation has waited (0 when none waits)",
+            oldest_wait.clone(),
+        );
+        registry.register(
+            "rentabot_locks_expiring",
+            "Locks whose deadline is at most within_seconds away (60, 300, 900, 3600; cumulative: a lock due within 60 s counts under every label)",
+            expiring.clone(),
+        );
+        registry.register(
+            "rentabot_ready",
+            "1 when /readiness answers 200, 0 while it answers 503 (store failing, expiry timer ended, broker poisoned, audit file failing)",
+            ready.clone(),
         );
         registry.register(
             "rentabot_resource_utilization_ratio",
@@ -309,7 +342,10 @@ impl Metrics {
             resources,
             active_locks,
             queue_depth,
+            oldest_wait,
             utilization,
+            expiring,
+            ready,
             locks_acquired,
             lock_duration,
             queue_wait,
@@ -349,21 +385,26 @@ impl Metrics {
     }
 
     /// The whole exposition, with the gauges computed from `broker` (and the clients
-    /// `waiting` counts) now: the Prometheus text format, or OpenMetrics when
-    /// `openmetrics`.
+    /// `waiting` counts, and the `audit` log's health) now: the Prometheus text format,
+    /// or OpenMetrics when `openmetrics`.
     pub fn render(
         &self,
         broker: &BrokerHandle,
         waiting: Option<&Shutdown>,
+        audit: Option<&AuditLog>,
         openmetrics: bool,
     ) -> String {
         let inputs = broker.gauge_inputs();
         let gauges = Gauges::count(&inputs);
+        // The same reasons `/readiness` gives, read outside the broker's lock.
+        let ready = broker.unready_reasons().is_empty()
+            && audit.is_none_or(|a| a.unready_reasons().is_empty());
         let _one_at_a_time = self
             .scrape
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.set(&gauges);
+        self.ready.set(i64::from(ready));
         if let Some(waiting) = waiting {
             for kind in Waiting::ALL {
                 self.connected
@@ -403,6 +444,14 @@ impl Metrics {
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
         self.utilization.set(gauges.utilization);
+        self.oldest_wait.set(gauges.oldest_wait);
+        for (within_seconds, n) in EXPIRING_WITHIN.iter().zip(gauges.expiring) {
+            self.expiring
+                .get_or_create(&WithinLabel {
+                    within_seconds: *within_seconds,
+                })
+                .set(n);
+        }
     }
 
     fn observe(&self, started: &mut Started, at: u64, event: &Event) {
@@ -467,6 +516,10 @@ struct Gauges {
     states: [i64; 6],
     tags: Vec<(String, i64)>,
     pending_by_priority: [u64; 10],
+    /// Seconds the oldest pending reservation has waited.
+    oldest_wait: f64,
+    /// Locks due within each of [`EXPIRING_WITHIN`].
+    expiring: [i64; EXPIRING_WITHIN.len()],
     utilization: f64,
 }
 
@@ -476,7 +529,15 @@ impl Gauges {
         let mut states = [0i64; 6];
         let mut tags: HashMap<&str, i64> = HashMap::new();
         let (mut in_service, mut busy) = (0u64, 0u64);
+        let mut expiring = [0i64; EXPIRING_WITHIN.len()];
+        let now = inputs.now.as_millis();
         for r in inputs.resources.iter() {
+            if let Some(lease) = r.lease() {
+                let left = lease.expires_at.as_millis().saturating_sub(now);
+                for (n, within) in expiring.iter_mut().zip(EXPIRING_WITHIN) {
+                    *n += i64::from(left <= u64::from(within) * 1000);
+                }
+            }
             let state = state_of(r, held.contains(&r.id));
             states[state as usize] += 1;
             if r.in_service() {
@@ -504,6 +565,10 @@ impl Gauges {
             states,
             tags,
             pending_by_priority: inputs.pending_by_priority,
+            oldest_wait: inputs.oldest_pending.map_or(0.0, |t| {
+                inputs.now.as_millis().saturating_sub(t.as_millis()) as f64 / 1000.0
+            }),
+            expiring,
             utilization: if in_service == 0 {
                 0.0
             } else {
@@ -575,6 +640,9 @@ pub struct Exporter {
     pub broker: BrokerHandle,
     /// Counts the waiting responses (`None`: none are counted).
     pub waiting: Option<Shutdown>,
+    /// Whose health `rentabot_ready` includes, as `/readiness` does (`None`: the
+    /// broker's alone).
+    pub audit: Option<Arc<AuditLog>>,
 }
 
 /// Mounts `GET /metrics` (the auth gate applies its rule: open unless
@@ -594,9 +662,12 @@ async fn scrape(req: HttpRequest, exporter: Data<Exporter>) -> HttpResponse {
     let exporter = exporter.into_inner();
     // Counting 100 000 resources takes milliseconds: off the worker's event loop.
     let body = web::block(move || {
-        exporter
-            .metrics
-            .render(&exporter.broker, exporter.waiting.as_ref(), openmetrics)
+        exporter.metrics.render(
+            &exporter.broker,
+            exporter.waiting.as_ref(),
+            exporter.audit.as_deref(),
+            openmetrics,
+        )
     })
     .await;
     match body {

@@ -108,6 +108,8 @@ pub struct GaugeInputs {
     pub held: Vec<ResourceId>,
     /// Index 0 is priority 1.
     pub pending_by_priority: [u64; 10],
+    /// When the longest-waiting pending reservation was created; `None` when none waits.
+    pub oldest_pending: Option<Timestamp>,
 }
 
 /// A granted lock together with the resource as it stands after the grant.
@@ -472,16 +474,18 @@ impl BrokerHandle {
     }
 
     /// What `/metrics` computes its gauges from, as of now: the resources (a pointer per
-    /// 1 024 of them), the ids held for waiting reservations and the queue's depth by
-    /// priority. The lock is held only to copy these; counting happens after.
+    /// 1 024 of them), the ids held for waiting reservations, the queue's depth by
+    /// priority and its oldest entry. The lock is held only to copy these; counting happens after.
     pub fn gauge_inputs(&self) -> GaugeInputs {
         self.with_broker(|b, now| {
             b.expire_due(now);
+            let pending = b.pending_summary();
             GaugeInputs {
                 now,
                 resources: b.snapshot(),
                 held: b.held_resources(),
-                pending_by_priority: b.pending_by_priority(),
+                pending_by_priority: pending.by_priority,
+                oldest_pending: pending.oldest_created_at,
             }
         })
     }

@@ -23,6 +23,7 @@ mod maintenance;
 mod methods;
 mod metrics;
 mod middleware;
+mod observability;
 mod origin;
 mod ownership;
 mod queries;

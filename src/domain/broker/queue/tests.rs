@@ -144,6 +144,30 @@ fn reservations_are_served_by_priority_then_in_order_of_creation() {
 }
 
 #[test]
+fn the_pending_summary_counts_by_asked_priority_and_dates_the_oldest_waiter() {
+    let mut b = lab();
+    assert_eq!(b.pending_summary(), PendingSummary::default());
+    let tokens = lock_all(&mut b, &[5], 600, T0);
+    b.reserve(request(&["psu"], 1), at(1)).unwrap();
+    b.reserve(with_priority(request(&["psu"], 1), 1), at(2))
+        .unwrap();
+    b.reserve(request(&["psu"], 1), at(3)).unwrap();
+    // Served at once: never pending.
+    b.reserve(request(&["arm"], 1), at(4)).unwrap();
+
+    let summary = b.pending_summary();
+    assert_eq!(summary.by_priority, [1, 0, 0, 0, 2, 0, 0, 0, 0, 0]);
+    // The first to come, though the urgent one is served first.
+    assert_eq!(summary.oldest_created_at, Some(at(1)));
+
+    // The unlock serves the urgent one; the first still waits.
+    b.unlock(id(5), Some(&tokens[0].reveal()), at(10)).unwrap();
+    let summary = b.pending_summary();
+    assert_eq!(summary.by_priority, [0, 0, 0, 0, 2, 0, 0, 0, 0, 0]);
+    assert_eq!(summary.oldest_created_at, Some(at(1)));
+}
+
+#[test]
 fn aging_lets_an_old_low_priority_reservation_overtake_newcomers() {
     let mut b = lab();
     let tokens = lock_all(&mut b, &[5], 86_000, T0);
