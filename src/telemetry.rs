@@ -17,7 +17,7 @@
 //! "request","id":"…"}]` in JSON.
 //!
 //! **Traces** (cargo feature `otel`, off by default): [`start`] also exports the request
-//! spans over OTLP when an endpoint is configured ([`traces`]); [`Traces::shutdown`]
+//! spans over OTLP when an endpoint is configured (module `traces`); [`Traces::shutdown`]
 //! flushes them. A build without the feature refuses `--otlp-endpoint` rather than
 //! ignore it.
 

@@ -3,9 +3,9 @@
 //!
 //! - **Configured** by `--otlp-endpoint` / `RENTABOT_OTLP_ENDPOINT`, or the standard
 //!   `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` / `OTEL_EXPORTER_OTLP_ENDPOINT` (see
-//!   [`Settings::resolve`]). With none of them nothing is exported and the subscriber is
-//!   exactly the one a build without the feature installs: the only cost left is one
-//!   relaxed atomic load per request ([`is_exporting`]).
+//!   `Settings::resolve`). With none of them nothing is exported and the subscriber is
+//!   exactly the one a build without the feature installs: the only cost left is two
+//!   relaxed atomic loads per request ([`is_exporting`]).
 //! - **Never in a request's way.** A span is handed to the SDK's batch processor when
 //!   the request ends: a `try_send` into a bounded queue (`OTEL_BSP_MAX_QUEUE_SIZE`,
 //!   2048), dropped when it is full. A thread of the processor's own posts batches
