@@ -23,7 +23,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the broker (the default).
-    Serve(ServeArgs),
+    // Boxed: the serve flags outweigh every other command's (clippy::large_enum_variant).
+    Serve(Box<ServeArgs>),
     /// Validate a resource descriptor and print what it would load.
     Check {
         /// The descriptor (YAML) to check.
@@ -116,6 +117,13 @@ pub struct ServeArgs {
     /// Log format: `text` (one line per event) or `json` (one object per line).
     #[arg(long, env = "RENTABOT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Export request spans over OTLP/HTTP to this collector (a base URL such as
+    /// http://127.0.0.1:4318; spans go to its /v1/traces). Needs a build with
+    /// `--features otel`, which also reads the standard OTEL_EXPORTER_OTLP_* variables;
+    /// a build without it refuses this option.
+    #[arg(long, env = "RENTABOT_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
 
     /// Seconds of waiting that improve a queued reservation's priority by one level, so
     /// that nothing waits forever.

@@ -29,8 +29,16 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: &ServeArgs) -> anyhow::Result<()> {
-    telemetry::init(&args.log_level, args.log_format)?;
-    app::serve(args)
+    let traces = telemetry::start(
+        &args.log_level,
+        args.log_format,
+        args.otlp_endpoint.as_deref(),
+    )?;
+    let served = app::serve(args);
+    // The server has stopped (SIGTERM, SIGINT, or an error) and its runtime is gone:
+    // send the spans still queued.
+    traces.shutdown();
+    served
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

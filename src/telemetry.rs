@@ -15,11 +15,18 @@
 //! Every request runs in a `request` span carrying its id (`api::middleware`), so each
 //! line a request causes names it: `request{id=…}: …` in text, `"spans":[{"name":
 //! "request","id":"…"}]` in JSON.
+//!
+//! **Traces** (cargo feature `otel`, off by default): [`start`] also exports the request
+//! spans over OTLP when an endpoint is configured (module `traces`); [`Traces::shutdown`]
+//! flushes them. A build without the feature refuses `--otlp-endpoint` rather than
+//! ignore it.
 
 use std::fmt::{self, Write as _};
 use std::io::IsTerminal;
 
 use anyhow::Context;
+#[cfg(feature = "otel")]
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::field::MakeExt;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::format::{Writer, debug_fn};
@@ -36,7 +43,145 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber.
+#[cfg(feature = "otel")]
+pub mod traces;
+
+/// What [`start`] installed besides the log: the trace exporter, if any. Shut it down
+/// once the server has stopped, so that the last spans are sent.
+#[must_use = "shut the traces down after the server stops, or the last spans are lost"]
+#[derive(Default)]
+pub struct Traces {
+    #[cfg(feature = "otel")]
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Traces {
+    /// Exports the spans still queued and stops the exporter, waiting at most
+    /// `traces::SHUTDOWN_WAIT` (5 s) for the collector. Nothing to do without an
+    /// exporter. Call it outside any async runtime (the exporter's HTTP client blocks).
+    pub fn shutdown(self) {
+        #[cfg(feature = "otel")]
+        if let Some(provider) = self.provider
+            && let Err(e) = provider.shutdown_with_timeout(traces::SHUTDOWN_WAIT)
+        {
+            tracing::warn!("exporting the last spans failed: {e}");
+        }
+    }
+}
+
+/// Installs the global subscriber for `rentabot serve`: the log, and with the `otel`
+/// feature and an OTLP endpoint (`otlp_endpoint`, from `--otlp-endpoint`, or the
+/// standard `OTEL_EXPORTER_OTLP_*` variables) the export of request spans.
+///
+/// # Errors
+/// What [`init`] refuses; an `otlp_endpoint` given to a build without the `otel`
+/// feature; with it, an endpoint that is not an `http://` URL, or an exporter that
+/// cannot be built.
+pub fn start(
+    level: &str,
+    format: LogFormat,
+    otlp_endpoint: Option<&str>,
+) -> anyhow::Result<Traces> {
+    let otlp_endpoint = otlp_endpoint.filter(|e| !e.trim().is_empty());
+    #[cfg(not(feature = "otel"))]
+    if otlp_endpoint.is_some() {
+        anyhow::bail!(
+            "--otlp-endpoint (RENTABOT_OTLP_ENDPOINT) asks for traces, but this rentabot was \
+             built without them: build it with `cargo build --release --features otel`"
+        );
+    }
+    #[cfg(feature = "otel")]
+    {
+        let settings = traces::Settings::resolve(otlp_endpoint, |name| std::env::var(name).ok())
+            .map_err(anyhow::Error::msg)?;
+        if let Some(settings) = settings {
+            return start_with_traces(level, format, &settings);
+        }
+    }
+    init(level, format)?;
+    #[cfg(not(feature = "otel"))]
+    if let Some(name) = [
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+    ]
+    .into_iter()
+    .find(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
+    {
+        tracing::warn!(
+            "{name} is set, but this rentabot was built without traces (cargo feature `otel`): \
+             no spans are exported"
+        );
+    }
+    Ok(Traces::default())
+}
+
+/// The log, as [`init`] makes it, beside the trace layer. Each gets its own filter:
+/// `--log-level` applies to the log only (the request span is traced even at `off`),
+/// and the trace layer takes the request span and nothing else.
+#[cfg(feature = "otel")]
+fn start_with_traces(
+    level: &str,
+    format: LogFormat,
+    settings: &traces::Settings,
+) -> anyhow::Result<Traces> {
+    use opentelemetry::trace::TracerProvider as _;
+
+    let filter = parse_level(level).map_err(|e| anyhow::anyhow!(e))?;
+    let provider = traces::provider(settings)?;
+    let spans = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("rentabot"))
+        // The span's parent is set after it is made (`traces::start_request`), and
+        // nothing inside a request needs the OpenTelemetry context: keep the span a
+        // builder until it closes, and skip the per-enter bookkeeping.
+        .with_context_activation(false)
+        .with_tracked_inactivity(false)
+        .with_location(false)
+        .with_threads(false)
+        .with_level(false)
+        .with_target(false)
+        .with_filter(
+            tracing_subscriber::filter::filter_fn(traces::is_request_span)
+                .with_max_level_hint(tracing::Level::ERROR),
+        );
+    let registry = tracing_subscriber::registry().with(spans);
+    let installed = match format {
+        LogFormat::Text => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_target(false)
+                    .with_ansi(colours_wanted())
+                    .fmt_fields(WithoutOtelFields(
+                        debug_fn(write_escaped_field).delimited(" "),
+                    ))
+                    .with_filter(filter),
+            )
+            .try_init(),
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_span_list(true)
+                    .fmt_fields(JsonWithoutOtelFields)
+                    .with_filter(filter),
+            )
+            .try_init(),
+    };
+    installed
+        .map_err(|e| anyhow::anyhow!(e))
+        .context("installing the log subscriber")?;
+    traces::set_exporting();
+    for warning in &settings.warnings {
+        tracing::warn!("{warning}");
+    }
+    tracing::info!("exporting request spans to {}", settings.endpoint);
+    Ok(Traces {
+        provider: Some(provider),
+    })
+}
+
+/// Installs the global subscriber: the log only.
 ///
 /// # Errors
 /// A `level` that is neither a level name nor a filter of `target=level` directives
@@ -79,15 +224,146 @@ fn colours_wanted() -> bool {
 /// The text formatter's field writer: `message` bare, the others `name=value`,
 /// separated by spaces, every value through [`Escaped`].
 fn escaped_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'static {
-    debug_fn(
-        |writer: &mut Writer<'_>, field: &tracing::field::Field, value: &dyn fmt::Debug| {
-            if field.name() != "message" {
-                write!(writer, "{}=", field.name())?;
-            }
-            write!(Escaped(writer), "{value:?}")
-        },
-    )
-    .delimited(" ")
+    debug_fn(write_escaped_field).delimited(" ")
+}
+
+/// One field of a text line: `name=value`, or the bare message; escaped.
+fn write_escaped_field(
+    writer: &mut Writer<'_>,
+    field: &tracing::field::Field,
+    value: &dyn fmt::Debug,
+) -> fmt::Result {
+    if field.name() != "message" {
+        write!(writer, "{}=", field.name())?;
+    }
+    write!(Escaped(writer), "{value:?}")
+}
+
+/// Whether a field is for the exported span only (`otel.name`, `otel.kind`): the log
+/// formats leave these out, so that a line reads the same with traces on.
+#[cfg(feature = "otel")]
+fn is_otel_field(field: &tracing::field::Field) -> bool {
+    field.name().starts_with("otel.")
+}
+
+/// A field formatter (`M`, the text one) that never sees the `otel.*` fields.
+#[cfg(feature = "otel")]
+struct WithoutOtelFields<M>(M);
+
+#[cfg(feature = "otel")]
+impl<T, M: tracing_subscriber::field::MakeVisitor<T>> tracing_subscriber::field::MakeVisitor<T>
+    for WithoutOtelFields<M>
+{
+    type Visitor = WithoutOtel<M::Visitor>;
+
+    fn make_visitor(&self, target: T) -> Self::Visitor {
+        WithoutOtel(self.0.make_visitor(target))
+    }
+}
+
+/// The JSON field formatter, without the `otel.*` fields.
+#[cfg(feature = "otel")]
+struct JsonWithoutOtelFields;
+
+#[cfg(feature = "otel")]
+impl<'w> tracing_subscriber::fmt::FormatFields<'w> for JsonWithoutOtelFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        mut writer: Writer<'w>,
+        fields: R,
+    ) -> fmt::Result {
+        use tracing_subscriber::field::VisitOutput as _;
+        let mut visitor = WithoutOtel(tracing_subscriber::fmt::format::JsonVisitor::new(
+            &mut writer,
+        ));
+        fields.record(&mut visitor);
+        visitor.0.finish()
+    }
+
+    /// Fields recorded after a span was made: merged into its JSON object as
+    /// `JsonFields` does (the `otel.*` fields are only ever given when it is made).
+    fn add_fields(
+        &self,
+        current: &'w mut tracing_subscriber::fmt::FormattedFields<Self>,
+        fields: &tracing::span::Record<'_>,
+    ) -> fmt::Result {
+        use tracing_subscriber::fmt::format::JsonFields;
+        let mut json = tracing_subscriber::fmt::FormattedFields::<JsonFields>::new(std::mem::take(
+            &mut current.fields,
+        ));
+        let merged = tracing_subscriber::fmt::FormatFields::add_fields(
+            &JsonFields::new(),
+            &mut json,
+            fields,
+        );
+        current.fields = json.fields;
+        merged
+    }
+}
+
+/// A visitor that passes every field to `V` but the `otel.*` ones.
+#[cfg(feature = "otel")]
+struct WithoutOtel<V>(V);
+
+#[cfg(feature = "otel")]
+impl<V: tracing::field::Visit> tracing::field::Visit for WithoutOtel<V> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+        if !is_otel_field(field) {
+            self.0.record_debug(field, value);
+        }
+    }
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if !is_otel_field(field) {
+            self.0.record_str(field, value);
+        }
+    }
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        if !is_otel_field(field) {
+            self.0.record_i64(field, value);
+        }
+    }
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        if !is_otel_field(field) {
+            self.0.record_u64(field, value);
+        }
+    }
+    fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
+        if !is_otel_field(field) {
+            self.0.record_f64(field, value);
+        }
+    }
+    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+        if !is_otel_field(field) {
+            self.0.record_bool(field, value);
+        }
+    }
+    fn record_error(
+        &mut self,
+        field: &tracing::field::Field,
+        value: &(dyn std::error::Error + 'static),
+    ) {
+        if !is_otel_field(field) {
+            self.0.record_error(field, value);
+        }
+    }
+}
+
+#[cfg(feature = "otel")]
+impl<V: tracing_subscriber::field::VisitOutput<fmt::Result>>
+    tracing_subscriber::field::VisitOutput<fmt::Result> for WithoutOtel<V>
+{
+    fn finish(self) -> fmt::Result {
+        self.0.finish()
+    }
+}
+
+#[cfg(feature = "otel")]
+impl<V: tracing_subscriber::field::VisitFmt> tracing_subscriber::field::VisitFmt
+    for WithoutOtel<V>
+{
+    fn writer(&mut self) -> &mut dyn fmt::Write {
+        self.0.writer()
+    }
 }
 
 /// Writes through to `W`, replacing every control character (C0, DEL, C1: newlines,

@@ -334,6 +334,29 @@ fn unknown_log_level_stops_the_start_with_a_message_naming_it() {
     }
 }
 
+/// A build without the `otel` feature refuses the option that asks for traces rather
+/// than serve without them (tests/otel.rs covers the build with it).
+#[cfg(not(feature = "otel"))]
+#[test]
+fn otlp_endpoint_stops_a_build_without_traces_saying_how_to_build_one() {
+    let (_dir, descriptor) = one_board_lab();
+    let descriptor = descriptor.to_str().unwrap();
+    let out = run(&[
+        "--config",
+        descriptor,
+        "--port",
+        "0",
+        "--otlp-endpoint",
+        "http://127.0.0.1:4318",
+    ]);
+
+    assert!(!out.status.success(), "the option was ignored");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--otlp-endpoint"), "{stderr}");
+    assert!(stderr.contains("--features otel"), "{stderr}");
+    assert!(out.stdout.is_empty(), "nothing was served or logged");
+}
+
 #[tokio::test]
 async fn log_levels_of_1_0_start_the_service_and_lines_have_no_colours_off_a_terminal() {
     let (_dir, descriptor) = one_board_lab();

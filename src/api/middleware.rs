@@ -118,6 +118,12 @@ impl RootSpanBuilder for RequestSpan {
             HeaderValue::from_str(text).expect("a UUID is a valid header value")
         });
         let id = RequestId(id);
+        #[cfg(feature = "otel")]
+        if crate::telemetry::traces::is_exporting() {
+            let span = traced_request_span(request, &id);
+            request.extensions_mut().insert(id);
+            return span;
+        }
         let span = tracing::error_span!("request", id = %id.as_str());
         request.extensions_mut().insert(id);
         span
@@ -125,7 +131,43 @@ impl RootSpanBuilder for RequestSpan {
 
     fn on_request_end<B: MessageBody>(_span: Span, _outcome: &Result<ServiceResponse<B>, Error>) {
         // The debug `request` line is written by `envelope`, which knows the latency.
+        // The arguments are used only to give the exported span its status.
+        #[cfg(feature = "otel")]
+        if crate::telemetry::traces::is_exporting() {
+            let status = match _outcome {
+                Ok(response) => response.status(),
+                Err(e) => e.as_response_error().status_code(),
+            };
+            crate::telemetry::traces::end_request(&_span, status.as_u16());
+        }
     }
+}
+
+/// The request span when traces are exported (feature `otel`, README § Traces): the
+/// same `request{id=…}` in the log, and for the trace a name (`GET /api/v1/resources/{id}`,
+/// the metrics' route template, never the path), the server kind, the request id,
+/// method and route, and the caller's `traceparent` as its parent.
+#[cfg(feature = "otel")]
+fn traced_request_span(request: &ServiceRequest, id: &RequestId) -> Span {
+    let method = request.method().as_str();
+    let route = Route::of(
+        method,
+        rules::find(method, actix_glue::router_path(request)),
+    );
+    let span = tracing::error_span!(
+        "request",
+        id = %id.as_str(),
+        otel.name = %format_args!("{} {}", route.method, route.route),
+        otel.kind = "server",
+    );
+    crate::telemetry::traces::start_request(
+        &span,
+        |name| request.headers().get(name)?.to_str().ok(),
+        id.as_str(),
+        route.method,
+        route.route,
+    );
+    span
 }
 
 /// Inside the request span: refuses an oversized head, runs the route, echoes the
