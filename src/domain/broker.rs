@@ -341,6 +341,12 @@ impl Broker {
         self.held.keys().copied().collect()
     }
 
+    /// Every hold: a free resource kept for the waiting reservation named beside it.
+    /// Costs one copy per held resource.
+    pub fn holds(&self) -> Vec<(ResourceId, ReservationId)> {
+        self.held.iter().map(|(&r, &w)| (r, w)).collect()
+    }
+
     /// Pending reservations by the priority they asked for: index 0 is priority 1.
     /// Linear in the live reservations (a few microseconds per thousand).
     pub fn pending_by_priority(&self) -> [u64; Priority::LOWEST.get() as usize] {
