@@ -137,6 +137,16 @@ pub static RULES: &[Rule] = &[
     rule(Get, "/readiness", Public, "readiness", Unlimited, false),
     rule(Get, "/metrics", Metrics, "metrics", Unlimited, false),
     rule(Get, "/", READONLY, "dashboard", Read, false),
+    rule(
+        Get,
+        "/dashboard/fragment",
+        READONLY,
+        "dashboard_fragment",
+        Read,
+        false,
+    ),
+    // The dashboard's script and stylesheet: no lab data, and needed before a key.
+    rule(Get, "/static/{file}", Public, "static", Read, false),
     rule(Get, "/docs", Public, "docs", Read, false),
     rule(Get, "/docs/{_:.*}", Public, "docs", Read, false),
     rule(Get, "/api/v1/openapi.json", Public, "openapi", Read, false),
@@ -533,12 +543,13 @@ mod tests {
     }
 
     /// A concrete path for a pattern: `{id}` -> 7, `{rid}` -> a reservation id, a tail ->
-    /// `index.html`.
+    /// `index.html`, `{file}` -> `dashboard.js`.
     fn instantiate(pattern: &str) -> String {
         pattern
             .replace("{id}", "7")
             .replace("{rid}", "res_0123456789abcdef0123456789abcdef")
             .replace("{_:.*}", "index.html")
+            .replace("{file}", "dashboard.js")
     }
 
     #[test]
@@ -557,6 +568,9 @@ mod tests {
         let rid = "res_0123456789abcdef0123456789abcdef";
         let cases: &[(&str, &str, Option<&str>)] = &[
             ("GET", "/", Some("dashboard")),
+            ("GET", "/dashboard/fragment", Some("dashboard_fragment")),
+            ("GET", "/static/dashboard.css", Some("static")),
+            ("GET", "/static/nothing.js", Some("static")),
             ("GET", "/health", Some("health")),
             ("HEAD", "/readiness", Some("readiness")),
             ("GET", "/metrics", Some("metrics")),

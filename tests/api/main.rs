@@ -31,3 +31,4 @@ mod resources;
 mod shutdown;
 mod strict;
 mod unlock;
+mod web;
