@@ -70,6 +70,11 @@ pub enum Access {
     /// `/metrics`: public, or any authenticated caller when the config sets
     /// `metrics_require_key`.
     Metrics,
+    /// The dashboard's page at `/`: a credential, when given, is checked as for a
+    /// readonly route (a bad one is refused); without one the caller is anonymous and
+    /// the page shows no lab data, only the form to enter a key (browsers cannot add a
+    /// header to a page load). The data comes from readonly routes.
+    Page,
     /// Authenticated callers of this role or above.
     Role(Role),
 }
@@ -136,7 +141,7 @@ pub static RULES: &[Rule] = &[
     rule(Get, "/health", Public, "health", Unlimited, false),
     rule(Get, "/readiness", Public, "readiness", Unlimited, false),
     rule(Get, "/metrics", Metrics, "metrics", Unlimited, false),
-    rule(Get, "/", READONLY, "dashboard", Read, false),
+    rule(Get, "/", Access::Page, "dashboard", Read, false),
     rule(
         Get,
         "/dashboard/fragment",
@@ -683,6 +688,9 @@ mod tests {
         assert_eq!(role("GET", "/api/v1/audit"), r(Role::Admin));
         assert_eq!(role("GET", "/health"), Some(Access::Public));
         assert_eq!(role("GET", "/metrics"), Some(Access::Metrics));
+        assert_eq!(role("GET", "/"), Some(Access::Page));
+        assert_eq!(role("GET", "/dashboard/fragment"), r(Role::Readonly));
+        assert_eq!(role("GET", "/static/dashboard.js"), Some(Access::Public));
         let class = |method: &str, path: &str| find(method, path).map(|r| r.class);
         assert_eq!(class("GET", "/health"), Some(Class::Unlimited));
         assert_eq!(class("GET", "/metrics"), Some(Class::Unlimited));

@@ -21,10 +21,11 @@ use std::collections::HashMap;
 
 use actix_web::http::header;
 use actix_web::web::{self};
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse};
 
 use crate::api::broker::Broker;
 use crate::api::error::ApiError;
+use crate::auth::{Caller, Via};
 use crate::domain::{ReservationId, Timestamp};
 use crate::runtime::BrokerHandle;
 
@@ -45,9 +46,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/static/{file}", web::get().to(assets::serve));
 }
 
-/// `GET /`: the whole page.
+/// `GET /`: the whole page. With auth on and no credential (a browser cannot add a
+/// header to a page load), the page without lab data, asking for a key.
 async fn index(broker: Broker, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let query = DashboardQuery::parse(&req)?;
+    let anonymous = req
+        .extensions()
+        .get::<Caller>()
+        .is_some_and(|c| c.via == Via::Anonymous);
+    if anonymous {
+        let policy = broker.policy();
+        let html = render::page(&query, broker.now(), policy.expiry_warning, None);
+        return Ok(html_response(html.into_string()));
+    }
     let html = rendered(broker.clone(), query, Part::Page).await?;
     Ok(html_response(html))
 }
@@ -98,7 +109,7 @@ async fn rendered(
         let policy = broker.policy();
         let view = View::build(&inputs, &query, &etas, policy.aging, policy.expiry_warning);
         match part {
-            Part::Page => render::page(&view).into_string(),
+            Part::Page => render::page(&query, view.now, view.warning, Some(&view)).into_string(),
             Part::Live => render::live(&view).into_string(),
         }
     })

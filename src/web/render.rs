@@ -5,6 +5,8 @@
 //! Times are written as UTC in `<time datetime>` (RFC 3339) with a readable UTC text;
 //! the script rewrites the text in the browser's local time and ticks the countdowns.
 
+use std::time::Duration;
+
 use maud::{DOCTYPE, Markup, html};
 
 use super::assets;
@@ -12,9 +14,16 @@ use super::query::DashboardQuery;
 use super::view::{FulfilledRow, QueueRow, Row, TagCount, View, format_duration};
 use crate::domain::{Criteria, LockState, Released, Resource, ResourceState, Timestamp};
 
-/// The whole page: header, filters, operator controls, and the live part.
-pub fn page(view: &View<'_>) -> Markup {
-    let q = view.query;
+/// The whole page: header, filters, operator controls, and the live part; or, for an
+/// anonymous caller when auth is on (`view` is `None`), the same page without any lab
+/// data, asking for a key (`data-auth="key"`: the script then fetches the live part and
+/// the event stream with the key typed in).
+pub fn page(
+    q: &DashboardQuery,
+    now: Timestamp,
+    warning: Duration,
+    view: Option<&View<'_>>,
+) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -22,15 +31,17 @@ pub fn page(view: &View<'_>) -> Markup {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { "rentabot: lab dashboard" }
+                // No icon: spares the browser a request for /favicon.ico (a 404).
+                link rel="icon" href="data:,";
                 link rel="stylesheet" href=(assets::CSS.url());
                 script src=(assets::JS.url()) defer {}
             }
-            body data-live="off" data-warning=(view.warning.as_secs())
-                data-fragment="/dashboard/fragment" {
+            body data-live="off" data-warning=(warning.as_secs())
+                data-fragment="/dashboard/fragment" data-auth=[view.is_none().then_some("key")] {
                 header {
                     h1 { "rentabot" }
                     p.muted {
-                        "The lab as of " (time(view.now, "rendered")) ". "
+                        "The lab as of " (time(now, "rendered")) ". "
                         a href="/docs/" { "API explorer" }
                         " · "
                         a href="/metrics" { "metrics" }
@@ -42,7 +53,29 @@ pub fn page(view: &View<'_>) -> Markup {
                 (filters(q))
                 (controls())
                 main #live aria-live="off" {
-                    (live(view))
+                    @match view {
+                        Some(view) => (live(view)),
+                        None => (key_needed()),
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn key_needed() -> Markup {
+    html! {
+        section #auth-needed aria-labelledby="auth-heading" {
+            h2 #auth-heading { "An API key is needed" }
+            p {
+                "This service requires a key to read the lab. Enter one (any role: readonly "
+                "is enough to watch) under Operator controls above; the page then loads the lab "
+                "with it and keeps it live. The key stays in this tab."
+            }
+            noscript {
+                p.notice {
+                    "Without JavaScript the key cannot be sent from this page: open it through "
+                    "a proxy that adds an X-API-Key header, or enable JavaScript."
                 }
             }
         }

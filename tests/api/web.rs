@@ -657,9 +657,16 @@ async fn app_with_auth(dir: &Path) -> TestApp {
 }
 
 #[tokio::test]
-async fn with_auth_the_page_needs_a_readonly_key_and_the_assets_do_not() {
+async fn with_auth_the_page_without_a_key_shows_no_lab_data_and_asks_for_one() {
     let dir = tempfile::tempdir().unwrap();
     let app = app_with_auth(dir.path()).await;
+    app.send(
+        app.client
+            .post(app.url(&format!("/api/v1/resources/{COFFEE}/lock")))
+            .header("X-API-Key", OPERATOR),
+    )
+    .await
+    .expect_json(200);
     let get = |path: &'static str, key: Option<&'static str>| {
         let mut request = app.client.get(app.url(path));
         if let Some(key) = key {
@@ -668,19 +675,58 @@ async fn with_auth_the_page_needs_a_readonly_key_and_the_assets_do_not() {
         app.send(request)
     };
 
-    assert_eq!(
-        get("/", None).await.expect_json(401)["code"],
-        "missing_credentials"
+    // A browser's page load carries no header: the page, without the lab.
+    let shell = get("/?tag=arm", None).await;
+    assert_eq!(shell.status, 200, "{}", shell.text);
+    assert!(
+        shell.text.contains("<body data-live=\"off\""),
+        "{}",
+        shell.text
     );
+    assert!(shell.text.contains("data-auth=\"key\""), "{}", shell.text);
+    assert!(shell.text.contains("<section id=\"auth-needed\""));
+    assert!(
+        shell
+            .text
+            .contains("<input id=\"api-key\" type=\"password\"")
+    );
+    assert!(
+        shell.text.contains("name=\"tag\" value=\"arm\""),
+        "the form keeps the query"
+    );
+    for data in [
+        "coffee-machine",
+        "board-arm-1",
+        "id=\"resources\"",
+        "id=\"overview\"",
+    ] {
+        assert!(!shell.text.contains(data), "{data} in {}", shell.text);
+    }
+    // The data itself needs a key, and a bad key is refused on the page too.
     assert_eq!(
         get("/dashboard/fragment", None).await.expect_json(401)["code"],
         "missing_credentials"
     );
-    assert_eq!(get("/", Some(READONLY)).await.status, 200);
-    assert_eq!(get("/dashboard/fragment", Some(READONLY)).await.status, 200);
+    assert_eq!(
+        get("/", Some("not-a-key-0123456789"))
+            .await
+            .expect_json(401)["code"],
+        "invalid_api_key"
+    );
+    assert_eq!(
+        get("/?nope=1", None).await.expect_json(400)["code"],
+        "unknown_parameter"
+    );
+    // With a key (typed into the page, or added by a proxy), the lab.
+    let full = get("/", Some(READONLY)).await;
+    assert!(!full.text.contains("data-auth="), "{}", full.text);
+    assert!(row(&full.text, "coffee-machine").contains("data-state=\"locked\""));
+    let fragment = get("/dashboard/fragment", Some(READONLY)).await;
+    assert!(row(&fragment.text, "coffee-machine").contains("data-state=\"locked\""));
+    // The assets hold no data and are needed before a key.
     assert_eq!(get("/static/dashboard.js", None).await.status, 200);
     assert_eq!(get("/static/dashboard.css", None).await.status, 200);
-    // What the buttons do: the operator's key may, the readonly one may not.
+    // What the buttons call: the operator's key may, the readonly one may not.
     let unavailable = |key: &'static str| {
         app.send(
             app.client
@@ -694,9 +740,28 @@ async fn with_auth_the_page_needs_a_readonly_key_and_the_assets_do_not() {
         "forbidden"
     );
     unavailable(OPERATOR).await.expect_json(200);
-    let html = app
-        .send(app.client.get(app.url("/")).header("X-API-Key", READONLY))
+}
+
+#[tokio::test]
+async fn with_auth_the_event_stream_the_script_reads_takes_the_key_as_a_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_with_auth(dir.path()).await;
+
+    let without = app.get("/api/v1/events").await;
+    let with = app
+        .client
+        .get(app.url("/api/v1/events"))
+        .header("X-API-Key", READONLY)
+        .send()
         .await
-        .text;
-    assert!(row(&html, "coffee-machine").contains("data-state=\"unavailable\""));
+        .unwrap();
+
+    assert_eq!(without.expect_json(401)["code"], "missing_credentials");
+    assert_eq!(with.status(), 200);
+    assert!(
+        with.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
 }

@@ -4,9 +4,12 @@
 //   part again (/dashboard/fragment with the page's own query), at most 4 times a
 //   second, and swaps it in; <body data-live> says whether the stream is open and
 //   data-last-event the last event whose change the page shows;
-// - ticks countdowns (time.countdown) and waits (time.elapsed) every second, marks a
+// - ticks countdowns (time.countdown) and waits (time.elapsed) each second, marks a
 //   row `warn` inside the expiry warning, and writes times in the browser's local time;
 // - the operator buttons call the JSON API with the key typed into #api-key.
+// With auth on, a page loaded without a key (<body data-auth="key">) shows no lab data:
+// the script then sends the typed key as X-API-Key on its reads, and reads the event
+// stream with fetch() (EventSource cannot send a header).
 (function () {
   "use strict";
 
@@ -24,6 +27,7 @@
   var live = document.getElementById("live");
   var warningMs = Number(body.getAttribute("data-warning") || "300") * 1000;
   var fragmentPath = body.getAttribute("data-fragment") || "/dashboard/fragment";
+  var needKey = body.getAttribute("data-auth") === "key";
   // Server time minus browser time: countdowns follow the server's clock.
   var skewMs = 0;
 
@@ -52,20 +56,28 @@
     if (now) { skewMs = now - Date.now(); }
   }
 
+  function setText(el, text) {
+    if (el.textContent !== text) { el.textContent = text; }
+  }
+
+  // Every 250 ms, so that a display changes within a quarter second of the second it
+  // shows (a 1 s timer out of phase with the deadline would lag up to a second).
+  var TICK_MS = 250;
+
   function tick() {
     var now = serverNow();
     var countdowns = document.querySelectorAll("time.countdown");
     for (var i = 0; i < countdowns.length; i++) {
       var el = countdowns[i];
       var left = Date.parse(el.getAttribute("datetime")) - now;
-      el.textContent = left > 0 ? formatDuration(left) + " left" : "expiring";
+      setText(el, left > 0 ? formatDuration(left) + " left" : "expiring");
       var row = el.closest("tr");
       if (row) { row.classList.toggle("warn", left <= warningMs); }
     }
     var waits = document.querySelectorAll("time.elapsed");
     for (var j = 0; j < waits.length; j++) {
       var since = Date.parse(waits[j].getAttribute("datetime"));
-      waits[j].textContent = formatDuration(now - since);
+      setText(waits[j], formatDuration(now - since));
     }
   }
 
@@ -87,12 +99,24 @@
     dirty = false;
     lastStart = Date.now();
     var shown = lastSeen;
+    var h = { "Accept": "text/html" };
+    if (needKey) {
+      if (!currentKey()) { inFlight = false; return; }
+      h["X-API-Key"] = currentKey();
+    }
     fetch(fragmentPath + window.location.search, {
-      headers: { "Accept": "text/html" },
+      headers: h,
       cache: "no-store",
       credentials: "same-origin"
     }).then(function (response) {
-      if (!response.ok) { throw new Error("HTTP " + response.status); }
+      if (!response.ok) {
+        return response.text().then(function (text) {
+          var message = text;
+          try { message = JSON.parse(text).message || text; } catch (e) { /* not JSON */ }
+          if (needKey) { statusLine.textContent = "Refused: " + response.status + " " + message; }
+          throw new Error("HTTP " + response.status);
+        });
+      }
       return response.text();
     }).then(function (html) {
       live.innerHTML = html;
@@ -117,6 +141,7 @@
   }
 
   function listen() {
+    if (needKey) { listenWithKey(); return; }
     if (!window.EventSource) { return; }
     body.setAttribute("data-live", "connecting");
     var source = new EventSource("/api/v1/events");
@@ -141,6 +166,79 @@
     source.onmessage = onEvent;
   }
 
+  // The event stream read with fetch(), so that it carries the key: the same frames as
+  // EventSource parses (id, event, data, blank line), reconnecting with Last-Event-ID.
+  var streamAbort = null;
+  var RETRY_MS = 3000;
+
+  function listenWithKey() {
+    if (streamAbort) { streamAbort.abort(); streamAbort = null; }
+    var key = currentKey();
+    if (!key || !window.fetch || !window.AbortController || !window.TextDecoder) {
+      body.setAttribute("data-live", "off");
+      return;
+    }
+    var controller = new AbortController();
+    streamAbort = controller;
+    body.setAttribute("data-live", "connecting");
+    var h = { "Accept": "text/event-stream", "X-API-Key": key };
+    if (lastSeen !== null) { h["Last-Event-ID"] = lastSeen; }
+    fetch("/api/v1/events", { headers: h, signal: controller.signal, cache: "no-store" })
+      .then(function (response) {
+        if (!response.ok || !response.body) {
+          body.setAttribute("data-live", "off");
+          return response.text().then(function (text) {
+            var message = text;
+            try { message = JSON.parse(text).message || text; } catch (e) { /* not JSON */ }
+            statusLine.textContent = "Refused: " + response.status + " " + message;
+            controller.abort();
+          });
+        }
+        body.setAttribute("data-live", "live");
+        schedule();
+        var reader = response.body.getReader();
+        var decoder = new TextDecoder();
+        var buffer = "";
+        var id = null;
+        var any = false;
+        function line(text) {
+          if (text === "") {
+            if (any) {
+              if (id !== null) { lastSeen = id; }
+              schedule();
+            }
+            id = null;
+            any = false;
+          } else if (text.charAt(0) === ":") {
+            // A comment: the keep-alive.
+          } else if (text.indexOf("id:") === 0) {
+            id = text.slice(3).trim();
+            any = true;
+          } else {
+            any = true;
+          }
+        }
+        function pump() {
+          return reader.read().then(function (chunk) {
+            if (chunk.done) { throw new Error("the stream ended"); }
+            buffer += decoder.decode(chunk.value, { stream: true });
+            var lines = buffer.split(/\r\n|\r|\n/);
+            buffer = lines.pop();
+            for (var i = 0; i < lines.length; i++) { line(lines[i]); }
+            return pump();
+          });
+        }
+        return pump();
+      })
+      .catch(function () {
+        if (controller.signal.aborted) { return; }
+        body.setAttribute("data-live", "connecting");
+        window.setTimeout(function () {
+          if (streamAbort === controller) { listenWithKey(); }
+        }, RETRY_MS);
+      });
+  }
+
   // Operator actions.
   var keyInput = document.getElementById("api-key");
   var reasonInput = document.getElementById("action-reason");
@@ -159,6 +257,8 @@
       else { window.sessionStorage.removeItem(KEY_STORAGE); }
     } catch (e) { /* storage may be off */ }
   }
+
+  function currentKey() { return keyInput ? keyInput.value.trim() : ""; }
 
   function headers(json) {
     var h = { "Accept": "application/json" };
@@ -240,10 +340,23 @@
   });
 
   restoreKey();
-  if (keyInput) { keyInput.addEventListener("input", saveKey); }
+  var keyTimer = null;
+  if (keyInput) {
+    keyInput.addEventListener("input", function () {
+      saveKey();
+      if (!needKey) { return; }
+      // A new key: read the lab and the stream with it (once typing pauses).
+      if (keyTimer !== null) { window.clearTimeout(keyTimer); }
+      keyTimer = window.setTimeout(function () {
+        keyTimer = null;
+        statusLine.textContent = "";
+        listenWithKey();
+      }, 400);
+    });
+  }
   readSkew();
   localTimes(document);
   tick();
-  window.setInterval(tick, 1000);
+  window.setInterval(tick, TICK_MS);
   listen();
 })();
