@@ -203,7 +203,8 @@ fn overview(view: &View<'_>) -> Markup {
                             @for t in &o.contended {
                                 li data-tag=(t.tag) {
                                     a href={ "/?" (view.query.only_tag(&t.tag).to_query_string(1)) } { span.tag { (t.tag) } }
-                                    " " (t.wanted) " wanted by waiting reservations; "
+                                    " "
+                                    @if t.wanted > 0 { (t.wanted) " wanted by waiting reservations; " }
                                     (t.locked) " of " (t.total) " locked, " (t.free) " free"
                                 }
                             }
