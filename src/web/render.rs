@@ -33,6 +33,8 @@ pub fn page(
                 title { "rentabot: lab dashboard" }
                 // No icon: spares the browser a request for /favicon.ico (a 404).
                 link rel="icon" href="data:,";
+                // Without the script, reload every 30 s, as Rent-A-Bot 1.0's page did.
+                noscript { meta http-equiv="refresh" content="30"; }
                 link rel="stylesheet" href=(assets::CSS.url());
                 script src=(assets::JS.url()) defer {}
             }
@@ -47,7 +49,7 @@ pub fn page(
                         a href="/metrics" { "metrics" }
                     }
                     noscript {
-                        p.notice { "Without JavaScript this page does not refresh by itself: reload it. The operator buttons need JavaScript." }
+                        p.notice { "Without JavaScript this page reloads every 30 seconds rather than on each change, and the operator buttons do nothing." }
                     }
                 }
                 (filters(q))

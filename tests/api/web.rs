@@ -613,6 +613,14 @@ async fn the_fragment_is_the_live_part_for_the_same_query_and_follows_changes() 
     assert!(page.contains("<input id=\"api-key\" type=\"password\" autocomplete=\"off\""));
     assert!(page.contains("<p id=\"action-status\" role=\"status\">"));
     assert!(page.contains("<body data-live=\"off\""));
+    // Without the script, the page reloads itself as 1.0's did.
+    assert!(page.contains("<noscript><meta http-equiv=\"refresh\" content=\"30\"></noscript>"));
+    // Every table is captioned, and its headers scoped.
+    for id in ["free-by-tag", "resources", "queue-table", "fulfilled-table"] {
+        let table = table(&page, id);
+        assert!(table.contains("<caption>"), "{id}");
+        assert_eq!(count(table, "<th>"), 0, "unscoped header in {id}");
+    }
 }
 
 #[tokio::test]

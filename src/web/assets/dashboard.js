@@ -21,6 +21,9 @@
     "resource_removed", "lagged"
   ];
   var MIN_INTERVAL_MS = 250; // at most 4 refreshes a second
+  // A backstop for what changes with time alone and sends no event (a waiter's aged
+  // priority, the estimates): refresh every 30 s anyway.
+  var BACKSTOP_MS = 30000;
   var KEY_STORAGE = "rentabot-api-key";
 
   var body = document.body;
@@ -358,5 +361,6 @@
   localTimes(document);
   tick();
   window.setInterval(tick, TICK_MS);
+  window.setInterval(schedule, BACKSTOP_MS);
   listen();
 })();
