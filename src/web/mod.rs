@@ -56,7 +56,7 @@ async fn index(broker: Broker, req: HttpRequest) -> Result<HttpResponse, ApiErro
         .is_some_and(|c| c.via == Via::Anonymous);
     if anonymous {
         let policy = broker.policy();
-        let html = render::page(&query, broker.now(), policy.expiry_warning, None);
+        let html = render::page(&query, policy.expiry_warning, None);
         return Ok(html_response(html.into_string()));
     }
     let html = rendered(broker.clone(), query, Part::Page).await?;
@@ -109,7 +109,7 @@ async fn rendered(
         let policy = broker.policy();
         let view = View::build(&inputs, &query, &etas, policy.aging, policy.expiry_warning);
         match part {
-            Part::Page => render::page(&query, view.now, view.warning, Some(&view)).into_string(),
+            Part::Page => render::page(&query, view.warning, Some(&view)).into_string(),
             Part::Live => render::live(&view).into_string(),
         }
     })

@@ -18,12 +18,7 @@ use crate::domain::{Criteria, LockState, Released, Resource, ResourceState, Time
 /// anonymous caller when auth is on (`view` is `None`), the same page without any lab
 /// data, asking for a key (`data-auth="key"`: the script then fetches the live part and
 /// the event stream with the key typed in).
-pub fn page(
-    q: &DashboardQuery,
-    now: Timestamp,
-    warning: Duration,
-    view: Option<&View<'_>>,
-) -> Markup {
+pub fn page(q: &DashboardQuery, warning: Duration, view: Option<&View<'_>>) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -43,7 +38,7 @@ pub fn page(
                 header {
                     h1 { "rentabot" }
                     p.muted {
-                        "The lab as of " (time(now, "rendered")) ". "
+                        "Lock and reserve through the "
                         a href="/docs/" { "API explorer" }
                         " · "
                         a href="/metrics" { "metrics" }
@@ -165,6 +160,7 @@ fn overview(view: &View<'_>) -> Markup {
     html! {
         section #overview aria-labelledby="overview-heading" data-now=(view.now.as_millis()) {
             h2 #overview-heading { "Overview" }
+            p.muted { "The lab as of " (time(view.now, "rendered")) "." }
             div.cards {
                 div.card {
                     h3 { "Utilisation" }
