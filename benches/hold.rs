@@ -188,6 +188,12 @@ fn bench(c: &mut Criterion) {
         });
     });
 
+    // `GET /`: what the dashboard copies under the lock (filtering and rendering are
+    // after); each queue row shown then costs a `get reservation` hold of its own.
+    group.bench_function("dashboard_inputs", |b| {
+        b.iter_custom(|iters| held(iters, || (), |()| h.dashboard_inputs(20), drop));
+    });
+
     let unlock = |token: rentabot::domain::LockToken, id| {
         h.unlock(id, Some(&token.reveal())).expect("held");
     };

@@ -14,7 +14,7 @@
 //! store/     persistence: consumes the change stream (SQLite, group commit), restores.
 //! api/       thin actix-web handlers for the Rent-A-Bot 1.0 API and its extensions,
 //!            wire types, errors, the OpenAPI document, middleware.
-//! web/       the server-rendered HTML page.
+//! web/       the live dashboard at `/`: server-rendered HTML, its script and stylesheet.
 //! metrics/   GET /metrics: gauges counted from a snapshot at scrape time, counters and
 //!            histograms from the change stream and the HTTP middleware.
 //! auth/      who may do what: the auth config, API keys, JWTs, roles, the rule of every

@@ -477,6 +477,8 @@ impl State {
     fn authorize(&self, rule: &Rule, caller: &Caller) -> Result<(), AuthError> {
         let required = match rule.access {
             Access::Public => return Ok(()),
+            // Anonymous or authenticated (every role reads): the page decides what to show.
+            Access::Page => return Ok(()),
             Access::Metrics if !self.metrics_require_key => return Ok(()),
             Access::Metrics => None,
             Access::Role(role) => Some(role),
@@ -624,7 +626,7 @@ rate_limit: {requests_per_second: 1000, burst: 1000}
             for (pattern, rule) in rules::patterns() {
                 let anonymous = admit(&auth, rule, None);
                 match rule.access {
-                    Access::Public => assert!(anonymous.is_ok(), "{pattern}"),
+                    Access::Public | Access::Page => assert!(anonymous.is_ok(), "{pattern}"),
                     Access::Metrics if !require_metrics_key => {
                         assert!(anonymous.is_ok(), "{pattern}")
                     }

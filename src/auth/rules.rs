@@ -70,6 +70,11 @@ pub enum Access {
     /// `/metrics`: public, or any authenticated caller when the config sets
     /// `metrics_require_key`.
     Metrics,
+    /// The dashboard's page at `/`: a credential, when given, is checked as for a
+    /// readonly route (a bad one is refused); without one the caller is anonymous and
+    /// the page shows no lab data, only the form to enter a key (browsers cannot add a
+    /// header to a page load). The data comes from readonly routes.
+    Page,
     /// Authenticated callers of this role or above.
     Role(Role),
 }
@@ -136,7 +141,17 @@ pub static RULES: &[Rule] = &[
     rule(Get, "/health", Public, "health", Unlimited, false),
     rule(Get, "/readiness", Public, "readiness", Unlimited, false),
     rule(Get, "/metrics", Metrics, "metrics", Unlimited, false),
-    rule(Get, "/", READONLY, "dashboard", Read, false),
+    rule(Get, "/", Access::Page, "dashboard", Read, false),
+    rule(
+        Get,
+        "/dashboard/fragment",
+        READONLY,
+        "dashboard_fragment",
+        Read,
+        false,
+    ),
+    // The dashboard's script and stylesheet: no lab data, and needed before a key.
+    rule(Get, "/static/{file}", Public, "static", Read, false),
     rule(Get, "/docs", Public, "docs", Read, false),
     rule(Get, "/docs/{_:.*}", Public, "docs", Read, false),
     rule(Get, "/api/v1/openapi.json", Public, "openapi", Read, false),
@@ -533,12 +548,13 @@ mod tests {
     }
 
     /// A concrete path for a pattern: `{id}` -> 7, `{rid}` -> a reservation id, a tail ->
-    /// `index.html`.
+    /// `index.html`, `{file}` -> `dashboard.js`.
     fn instantiate(pattern: &str) -> String {
         pattern
             .replace("{id}", "7")
             .replace("{rid}", "res_0123456789abcdef0123456789abcdef")
             .replace("{_:.*}", "index.html")
+            .replace("{file}", "dashboard.js")
     }
 
     #[test]
@@ -557,6 +573,9 @@ mod tests {
         let rid = "res_0123456789abcdef0123456789abcdef";
         let cases: &[(&str, &str, Option<&str>)] = &[
             ("GET", "/", Some("dashboard")),
+            ("GET", "/dashboard/fragment", Some("dashboard_fragment")),
+            ("GET", "/static/dashboard.css", Some("static")),
+            ("GET", "/static/nothing.js", Some("static")),
             ("GET", "/health", Some("health")),
             ("HEAD", "/readiness", Some("readiness")),
             ("GET", "/metrics", Some("metrics")),
@@ -669,6 +688,9 @@ mod tests {
         assert_eq!(role("GET", "/api/v1/audit"), r(Role::Admin));
         assert_eq!(role("GET", "/health"), Some(Access::Public));
         assert_eq!(role("GET", "/metrics"), Some(Access::Metrics));
+        assert_eq!(role("GET", "/"), Some(Access::Page));
+        assert_eq!(role("GET", "/dashboard/fragment"), r(Role::Readonly));
+        assert_eq!(role("GET", "/static/dashboard.js"), Some(Access::Public));
         let class = |method: &str, path: &str| find(method, path).map(|r| r.class);
         assert_eq!(class("GET", "/health"), Some(Class::Unlimited));
         assert_eq!(class("GET", "/metrics"), Some(Class::Unlimited));

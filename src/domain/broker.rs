@@ -350,6 +350,12 @@ impl Broker {
         self.held.keys().copied().collect()
     }
 
+    /// Every hold: a free resource kept for the waiting reservation named beside it.
+    /// Costs one copy per held resource.
+    pub fn holds(&self) -> Vec<(ResourceId, ReservationId)> {
+        self.held.iter().map(|(&r, &w)| (r, w)).collect()
+    }
+
     /// Pending reservations by the priority they asked for (index 0 is priority 1), and
     /// when the oldest of them was created. One pass over the live reservations (a few
     /// microseconds per thousand).

@@ -38,6 +38,6 @@ pub use reservation::{
 };
 pub use resource::{
     FencingToken, Lease, LockMeta, LockState, LockTerms, LockToken, Maintenance, Origin, Released,
-    Resource, ResourceId, ResourceSpec, Ttl,
+    Resource, ResourceId, ResourceSpec, ResourceState, Ttl,
 };
 pub use table::ResourceSnapshot;

@@ -343,6 +343,75 @@ impl Resource {
     }
 }
 
+/// A resource's state as operators see it (the `/metrics` `rentabot_resources` gauge and
+/// the dashboard at `/`): each resource is in exactly one, the first that applies in the
+/// order of [`ResourceState::ALL`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ResourceState {
+    /// Removed from the descriptor while locked: goes when its lock ends.
+    Retiring,
+    /// Locked (whatever its maintenance).
+    Locked,
+    /// In an open maintenance window.
+    Unavailable,
+    /// A maintenance window is scheduled: lent only for locks that end before it.
+    Draining,
+    /// Free but kept for a waiting reservation.
+    Held,
+    Free,
+}
+
+impl ResourceState {
+    /// Every state, in the order [`Resource::classify`] tries them.
+    pub const ALL: [ResourceState; 6] = [
+        ResourceState::Retiring,
+        ResourceState::Locked,
+        ResourceState::Unavailable,
+        ResourceState::Draining,
+        ResourceState::Held,
+        ResourceState::Free,
+    ];
+
+    /// The state's name: the metric's label value and the dashboard's `data-state`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ResourceState::Retiring => "retiring",
+            ResourceState::Locked => "locked",
+            ResourceState::Unavailable => "unavailable",
+            ResourceState::Draining => "draining",
+            ResourceState::Held => "held",
+            ResourceState::Free => "free",
+        }
+    }
+
+    /// The state named exactly `name`.
+    pub fn parse(name: &str) -> Option<ResourceState> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+impl Resource {
+    /// The resource's [`ResourceState`], given whether the queue holds it for a waiting
+    /// reservation (the broker's holds, [`Broker::holds`](super::Broker::holds)).
+    pub fn classify(&self, is_held: bool) -> ResourceState {
+        if self.retiring {
+            ResourceState::Retiring
+        } else if self.is_locked() {
+            ResourceState::Locked
+        } else if let Some(m) = &self.maintenance {
+            if m.active {
+                ResourceState::Unavailable
+            } else {
+                ResourceState::Draining
+            }
+        } else if is_held {
+            ResourceState::Held
+        } else {
+            ResourceState::Free
+        }
+    }
+}
+
 /// `now + ttl`. Cannot overflow: a `Ttl` is at most a century and `now` is a real date.
 pub(crate) fn deadline(now: Timestamp, ttl: Ttl) -> Timestamp {
     now.checked_add(ttl.as_duration())
@@ -367,6 +436,37 @@ mod tests {
     fn lock_token_debug_never_shows_the_secret() {
         let token = LockToken::from_random(7);
         assert!(!format!("{token:?}").contains(&token.reveal()));
+    }
+
+    #[test]
+    fn classify_takes_the_first_state_that_applies() {
+        let mut r = Resource::new(ResourceId::new(1), ResourceSpec::named("a"), Origin::Api);
+        assert_eq!(r.classify(false), ResourceState::Free);
+        assert_eq!(r.classify(true), ResourceState::Held);
+        r.maintenance = Some(Maintenance {
+            reason: "m".into(),
+            from: Timestamp::from_millis(10),
+            until: None,
+            active: false,
+        });
+        assert_eq!(r.classify(true), ResourceState::Draining);
+        r.maintenance.as_mut().unwrap().active = true;
+        assert_eq!(r.classify(false), ResourceState::Unavailable);
+        r.state = LockState::Locked(Lease {
+            token: LockToken::from_random(1),
+            fencing: FencingToken::new(1),
+            acquired_at: Timestamp::from_millis(0),
+            expires_at: Timestamp::from_millis(5),
+            reservation: None,
+            meta: LockMeta::default(),
+        });
+        assert_eq!(r.classify(false), ResourceState::Locked);
+        r.retiring = true;
+        assert_eq!(r.classify(false), ResourceState::Retiring);
+        for s in ResourceState::ALL {
+            assert_eq!(ResourceState::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(ResourceState::parse("Free"), None);
     }
 
     #[test]

@@ -172,6 +172,11 @@ impl ResourceSnapshot {
         self.0.values()
     }
 
+    /// Resource `id`, if the snapshot has it.
+    pub fn get(&self, id: ResourceId) -> Option<&Resource> {
+        self.0.get(&id)
+    }
+
     /// Up to `max` resources from `cursor` on (0 at first), in id order, and the cursor
     /// to continue from: for reading the snapshot in pieces (the streamed 1.0 list).
     pub fn page(&self, cursor: usize, max: usize) -> (Vec<&Resource>, usize) {

@@ -40,7 +40,7 @@ use crate::audit::AuditLog;
 use crate::auth::Rule;
 use crate::domain::events::Event;
 use crate::domain::reservation::ReservationId;
-use crate::domain::resource::Resource;
+use crate::domain::resource::{Resource, ResourceState};
 use crate::runtime::{BrokerHandle, Committed, GaugeInputs, Ledger, Observer, Shutdown, Waiting};
 
 mod collect;
@@ -79,8 +79,8 @@ const HTTP_DURATION_BUCKETS: [f64; 15] = [
     10.0,
 ];
 
-/// A resource's state as `rentabot_resources` counts it: each resource in exactly one,
-/// the first that applies in this order.
+/// A resource's state as `rentabot_resources` counts it: the label of each
+/// [`ResourceState`], in the same order.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(
     non_camel_case_types,
@@ -578,21 +578,16 @@ impl Gauges {
     }
 }
 
+/// The label of a resource's state: the domain's classification ([`Resource::classify`],
+/// which the dashboard shows too).
 fn state_of(r: &Resource, is_held: bool) -> State {
-    if r.retiring {
-        State::retiring
-    } else if r.is_locked() {
-        State::locked
-    } else if let Some(m) = &r.maintenance {
-        if m.active {
-            State::unavailable
-        } else {
-            State::draining
-        }
-    } else if is_held {
-        State::held
-    } else {
-        State::free
+    match r.classify(is_held) {
+        ResourceState::Retiring => State::retiring,
+        ResourceState::Locked => State::locked,
+        ResourceState::Unavailable => State::unavailable,
+        ResourceState::Draining => State::draining,
+        ResourceState::Held => State::held,
+        ResourceState::Free => State::free,
     }
 }
 

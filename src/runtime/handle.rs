@@ -112,6 +112,21 @@ pub struct GaugeInputs {
     pub oldest_pending: Option<Timestamp>,
 }
 
+/// The broker's state as the dashboard at `/` shows it (see
+/// [`BrokerHandle::dashboard_inputs`]): pointers copied under the lock, read after.
+pub struct DashboardInputs {
+    pub now: Timestamp,
+    pub resources: ResourceSnapshot,
+    /// Each held resource and the waiting reservation it is kept for.
+    pub holds: Vec<(ResourceId, ReservationId)>,
+    /// The first waiting reservations in serving order (the first is position 1).
+    pub queue_head: Vec<Arc<Reservation>>,
+    /// Every waiting reservation, in no particular order.
+    pub pending: Vec<Arc<Reservation>>,
+    /// Every fulfilled or claimed reservation, in no particular order.
+    pub granted: Vec<Arc<Reservation>>,
+}
+
 /// A granted lock together with the resource as it stands after the grant.
 #[derive(Debug)]
 pub struct Grant {
@@ -486,6 +501,34 @@ impl BrokerHandle {
                 held: b.held_resources(),
                 pending_by_priority: pending.by_priority,
                 oldest_pending: pending.oldest_created_at,
+            }
+        })
+    }
+
+    /// What the dashboard renders, as of now: the resources (a pointer per 1 024), the
+    /// holds, the first `queue_rows` waiting reservations in serving order, and every
+    /// live reservation (a pointer each: bounded by the queue's `max_pending` plus the
+    /// granted ones). The lock is held only to copy these; filtering, counting and
+    /// rendering happen after.
+    pub fn dashboard_inputs(&self, queue_rows: usize) -> DashboardInputs {
+        self.with_broker(|b, now| {
+            b.expire_due(now);
+            let queue_head = b
+                .queue_order(now)
+                .take(queue_rows)
+                .map(|id| b.reservation_shared(id).expect("queued").clone())
+                .collect();
+            let (pending, granted) = b
+                .reservations()
+                .cloned()
+                .partition(|r| r.status == ReservationStatus::Pending);
+            DashboardInputs {
+                now,
+                resources: b.snapshot(),
+                holds: b.holds(),
+                queue_head,
+                pending,
+                granted,
             }
         })
     }

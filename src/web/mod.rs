@@ -1,100 +1,118 @@
-//! The HTML page at `/`: every resource and its lock state, server-rendered.
+//! The live dashboard at `/` (README § The dashboard).
 //!
-//! Self-contained (inline CSS, no scripts, nothing fetched from elsewhere) so it works on
-//! an air-gapped lab network. The live dashboard is a later addition.
+//! Server-rendered with maud and complete without JavaScript: the filters are a GET
+//! form, the pages are links. A small script (`assets/dashboard.js`, served by this
+//! module with its stylesheet, no inline script, no CDN) keeps it live: it listens to
+//! the event stream (`/api/v1/events`) and, on any event, fetches
+//! `/dashboard/fragment` with the page's own query (at most 4 times a second) and swaps
+//! the live part in; it ticks the countdowns and writes times in local time.
+//!
+//! # Cost
+//!
+//! One call copies what the page needs under the broker's mutex
+//! ([`BrokerHandle::dashboard_inputs`]: a pointer per 1 024 resources, the holds, a
+//! pointer per live reservation); the queue's first [`view::QUEUE_ROWS`] reservations
+//! then take one short call each for their estimated start (the same as `GET
+//! /api/v1/reservations/{id}`). Filtering, counting and rendering run after, on a
+//! blocking thread: one pass over the resources (milliseconds at 100 000), and a page
+//! of at most [`query::MAX_PER_PAGE`] rows.
 
+use std::collections::HashMap;
+
+use actix_web::http::header;
 use actix_web::web::{self};
-use maud::{DOCTYPE, Markup, PreEscaped, html};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse};
 
 use crate::api::broker::Broker;
-use crate::domain::{LockState, Released, Resource};
+use crate::api::error::ApiError;
+use crate::auth::{Caller, Via};
+use crate::domain::{ReservationId, Timestamp};
+use crate::runtime::BrokerHandle;
+
+pub mod assets;
+pub mod query;
+mod render;
+pub mod view;
+
+use query::DashboardQuery;
+use view::View;
+
+/// The path of the live part, fetched by the script with the page's query.
+pub const FRAGMENT_PATH: &str = "/dashboard/fragment";
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(index));
+    cfg.route("/", web::get().to(index))
+        .route(FRAGMENT_PATH, web::get().to(fragment))
+        .route("/static/{file}", web::get().to(assets::serve));
 }
 
-const STYLE: &str = "
-body{font-family:system-ui,sans-serif;margin:2rem;color:#222}
-h1{font-size:1.4rem}
-table{border-collapse:collapse;width:100%}
-th,td{text-align:left;padding:.4rem .6rem;border-bottom:1px solid #ddd;vertical-align:top}
-th{background:#f4f4f4}
-.free{color:#176f2c;font-weight:600}
-.locked{color:#a11;font-weight:600}
-.out{color:#8a5a00;font-weight:600}
-.tag{display:inline-block;background:#eef;border-radius:3px;padding:0 .3rem;margin:0 .2rem .2rem 0;font-size:.85em}
-.muted{color:#777;font-size:.85em}
-";
-
-async fn index(broker: Broker) -> Markup {
-    let resources = broker.resources();
-    let locked = resources.iter().filter(|r| r.is_locked()).count();
-    let out = resources.iter().filter(|r| !r.in_service()).count();
-    html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { "rentabot: resources" }
-                style { (PreEscaped(STYLE)) }
-            }
-            body {
-                h1 { "Resources" }
-                p.muted {
-                    (resources.len()) " resources, " (locked) " locked, " (out) " unavailable. "
-                    a href="/docs/" { "API explorer" }
-                }
-                table {
-                    thead { tr { th { "Id" } th { "Name" } th { "Lock status" } th { "Description" } th { "Endpoint" } th { "Tags" } } }
-                    tbody {
-                        @for r in &resources { (row(r)) }
-                    }
-                }
-            }
-        }
+/// `GET /`: the whole page. With auth on and no credential (a browser cannot add a
+/// header to a page load), the page without lab data, asking for a key.
+async fn index(broker: Broker, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let query = DashboardQuery::parse(&req)?;
+    let anonymous = req
+        .extensions()
+        .get::<Caller>()
+        .is_some_and(|c| c.via == Via::Anonymous);
+    if anonymous {
+        let policy = broker.policy();
+        let html = render::page(&query, policy.expiry_warning, None);
+        return Ok(html_response(html.into_string()));
     }
+    let html = rendered(broker.clone(), query, Part::Page).await?;
+    Ok(html_response(html))
 }
 
-fn row(r: &Resource) -> Markup {
-    html! {
-        tr {
-            td { (r.id) }
-            td { (r.spec.name) }
-            td {
-                @match &r.state {
-                    LockState::Locked(lease) => {
-                        span.locked { "Locked" }
-                        br;
-                        span.muted { "until " (lease.expires_at) " (fencing " (lease.fencing.get()) ")" }
-                        @if let Some(holder) = &lease.meta.holder {
-                            br;
-                            span.muted { "by " (holder) }
-                        }
-                    }
-                    LockState::Free(Released::Expired(at)) => {
-                        span.free { "Available" }
-                        br;
-                        span.muted { "auto-expired at " (at) }
-                    }
-                    LockState::Free(_) => span.free { "Available" },
-                }
-                @if let Some((reason, until)) = r.out_of_service() {
-                    br;
-                    span.out { "Unavailable" }
-                    br;
-                    span.muted {
-                        (reason)
-                        @if let Some(until) = until { " (until " (until) ")" }
-                    }
-                } @else if let Some(m) = &r.maintenance {
-                    br;
-                    span.muted { "maintenance from " (m.from) ": " (m.reason) }
-                }
-            }
-            td { (r.spec.description) }
-            td { (r.spec.endpoint) }
-            td { @for tag in &r.spec.tags { span.tag { (tag) } } }
+/// `GET /dashboard/fragment`: the live part (overview, resources, queue, fulfilled) for
+/// the same query as the page, which the script swaps in.
+async fn fragment(broker: Broker, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let query = DashboardQuery::parse(&req)?;
+    let html = rendered(broker.clone(), query, Part::Live).await?;
+    Ok(html_response(html))
+}
+
+fn html_response(html: String) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        // Always current: the page is the lab's state now.
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(html)
+}
+
+#[derive(Clone, Copy)]
+enum Part {
+    Page,
+    Live,
+}
+
+/// Copies the inputs (briefly under the lock), then builds and renders the view on a
+/// blocking thread, off the worker's event loop.
+async fn rendered(
+    broker: BrokerHandle,
+    query: DashboardQuery,
+    part: Part,
+) -> Result<String, ApiError> {
+    web::block(move || {
+        let inputs = broker.dashboard_inputs(view::QUEUE_ROWS);
+        let etas: HashMap<ReservationId, Option<Timestamp>> = inputs
+            .queue_head
+            .iter()
+            .map(|r| {
+                let eta = broker
+                    .reservation(r.id)
+                    .ok()
+                    .and_then(|s| s.waiting_for)
+                    .and_then(|w| w.estimated_available_at);
+                (r.id, eta)
+            })
+            .collect();
+        let policy = broker.policy();
+        let view = View::build(&inputs, &query, &etas, policy.aging, policy.expiry_warning);
+        match part {
+            Part::Page => render::page(&query, view.warning, Some(&view)).into_string(),
+            Part::Live => render::live(&view).into_string(),
         }
-    }
+    })
+    .await
+    .map_err(|_| ApiError::Internal("rendering the dashboard failed".to_owned()))
 }

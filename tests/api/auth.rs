@@ -130,7 +130,7 @@ async fn every_route_refuses_without_a_key_and_below_its_role() {
         let method = rule.method.as_str();
         let (status, code) = status_and_code(&app, method, &path, None).await;
         match rule.access {
-            Access::Public | Access::Metrics => {
+            Access::Public | Access::Metrics | Access::Page => {
                 assert!(
                     status != 401 && code != "forbidden",
                     "{method} {path} without a key: {status} {code}"
@@ -148,7 +148,7 @@ async fn every_route_refuses_without_a_key_and_below_its_role() {
             let (status, code) = status_and_code(&app, method, &path, Some(key_of(role))).await;
             let allowed = match rule.access {
                 Access::Role(required) => role.allows(required),
-                Access::Public | Access::Metrics => true,
+                Access::Public | Access::Metrics | Access::Page => true,
             };
             if allowed {
                 assert!(

@@ -91,13 +91,15 @@ async fn list_and_page_show_the_lock_released_when_its_ttl_has_elapsed() {
         "Auto-expired at 2026-01-15T10:00:30.000Z"
     );
     assert!(
-        page.text.contains("5 resources, 0 locked, 0 unavailable."),
+        page.text
+            .contains("<p id=\"utilisation\">0 of 5 locked (0%)</p>"),
         "{}",
         page.text
     );
     assert!(
-        page.text
-            .contains("<span class=\"muted\">auto-expired at 2026-01-15T10:00:30.000Z</span>"),
+        page.text.contains(
+            "Lock auto-expired at <time class=\"local\" datetime=\"2026-01-15T10:00:30.000Z\">"
+        ),
         "{}",
         page.text
     );

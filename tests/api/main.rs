@@ -32,3 +32,4 @@ mod resources;
 mod shutdown;
 mod strict;
 mod unlock;
+mod web;

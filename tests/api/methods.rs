@@ -99,6 +99,8 @@ async fn head_answers_as_get_does_without_a_body_wherever_get_is_served() {
         .collect();
     paths.extend([
         "/".to_owned(),
+        "/dashboard/fragment".to_owned(),
+        "/static/dashboard.js".to_owned(),
         "/docs/".to_owned(),
         "/api/v1/openapi.json".to_owned(),
     ]);
