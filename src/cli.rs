@@ -160,7 +160,7 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub body_timeout: u64,
 
-    /// Origins (scheme://host[:port]) besides rentabot's own whose web pages may change
+    /// Origins (`scheme://host[:port]`) besides rentabot's own whose web pages may change
     /// things (POST, PATCH, DELETE, the WebSocket); repeat it, or separate with commas.
     /// Needed behind a proxy that rewrites the Host header. Requests without an Origin
     /// header (curl, CI jobs) are never refused.

@@ -37,7 +37,7 @@ pub struct ResourceView {
     #[serde(rename = "lock-token")]
     pub lock_token: String,
     /// "Resource is available", "Resource locked", "Resource available",
-    /// "Auto-expired at <RFC 3339>" or "Force-unlocked at <RFC 3339>: <reason>".
+    /// `"Auto-expired at <RFC 3339>"` or `"Force-unlocked at <RFC 3339>: <reason>"`.
     #[serde(rename = "lock-details")]
     pub lock_details: String,
     pub endpoint: String,

@@ -27,7 +27,7 @@
 //! there is one per running request, so open connections bound them.
 //!
 //! Trade-off: the key is not scoped by caller, as the API has no callers yet; when
-//! authentication arrives, the caller belongs in [`Scope`].
+//! authentication arrives, the caller belongs in `Scope`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -902,7 +902,7 @@ impl<'de> Visitor<'de> for Strict<'_> {
 /// Why `text` cannot be a name or a reason, if it cannot: a control character (a newline
 /// that forges a log line, a terminal escape), a bidirectional override or isolate (text
 /// that reads otherwise than it is), or nothing visible at all (only spaces and
-/// zero-width characters). [`schema::VISIBLE`] is the same rule as a pattern.
+/// zero-width characters). [`schema::visible`] is the same rule as a pattern.
 pub fn text_problem(text: &str) -> Option<&'static str> {
     if text.chars().any(char::is_control) {
         Some("must not contain control characters (newlines, tabs, escapes)")
@@ -1384,7 +1384,7 @@ pub mod schema {
         or_null(timestamp())
     }
 
-    /// A tag list ([`super::tag_list`]): a comma-separated string, or a list of them.
+    /// A tag list (`tag_list`): a comma-separated string, or a list of them.
     pub fn tags() -> Schema {
         let tag_text = || {
             ObjectBuilder::new()

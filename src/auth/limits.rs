@@ -5,7 +5,7 @@
 //! - A key's buckets are made when the config is loaded and kept across reloads while the
 //!   key keeps its name and rate: rotating a key's secret does not refill its bucket.
 //! - JWT subjects and anonymous client addresses are not known in advance, so they live
-//!   in a [`ClientTable`] bounded to [`MAX_TRACKED_CLIENTS`] entries each. When it is
+//!   in a `ClientTable` bounded to [`MAX_TRACKED_CLIENTS`] entries each. When it is
 //!   full, entries idle long enough to have refilled (so indistinguishable from new ones)
 //!   are dropped, at most once per [`PRUNE_INTERVAL`]; if it is still full, the newcomers
 //!   share one overflow bucket pair with the same rate, so a flood of addresses cannot grow

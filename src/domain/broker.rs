@@ -16,7 +16,7 @@
 //! ```
 //!
 //! Whatever frees a resource or changes the queue marks the queue dirty, and the same
-//! operation serves it before returning (see [`Broker::serve_queue`] in `broker/queue.rs`):
+//! operation serves it before returning (see `Broker::serve_queue` in `broker/queue.rs`):
 //! there is no polling loop. Mutations record [`Event`]s, drained by the runtime with
 //! [`Broker::drain_events`].
 

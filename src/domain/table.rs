@@ -154,7 +154,7 @@ impl Index<&ResourceId> for ResourceTable {
 }
 
 /// Every resource at one moment, in id order, shared with the broker until it changes
-/// them (see [`ResourceTable`]). Cheap to take and to clone; read it anywhere.
+/// them (see `ResourceTable`). Cheap to take and to clone; read it anywhere.
 #[derive(Clone, Debug)]
 pub struct ResourceSnapshot(ResourceTable);
 

@@ -1,9 +1,9 @@
 //! The tag index: which resources carry a tag, and which of those are free (unlocked and
 //! in service: [`Resource::is_lendable`]).
 //!
-//! Tags are interned: while some resource carries a tag, it has a number ([`TagNo`]),
-//! and the index, the query [`Columns`] and every criteria check work with numbers. A
-//! request's criteria are compiled once into a [`TagTest`] over numbers, and checking a
+//! Tags are interned: while some resource carries a tag, it has a number (`TagNo`),
+//! and the index, the query `Columns` and every criteria check work with numbers. A
+//! request's criteria are compiled once into a `TagTest` over numbers, and checking a
 //! resource reads its tag numbers from the columns (inline, or a binary search of its
 //! sorted numbers): the cost does not grow with the number of tags a resource carries,
 //! and no string is compared per resource.
@@ -13,7 +13,7 @@
 //! number of candidates, not the size of the lab. Criteria that require no tag in
 //! particular (`!flaky`) walk the lab-wide sets.
 //!
-//! It also keeps the [`Columns`] that list queries read, in the same calls, so that
+//! It also keeps the `Columns` that list queries read, in the same calls, so that
 //! whatever keeps the tag index right keeps them right too.
 //!
 //! # Limits

@@ -1,6 +1,6 @@
 //! [`BrokerHandle`]: the only owner of the broker's mutex.
 //!
-//! Every broker call goes through [`BrokerHandle::with_broker`], which reads the clock,
+//! Every broker call goes through `BrokerHandle::with_broker`, which reads the clock,
 //! locks, brings the broker to `now` (what fell due is the system's change), runs one
 //! synchronous operation (the caller's change), numbers both changes and hands them to
 //! the [`Committer`] in that order, and unlocks; only then does it wake the timer and

@@ -352,7 +352,7 @@ impl Broker {
     /// The page of resources `query` asks for, as the broker stands (bring it to `now`
     /// first). Clones only the page's resources.
     ///
-    /// Reads the [`Columns`] only. The matches are found among the tag index's
+    /// Reads the `Columns` only. The matches are found among the tag index's
     /// candidates when they are a small part of the lab, else by one scan of the flags
     /// column (or one substring search over every name). They are then ordered only as
     /// far as the page needs: by walking
