@@ -7,10 +7,13 @@ killed when the test ends. The browser (Debian's chromium, driven by Playwright)
 started once per run; each test opens its pages in a fresh context.
 
 With an auth config every read needs a key (README § Access control), and a browser
-cannot send `X-API-Key` when it navigates or opens an EventSource. The harness plays the
-part of the viewer's credential: it adds the readonly key to the browser's GET requests
-that carry no key of their own. Writes (the page's buttons) go out exactly as the page
-sends them, so an operator action's only credential is the key typed into `#api-key`.
+cannot send `X-API-Key` when it navigates or opens an EventSource: without one `/` is the
+page minus the lab, asking for a key. Most tests play the part of a reverse proxy that
+gives the viewer a readonly key: the harness adds it to the browser's GET requests that
+carry no key of their own (Playwright's `extra_http_headers` would not do: it would
+replace the key the page sends with its buttons). Writes go out exactly as the page sends
+them, so an operator action's only credential is the key typed into `#api-key`.
+`open(viewer_key=False)` is a browser with nothing in front of it.
 
 On a failure the report carries, for every page the test opened, its URL, console
 messages, uncaught errors and HTML, and the end of the service's log.
@@ -181,7 +184,9 @@ class Dashboard:
         self.pages: list[tuple[Page, list[str]]] = []
         self.contexts = []
 
-    def open(self, path: str = "/", javascript: bool = True) -> Page:
+    def open(self, path: str = "/", javascript: bool = True, viewer_key: bool = True) -> Page:
+        """A page of the dashboard in a fresh context; `viewer_key=False`: as a browser
+        with nothing in front of it, whose reads carry only what the page sends."""
         context = self.browser.new_context(java_script_enabled=javascript)
         self.contexts.append(context)
         context.set_default_timeout(5_000)
@@ -199,7 +204,8 @@ class Dashboard:
             else:
                 route.continue_()
 
-        context.route("**/*", add_viewer_key)
+        if viewer_key:
+            context.route("**/*", add_viewer_key)
         page = context.new_page()
         notes: list[str] = []
         page.on("console", lambda m: notes.append(f"console.{m.type}: {m.text}"))

@@ -126,6 +126,31 @@ def test_page_shows_a_row_per_resource_and_the_overview(dashboard):
     expect(page.locator("body")).to_have_attribute("data-live", "live", timeout=GO_LIVE_MS)
 
 
+def test_page_without_a_key_asks_for_one_and_goes_live_with_the_key_typed(service, dashboard):
+    page = dashboard.open(viewer_key=False)
+    expect(page.locator("body")).to_have_attribute("data-auth", "key")
+    expect(page.locator("#auth-needed")).to_be_visible()
+    expect(page.locator("#resources")).to_have_count(0)
+    expect(page.locator("body")).to_have_attribute("data-live", "off")
+
+    # Any role may watch: the script reads the page and the event stream with the key.
+    page.locator("#api-key").fill(VIEWER_KEY)
+    expect(page.locator("body")).to_have_attribute("data-live", "live", timeout=GO_LIVE_MS)
+    expect(page.locator("#resources tbody tr[data-id]")).to_have_count(5)
+    expect(page.locator("#auth-needed")).to_have_count(0)
+
+    lock(service, 3, holder="seen through fetch")
+    budget = Within(LIVE_MS)
+    expect(row(page, 3)).to_have_attribute("data-state", "locked", timeout=budget.left())
+    expect(row(page, 3).locator(".holder")).to_have_text("seen through fetch", timeout=budget.left())
+
+
+def test_page_with_a_wrong_key_is_refused(service):
+    status, body = service.call("GET", "/", "not-a-key-of-this-lab-0123456789")
+    assert status == 401, (status, body)
+    assert isinstance(body, dict) and body.get("code") == "invalid_api_key", body
+
+
 def test_page_refuses_unknown_or_out_of_range_query_parameters(service):
     for query, why in [
         ("colour=red", "unknown parameter"),
@@ -261,7 +286,9 @@ def test_queued_reservation_appears_within_1s_and_leaves_when_fulfilled(service,
     service.ok("POST", f"/api/v1/resources/1/unlock?lock-token={tokens[0]}", USER_KEY)
     budget = Within(LIVE_MS)
     expect(entry).to_have_count(0, timeout=budget.left())
-    expect(page.locator(f'#fulfilled tr[data-reservation="{rid}"]')).to_have_count(1, timeout=budget.left())
+    fulfilled = page.locator(f'#fulfilled tr[data-reservation="{rid}"]')
+    expect(fulfilled).to_have_attribute("data-status", "fulfilled", timeout=budget.left())
+    expect(fulfilled.locator('span.resource[data-id="1"]')).to_have_count(1, timeout=budget.left())
     expect(page.locator("#queue p.empty")).to_be_visible(timeout=budget.left())
     expect(row(page, 1)).to_have_attribute("data-state", "locked", timeout=budget.left())
     assert service.ok("GET", f"/api/v1/reservations/{rid}", USER_KEY)["status"] == "fulfilled"
