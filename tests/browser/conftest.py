@@ -235,6 +235,16 @@ class Dashboard:
         sections.append(("rentabot log (end)", "\n".join(self.service.log[-LOG_LINES:])))
         return sections
 
+    def script_errors(self) -> list[str]:
+        """Uncaught errors in the page's script and Content-Security-Policy refusals: a
+        test that saw any fails, whatever it checked."""
+        return [
+            note
+            for _, notes in self.pages
+            for note in notes
+            if note.startswith("uncaught:") or "Content Security Policy" in note
+        ]
+
     def close(self) -> None:
         for context in self.contexts:
             context.close()
@@ -245,7 +255,10 @@ def dashboard(request, browser, service):
     opened = Dashboard(browser, service)
     request.node.dashboard = opened
     yield opened
+    errors = opened.script_errors()
     opened.close()
+    if errors:
+        pytest.fail("the page's script failed:\n" + "\n".join(errors), pytrace=False)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -253,6 +266,6 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     opened = getattr(item, "dashboard", None)
-    if report.failed and report.when == "call" and opened is not None:
+    if report.failed and report.when in ("call", "teardown") and opened is not None:
         for title, text in opened.report():
             report.sections.append((title, text))

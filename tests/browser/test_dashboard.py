@@ -100,6 +100,7 @@ def test_page_shows_a_row_per_resource_and_the_overview(dashboard):
 
     rows = page.locator("#resources tbody tr[data-id]")
     expect(rows).to_have_count(5)
+    expect(page.locator("#resources thead th").first).to_be_visible()
     for rid, name in enumerate(
         ["board-arm-01", "board-arm-02", "board-x86-01", "printer-lab", "psu-01"], 1
     ):
@@ -178,6 +179,7 @@ def test_lock_taken_through_the_api_shows_its_holder_within_1s_and_leaves_on_unl
     expect(board.locator(".note")).to_have_text("nightly soak", timeout=budget.left())
     expect(board.locator("td.state span.badge.state-locked")).to_have_count(1, timeout=budget.left())
     expect(page.locator("#utilisation")).to_contain_text("1 of 5 locked", timeout=budget.left())
+    expect(page.locator("body")).to_have_attribute("data-last-event", re.compile(r"."))
     # The token is the holder's: the page never shows it.
     assert token not in page.content()
 
