@@ -122,6 +122,7 @@ def test_page_shows_a_row_per_resource_and_the_overview(dashboard):
     expect(page.locator("#queue p.empty")).to_be_visible()
     expect(page.locator('label[for="api-key"]')).to_have_text("API key")
     expect(page.locator("#api-key")).to_have_attribute("type", "password")
+    expect(page.locator("#api-key")).to_have_attribute("autocomplete", "off")
 
     # The script opens the event stream: the page says so.
     expect(page.locator("body")).to_have_attribute("data-live", "live", timeout=GO_LIVE_MS)
