@@ -1,7 +1,7 @@
 """The harness of the dashboard's browser tests (tests/browser.sh runs them).
 
-Every test gets its own rentabot (the binary in RENTABOT_BIN) on port 0, with the lab of
-lab.yaml and the keys of auth.yaml, so that no test sees another's locks: the address is
+Every test gets its own rentabot (the binary in RENTABOT_BIN) on port 0, with a copy of
+the lab of lab.yaml and the keys of auth.yaml, so that no test sees another's locks: the address is
 read from the line the service logs once it listens (no polling), and the service is
 killed when the test ends. The browser (Debian's chromium, driven by Playwright) is
 started once per run; each test opens its pages in a fresh context.
@@ -69,12 +69,13 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 class Service:
     """One running rentabot, its address, its log, and the API as the tests call it."""
 
-    def __init__(self, binary: str):
+    def __init__(self, binary: str, descriptor: Path):
+        self.descriptor = descriptor
         env = {k: v for k, v in os.environ.items() if not k.startswith("RENTABOT_")}
         self.proc = subprocess.Popen(
             [
                 binary,
-                "--config", str(HERE / "lab.yaml"),
+                "--config", str(descriptor),
                 "--auth-config", str(HERE / "auth.yaml"),
                 "--host", "127.0.0.1",
                 "--port", "0",
@@ -156,11 +157,14 @@ class Service:
 
 
 @pytest.fixture
-def service():
+def service(tmp_path):
     binary = os.environ.get("RENTABOT_BIN")
     if not binary:
         pytest.fail("RENTABOT_BIN must name the rentabot binary (tests/browser.sh sets it)")
-    running = Service(binary)
+    # A copy of the lab per test: a test may change the file and reload it.
+    descriptor = tmp_path / "lab.yaml"
+    descriptor.write_text((HERE / "lab.yaml").read_text())
+    running = Service(binary, descriptor)
     yield running
     running.stop()
 

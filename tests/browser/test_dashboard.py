@@ -315,6 +315,25 @@ def test_resource_held_for_a_waiting_reservation_shows_which_and_is_freed_on_can
     expect(queue_row(page, rid)).to_have_count(0, timeout=budget.left())
 
 
+def test_resource_dropped_from_the_descriptor_while_locked_shows_retiring_and_goes_at_unlock(service, dashboard):
+    page = go_live(dashboard)
+    token = lock(service, 5, holder="last job on psu-01")
+    expect(row(page, 5)).to_have_attribute("data-state", "locked", timeout=LIVE_MS)
+
+    lab = service.descriptor.read_text()
+    service.descriptor.write_text(lab.replace("psu-01:\n    tags: \"psu\"\n", ""))
+    report = service.ok("POST", "/api/v1/admin/reload", ADMIN_KEY)
+    assert report["retiring"], report
+    budget = Within(LIVE_MS)
+    expect(row(page, 5)).to_have_attribute("data-state", "retiring", timeout=budget.left())
+    expect(row(page, 5).locator("td.state span.badge.state-retiring")).to_have_count(1, timeout=budget.left())
+
+    service.ok("POST", f"/api/v1/resources/5/unlock?lock-token={token}", USER_KEY)
+    budget = Within(LIVE_MS)
+    expect(row(page, 5)).to_have_count(0, timeout=budget.left())
+    expect(page.locator("#resources tbody tr[data-id]")).to_have_count(4, timeout=budget.left())
+
+
 # --- operator actions from the page ----------------------------------------------------
 
 
