@@ -300,7 +300,7 @@ fn resource_row(view: &View<'_>, row: &Row<'_>) -> Markup {
             class=[warn.then_some("warn")] {
             td.id { (r.id) }
             td.name {
-                (r.spec.name)
+                span.resource-name { (r.spec.name) }
                 @if !r.spec.description.is_empty() { br; span.muted.description { (r.spec.description) } }
             }
             td.state {
