@@ -1,5 +1,5 @@
 //! Metrics read from elsewhere at scrape time: the store's commit statistics (kept by the
-//! writer in [`CommitStats`](crate::runtime::CommitStats)) and whether it is failing, and
+//! writer in [`CommitStats`](crate::runtime::CommitStats)), and
 //! the process's RSS, open file descriptors and CPU time (from /proc).
 
 use std::sync::Arc;
@@ -57,18 +57,6 @@ impl Collector for Collected {
                 MetricType::Histogram,
             )?
             .encode_histogram::<NoLabelSet>(stats.changes as f64, stats.commits, &size, None)?;
-
-        // Read at the scrape, like /readiness: the writer sets it when a commit fails and
-        // clears it when one succeeds.
-        let failing = i64::from(self.ledger.failure().is_some());
-        encoder
-            .encode_descriptor(
-                "rentabot_store_failing",
-                "1 while the store fails to commit (changes are answered 503 store_unavailable), 0 otherwise",
-                None,
-                MetricType::Gauge,
-            )?
-            .encode_gauge(&failing)?;
 
         let process = Process::read();
         if let Some(rss) = process.rss_bytes {

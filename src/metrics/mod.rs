@@ -182,6 +182,7 @@ pub struct Metrics {
     utilization: Gauge<f64, std::sync::atomic::AtomicU64>,
     expiring: Family<WithinLabel, Gauge>,
     ready: Gauge,
+    store_failing: Gauge,
     locks_acquired: Counter,
     lock_duration: Family<EndedLabel, Histogram>,
     queue_wait: Histogram,
@@ -233,6 +234,7 @@ impl Metrics {
         let oldest_wait = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         let expiring = Family::<WithinLabel, Gauge>::default();
         let ready = Gauge::default();
+        let store_failing = Gauge::default();
         let locks_acquired = Counter::default();
         let lock_duration = Family::<EndedLabel, Histogram>::new_with_constructor(
             (|| Histogram::new(LOCK_DURATION_BUCKETS)) as fn() -> Histogram,
@@ -277,6 +279,11 @@ impl Metrics {
             "rentabot_ready",
             "1 when /readiness answers 200, 0 while it answers 503 (store failing, expiry timer ended, broker poisoned, audit file failing)",
             ready.clone(),
+        );
+        registry.register(
+            "rentabot_store_failing",
+            "1 while the store fails to commit (changes are answered 503 store_unavailable), 0 otherwise",
+            store_failing.clone(),
         );
         registry.register(
             "rentabot_resource_utilization_ratio",
@@ -346,6 +353,7 @@ impl Metrics {
             utilization,
             expiring,
             ready,
+            store_failing,
             locks_acquired,
             lock_duration,
             queue_wait,
@@ -396,15 +404,19 @@ impl Metrics {
     ) -> String {
         let inputs = broker.gauge_inputs();
         let gauges = Gauges::count(&inputs);
-        // The same reasons `/readiness` gives, read outside the broker's lock.
-        let ready = broker.unready_reasons().is_empty()
-            && audit.is_none_or(|a| a.unready_reasons().is_empty());
+        // The same reasons `/readiness` gives, read outside the broker's lock, and once:
+        // the store's failure and readiness describe the same moment.
+        let readiness = broker.readiness();
+        let failing = readiness.store_failure.is_some();
+        let ready =
+            readiness.reasons().is_empty() && audit.is_none_or(|a| a.unready_reasons().is_empty());
         let _one_at_a_time = self
             .scrape
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.set(&gauges);
         self.ready.set(i64::from(ready));
+        self.store_failing.set(i64::from(failing));
         if let Some(waiting) = waiting {
             for kind in Waiting::ALL {
                 self.connected

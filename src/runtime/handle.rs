@@ -243,20 +243,17 @@ impl BrokerHandle {
 
     /// Why answers cannot be trusted now (empty when they can): the readiness probe.
     pub fn unready_reasons(&self) -> Vec<String> {
-        let mut reasons = Vec::new();
-        if let Some(failure) = self.store_failure() {
-            reasons.push(format!("the store fails to commit: {failure}"));
+        self.readiness().reasons()
+    }
+
+    /// What [`BrokerHandle::unready_reasons`] is made of, each read once: a caller that
+    /// reports the store's failure beside readiness (`/metrics`) reports one moment.
+    pub fn readiness(&self) -> Readiness {
+        Readiness {
+            store_failure: self.store_failure(),
+            poisoned: self.is_poisoned(),
+            timer_ended: self.shared.timer_ended.load(Ordering::Acquire),
         }
-        if self.is_poisoned() {
-            reasons.push(
-                "a broker call panicked: the state may be inconsistent; restart the service"
-                    .to_owned(),
-            );
-        }
-        if self.shared.timer_ended.load(Ordering::Acquire) {
-            reasons.push("the expiry timer has ended: locks would not expire on time".to_owned());
-        }
-        reasons
     }
 
     /// Marks the expiry timer as ended when dropped (its task returned or panicked).
@@ -784,5 +781,36 @@ mod tests {
         let (grants, holder) = mirror.join().expect("the mirror agreed with every change");
         assert_eq!(grants, 4 * CYCLES, "every grant was published");
         assert!(holder.is_empty());
+    }
+}
+
+/// The broker's side of `/readiness`, read at one moment ([`BrokerHandle::readiness`]).
+#[derive(Clone, Debug, Default)]
+pub struct Readiness {
+    /// Why commits fail, while they do.
+    pub store_failure: Option<Arc<str>>,
+    /// A broker call panicked: the state may be half-changed.
+    pub poisoned: bool,
+    /// The expiry timer has ended.
+    pub timer_ended: bool,
+}
+
+impl Readiness {
+    /// Why the service must not take traffic, as `/readiness` says it (empty: ready).
+    pub fn reasons(&self) -> Vec<String> {
+        let mut reasons = Vec::new();
+        if let Some(failure) = &self.store_failure {
+            reasons.push(format!("the store fails to commit: {failure}"));
+        }
+        if self.poisoned {
+            reasons.push(
+                "a broker call panicked: the state may be inconsistent; restart the service"
+                    .to_owned(),
+            );
+        }
+        if self.timer_ended {
+            reasons.push("the expiry timer has ended: locks would not expire on time".to_owned());
+        }
+        reasons
     }
 }

@@ -12,7 +12,9 @@ pub mod timer;
 
 pub use clock::{ManualClock, SystemClock};
 pub use entropy::OsEntropy;
-pub use handle::{BrokerHandle, DashboardInputs, GaugeInputs, Grant, ReservationSnapshot};
+pub use handle::{
+    BrokerHandle, DashboardInputs, GaugeInputs, Grant, Readiness, ReservationSnapshot,
+};
 pub use reload::DescriptorSource;
 #[cfg(unix)]
 pub use reload::run_reload_on_hangup;
