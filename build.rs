@@ -12,15 +12,21 @@ const MAX_COMMIT: usize = 64;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=RENTABOT_BUILD_COMMIT");
-    let commit = match std::env::var("RENTABOT_BUILD_COMMIT") {
-        Ok(given) if !given.is_empty() => given.trim().to_owned(),
+    // Where git looks: a build that found no repository watches no file of one, so
+    // this is what reruns it once there is one.
+    println!("cargo:rerun-if-env-changed=GIT_DIR");
+    let (commit, source) = match std::env::var("RENTABOT_BUILD_COMMIT") {
+        Ok(given) if !given.is_empty() => (given.trim().to_owned(), "env"),
         _ => {
             watch_head();
-            git(&["rev-parse", "--short", "HEAD"]).unwrap_or_default()
+            let commit = git(&["rev-parse", "--short", "HEAD"]).unwrap_or_default();
+            (commit, "git")
         }
     };
-    let commit = if is_commit_name(&commit) {
-        commit
+    // Where the name came from, for tests/cli.rs (which cannot tell an override from
+    // git's answer by the name alone): env, git, or none.
+    let (commit, source) = if is_commit_name(&commit) {
+        (commit, source)
     } else {
         if !commit.is_empty() {
             println!(
@@ -28,9 +34,10 @@ fn main() {
                  (up to {MAX_COMMIT} letters, digits, '.', '-' or '_'); using `unknown`"
             );
         }
-        "unknown".to_owned()
+        ("unknown".to_owned(), "none")
     };
     println!("cargo:rustc-env=RENTABOT_BUILD_COMMIT={commit}");
+    println!("cargo:rustc-env=RENTABOT_BUILD_COMMIT_SOURCE={source}");
 }
 
 fn is_commit_name(s: &str) -> bool {
