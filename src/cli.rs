@@ -7,10 +7,19 @@ use clap::{Args, Parser, Subcommand};
 pub use crate::store::PersistUrl;
 pub use crate::telemetry::LogFormat;
 
+/// What `rentabot --version` prints after the name: the package version and the git
+/// commit it was built from (`build.rs`; `unknown` when built without git).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("RENTABOT_BUILD_COMMIT"),
+    ")"
+);
+
 /// rentabot: lock and reserve shared lab resources (boards, rigs, licences) over HTTP.
 /// Speaks the Rent-A-Bot 1.0 API.
 #[derive(Debug, Parser)]
-#[command(name = "rentabot", version, args_conflicts_with_subcommands = true)]
+#[command(name = "rentabot", version = VERSION, args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -56,6 +65,23 @@ pub enum Command {
         persist: PersistUrl,
         /// The export to read (`-` for standard input).
         file: PathBuf,
+    },
+    /// Ask a running service's /health: exit 0 when it answers 200, 1 otherwise (no
+    /// answer within the timeout, refused, another status). The container image's health
+    /// check: it needs no shell or curl.
+    Health {
+        /// The service's base URL (`/health` is appended). Default:
+        /// http://127.0.0.1:PORT, with PORT from --port.
+        #[arg(long, env = "RENTABOT_URL", value_name = "URL")]
+        url: Option<String>,
+        /// The port of the service on this host, when no --url is given (as the
+        /// service's --port, so the same environment configures both).
+        #[arg(long, env = "RENTABOT_PORT", default_value_t = 8000)]
+        port: u16,
+        /// Seconds the whole probe may take: connecting, asking, reading the status.
+        #[arg(long, value_name = "SECS", default_value_t = 5,
+              value_parser = clap::value_parser!(u64).range(1..=300))]
+        timeout: u64,
     },
 }
 

@@ -21,7 +21,7 @@
 //!            route, rate limits.
 //! app.rs     builds the service (shared by main and the tests) and runs it.
 //! cli.rs     command line; config.rs finds and reads the descriptor; telemetry.rs logs;
-//! tools.rs   backup, export, import of a state file.
+//! tools.rs   backup, export, import of a state file; health_probe.rs `rentabot health`.
 //! ```
 //!
 //! Imports point one way: `domain` <- `runtime` <- `audit` <- `store`, `api`/`web`/`auth`
@@ -34,6 +34,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod health_probe;
 pub mod metrics;
 pub mod runtime;
 pub mod store;

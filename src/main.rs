@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use rentabot::cli::{Cli, Command, ServeArgs};
-use rentabot::{app, config, telemetry, tools};
+use rentabot::{app, config, health_probe, telemetry, tools};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -13,6 +13,7 @@ fn main() -> ExitCode {
         Some(Command::Backup { persist, file }) => tools::backup(persist, file),
         Some(Command::Export { persist, format }) => tools::export(persist, *format),
         Some(Command::Import { persist, file }) => tools::import(persist, file),
+        Some(Command::Health { url, port, timeout }) => health(url.as_deref(), *port, *timeout),
         None => serve(&cli.serve),
     };
     match outcome {
@@ -39,6 +40,16 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     // send the spans still queued.
     traces.shutdown();
     served
+}
+
+/// `rentabot health`: one line on stdout when healthy; otherwise `main` prints why and
+/// exits 1.
+fn health(url: Option<&str>, port: u16, timeout: u64) -> anyhow::Result<()> {
+    let url = url.map_or_else(|| format!("http://127.0.0.1:{port}"), str::to_owned);
+    let target = health_probe::Target::parse(&url)?;
+    health_probe::probe(&target, std::time::Duration::from_secs(timeout))?;
+    writeln!(io::stdout(), "{} answered 200", target.url())?;
+    Ok(())
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

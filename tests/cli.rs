@@ -614,3 +614,183 @@ async fn slow_heads_hold_at_most_max_connections_and_are_cut_at_the_head_timeout
         "{peak} descriptors open at the peak, for at most {MAX} connections"
     );
 }
+
+/// Runs the binary with `args` and `env`, none of the caller's `RENTABOT_*` variables
+/// reaching it, expecting it to exit by itself within [`PATIENCE`].
+fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_rentabot"));
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("RENTABOT_")) {
+        command.env_remove(key);
+    }
+    command.envs(env.iter().copied());
+    let mut child = command.spawn().expect("the binary runs");
+    let deadline = Instant::now() + PATIENCE;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("rentabot {args:?} did not exit within {PATIENCE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A one-connection HTTP server on 127.0.0.1: it reads the request head, answers
+/// `answer`, and hands back the head it read.
+fn answer_once(answer: &'static str) -> (u16, std::thread::JoinHandle<String>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap() == 1 {
+            head.push(byte[0]);
+        }
+        stream.write_all(answer.as_bytes()).unwrap();
+        String::from_utf8(head).unwrap()
+    });
+    (port, server)
+}
+
+#[test]
+fn health_exits_0_while_the_service_answers_and_1_once_it_has_stopped() {
+    let (_dir, descriptor) = one_board_lab();
+    let service = Service::start(&descriptor);
+    let url = format!("http://{}", service.address());
+
+    let up = run_with_env(&["health", "--url", &url], &[]);
+    assert!(up.status.success(), "{up:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&up.stdout),
+        format!("{url}/health answered 200\n")
+    );
+
+    drop(service);
+    let down = run_with_env(&["health", "--url", &url], &[]);
+    assert_eq!(down.status.code(), Some(1), "{down:?}");
+    let stderr = String::from_utf8_lossy(&down.stderr);
+    assert!(stderr.contains("connecting to"), "{stderr}");
+    assert!(down.stdout.is_empty());
+}
+
+#[test]
+fn health_asks_get_health_on_the_port_of_rentabot_port_without_a_url() {
+    let (port, server) = answer_once("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+
+    let out = run_with_env(&["health"], &[("RENTABOT_PORT", &port.to_string())]);
+
+    assert!(out.status.success(), "{out:?}");
+    let head = server.join().unwrap();
+    assert!(head.starts_with("GET /health HTTP/1.1\r\n"), "{head}");
+    assert!(
+        head.contains(&format!("\r\nHost: 127.0.0.1:{port}\r\n")),
+        "{head}"
+    );
+    assert!(head.contains("\r\nConnection: close\r\n"), "{head}");
+}
+
+#[test]
+fn health_exits_1_naming_the_status_when_it_is_not_200() {
+    let (port, server) = answer_once("HTTP/1.1 503 Service Unavailable\r\n\r\n");
+    let url = format!("http://127.0.0.1:{port}/prefix/");
+
+    let out = run_with_env(&["health", "--url", &url], &[]);
+
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "http://127.0.0.1:{port}/prefix/health answered 503"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        server
+            .join()
+            .unwrap()
+            .starts_with("GET /prefix/health HTTP/1.1\r\n")
+    );
+}
+
+/// The kernel accepts the connection into the listener's backlog; nothing ever answers.
+#[test]
+fn health_gives_up_at_its_timeout_when_nothing_answers() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+
+    let started = Instant::now();
+    let out = run_with_env(&["health", "--url", &url, "--timeout", "1"], &[]);
+
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no answer within the timeout"), "{stderr}");
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(listener);
+}
+
+#[test]
+fn health_refuses_what_it_cannot_probe_saying_what_to_give() {
+    let cases = [
+        (
+            vec!["health", "--url", "https://127.0.0.1:8000"],
+            "give an http:// URL",
+        ),
+        (vec!["health", "--url", "http://"], "has no host"),
+    ];
+    for (args, says) in cases {
+        let out = run_with_env(&args, &[]);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    let out = run_with_env(&["health", "--timeout", "0"], &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "clap refuses a zero timeout: {out:?}"
+    );
+}
+
+/// `--version` names the commit: the one git reports for this checkout (build.rs), or
+/// the one the build was given in RENTABOT_BUILD_COMMIT, or `unknown` only when git
+/// cannot say. (Cargo also sets RENTABOT_BUILD_COMMIT for the tests it runs, so the
+/// build script's own account of where the name came from decides what is expected.)
+#[test]
+fn version_prints_the_package_version_and_the_git_commit() {
+    let git = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| String::from_utf8(out.stdout).unwrap().trim().to_owned());
+    let expected = match (env!("RENTABOT_BUILD_COMMIT_SOURCE"), git) {
+        ("env", _) => env!("RENTABOT_BUILD_COMMIT").to_owned(),
+        (_, Some(git)) => git,
+        (_, None) => "unknown".to_owned(),
+    };
+    for flag in ["--version", "-V"] {
+        let out = run_with_env(&[flag], &[]);
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            format!(
+                "rentabot {} (commit {expected})\n",
+                env!("CARGO_PKG_VERSION")
+            ),
+            "{flag}"
+        );
+    }
+}

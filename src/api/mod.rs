@@ -2,7 +2,8 @@
 //!
 //! Each area is a module with a `configure` function; [`configure`] mounts them all.
 //! The 1.0 paths live under `/api/v1`; the pre-1.0 prefix `/rentabot/api/v1.0` still
-//! answers, with `Deprecation` and `Link` headers pointing at the new path, as 1.0 did.
+//! answers, with `Deprecation` and `Link` headers pointing at the new path, as 1.0 did,
+//! and a `Sunset` header with the date it may stop (docs/VERSIONING.md).
 
 pub mod admin;
 pub mod audit;
@@ -64,6 +65,10 @@ impl Default for RequestPolicy {
 pub const PREFIX: &str = "/api/v1";
 /// The pre-1.0 prefix, still served.
 pub const LEGACY_PREFIX: &str = "/rentabot/api/v1.0";
+/// When [`LEGACY_PREFIX`] may stop answering (RFC 8594 `Sunset`, an HTTP-date): at least
+/// 12 months after the first release that sends this header, as the deprecation policy
+/// says (docs/VERSIONING.md). Moving it earlier breaks that promise.
+pub const LEGACY_SUNSET: &str = "Wed, 01 Dec 2027 00:00:00 GMT";
 
 #[derive(OpenApi)]
 #[openapi(
@@ -141,6 +146,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     headers.insert(
                         HeaderName::from_static("deprecation"),
                         HeaderValue::from_static("true"),
+                    );
+                    headers.insert(
+                        HeaderName::from_static("sunset"),
+                        HeaderValue::from_static(LEGACY_SUNSET),
                     );
                     // Joined to a Link the handler set (a list's page links), not replacing it.
                     let alternate = format!("<{successor}>; rel=alternate");

@@ -247,8 +247,11 @@ impl Metrics {
         );
         registry.register(
             "rentabot_build",
-            "The running build: its version",
-            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+            "The running build: its version and the git commit it was built from",
+            Info::new(vec![
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("commit", env!("RENTABOT_BUILD_COMMIT")),
+            ]),
         );
         registry.register(
             "rentabot_resources",

@@ -12,6 +12,13 @@ async fn legacy_prefix_serves_the_resources_with_deprecation_headers_when_listed
 
     assert_eq!(legacy.header("deprecation"), "true");
     assert_eq!(legacy.header("link"), "</api/v1/resources>; rel=alternate");
+    // The policy (docs/VERSIONING.md): 12 months' notice at least, counted from 0.1.0.
+    let sunset = chrono::DateTime::parse_from_rfc2822(legacy.header("sunset")).unwrap();
+    let first_release = chrono::DateTime::parse_from_rfc3339("2026-11-25T00:00:00Z").unwrap();
+    assert!(
+        sunset >= first_release + chrono::Duration::days(365),
+        "{sunset}"
+    );
     let current = app.get("/api/v1/resources").await.expect_json(200);
     assert_eq!(legacy.expect_json(200), current);
 }

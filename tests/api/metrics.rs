@@ -87,6 +87,13 @@ async fn gauges_count_resources_by_state_locks_by_tag_and_the_queue() {
     assert_eq!(s.value("rentabot_resource_utilization_ratio"), 0.5);
     assert_eq!(s.value("rentabot_locks_acquired_total"), 2.0);
     assert!(s.has(r#"rentabot_build_info{version=""#));
+    // build.rs names the commit for every target of the package, tests included.
+    let commit = format!(r#"commit="{}""#, env!("RENTABOT_BUILD_COMMIT"));
+    assert!(
+        s.0.lines()
+            .any(|l| l.starts_with("rentabot_build_info{") && l.contains(&commit)),
+        "{commit}"
+    );
 }
 
 #[tokio::test]
