@@ -11,14 +11,16 @@
 #    is checked by tests/api/chart.rs and tests/api/observability.rs;
 # 3. run the pod the chart renders with tests/helm/values-podman.yaml under `podman
 #    kube play` (tests/helm/kube_play.py: the StatefulSet as its pod, the claim as a
-#    podman volume, a hostPort on 127.0.0.1), from the image localhost/rentabot:ci that
-#    tests/image.sh builds (run here when the image is missing): it must answer /health
-#    and /readiness, run as uid 65532 on a read-only root, grant a lock with the API key
-#    of the chart's Secret, and still hold that lock after the pod is replaced (the
-#    state is on the claim). Torn down at exit, whatever happened.
+#    podman volume, a hostPort on 127.0.0.1), from the image $RENTABOT_IMAGE
+#    (localhost/rentabot:ci) that tests/image.sh builds (run here when the image is
+#    missing): it must answer /health and /readiness, run as uid 65532 on a read-only
+#    root, refuse a lock without the API key of the chart's Secret and grant one with
+#    it, and still hold that lock after the pod is replaced (the state is on the
+#    claim). Torn down at exit, whatever happened.
 #
 # Needs RENTABOT_HELM_PYTHON: a Python with helm-python-sdk==0.2.2, kubernetes-validate
-# and PyYAML (.ci/run makes it); podman and runc (TOOLING.md § Containers); curl, jq.
+# and PyYAML (.ci/run makes it); podman, runc and catatonit (TOOLING.md § Containers;
+# kube play builds its pause image from catatonit); curl, jq.
 # RENTABOT_HELM_SKIP_PODMAN=1 stops after step 2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,11 +59,10 @@ cgroup_manager = "cgroupfs"
 CONF
     export CONTAINERS_CONF="$PWD/$out/containers.conf"
 fi
-# RENTABOT_HELM_IMAGE: another image to run (repository:tag), for trying the chart
-# with a local build; tests/image.sh builds the default one when it is missing.
-image=${RENTABOT_HELM_IMAGE:-localhost/rentabot:ci}
+# The image tests/image.sh leaves (RENTABOT_IMAGE, as there; repository:tag), built
+# by it when missing.
+image=${RENTABOT_IMAGE:-localhost/rentabot:ci}
 if ! podman image exists "$image"; then
-    [ "$image" = localhost/rentabot:ci ] || { echo "no image $image" >&2; exit 1; }
     echo "   $image is missing: tests/image.sh builds it"
     tests/image.sh
 fi
