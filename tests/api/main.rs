@@ -7,6 +7,7 @@ mod admin;
 mod audit;
 mod auth;
 mod caps;
+mod chart;
 mod criteria;
 mod docs;
 mod durability;

@@ -798,61 +798,10 @@ fn the_chart_is_versioned_as_the_crate() {
     assert_eq!(chart["appVersion"], env!("CARGO_PKG_VERSION"));
 }
 
-/// Renders the chart with `values` through the Helm library of PyPI's
-/// `helm-python-sdk` (no helm binary exists for our machines; TOOLING.md § Helm), after
-/// `helm lint --strict`. `None` (said loudly) when the library is not installed: set
-/// `RENTABOT_HELM_PYTHON` to a Python that has it (`pip install helm-python-sdk==0.2.2`
-/// in a venv).
+/// The chart's manifests for `values` (crate::chart::render: after `helm lint
+/// --strict`); `None` (said loudly) without the Helm library.
 fn render_chart(test: &str, values: &Value) -> Option<BTreeMap<String, Value>> {
-    const SCRIPT: &str = r#"
-import json, sys
-from helm_python.chart import Chart, lint
-chart, values = sys.argv[1], json.loads(sys.argv[2])
-linted = lint(chart, strict=True, kube_version="v1.30.0")
-with Chart.load(chart) as c:
-    manifests = c.render(name="demo", namespace="lab", values=values)
-print(json.dumps({"lint": linted, "manifests": manifests}, default=str))
-"#;
-    let python = std::env::var("RENTABOT_HELM_PYTHON").unwrap_or_else(|_| "python3".into());
-    let has_sdk = Command::new(&python)
-        .args(["-c", "import helm_python.chart"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_sdk {
-        eprintln!(
-            "\n\n!!!! SKIPPED {test}: {python} cannot import helm_python \
-             (pip install helm-python-sdk==0.2.2; RENTABOT_HELM_PYTHON names the python) !!!!\n\n"
-        );
-        return None;
-    }
-    let chart = files().join("..");
-    let out = Command::new(&python)
-        .args(["-c", SCRIPT])
-        .arg(&chart)
-        .arg(values.to_string())
-        .output()
-        .expect("python runs");
-    assert_success("rendering the chart", &out);
-    let rendered: Value = serde_json::from_slice(&out.stdout).expect("the script prints JSON");
-    assert_eq!(
-        rendered["lint"]["errors"],
-        json!([]),
-        "helm lint --strict: {}",
-        rendered["lint"]
-    );
-    let mut manifests = BTreeMap::new();
-    for (template, text) in rendered["manifests"].as_object().unwrap() {
-        let text = text.as_str().unwrap();
-        if text.trim().is_empty() {
-            continue;
-        }
-        let manifest: Value = serde_yaml_ng::from_str(text)
-            .unwrap_or_else(|e| panic!("{template} is not YAML ({e}):\n{text}"));
-        manifests.insert(template.clone(), manifest);
-    }
-    Some(manifests)
+    crate::chart::render(test, values).map(|r| r.manifests)
 }
 
 #[test]
@@ -923,17 +872,16 @@ fn the_chart_leaves_out_add_and_label_alerts_as_values_say() {
     }
     assert_eq!(groups[1]["rules"][0]["alert"], "LabEmpty");
 
-    // Nothing is rendered by default but the dashboard.
+    // Of the monitoring, only the dashboard is rendered by default.
     let Some(defaults) = render_chart(
         "the_chart_leaves_out_add_and_label_alerts_as_values_say",
         &json!({}),
     ) else {
         return;
     };
-    assert_eq!(
-        defaults.keys().collect::<Vec<_>>(),
-        ["rentabot/templates/grafana-dashboard.yaml"]
-    );
+    assert!(defaults.contains_key("rentabot/templates/grafana-dashboard.yaml"));
+    assert!(!defaults.contains_key("rentabot/templates/prometheusrule.yaml"));
+    assert!(!defaults.contains_key("rentabot/templates/servicemonitor.yaml"));
 }
 
 /// README § Metrics names every family a scrape holds, and § Grafana and alerts every

@@ -33,3 +33,112 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
+
+{{/* The image reference: repository@digest, or repository:tag (tag: appVersion). */}}
+{{- define "rentabot.image" -}}
+{{- with .Values.image -}}
+{{- if .digest -}}
+{{- printf "%s@%s" .repository .digest -}}
+{{- else -}}
+{{- printf "%s:%s" .repository (.tag | default $.Chart.AppVersion) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The ServiceAccount the pod runs as. */}}
+{{- define "rentabot.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- .Values.serviceAccount.name | default (include "rentabot.fullname" .) -}}
+{{- else -}}
+{{- .Values.serviceAccount.name | default "default" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The ConfigMap holding the descriptor; empty when there is none. */}}
+{{- define "rentabot.descriptorConfigMap" -}}
+{{- if .Values.existingDescriptorConfigMap -}}
+{{- .Values.existingDescriptorConfigMap -}}
+{{- else if .Values.descriptor -}}
+{{- printf "%s-descriptor" (include "rentabot.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The Secret holding the auth config; empty when there is none (rentabot is open). */}}
+{{- define "rentabot.authSecret" -}}
+{{- if .Values.auth.existingSecret -}}
+{{- .Values.auth.existingSecret -}}
+{{- else if .Values.auth.config -}}
+{{- printf "%s-auth" (include "rentabot.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The settings of values `config`, by the environment variable each one sets (src/cli.rs);
+values.schema.json lists the same keys. RENTABOT_HOST, _PORT, _PERSIST, _CONFIG and
+_AUTH_CONFIG are the chart's own. auditLog is a switch: the file goes to /data.
+*/}}
+{{- define "rentabot.configEnvNames" -}}
+logLevel: RENTABOT_LOG_LEVEL
+logFormat: RENTABOT_LOG_FORMAT
+workers: RENTABOT_WORKERS
+maxConnections: RENTABOT_MAX_CONNECTIONS
+headTimeout: RENTABOT_HEAD_TIMEOUT
+keepAlive: RENTABOT_KEEP_ALIVE
+bodyTimeout: RENTABOT_BODY_TIMEOUT
+queueAging: RENTABOT_QUEUE_AGING
+claimWindow: RENTABOT_CLAIM_WINDOW
+expiryWarning: RENTABOT_EXPIRY_WARNING
+maxPendingReservations: RENTABOT_MAX_PENDING_RESERVATIONS
+allowedOrigins: RENTABOT_ALLOWED_ORIGINS
+auditRetention: RENTABOT_AUDIT_RETENTION
+auditLog: RENTABOT_AUDIT_LOG
+otlpEndpoint: RENTABOT_OTLP_ENDPOINT
+{{- end -}}
+
+{{/*
+The container's environment: where to listen, the state file, the descriptor and the
+auth config, then values `config` and extraEnv. Numbers are printed as integers (Helm
+reads values as floats, which would print 1000000 as 1e+06).
+*/}}
+{{- define "rentabot.env" -}}
+- name: RENTABOT_HOST
+  value: "0.0.0.0"
+- name: RENTABOT_PORT
+  value: "8000"
+- name: RENTABOT_PERSIST
+  value: sqlite:////data/rentabot.db
+{{- if include "rentabot.descriptorConfigMap" . }}
+- name: RENTABOT_CONFIG
+  value: /etc/rentabot/descriptor/{{ .Values.descriptorKey }}
+{{- end }}
+{{- if include "rentabot.authSecret" . }}
+- name: RENTABOT_AUTH_CONFIG
+  value: /etc/rentabot/auth/{{ .Values.auth.secretKey }}
+{{- end }}
+{{- $names := include "rentabot.configEnvNames" . | fromYaml }}
+{{- range $key, $value := .Values.config }}
+{{- if not (hasKey $names $key) }}
+{{- fail (printf "config.%s is not a rentabot setting (values.yaml lists them)" $key) }}
+{{- end }}
+{{- if eq $key "auditLog" }}
+{{- if $value }}
+- name: RENTABOT_AUDIT_LOG
+  value: /data/audit.jsonl
+{{- end }}
+{{- else if kindIs "slice" $value }}
+{{- if $value }}
+- name: {{ get $names $key }}
+  value: {{ join "," $value | quote }}
+{{- end }}
+{{- else if or (kindIs "float64" $value) (kindIs "int64" $value) (kindIs "int" $value) }}
+- name: {{ get $names $key }}
+  value: {{ $value | int64 | toString | quote }}
+{{- else if and (not (kindIs "invalid" $value)) (ne (toString $value) "") }}
+- name: {{ get $names $key }}
+  value: {{ $value | toString | quote }}
+{{- end }}
+{{- end }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
