@@ -10,7 +10,8 @@ pub use crate::telemetry::LogFormat;
 /// rentabot: lock and reserve shared lab resources (boards, rigs, licences) over HTTP.
 /// Speaks the Rent-A-Bot 1.0 API.
 #[derive(Debug, Parser)]
-#[command(name = "rentabot", version, args_conflicts_with_subcommands = true)]
+#[command(name = "rentabot", version, args_conflicts_with_subcommands = true,
+          after_help = crate::client::exit::HELP)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -57,6 +58,10 @@ pub enum Command {
         /// The export to read (`-` for standard input).
         file: PathBuf,
     },
+    /// The client commands (README § Command-line client).
+    // Boxed like Serve: `run`'s flags outweigh the state tools'.
+    #[command(flatten)]
+    Client(Box<crate::client::ClientCommand>),
 }
 
 /// What `rentabot export` writes.
