@@ -666,3 +666,99 @@ fn sigterm_to_run_reaches_cmd_and_the_lock_is_released() {
     assert_eq!(done.code, 143, "{done:?}");
     assert!(service.is_free(1), "released");
 }
+
+#[test]
+fn wait_on_a_terminal_shows_a_spinner_with_the_position_and_why() {
+    let service = Service::start();
+    assert_eq!(
+        service
+            .cli(&["lock", "--tag", "arm", "--quantity", "2"])
+            .code,
+        0
+    );
+    let reserved = service.cli(&["reserve", "--tag", "arm", "--json"]);
+    let rid = reserved.json()["reservation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // script(1) gives the client a terminal; the wait runs out after 1 s on purpose.
+    let client = env!("CARGO_BIN_EXE_rentabot");
+    let shown = Command::new("script")
+        .args([
+            "-qefc",
+            &format!("{client} wait {rid} --timeout 1"),
+            "/dev/null",
+        ])
+        .env("RENTABOT_URL", &service.url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script(1) from util-linux");
+    let shown = finish(shown, &["script", "wait"]);
+    assert!(
+        shown
+            .out
+            .contains("0s position 1 in the queue; of 2 matching: 2 locked"),
+        "the spinner's line: {shown:?}"
+    );
+}
+
+#[test]
+fn run_by_id_waits_for_the_lock_to_end_and_then_runs() {
+    let service = Service::start();
+    let held = service.cli(&["lock", "--id", "1", "--json"]);
+    let token = held.json()["lock-token"].as_str().unwrap().to_owned();
+    let waiting = service
+        .command(&[
+            "run",
+            "--id",
+            "1",
+            "--",
+            "sh",
+            "-c",
+            "echo $RENTABOT_RESOURCE_ID",
+        ])
+        .spawn()
+        .unwrap();
+    // Its first attempt was refused (the audit log records refusals) ...
+    let deadline = Instant::now() + PATIENCE;
+    while !service.get("/audit?resource=1")["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["success"] == false)
+    {
+        assert!(Instant::now() < deadline, "run never tried to lock");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // ... and the unlock's event wakes it.
+    let unlocked = service.cli(&["unlock", "1", "--token", &token]);
+    assert_eq!(unlocked.code, 0, "{unlocked:?}");
+    let done = finish(waiting, &["run"]);
+    assert_eq!((done.code, done.out.trim()), (0, "1"), "{done:?}");
+    assert!(service.is_free(1));
+}
+
+#[test]
+fn sigterm_while_run_waits_withdraws_the_reservation() {
+    let service = Service::start();
+    assert_eq!(
+        service
+            .cli(&["lock", "--tag", "arm", "--quantity", "2"])
+            .code,
+        0
+    );
+    let events = service.events("reservation_created,reservation_ended");
+    let waiting = service
+        .command(&["run", "--tag", "arm", "--", "true"])
+        .spawn()
+        .unwrap();
+    next_event(&events, |e| e["type"] == "reservation_created");
+    signal(waiting.id(), "TERM");
+    let (ended, _) = next_event(&events, |e| e["type"] == "reservation_ended");
+    assert_eq!(ended["reason"], "cancelled");
+    let done = finish(waiting, &["run"]);
+    assert_eq!(done.code, 143, "{done:?}");
+    assert_eq!(service.get("/reservations")["reservations"], json!([]));
+}

@@ -363,20 +363,21 @@ fn status(api: &Api, a: &StatusArgs) -> Result<Answer, Failure> {
                 }) => body,
                 Err(other) => return Err(other),
             };
-            let resources = api.get("/resources", &[])?;
-            let queue = api.get("/reservations", &[("status", "pending".into())])?;
-            let list = resources["resources"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            let locked = list.iter().filter(|r| is_locked(r)).count();
-            let out = list.iter().filter(|r| r["unavailable"] == true).count();
-            let waiting = queue["total"].as_u64().unwrap_or(0);
+            // Counts from list queries (`total`), not the whole list: cheap at any size.
+            let total = |path: &str, filter: &[(&'static str, &str)]| -> Result<u64, Failure> {
+                let mut query: Vec<(&str, String)> =
+                    filter.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+                query.push(("limit", "1".to_owned()));
+                Ok(api.get(path, &query)?["total"].as_u64().unwrap_or(0))
+            };
+            let resources = total("/resources", &[])?;
+            let locked = total("/resources", &[("locked", "true")])?;
+            let out = total("/resources", &[("unavailable", "true")])?;
+            let waiting = total("/reservations", &[("status", "pending")])?;
             let mut human = format!(
-                "{}: {}; {} resources, {locked} locked, {out} unavailable; {waiting} reservations waiting",
+                "{}: {}; {resources} resources, {locked} locked, {out} unavailable; {waiting} reservations waiting",
                 api.base(),
                 ready["status"].as_str().unwrap_or("?"),
-                list.len(),
             );
             if let Some(reasons) = ready["reasons"].as_array() {
                 for reason in reasons {
@@ -385,7 +386,7 @@ fn status(api: &Api, a: &StatusArgs) -> Result<Answer, Failure> {
             }
             Ok(Answer {
                 human,
-                json: json!({"readiness": ready, "resources": list.len(), "locked": locked,
+                json: json!({"readiness": ready, "resources": resources, "locked": locked,
                              "unavailable": out, "waiting": waiting}),
             })
         }
@@ -516,6 +517,7 @@ fn ls(api: &Api, a: &LsArgs) -> Result<Answer, Failure> {
                 wants.join(" + ")
             ));
         }
+        human.push_str(&more(&page, "reservations"));
         return Ok(Answer { human, json: page });
     }
     if let Some(expr) = &a.expr {
@@ -545,7 +547,17 @@ fn ls(api: &Api, a: &LsArgs) -> Result<Answer, Failure> {
             r["tags"].as_str().unwrap_or_default()
         ));
     }
+    human.push_str(&more(&page, "resources"));
     Ok(Answer { human, json: page })
+}
+
+/// A last line when the page does not hold every match.
+fn more(page: &Value, list: &str) -> String {
+    let shown = page[list].as_array().map_or(0, Vec::len);
+    match page["total"].as_u64() {
+        Some(total) if total > shown as u64 => format!("({shown} of {total} shown)\n"),
+        _ => String::new(),
+    }
 }
 
 fn maintenance(api: &Api, action: MaintenanceAction) -> Result<Answer, Failure> {

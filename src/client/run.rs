@@ -85,7 +85,7 @@ pub fn run(args: RunArgs) -> u8 {
 
     // 1. Wait for the resources; a signal meanwhile withdraws the request.
     let (wake_tx, wake_rx) = mpsc::channel();
-    let pending = Arc::new(Mutex::new(None::<String>));
+    let pending = Arc::new(Mutex::new(Pending::default()));
     {
         let (api, tx, pending, args) = (api.clone(), tx.clone(), pending.clone(), args_copy(&args));
         std::thread::spawn(move || {
@@ -99,7 +99,12 @@ pub fn run(args: RunArgs) -> u8 {
             Happening::Signal { number, .. } => {
                 abandoned.get_or_insert(number);
                 let _ = wake_tx.send(Wake::Abandon);
-                if let Some(id) = pending.lock().expect("not poisoned").clone() {
+                let id = {
+                    let mut pending = pending.lock().expect("not poisoned");
+                    pending.abandoned = true;
+                    pending.reservation.take()
+                };
+                if let Some(id) = id {
                     withdraw(&api, &id);
                 }
             }
@@ -235,6 +240,14 @@ fn args_copy(args: &RunArgs) -> Wanted {
     }
 }
 
+/// The reservation being waited for, shared with the deciding thread: whichever of the
+/// two learns last that it exists and is abandoned withdraws it.
+#[derive(Default)]
+struct Pending {
+    reservation: Option<String>,
+    abandoned: bool,
+}
+
 /// What wakes the acquiring thread while it waits for a direct lock.
 enum Wake {
     /// An event that may have freed the resource.
@@ -249,7 +262,7 @@ enum Wake {
 fn acquire(
     api: &Api,
     w: &Wanted,
-    pending: &Mutex<Option<String>>,
+    pending: &Mutex<Pending>,
     wake: &Receiver<Wake>,
     streaming: bool,
 ) -> Result<Vec<Lock>, Failure> {
@@ -315,7 +328,15 @@ fn acquire(
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    *pending.lock().expect("not poisoned") = Some(id.clone());
+    {
+        let mut pending = pending.lock().expect("not poisoned");
+        if pending.abandoned {
+            drop(pending);
+            withdraw(api, &id);
+            return Err(Failure::Usage("abandoned".into()));
+        }
+        pending.reservation = Some(id.clone());
+    }
     let left = deadline.saturating_duration_since(Instant::now());
     let granted = match wait::reservation(api, &id, Some(created), left, &progress) {
         Ok(granted) => granted,
@@ -464,7 +485,9 @@ fn extend_one(
     for _ in 0..EXTEND_ATTEMPTS {
         match api.post(&path, &query, None) {
             Ok(_) => return Ok(()),
-            Err(e @ Failure::Api { status, .. }) if status < 500 => {
+            // Refused: the lock is gone or may not be extended. A rate limit (429) or
+            // a failing service (5xx) may pass: retried like a network error.
+            Err(e @ Failure::Api { status, .. }) if status < 500 && status != 429 => {
                 return Err(format!(
                     "extending the lock on {} was refused: {e}",
                     lock.name

@@ -89,7 +89,7 @@ pub fn reservation(
         if status != "pending" {
             return Ok(current);
         }
-        progress.say(format!("{id}: {}", describe_wait(&current)));
+        progress.say(describe_wait(&current));
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(Failure::Timeout(format!(
