@@ -601,3 +601,117 @@ fn maintenance(api: &Api, action: MaintenanceAction) -> Result<Answer, Failure> 
         json: answer,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(status: u16) -> Failure {
+        Failure::Api {
+            status,
+            code: "x".into(),
+            message: "m".into(),
+            body: Value::Null,
+        }
+    }
+
+    #[test]
+    fn each_failure_exits_with_the_code_of_the_readme_table() {
+        for (failure, code, why) in [
+            (api(400), 2, "a bad value is refused"),
+            (api(401), 2, "no key"),
+            (api(403), 2, "locked (the 1.0 status)"),
+            (api(409), 2, "unavailable"),
+            (api(429), 2, "rate-limited"),
+            (api(404), 3, "not found"),
+            (api(500), 4, "the service failed"),
+            (api(503), 4, "the store is unavailable"),
+            (
+                Failure::Unreachable {
+                    url: "u".into(),
+                    error: "e".into(),
+                },
+                4,
+                "unreachable",
+            ),
+            (Failure::Timeout("t".into()), 5, "a wait ran out"),
+            (Failure::Usage("u".into()), 1, "a wrong request"),
+        ] {
+            assert_eq!(failure.exit_code(), code, "{why}");
+        }
+    }
+
+    #[test]
+    fn a_pending_reservation_says_its_place_and_what_it_waits_for() {
+        let pending = json!({
+            "status": "pending", "position_in_queue": 2,
+            "waiting_for": {"matching": 4, "locked": 3, "next_release_at": "T1",
+                            "unavailable": 0, "held_for_earlier": 1, "free": 0,
+                            "estimated_available_at": "T2", "groups": []},
+        });
+        assert_eq!(
+            wait::describe_wait(&pending),
+            "position 2 in the queue; of 4 matching: 3 locked (next release T1), \
+             1 held for earlier reservations; expected by T2"
+        );
+        assert_eq!(
+            wait::describe_wait(&json!({"status": "pending"})),
+            "waiting"
+        );
+    }
+
+    #[test]
+    fn the_client_commands_parse_and_choose_resources_one_way() {
+        use clap::Parser;
+
+        #[derive(Parser)]
+        struct Cli {
+            #[command(subcommand)]
+            command: ClientCommand,
+        }
+        let parse = |args: &[&str]| Cli::try_parse_from([&["rentabot"], args].concat());
+
+        let run = parse(&[
+            "run",
+            "--tag",
+            "board,arm",
+            "--tag",
+            "linux",
+            "--",
+            "make",
+            "-j",
+        ]);
+        let Ok(Cli {
+            command: ClientCommand::Run(run),
+        }) = run
+        else {
+            panic!("run parses");
+        };
+        assert_eq!(run.select.tags, ["board", "arm", "linux"]);
+        assert_eq!(run.command, ["make", "-j"]);
+        assert_eq!((run.timeout, run.kill_after), (3600, 10));
+        assert_eq!(run.conn.url, "http://127.0.0.1:8000");
+
+        for (args, why) in [
+            (&["lock"][..], "no way of choosing"),
+            (&["lock", "--id", "1", "--name", "b"], "two ways"),
+            (
+                &["lock", "--tag", "a", "--expr", "b"],
+                "tags and an expression",
+            ),
+            (&["run", "--tag", "a"], "no CMD"),
+            (&["lock", "--id", "1", "--ttl", "0"], "a ttl of 0"),
+            (
+                &["reserve", "--priority", "11", "--tag", "a"],
+                "priority above 10",
+            ),
+            (
+                &["reserve", "--tag", "a", "--timeout", "5"],
+                "--timeout without --wait",
+            ),
+            (&["unlock", "1"], "no token"),
+        ] {
+            assert!(parse(args).is_err(), "{why}: {args:?}");
+        }
+    }
+}

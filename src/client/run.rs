@@ -608,3 +608,54 @@ mod signals {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lock(id: u32, fencing: u64) -> Lock {
+        Lock {
+            id,
+            name: format!("board-{id}"),
+            endpoint: String::new(),
+            token: "t".into(),
+            fencing,
+        }
+    }
+
+    #[test]
+    fn only_an_end_of_our_own_lock_counts_as_losing_it() {
+        let ours = [lock(1, 7), lock(2, 8)];
+        let event = |kind: &str, resource: u32, fencing: u64| json!({"type": kind, "resource_id": resource, "fencing_token": fencing, "reason": "hung"});
+        for (e, lost, why) in [
+            (event("force_unlocked", 2, 8), true, "force-unlocked"),
+            (event("expired", 1, 7), true, "expired"),
+            (
+                event("unlocked", 1, 7),
+                true,
+                "released with our token by someone",
+            ),
+            (
+                event("force_unlocked", 1, 6),
+                false,
+                "an earlier lock of the resource",
+            ),
+            (event("expired", 3, 7), false, "another resource"),
+            (event("extended", 1, 7), false, "an extension"),
+            (event("locked", 1, 7), false, "the grant itself"),
+        ] {
+            assert_eq!(lock_ended_by(&e, &ours).is_some(), lost, "{why}");
+        }
+        assert_eq!(
+            lock_ended_by(&event("force_unlocked", 2, 8), &ours).unwrap(),
+            "the lock on board-2 was force-unlocked (hung)"
+        );
+    }
+
+    #[test]
+    fn death_by_a_signal_is_128_plus_its_number() {
+        assert_eq!(signal_code(libc::SIGTERM), 143);
+        assert_eq!(signal_code(libc::SIGKILL), 137);
+        assert_eq!(signal_code(libc::SIGINT), 130);
+    }
+}
