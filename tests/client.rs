@@ -21,6 +21,7 @@ struct Service {
     child: Child,
     url: String,
     dir: tempfile::TempDir,
+    args: Vec<String>,
 }
 
 impl Drop for Service {
@@ -51,10 +52,26 @@ impl Service {
     fn start_with(args: &[&str]) -> Service {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("lab.yaml"), LAB).unwrap();
+        let args = args.iter().map(|a| (*a).to_owned()).collect();
+        Service::spawn_in(dir, 0, args)
+    }
+
+    /// Stops the service (SIGTERM, as an operator does) and starts it again in the same
+    /// directory, on the same port, with the same arguments.
+    fn restart(mut self) -> Service {
+        signal(self.child.id(), "TERM");
+        self.child.wait().unwrap();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        let port = self.url.rsplit(':').next().unwrap().parse().unwrap();
+        Service::spawn_in(dir, port, std::mem::take(&mut self.args))
+    }
+
+    fn spawn_in(dir: tempfile::TempDir, port: u16, args: Vec<String>) -> Service {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rentabot"))
-            .args(["--config", "lab.yaml", "--host", "127.0.0.1", "--port", "0"])
+            .args(["--config", "lab.yaml", "--host", "127.0.0.1", "--port"])
+            .arg(port.to_string())
             .args(["--log-level", "info"])
-            .args(args)
+            .args(&args)
             .current_dir(dir.path())
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
@@ -89,6 +106,7 @@ impl Service {
             child,
             url: format!("http://127.0.0.1:{port}"),
             dir,
+            args,
         }
     }
 
@@ -761,4 +779,25 @@ fn sigterm_while_run_waits_withdraws_the_reservation() {
     let done = finish(waiting, &["run"]);
     assert_eq!(done.code, 143, "{done:?}");
     assert_eq!(service.get("/reservations")["reservations"], json!([]));
+}
+
+#[test]
+fn run_follows_the_event_stream_across_a_service_restart() {
+    let service = Service::start_with(&["--persist", "sqlite:///state.db"]);
+    let running = service
+        .command(&[
+            "run", "--id", "1", "--ttl", "600", "--", "sh", "-c", TRAPPING,
+        ])
+        .spawn()
+        .unwrap();
+    wait_for_file(&service.path("started"));
+    // The restart ends run's event stream; it reconnects after the last event it saw,
+    // so the force unlock is seen whether it comes before or after that (the next
+    // extension would be 300 s away).
+    let service = service.restart();
+    let broken = service.cli(&["maintenance", "force-unlock", "1", "--reason", "moved"]);
+    assert_eq!(broken.code, 0, "{broken:?}");
+    let done = finish(running, &["run"]);
+    assert_eq!(done.code, 124, "{done:?}");
+    assert!(done.err.contains("force-unlocked (moved)"), "{done:?}");
 }

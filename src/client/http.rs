@@ -156,17 +156,23 @@ impl Api {
         answer(&url, self.authorize(self.agent.delete(&url)).call())
     }
 
-    /// The event stream (`GET /events?types=...`), as lines; no time limit.
-    pub fn events(&self, types: &str) -> Result<Box<dyn BufRead + Send>, Failure> {
+    /// The event stream (`GET /events?types=...`), as lines; no time limit. With
+    /// `after`, it resumes after that event (`Last-Event-ID`).
+    pub fn events(
+        &self,
+        types: &str,
+        after: Option<u64>,
+    ) -> Result<Box<dyn BufRead + Send>, Failure> {
         let url = self.url("/events");
-        let request = self
+        let mut request = self
             .agent
             .get(&url)
             .query("types", types)
-            .header("Accept", "text/event-stream")
-            .config()
-            .timeout_global(None)
-            .build();
+            .header("Accept", "text/event-stream");
+        if let Some(id) = after {
+            request = request.header("Last-Event-ID", id.to_string());
+        }
+        let request = request.config().timeout_global(None).build();
         match self.authorize(request).call() {
             Ok(response) if response.status().is_success() => {
                 Ok(Box::new(BufReader::new(response.into_body().into_reader())))

@@ -44,8 +44,11 @@ const RETRY_LOCK: Duration = Duration::from_secs(30);
 /// What a reservation may wait beyond `--timeout` (we withdraw it at `--timeout`; this
 /// bounds how long it outlives a `run` that was killed outright).
 const QUEUE_MARGIN: Duration = Duration::from_secs(30);
-/// The event types that concern a held lock, or may free a resource we wait for.
-const EVENT_TYPES: &str = "unlocked,expired,force_unlocked,maintenance_ended,\
+/// Attempts to reopen a dropped event stream (about 4 minutes in all).
+const STREAM_RECONNECTS: u32 = 10;
+/// The event types that concern a held lock, or may free a resource we wait for;
+/// `locked` too: the grant's own event gives the stream a position to resume from.
+const EVENT_TYPES: &str = "locked,unlocked,expired,force_unlocked,maintenance_ended,\
 reservation_ended,reservation_claimed,resource_added,resource_updated";
 
 /// What the deciding thread hears.
@@ -419,28 +422,70 @@ fn lock_ended_by(event: &Value, locks: &[Lock]) -> Option<String> {
     })
 }
 
-/// Opens the event stream and reads it on a thread of its own, reporting each event.
-/// False when it cannot be opened (then extensions alone check the locks).
+/// Opens the event stream and reads it on a thread of its own, reporting each event;
+/// when it drops, reconnects after the last event seen (`Last-Event-ID`), up to
+/// [`STREAM_RECONNECTS`] times in a row. False when it cannot be opened at all (then
+/// extensions alone check the locks).
 fn watch_events(api: &Api, tx: Sender<Happening>) -> bool {
-    let stream = match api.events(EVENT_TYPES) {
+    let stream = match api.events(EVENT_TYPES, None) {
         Ok(stream) => stream,
         Err(e) => {
             eprintln!("rentabot: no event stream ({e}): a lost lock shows at the next extension");
             return false;
         }
     };
+    let api = api.clone();
     std::thread::spawn(move || {
-        for line in stream.lines() {
-            let Ok(line) = line else { break };
-            if let Some(data) = line.strip_prefix("data:")
-                && let Ok(event) = serde_json::from_str::<Value>(data.trim())
-                && tx.send(Happening::Event(event)).is_err()
-            {
-                break;
+        let mut stream = stream;
+        let mut last = None;
+        // Drops in a row without an event between: a service that accepts and closes
+        // at once (stopping) is not retried forever.
+        let mut drops = 0;
+        loop {
+            for line in stream.lines() {
+                let Ok(line) = line else { break };
+                if let Some(id) = line.strip_prefix("id:") {
+                    last = id.trim().parse::<u64>().ok().or(last);
+                    drops = 0;
+                } else if let Some(data) = line.strip_prefix("data:")
+                    && let Ok(event) = serde_json::from_str::<Value>(data.trim())
+                    && tx.send(Happening::Event(event)).is_err()
+                {
+                    return;
+                }
             }
+            drops += 1;
+            let again = if drops <= STREAM_RECONNECTS {
+                reconnect(&api, last)
+            } else {
+                None
+            };
+            stream = match again {
+                Some(stream) => stream,
+                None => {
+                    eprintln!(
+                        "rentabot: the event stream dropped: a lost lock shows at the next extension"
+                    );
+                    return;
+                }
+            };
         }
     });
     true
+}
+
+/// The event stream again, after event `last`; `None` after [`STREAM_RECONNECTS`]
+/// failed attempts, 1, 2, 4, ... s apart.
+fn reconnect(api: &Api, last: Option<u64>) -> Option<Box<dyn BufRead + Send>> {
+    let mut pause = Duration::from_secs(1);
+    for _ in 0..STREAM_RECONNECTS {
+        std::thread::sleep(pause);
+        if let Ok(stream) = api.events(EVENT_TYPES, last) {
+            return Some(stream);
+        }
+        pause = (pause * 2).min(Duration::from_secs(30));
+    }
+    None
 }
 
 /// Extends every lock at half its TTL until `stopped` fires (or its sender is dropped).
