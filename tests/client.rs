@@ -485,6 +485,13 @@ fn reserve_wait_claim_and_cancel_follow_the_queue() {
         (0, format!("cancelled {other}").as_str())
     );
     assert_eq!(service.cli(&["cancel", &other]).code, 3, "gone");
+    let gone = service.cli(&["status", &other]);
+    assert_eq!(gone.code, 3, "{gone:?}");
+    assert!(
+        gone.err
+            .contains("code reservation_not_found, ended cancelled)"),
+        "{gone:?}"
+    );
 }
 
 #[test]
@@ -800,4 +807,41 @@ fn run_follows_the_event_stream_across_a_service_restart() {
     let done = finish(running, &["run"]);
     assert_eq!(done.code, 124, "{done:?}");
     assert!(done.err.contains("force-unlocked (moved)"), "{done:?}");
+}
+
+#[test]
+fn run_stops_cmd_when_an_extension_is_refused_and_kills_it_after_kill_after() {
+    let service = Service::start();
+    // CMD ignores SIGTERM: SIGKILL follows after --kill-after (1 s, on purpose).
+    let stubborn = "trap '' TERM; echo > started; while :; do sleep 0.05; done";
+    let events = service.events("extended");
+    let running = service
+        .command(&[
+            "run",
+            "--id",
+            "1",
+            "--ttl",
+            "2",
+            "--kill-after",
+            "1",
+            "--",
+            "sh",
+            "-c",
+            stubborn,
+        ])
+        .spawn()
+        .unwrap();
+    wait_for_file(&service.path("started"));
+    next_event(&events, |_| true);
+    // Out of service: the lock runs on, but may not be extended.
+    let out = service.cli(&["maintenance", "start", "1", "--reason", "rack move"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let done = finish(running, &["run"]);
+    assert_eq!(done.code, 124, "{done:?}");
+    assert!(
+        done.err
+            .contains("extending the lock on board-1 was refused"),
+        "{done:?}"
+    );
+    assert!(done.err.contains("SIGKILL"), "{done:?}");
 }

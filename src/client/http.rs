@@ -59,8 +59,15 @@ impl fmt::Display for Failure {
                 status,
                 code,
                 message,
-                ..
-            } => write!(f, "{message} (HTTP {status}, code {code})"),
+                body,
+            } => {
+                write!(f, "{message} (HTTP {status}, code {code}")?;
+                // An ended reservation says how it ended.
+                if let Some(ended) = body["ended"].as_str() {
+                    write!(f, ", ended {ended}")?;
+                }
+                f.write_str(")")
+            }
             Failure::Unreachable { url, error } => write!(f, "cannot reach {url}: {error}"),
             Failure::Timeout(what) | Failure::Usage(what) => f.write_str(what),
         }
