@@ -845,3 +845,48 @@ fn run_stops_cmd_when_an_extension_is_refused_and_kills_it_after_kill_after() {
     );
     assert!(done.err.contains("SIGKILL"), "{done:?}");
 }
+
+#[test]
+fn maintenance_takes_a_resource_out_brings_it_back_and_breaks_locks() {
+    let service = Service::start();
+    let out = service.cli(&["maintenance", "start", "2", "--reason", "new SD card"]);
+    assert_eq!(
+        (out.code, out.out.trim()),
+        (0, "board-2 (id 2): Resource marked unavailable"),
+        "{out:?}"
+    );
+    let refused = service.cli(&["lock", "--id", "2"]);
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(
+        refused.err.contains("HTTP 409, code resource_unavailable"),
+        "{refused:?}"
+    );
+    let status = service.cli(&["status", "2"]);
+    assert!(
+        status.out.contains("maintenance: new SD card from "),
+        "{status:?}"
+    );
+
+    let back = service.cli(&["maintenance", "end", "2", "--json"]);
+    assert_eq!(back.code, 0, "{back:?}");
+    assert_eq!(back.json()["resource"]["unavailable"], false);
+
+    assert_eq!(service.cli(&["lock", "--id", "2"]).code, 0);
+    let broken = service.cli(&[
+        "maintenance",
+        "force-unlock",
+        "2",
+        "--reason",
+        "hung",
+        "--json",
+    ]);
+    assert_eq!(
+        broken.json()["message"],
+        "Resource force-unlocked",
+        "{broken:?}"
+    );
+    assert!(service.is_free(2));
+    let again = service.cli(&["maintenance", "force-unlock", "2", "--reason", "hung"]);
+    assert_eq!(again.code, 2, "{again:?}");
+    assert!(again.err.contains("code not_locked"), "{again:?}");
+}
