@@ -38,7 +38,8 @@ pub enum ClientCommand {
 #[derive(Debug, Clone, Args)]
 pub struct Connection {
     /// The service's base URL (http only).
-    #[arg(long, env = "RENTABOT_URL", default_value = "http://127.0.0.1:8000")]
+    #[arg(long, env = "RENTABOT_URL", default_value = "http://127.0.0.1:8000",
+          value_parser = parse_url)]
     pub url: String,
     /// API key, sent as X-API-Key (when the service has an auth config).
     #[arg(long, env = "RENTABOT_API_KEY", hide_env_values = true)]
@@ -46,6 +47,23 @@ pub struct Connection {
     /// Print the API's JSON answer instead of a line for people.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--url`: `http://host[:port][/prefix]`. The client has no TLS.
+fn parse_url(raw: &str) -> Result<String, String> {
+    if raw.starts_with("https://") {
+        return Err(
+            "https is not supported by this client: reach the service over \
+                    http (the plain side of its proxy, or a port-forward)"
+                .into(),
+        );
+    }
+    match raw.strip_prefix("http://") {
+        Some(rest) if !rest.is_empty() && !rest.starts_with('/') => Ok(raw.to_owned()),
+        _ => Err(format!(
+            "{raw:?} is not a URL such as http://rentabot.lab:8000"
+        )),
+    }
 }
 
 /// Which resources: exactly one way of choosing.
@@ -103,6 +121,7 @@ pub struct UnlockArgs {
     #[arg(
         long = "token",
         env = "RENTABOT_LOCK_TOKEN",
+        hide_env_values = true,
         value_delimiter = ',',
         required = true
     )]
@@ -117,7 +136,7 @@ pub struct ExtendArgs {
     /// The locked resource.
     pub id: u32,
     /// Its lock token.
-    #[arg(long, env = "RENTABOT_LOCK_TOKEN")]
+    #[arg(long, env = "RENTABOT_LOCK_TOKEN", hide_env_values = true)]
     pub token: String,
     /// The lock then ends this many seconds from now.
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]

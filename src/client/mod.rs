@@ -710,6 +710,9 @@ mod tests {
                 "--timeout without --wait",
             ),
             (&["unlock", "1"], "no token"),
+            (&["ls", "--url", "https://rb.lab"], "https"),
+            (&["ls", "--url", "rb.lab:8000"], "no scheme"),
+            (&["ls", "--url", "http://"], "no host"),
         ] {
             assert!(parse(args).is_err(), "{why}: {args:?}");
         }
