@@ -19,7 +19,8 @@ pub const VERSION: &str = concat!(
 /// rentabot: lock and reserve shared lab resources (boards, rigs, licences) over HTTP.
 /// Speaks the Rent-A-Bot 1.0 API.
 #[derive(Debug, Parser)]
-#[command(name = "rentabot", version = VERSION, args_conflicts_with_subcommands = true)]
+#[command(name = "rentabot", version = VERSION, args_conflicts_with_subcommands = true,
+          after_help = crate::client::exit::HELP)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -83,6 +84,10 @@ pub enum Command {
               value_parser = clap::value_parser!(u64).range(1..=300))]
         timeout: u64,
     },
+    /// The client commands (README § Command-line client).
+    // Boxed like Serve: `run`'s flags outweigh the state tools'.
+    #[command(flatten)]
+    Client(Box<crate::client::ClientCommand>),
 }
 
 /// What `rentabot export` writes.

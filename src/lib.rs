@@ -22,6 +22,8 @@
 //! app.rs     builds the service (shared by main and the tests) and runs it.
 //! cli.rs     command line; config.rs finds and reads the descriptor; telemetry.rs logs;
 //! tools.rs   backup, export, import of a state file; health_probe.rs `rentabot health`.
+//! client/    the command-line client (`rentabot lock`, `run`, ...): the HTTP API only,
+//!            through a blocking client; names nothing else of the crate.
 //! ```
 //!
 //! Imports point one way: `domain` <- `runtime` <- `audit` <- `store`, `api`/`web`/`auth`
@@ -32,6 +34,7 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod domain;
 pub mod health_probe;

@@ -6,15 +6,28 @@ use rentabot::cli::{Cli, Command, ServeArgs};
 use rentabot::{app, config, health_probe, telemetry, tools};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let outcome = match &cli.command {
-        Some(Command::Check { file }) => check(file),
-        Some(Command::Serve(args)) => serve(args),
-        Some(Command::Backup { persist, file }) => tools::backup(persist, file),
-        Some(Command::Export { persist, format }) => tools::export(persist, *format),
-        Some(Command::Import { persist, file }) => tools::import(persist, file),
-        Some(Command::Health { url, port, timeout }) => health(url.as_deref(), *port, *timeout),
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // A wrong command line exits 1 (README § Command-line client, exit codes);
+        // --help and --version print and succeed.
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(rentabot::client::exit::USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let outcome = match cli.command {
+        Some(Command::Check { file }) => check(&file),
+        Some(Command::Serve(args)) => serve(&args),
+        Some(Command::Backup { persist, file }) => tools::backup(&persist, &file),
+        Some(Command::Export { persist, format }) => tools::export(&persist, format),
+        Some(Command::Import { persist, file }) => tools::import(&persist, &file),
+        Some(Command::Health { url, port, timeout }) => health(url.as_deref(), port, timeout),
         None => serve(&cli.serve),
+        Some(Command::Client(command)) => return ExitCode::from(rentabot::client::main(*command)),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

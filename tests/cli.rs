@@ -758,8 +758,8 @@ fn health_refuses_what_it_cannot_probe_saying_what_to_give() {
     let out = run_with_env(&["health", "--timeout", "0"], &[]);
     assert_eq!(
         out.status.code(),
-        Some(2),
-        "clap refuses a zero timeout: {out:?}"
+        Some(1),
+        "a zero timeout is a usage error (exit 1, as every wrong command line): {out:?}"
     );
 }
 

@@ -74,7 +74,7 @@ fn domain_names_no_framework_runtime_io_clock_or_randomness() {
 }
 
 /// Inside the crate, imports point one way: `domain` <- `runtime` <- `audit` <- `store`,
-/// `api` <- `web`; `app` over all (ARCHITECTURE.md). For each layer, the modules it may not name.
+/// `api` <- `web`; `app` over all; `client` beside them all, a leaf (ARCHITECTURE.md). For each layer, the modules it may not name.
 const LAYERS: &[(&str, &[&str])] = &[
     (
         "src/domain",
@@ -133,6 +133,30 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("src/api", &["crate::store", "crate::web", "crate::app"]),
     // The page is served like the API, through its `Broker` extractor and errors.
     ("src/web", &["crate::store", "crate::app"]),
+    // The command-line client speaks HTTP only: no part of the service, so that it
+    // works against any rentabot serving the API, and the service's types stay free to
+    // change (it reads answers as JSON values).
+    (
+        "src/client",
+        &[
+            "crate::domain",
+            "crate::runtime",
+            "crate::audit",
+            "crate::store",
+            "crate::api",
+            "crate::web",
+            "crate::app",
+            "crate::metrics",
+            "crate::auth",
+            "crate::config",
+            "crate::telemetry",
+            "crate::tools",
+            "crate::cli",
+            "actix",
+            "tokio",
+            "rusqlite",
+        ],
+    ),
 ];
 
 #[test]
