@@ -4,6 +4,8 @@
 //! A real process has a real clock and its own timing, so waits here are bounded polls
 //! with a deadline (never a fixed sleep standing in for a TTL).
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -46,7 +48,7 @@ impl Service {
     /// extra environment `env`, and waits for it to log the address it listens on (so
     /// `args` must keep `rentabot::app` at info).
     fn start_with(descriptor: &Path, args: &[&str], env: &[(&str, &str)]) -> Service {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_rentabot"));
+        let mut command = support::rentabot();
         command
             .arg("--config")
             .arg(descriptor)
@@ -54,43 +56,18 @@ impl Service {
             .args(args)
             .current_dir(descriptor.parent().unwrap())
             .env_remove("NO_COLOR")
-            .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (key, value) in env {
             command.env(key, value);
         }
-        let mut child = command.spawn().expect("the binary starts");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, log) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut service = Service {
+        let (child, log) = support::spawn_logged(&mut command);
+        let (address, startup) = support::wait_until_listening(&log, PATIENCE);
+        Service {
             child,
             log,
-            base: String::new(),
-            startup: Vec::new(),
-        };
-        let line = loop {
-            let line = service.wait_for_log("");
-            if line.contains("listening on http://") {
-                break line;
-            }
-            service.startup.push(line);
-        };
-        let port: String = line
-            .rsplit_once("127.0.0.1:")
-            .expect("the address is logged")
-            .1
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect();
-        service.base = format!("http://127.0.0.1:{port}/api/v1");
-        service
+            base: format!("http://{address}/api/v1"),
+            startup,
+        }
     }
 
     /// `host:port` of the service.

@@ -5,6 +5,8 @@
 //! stream, a file CMD writes, a process exiting), never for time to pass; the only
 //! timeouts run out on purpose, in the tests of `--timeout`.
 
+mod support;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -67,44 +69,22 @@ impl Service {
     }
 
     fn spawn_in(dir: tempfile::TempDir, port: u16, args: Vec<String>) -> Service {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rentabot"))
-            .args(["--config", "lab.yaml", "--host", "127.0.0.1", "--port"])
-            .arg(port.to_string())
-            .args(["--log-level", "info"])
-            .args(&args)
-            .current_dir(dir.path())
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the binary starts");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let line = loop {
-            let line = rx.recv_timeout(PATIENCE).expect("the service logs");
-            if line.contains("listening on http://") {
-                break line;
-            }
-        };
-        let port: String = line
-            .rsplit_once("127.0.0.1:")
-            .unwrap()
-            .1
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect();
+        let (child, log) = support::spawn_logged(
+            support::rentabot()
+                .args(["--config", "lab.yaml", "--host", "127.0.0.1", "--port"])
+                .arg(port.to_string())
+                .args(["--log-level", "info"])
+                .args(&args)
+                .current_dir(dir.path())
+                .env("NO_COLOR", "1")
+                .stderr(Stdio::null()),
+        );
+        let (address, _) = support::wait_until_listening(&log, PATIENCE);
         // Keep draining the log so that the service never blocks on it.
-        std::thread::spawn(move || while rx.recv().is_ok() {});
+        std::thread::spawn(move || while log.recv().is_ok() {});
         Service {
             child,
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("http://{address}"),
             dir,
             args,
         }

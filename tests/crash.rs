@@ -18,11 +18,12 @@
 //! The kill moments and the clients' choices come from a seed printed at the start
 //! (`CRASH_SEED=<n>` replays a run's choices; the server's timing is its own).
 
+mod support;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::process::{Child, Stdio};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -58,7 +59,7 @@ impl Service {
     /// waits until it answers.
     fn start(dir: &Path, failpoint: Option<&str>) -> Service {
         let db = dir.join("state.db");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_rentabot"));
+        let mut command = support::rentabot();
         command
             .arg("--config")
             .arg(dir.join("lab.yaml"))
@@ -68,38 +69,16 @@ impl Service {
             .current_dir(dir)
             .env("NO_COLOR", "1")
             .env_remove("RENTABOT_FAILPOINT")
-            .stdout(Stdio::piped())
             .stderr(Stdio::null());
         if let Some(failpoint) = failpoint {
             command.env("RENTABOT_FAILPOINT", failpoint);
         }
-        let mut child = command.spawn().expect("the binary starts");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, log) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + PATIENCE;
-        let port = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = log
-                .recv_timeout(left)
-                .expect("the service logs where it listens");
-            if let Some((_, rest)) = line.split_once("listening on http://127.0.0.1:") {
-                break rest
-                    .chars()
-                    .take_while(char::is_ascii_digit)
-                    .collect::<String>();
-            }
-        };
+        let (child, log) = support::spawn_logged(&mut command);
+        let (address, _) = support::wait_until_listening(&log, PATIENCE);
         Service {
             child,
             _log: log,
-            base: format!("http://127.0.0.1:{port}/api/v1"),
+            base: format!("http://{address}/api/v1"),
         }
     }
 

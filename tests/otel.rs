@@ -7,6 +7,8 @@
 //! Run with `cargo test --features otel --test otel`.
 #![cfg(feature = "otel")]
 
+mod support;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -208,7 +210,7 @@ impl Service {
     /// `rentabot --config descriptor --port 0 ARGS` with the environment `env` and no
     /// other OTEL_* variable, once it listens.
     fn start(descriptor: &Path, args: &[&str], env: &[(&str, &str)]) -> Service {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_rentabot"));
+        let mut command = support::rentabot();
         command
             .arg("--config")
             .arg(descriptor)
@@ -216,7 +218,6 @@ impl Service {
             .args(args)
             .env("NO_COLOR", "1")
             .env_remove("RENTABOT_OTLP_ENDPOINT")
-            .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (name, _) in std::env::vars() {
             if name.starts_with("OTEL_") {
@@ -224,40 +225,14 @@ impl Service {
             }
         }
         command.envs(env.iter().copied());
-        let mut child = command.spawn().expect("the binary starts");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, log) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut service = Service {
+        let (child, log) = support::spawn_logged(&mut command);
+        let (address, startup) = support::wait_until_listening(&log, PATIENCE);
+        Service {
             child,
             log,
-            base: String::new(),
-            startup: Vec::new(),
-        };
-        let line = loop {
-            let line = service
-                .next_line()
-                .expect("the service logs until it listens");
-            if line.contains("listening on http://") {
-                break line;
-            }
-            service.startup.push(line);
-        };
-        let port: String = line
-            .rsplit_once("127.0.0.1:")
-            .expect("the address is logged")
-            .1
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect();
-        service.base = format!("http://127.0.0.1:{port}");
-        service
+            base: format!("http://{address}"),
+            startup,
+        }
     }
 
     /// The next log line; `None` once the process closed its stdout.

@@ -21,12 +21,12 @@
 //!
 //! Needs bash, curl (7.63 or newer) and jq, as the README's readers do.
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -621,30 +621,17 @@ struct Server {
 
 impl Server {
     fn start(root: &Path, persist: &str) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rentabot"))
-            .args(["--config", "descriptors/example.yaml", "--port", "0"])
-            .args(["--persist", persist])
-            .current_dir(root)
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the binary starts");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + PATIENCE;
-        let address = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(left).expect("the server logs its address");
-            if let Some((_, rest)) = line.split_once("listening on http://") {
-                break rest.split_whitespace().next().unwrap().to_owned();
-            }
-        };
+        let (child, log) = support::spawn_logged(
+            support::rentabot()
+                .args(["--config", "descriptors/example.yaml", "--port", "0"])
+                .args(["--persist", persist])
+                .current_dir(root)
+                .env("NO_COLOR", "1")
+                .stderr(Stdio::inherit()),
+        );
+        let (address, _) = support::wait_until_listening(&log, PATIENCE);
+        // Keep draining the log so that the server never blocks writing it.
+        std::thread::spawn(move || while log.recv().is_ok() {});
         Server { child, address }
     }
 }
