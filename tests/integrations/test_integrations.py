@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -147,6 +146,12 @@ class Base(unittest.TestCase):
         for r in s.api("GET", "/reservations?status=pending")[1]["reservations"]:
             s.api("DELETE", f"/reservations/{r['reservation_id']}")
 
+    def tmpdir(self) -> Path:
+        """A directory removed after the test."""
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        return Path(tmp.name)
+
     def env(self, **extra) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RENTABOT_", "GITHUB_", "BUILD_"))}
         env["RENTABOT_URL"] = self.server.url
@@ -192,7 +197,7 @@ class LockScript(Base):
         self.assertFalse(self.server.locked(3))
 
     def test_lock_by_id_name_and_expr_and_the_output_formats(self):
-        out = Path(tempfile.mkdtemp()) / "github_env"
+        out = Path(self.tmpdir()) / "github_env"
         got = self.script("lock", "--id", "2", "--format", "json", "--output", str(out), "--output", str(out))
         self.assertEqual(got.returncode, 0, got.stderr)
         self.assertEqual(json.loads(got.stdout)["RENTABOT_RESOURCE_NAME"], "board-arm-02")
@@ -277,6 +282,13 @@ class LockScript(Base):
                 self.assertIn(message, got.stderr)
                 self.assertTrue(got.stderr.startswith("rentabot-lock: "), got.stderr)
 
+    def test_help_prints_the_usage(self):
+        got = self.script("--help")
+        self.assertEqual(got.returncode, 0, got.stderr)
+        self.assertTrue(got.stdout.startswith("rentabot-lock.sh: lock a rentabot resource"), got.stdout)
+        self.assertIn("Exit status: 0 done; 64 bad usage", got.stdout)
+        self.assertNotIn("set -euo", got.stdout)
+
     def test_an_unreachable_service_is_exit_75(self):
         got = self.script("lock", "--tags", "arm", env=self.env(RENTABOT_URL="http://127.0.0.1:9"))
         self.assertEqual(got.returncode, 75, got.stderr)
@@ -322,7 +334,7 @@ class With(Base):
         self.assertFalse(self.server.locked(3))
 
     def test_sigterm_stops_the_command_and_still_unlocks(self):
-        marker = Path(tempfile.mkdtemp()) / "got-term"
+        marker = Path(self.tmpdir()) / "got-term"
         proc = self.start("with", "--id", "2", "--", "bash", "-c",
                           f'trap "touch {marker}; exit 5" TERM; echo ready; while :; do sleep 0.1; done')
         try:
@@ -411,24 +423,25 @@ class GitHubAction(Base):
     auth = True
 
     def job(self, steps) -> gha.Job:
-        return gha.Job(env=self.env(), workspace=Path(tempfile.mkdtemp())).run(steps)
+        return gha.Job(env=self.env(), workspace=Path(self.tmpdir()), timeout=PATIENCE).run(steps)
 
     def test_run_input_runs_under_the_lock_and_outputs_name_it(self):
-        out = Path(tempfile.mkdtemp()) / "seen"
+        out = Path(self.tmpdir()) / "seen"
         job = self.job([
             {"id": "board", "uses": str(ACTION), "with": {
                 "url": self.server.url, "api-key": USER_KEY, "tags": "board,arm", "ttl": "600", "note": "gha",
-                "run": f'echo "$RENTABOT_RESOURCE_NAME $RENTABOT_FENCING_TOKEN" > {out}\ncurl -sf -H "X-API-Key: $KEY" "$URL/api/v1/resources/$RENTABOT_RESOURCE_ID" | jq -r \'.resource."lock-note"\' >> {out}'}},
+                "run": f'echo "$RENTABOT_RESOURCE_NAME $RENTABOT_FENCING_TOKEN" > {out}\ncurl -sf -H "X-API-Key: $KEY" "$URL/api/v1/resources/$RENTABOT_RESOURCE_ID" | jq -r \'.resource | ."lock-note", ."lock-holder"\' >> {out}'}},
             {"run": 'echo "id=${{ steps.board.outputs.resource-id }} name=${{ steps.board.outputs.resource-name }}"'},
         ])
         first, after = job.results
         self.assertEqual(first.status, 0, first.stderr)
-        name, fencing, note = out.read_text().split()
+        name, fencing, note, holder = out.read_text().split()
         self.assertEqual((name, note), ("board-arm-01", "gha"))
+        self.assertEqual(holder, "https://github.com/example/lab-tests/actions/runs/4242")
         self.assertEqual(first.outputs, {"resource-id": "1", "resource-name": "board-arm-01", "fencing-token": fencing})
         self.assertEqual(after.stdout.strip(), "id=1 name=board-arm-01")
         self.assertFalse(self.server.locked(1))
-        self.assertIn(f"::add-mask::", first.stdout)
+        self.assertIn("::add-mask::", first.stdout)
 
     def env(self, **extra):
         return super().env(URL=self.server.url, KEY=USER_KEY, **extra)
@@ -477,7 +490,7 @@ class GitHubAction(Base):
         self.assertIn("no lock to release", unlock.stdout)
 
     def test_a_cancelled_run_stops_the_command_and_unlocks(self):
-        job = gha.Job(env=self.env(), workspace=Path(tempfile.mkdtemp()), cancel_at=("stdout", "flashing"))
+        job = gha.Job(env=self.env(), workspace=Path(self.tmpdir()), timeout=PATIENCE, cancel_at=("stdout", "flashing"))
         job.run([
             {"uses": str(ACTION), "with": {"url": self.server.url, "api-key": USER_KEY, "id": "2", "ttl": "60",
                                            "run": "echo flashing\nwhile :; do sleep 0.1; done"}},
@@ -494,7 +507,7 @@ class GitHubAction(Base):
 
     def test_cancelled_while_waiting_the_lock_action_withdraws_its_reservation(self):
         self.script("lock", "--tags", "printer", "--ttl", "300", env=self.env(RENTABOT_API_KEY=USER_KEY))
-        job = gha.Job(env=self.env(), workspace=Path(tempfile.mkdtemp()), cancel_at=("stderr", "waiting in the queue"))
+        job = gha.Job(env=self.env(), workspace=Path(self.tmpdir()), timeout=PATIENCE, cancel_at=("stderr", "waiting in the queue"))
         job.run([{"uses": str(ACTION / "lock"), "with": {
             "url": self.server.url, "api-key": USER_KEY, "tags": "printer", "ttl": "300"}}])
         self.assertTrue(job.cancelled)
@@ -503,7 +516,7 @@ class GitHubAction(Base):
         self.assertEqual(self.server.api("GET", "/reservations?status=pending")[1]["reservations"], [])
 
     def test_inputs_cannot_inject_shell(self):
-        marker = Path(tempfile.mkdtemp()) / "injected"
+        marker = Path(self.tmpdir()) / "injected"
         job = self.job([{"uses": str(ACTION), "with": {
             "url": self.server.url, "api-key": USER_KEY, "tags": "printer", "ttl": "60",
             "note": f'"; touch {marker}; echo "', "run": "true"}}])
@@ -515,7 +528,7 @@ class Jenkins(Base):
     auth = True
 
     def pipeline(self, text: str, **env) -> subprocess.CompletedProcess:
-        path = Path(tempfile.mkdtemp()) / "Jenkinsfile"
+        path = Path(self.tmpdir()) / "Jenkinsfile"
         path.write_text(textwrap.dedent(text))
         env = {"JENKINS_CREDENTIALS": f"rentabot-key={USER_KEY}",
                "BUILD_URL": "https://jenkins.example.org/job/nightly/7/", **env}
@@ -524,7 +537,7 @@ class Jenkins(Base):
                               capture_output=True, text=True, timeout=PATIENCE * 2)
 
     def test_the_body_runs_under_the_lock_and_it_is_released(self):
-        out = Path(tempfile.mkdtemp()) / "seen"
+        out = Path(self.tmpdir()) / "seen"
         got = self.pipeline(f"""
             def result = withRentabot(url: env.RENTABOT_URL, tags: 'board,arm', ttl: 7200,
                                       credentialsId: 'rentabot-key', note: 'nightly') {{
@@ -596,7 +609,7 @@ class Readme(Base):
 
     def workspace(self) -> Path:
         """A directory with the examples' job scripts: they print the endpoint they got."""
-        ws = Path(tempfile.mkdtemp())
+        ws = Path(self.tmpdir())
         for name in ("flash-and-test.sh", "soak.sh"):
             (ws / name).write_text('#!/bin/sh\necho "testing ${1:-$RENTABOT_RESOURCE_ENDPOINT}"\n')
             (ws / name).chmod(0o755)
@@ -666,7 +679,7 @@ class Readme(Base):
         self.assertEqual(list(jobs), ["flash", "soak"])
         for name, job in jobs.items():
             with self.subTest(job=name):
-                ran = gha.Job(env=self.env(), workspace=self.workspace()).run(job["steps"])
+                ran = gha.Job(env=self.env(), workspace=self.workspace(), timeout=PATIENCE).run(job["steps"])
                 self.assertFalse(ran.failed, [(r.name, r.status, r.stderr) for r in ran.results])
                 self.assertTrue(all(r.ran for r in ran.results))
                 self.assertIn("testing ", "".join(r.stdout for r in ran.results))

@@ -3,10 +3,12 @@
 # and jq. The Jenkins shared library (integrations/jenkins) and the GitHub Action
 # (integrations/github-action) both run this script; so can any other CI.
 #
-#   rentabot-lock.sh lock   [SELECT] [--ttl S] [--wait S] [--note T] [--holder H] [--output FILE] [--format env|shell|json|none]
+#   rentabot-lock.sh lock   SELECT [--ttl S] [--wait S] [--poll S] [--note T] [--holder H]
+#                           [--output FILE]... [--format env|shell|json|none]
 #   rentabot-lock.sh unlock [--id N] [--token T]
 #   rentabot-lock.sh extend [--id N] [--token T] --ttl S
-#   rentabot-lock.sh with   [SELECT] [--ttl S] [--wait S] [--note T] [--holder H] [--output FILE] -- CMD [ARGS...]
+#   rentabot-lock.sh with   SELECT [--ttl S] [--wait S] [--poll S] [--note T] [--holder H]
+#                           [--output FILE]... -- CMD [ARGS...]
 #
 # SELECT is one of --id N, --name NAME, --tags a,b (every tag), --expr 'linux && !flaky'.
 #
@@ -15,8 +17,8 @@
 #   free: no polling) and cancels it if stopped while waiting; by id or name, which a
 #   reservation cannot name, it retries every --poll seconds (default 5). Prints the
 #   lock as NAME=value lines (--format env, the default; `shell`: `export NAME='value'`
-#   lines for eval; `json`: one object; `none`), and appends the env lines to each --output FILE
-#   (a GitHub $GITHUB_ENV or $GITHUB_OUTPUT file, a Jenkins state file; `with` too):
+#   lines for eval; `json`: one object; `none`: nothing), and appends the NAME=value
+#   lines to each --output FILE (GitHub's $GITHUB_ENV and $GITHUB_OUTPUT; `with` too):
 #     RENTABOT_RESOURCE_ID  RENTABOT_RESOURCE_NAME  RENTABOT_RESOURCE_ENDPOINT
 #     RENTABOT_LOCK_TOKEN   RENTABOT_FENCING_TOKEN  RENTABOT_LOCK_EXPIRES_AT
 # unlock, extend: the lock named by --id/--token, default $RENTABOT_RESOURCE_ID and
@@ -46,7 +48,7 @@ readonly PROG=rentabot-lock
 readonly EX_USAGE=64 EX_REFUSED=65 EX_BUSY=69 EX_LOST=70 EX_UNREACHABLE=75 EX_AUTH=77
 # The longest a single request may take; a long-poll adds its own wait to it.
 readonly REQUEST_TIMEOUT=30
-# The server's bound on one long-poll (README § What a request may contain).
+# Seconds one long-poll of a waiting reservation may last (the server allows 300).
 readonly LONG_POLL=60
 
 say() { printf '%s: %s\n' "$PROG" "$*" >&2; }
