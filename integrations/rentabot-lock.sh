@@ -230,8 +230,24 @@ lock_by_polling() {
         [ "$(now)" -lt "$deadline" ] || die "$EX_BUSY" "still busy after waiting ${WAIT}s: $(explain)"
         [ -n "$said" ] || say "busy: $(explain); retrying every ${POLL}s for up to ${WAIT}s"
         said=1
-        sleep "$POLL"
+        pause "$POLL"
     done
+}
+
+# pause SECONDS: waits with `read -t` on a FIFO nobody writes to, rather than a `sleep`
+# child: a signal's trap runs at once, and no process is left behind to hold a caller's
+# pipe open.
+PAUSE_OPEN=
+pause() {
+    if [ -z "$PAUSE_OPEN" ]; then
+        local dir
+        dir=$(mktemp -d)
+        mkfifo "$dir/pause"
+        exec 9<> "$dir/pause"
+        rm -rf "$dir"
+        PAUSE_OPEN=1
+    fi
+    read -r -t "$1" -u 9 _ || true
 }
 
 RID=
@@ -259,9 +275,6 @@ lock_by_reservation() {
     body=$(terms | jq -c --arg tags "$TAGS" --arg expr "$EXPR" --argjson wait "$WAIT" \
         '. + {max_wait_time: $wait, auto_claim: true}
            + (if $tags != "" then {tags: $tags} else {expr: $expr} end)')
-    trap 'abandon_reservation; exit 143' TERM
-    trap 'abandon_reservation; exit 130' INT
-    trap 'abandon_reservation; exit 129' HUP
     api POST /reservations "$body"
     [ "$STATUS" = 201 ] || fail "reserve"
     RID=$(jq -r .reservation_id <<< "$BODY")
@@ -288,7 +301,6 @@ lock_by_reservation() {
         esac
     done
     RID=
-    trap - TERM INT HUP
     GOT_ID=$(jq -r '.resource_ids[0]' <<< "$BODY")
     TOKEN=$(jq -r '.lock_tokens[0]' <<< "$BODY")
 }
@@ -304,6 +316,9 @@ do_lock() {
     else
         lock_by_reservation
     fi
+    # Ours from here: a signal or an error before the caller has it releases it.
+    RESOURCE=$GOT_ID
+    HELD=1
     LOCKED_AT=$(now)
     api GET "/resources/$GOT_ID"
     if [ "$STATUS" != 200 ]; then
@@ -354,7 +369,7 @@ need_lock() {
 # Unlock, retrying a failed connection, a 5xx or a 429 a few times (1, 2, 4 s apart).
 do_unlock() {
     need_lock
-    local attempt pause=1
+    local attempt delay=1
     for attempt in 1 2 3 4; do
         SEND_TOKEN=$TOKEN api POST "/resources/$RESOURCE/unlock"
         case $STATUS in
@@ -364,9 +379,9 @@ do_unlock() {
                 ;;
             000 | 5?? | 429)
                 if [ "$attempt" -lt 4 ]; then
-                    say "unlock: $(explain), retrying in ${pause}s"
-                    sleep "$pause"
-                    pause=$((pause * 2))
+                    say "unlock: $(explain), retrying in ${delay}s"
+                    pause "$delay"
+                    delay=$((delay * 2))
                 fi
                 ;;
             403)
@@ -397,15 +412,13 @@ do_extend() {
 # lasts; a lock that cannot be extended any further (max-lock-duration) is kept until
 # it runs out. When the lock is lost, stops CMD (SIGTERM) and exits with EX_LOST.
 keep_extending() {
-    local child=$1 every=$((TTL / 3)) expires=$((LOCKED_AT + TTL)) started pause=
+    local child=$1 every=$((TTL / 3)) expires=$((LOCKED_AT + TTL)) started
     [ "$every" -ge 1 ] || every=1
-    # The pauses run in the background (so that the TERM that ends this loop is handled
-    # at once) and without our stdout/stderr (so that they hold no caller's pipe open).
-    trap 'kill "$pause" 2> /dev/null; exit 0' TERM
+    trap 'exit 0' TERM
     while true; do
-        sleep "$every" > /dev/null 2>&1 &
-        pause=$!
-        wait "$pause" || true
+        pause "$every"
+        # CMD is gone (and this script with it, or it would have stopped us): done.
+        kill -0 "$child" 2> /dev/null || exit 0
         started=$(now)
         SEND_TOKEN=$TOKEN api POST "/resources/$RESOURCE/extend?additional-ttl=$TTL"
         if [ "$STATUS" = 200 ]; then
@@ -414,9 +427,7 @@ keep_extending() {
         fi
         if [ "$(code)" = total_above_max ]; then
             say "cannot extend any more (the resource's max-lock-duration): the lock ends in $((expires - $(now)))s"
-            sleep $((expires - $(now) > 0 ? expires - $(now) : 0)) > /dev/null 2>&1 &
-            pause=$!
-            wait "$pause" || true
+            pause $((expires - $(now) > 0 ? expires - $(now) : 1))
         elif [[ $STATUS =~ ^(000|5..|429)$ ]] && [ "$(now)" -lt "$expires" ]; then
             say "extend: $(explain), retrying in ${every}s"
             continue
@@ -429,39 +440,63 @@ keep_extending() {
     done
 }
 
+# Signals and exits, for lock and with. Before CMD runs, a signal ends the script: a
+# waiting reservation is withdrawn, a lock already taken released (on EXIT). While CMD
+# runs, it is passed on to CMD as SIGTERM (a background command of a non-interactive
+# shell ignores SIGINT) and the script goes on to wait for CMD.
+HELD='' CHILD='' INTERRUPTED='' SIGNALLED=''
+# (No `return` in here: from a trap's function, under set -e, bash ends the script.)
+on_signal() {
+    SIGNALLED=1
+    if [ -n "$CHILD" ]; then
+        INTERRUPTED=1
+        kill -TERM "$CHILD" 2> /dev/null || true
+    else
+        abandon_reservation
+        exit "$1"
+    fi
+}
+release_on_exit() {
+    # In a subshell: a failed unlock warns, and the exit status stays CMD's.
+    if [ -n "$HELD" ]; then
+        (do_unlock) || say "resource $RESOURCE stays locked until its lock expires (${RENTABOT_LOCK_EXPIRES_AT:-after its ttl})"
+    fi
+}
+
 do_with() {
     do_lock
     write_outputs
-    RESOURCE=$RENTABOT_RESOURCE_ID
-    local child keeper status=0 again keeper_status=0 interrupted='' signalled=
-    # From here on the lock is always released, whatever ends the script.
-    trap 'do_unlock || true' EXIT
-    # A background command of a non-interactive shell ignores SIGINT: every signal is
-    # passed on to CMD as SIGTERM.
-    trap 'interrupted=1 signalled=1; kill -TERM "$child" 2> /dev/null || true' TERM INT HUP
+    local keeper status=0 again keeper_status=0
     # Explicit stdin: `&` alone would give CMD /dev/null.
-    "${CMD[@]}" 0<&0 &
-    child=$!
-    keep_extending "$child" 0< /dev/null &
+    "${CMD[@]}" 0<&0 9<&- &
+    CHILD=$!
+    keep_extending "$CHILD" 0< /dev/null &
     keeper=$!
     # A trapped signal makes `wait` return early (128 + the signal): wait again, for
     # CMD's own status. A CMD that ended before the trap ran has been waited for
     # already: the second wait answers 127, and the first status stands.
-    wait "$child" || status=$?
-    while [ -n "$interrupted" ]; do
-        interrupted=
+    wait "$CHILD" || status=$?
+    while [ -n "$INTERRUPTED" ]; do
+        INTERRUPTED=
         again=0
-        wait "$child" 2> /dev/null || again=$?
+        wait "$CHILD" 2> /dev/null || again=$?
         [ "$again" = 127 ] || status=$again
     done
     kill -TERM "$keeper" 2> /dev/null || true
     wait "$keeper" || keeper_status=$?
     if [ "$keeper_status" = "$EX_LOST" ]; then
-        trap - EXIT
+        HELD=
         exit "$EX_LOST"
     fi
-    [ -z "$signalled" ] || say "stopped by a signal: the command was stopped, releasing the lock"
+    [ -z "$SIGNALLED" ] || say "stopped by a signal: the command was stopped, releasing the lock"
     exit "$status"
+}
+
+watch_signals() {
+    trap 'on_signal 143' TERM
+    trap 'on_signal 130' INT
+    trap 'on_signal 129' HUP
+    trap release_on_exit EXIT
 }
 
 main() {
@@ -471,8 +506,10 @@ main() {
     case $sub in
         lock)
             parse lock "$@"
+            watch_signals
             do_lock
             print_lock
+            HELD= # the caller's now
             ;;
         unlock)
             parse unlock "$@"
@@ -485,6 +522,7 @@ main() {
         with)
             parse with "$@"
             [ ${#CMD[@]} -ge 1 ] || usage "'with' needs a command after --"
+            watch_signals
             do_with
             ;;
         -h | --help | help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' ;;

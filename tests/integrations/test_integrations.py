@@ -163,8 +163,30 @@ class Base(unittest.TestCase):
                               capture_output=True, text=True, timeout=timeout)
 
     def start(self, *args, env=None) -> subprocess.Popen:
-        return subprocess.Popen([str(SCRIPT), *args], env=env or self.env(), stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        """The script in a process group of its own, so that what it leaves behind shows."""
+        proc = subprocess.Popen([str(SCRIPT), *args], env=env or self.env(), stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        self.addCleanup(self.nothing_left, proc)
+        return proc
+
+    def nothing_left(self, proc: subprocess.Popen):
+        """Once the script has ended, no process of its group (CMD, the extender, a
+        pause) outlives it for long."""
+        proc.wait(PATIENCE)
+
+        def group():
+            left = []
+            for stat in Path("/proc").glob("[0-9]*/stat"):
+                try:
+                    fields = stat.read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                if int(fields[2]) == proc.pid and fields[0] != "Z":
+                    left.append(stat.parent.name)
+            return left
+
+        self.server.wait_for(f"the processes of group {proc.pid} to end: {group()}", lambda: not group())
 
     def read_until(self, stream, needle: str) -> str:
         """Lines from a pipe until one contains needle (bounded by the caller's timeout)."""
@@ -261,6 +283,20 @@ class LockScript(Base):
         self.assertEqual(waiting.returncode, 143, err)
         self.assertIn("withdrawn", err)
         self.assertEqual(self.server.api("GET", "/reservations?status=pending")[1]["reservations"], [])
+
+    def test_stopped_while_retrying_by_id_it_ends_at_once(self):
+        self.script("lock", "--id", "4")
+        waiting = self.start("lock", "--id", "4", "--poll", "1000", "--wait", "3000")
+        self.read_until(waiting.stderr, "retrying every 1000s")
+        waiting.send_signal(signal.SIGTERM)
+        _, err = waiting.communicate(timeout=PATIENCE)  # not after the 1000 s pause
+        self.assertEqual(waiting.returncode, 143, err)
+
+    def test_a_lock_the_caller_cannot_be_given_is_released(self):
+        got = self.script("lock", "--id", "4", "--output", "/nonexistent/dir/env")
+        self.assertNotEqual(got.returncode, 0)
+        self.assertIn("unlocked resource 4", got.stderr)
+        self.assertFalse(self.server.locked(4))
 
     def test_refusals_say_what_to_fix_with_distinct_exit_codes(self):
         cases = [
