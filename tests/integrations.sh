@@ -52,4 +52,4 @@ echo "== groovyc: withRentabot.groovy compiles (Groovy $(groovy --version 2> /de
 groovyc -d "$scratch/classes" integrations/jenkins/vars/withRentabot.groovy
 
 echo "== python3 -m unittest tests/integrations (binary: $BIN)"
-RENTABOT_BIN=$BIN python3 -m unittest discover -s tests/integrations -p 'test_*.py' "$@"
+RENTABOT_BIN=$BIN PYTHONDONTWRITEBYTECODE=1 python3 -m unittest discover -s tests/integrations -p 'test_*.py' "$@"

@@ -30,6 +30,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import gha  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
