@@ -44,7 +44,7 @@ pub enum Command {
     /// runs; the copy is a state file the service can start on.
     Backup {
         /// The state to copy (as the service's --persist).
-        #[arg(long, env = "RENTABOT_PERSIST", value_name = "URL", value_parser = parse_persist)]
+        #[arg(long, env = "RENTABOT_PERSIST", hide_env_values = true, value_name = "URL", value_parser = PersistParser)]
         persist: PersistUrl,
         /// The new file (never overwritten).
         file: PathBuf,
@@ -53,7 +53,7 @@ pub enum Command {
     /// descriptor. Safe while the service runs.
     Export {
         /// The state to read (as the service's --persist).
-        #[arg(long, env = "RENTABOT_PERSIST", value_name = "URL", value_parser = parse_persist)]
+        #[arg(long, env = "RENTABOT_PERSIST", hide_env_values = true, value_name = "URL", value_parser = PersistParser)]
         persist: PersistUrl,
         /// `json`: the whole state; `descriptor`: the resources, as a YAML descriptor.
         #[arg(long, value_enum, default_value_t = ExportFormat::Json)]
@@ -62,7 +62,7 @@ pub enum Command {
     /// Create a new state file from a JSON export (`rentabot export`).
     Import {
         /// The state file to create (it must not exist).
-        #[arg(long, env = "RENTABOT_PERSIST", value_name = "URL", value_parser = parse_persist)]
+        #[arg(long, env = "RENTABOT_PERSIST", hide_env_values = true, value_name = "URL", value_parser = PersistParser)]
         persist: PersistUrl,
         /// The export to read (`-` for standard input).
         file: PathBuf,
@@ -97,8 +97,30 @@ pub enum ExportFormat {
     Descriptor,
 }
 
-fn parse_persist(raw: &str) -> Result<PersistUrl, String> {
-    PersistUrl::parse(raw).map_err(|e| e.to_string())
+/// Parses `--persist`. Not a plain function: clap's error for one repeats the raw value,
+/// and a PostgreSQL URL's may hold a password. This one says only what
+/// [`PersistUrl::parse`] says, which shows the value with its password replaced.
+#[derive(Clone)]
+struct PersistParser;
+
+impl clap::builder::TypedValueParser for PersistParser {
+    type Value = PersistUrl;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<PersistUrl, clap::Error> {
+        use clap::error::ErrorKind;
+        let raw = value.to_str().ok_or_else(|| {
+            clap::Error::raw(ErrorKind::InvalidUtf8, "--persist: the URL is not UTF-8\n")
+                .with_cmd(cmd)
+        })?;
+        PersistUrl::parse(raw).map_err(|e| {
+            clap::Error::raw(ErrorKind::ValueValidation, format!("{e}\n")).with_cmd(cmd)
+        })
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -118,9 +140,11 @@ pub struct ServeArgs {
     pub port: u16,
 
     /// Keep the state in this store, and restore it at start: sqlite:///relative/path.db
-    /// or sqlite:////absolute/path.db (three slashes, then the path). Without it the
-    /// state lives in memory and a restart forgets it.
-    #[arg(long, env = "RENTABOT_PERSIST", value_name = "URL", value_parser = parse_persist)]
+    /// or sqlite:////absolute/path.db (three slashes, then the path), or
+    /// postgres://user:password@host[:port]/database (no TLS; prefer RENTABOT_PERSIST to
+    /// keep the password off the command line). Without it the state lives in memory and
+    /// a restart forgets it.
+    #[arg(long, env = "RENTABOT_PERSIST", hide_env_values = true, value_name = "URL", value_parser = PersistParser)]
     pub persist: Option<PersistUrl>,
 
     /// Require API keys (or JWTs) as this YAML file says: keys, roles, rate limits. Read

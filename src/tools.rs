@@ -13,12 +13,26 @@ use crate::cli::ExportFormat;
 use crate::domain::Resource;
 use crate::store::{PersistUrl, sqlite};
 
+/// The state file a tool works on: these tools read and write SQLite files only.
+///
+/// # Errors
+/// A PostgreSQL URL, with what to use instead.
+fn sqlite_file<'a>(persist: &'a PersistUrl, tool: &str) -> anyhow::Result<&'a Path> {
+    match persist {
+        PersistUrl::Sqlite(path) => Ok(path),
+        PersistUrl::Postgres(url) => anyhow::bail!(
+            "rentabot {tool} works on sqlite:// state files only, not on {url}: use \
+             PostgreSQL's own tools (pg_dump, pg_restore, psql) on that database"
+        ),
+    }
+}
+
 /// `rentabot backup --persist URL FILE`.
 ///
 /// # Errors
 /// The state cannot be read, or `file` exists or cannot be written.
 pub fn backup(persist: &PersistUrl, file: &Path) -> anyhow::Result<()> {
-    let PersistUrl::Sqlite(from) = persist;
+    let from = sqlite_file(persist, "backup")?;
     sqlite::backup(from, file)?;
     writeln!(
         io::stderr(),
@@ -34,7 +48,7 @@ pub fn backup(persist: &PersistUrl, file: &Path) -> anyhow::Result<()> {
 /// # Errors
 /// The state cannot be read, or standard output cannot be written.
 pub fn export(persist: &PersistUrl, format: ExportFormat) -> anyhow::Result<()> {
-    let PersistUrl::Sqlite(path) = persist;
+    let path = sqlite_file(persist, "export")?;
     let text = match format {
         ExportFormat::Json => serde_json::to_string_pretty(&sqlite::export_json(path)?)?,
         ExportFormat::Descriptor => {
@@ -53,7 +67,7 @@ pub fn export(persist: &PersistUrl, format: ExportFormat) -> anyhow::Result<()> 
 /// # Errors
 /// `file` cannot be read or is not an export of this version, or the state file exists.
 pub fn import(persist: &PersistUrl, file: &Path) -> anyhow::Result<()> {
-    let PersistUrl::Sqlite(to) = persist;
+    let to = sqlite_file(persist, "import")?;
     let text = if file == Path::new("-") {
         let mut text = String::new();
         io::stdin().read_to_string(&mut text)?;

@@ -8,10 +8,11 @@
 //!
 //! A backend stores rows ([`crate::domain::Image`]), never replays code: `load` gives the
 //! image back at start and [`Broker::restore`](crate::domain::Broker::restore) rebuilds
-//! the indexes from it. SQLite ([`sqlite`]) is the single-node store; PostgreSQL, the
-//! same rows on a shared database, is what the HA pair stands on.
+//! the indexes from it. SQLite ([`sqlite`]) is the single-node store; PostgreSQL
+//! ([`postgres`]), the same rows on a database server, is what the HA pair stands on.
 
 pub mod memory;
+pub mod postgres;
 pub mod sqlite;
 pub mod url;
 pub mod writer;
@@ -83,6 +84,17 @@ pub fn open(
     match url {
         PersistUrl::Sqlite(path) => {
             let (store, loaded) = sqlite::SqliteStore::open_keeping(path, audit_retention)?;
+            Ok((Box::new(store), loaded))
+        }
+        PersistUrl::Postgres(url) => {
+            // The blocking client drives a runtime of its own, which cannot run inside
+            // the caller's (`app::build` is called on one): open on a thread of its own.
+            // The writer thread, a plain thread, uses it afterwards.
+            let (store, loaded) = std::thread::scope(|s| {
+                s.spawn(|| postgres::PostgresStore::open(url, audit_retention))
+                    .join()
+            })
+            .map_err(|_| anyhow::anyhow!("opening {url} panicked"))??;
             Ok((Box::new(store), loaded))
         }
     }

@@ -621,20 +621,7 @@ const RESERVATION_COLUMNS: &str = "id, seq, groups, priority, ttl_secs, max_wait
 
 fn upsert_reservation(conn: &Connection, stored: &StoredReservation) -> anyhow::Result<()> {
     let r = &stored.reservation;
-    let groups: Vec<Value> = r
-        .request
-        .groups
-        .iter()
-        .map(|g| match &g.criteria {
-            Criteria::Tags(tags) => json!({"tags": tags, "quantity": g.quantity}),
-            Criteria::Expr(expr) => json!({"expr": expr.to_string(), "quantity": g.quantity}),
-        })
-        .collect();
-    let allocations: Vec<Value> = r
-        .allocations
-        .iter()
-        .map(|a| json!({"group": a.group, "resource": a.resource.get(), "token": a.token.reveal()}))
-        .collect();
+    let (groups, allocations) = (groups_json(r), allocations_json(r));
     conn.prepare_cached(&format!(
         "INSERT OR REPLACE INTO reservations ({RESERVATION_COLUMNS}) VALUES \
          (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
@@ -642,7 +629,7 @@ fn upsert_reservation(conn: &Connection, stored: &StoredReservation) -> anyhow::
     .execute(params![
         r.id.to_string(),
         r.seq as i64,
-        Value::Array(groups).to_string(),
+        groups.to_string(),
         r.request.priority.get(),
         r.request.ttl.as_secs() as i64,
         r.request.max_wait.as_secs() as i64,
@@ -655,7 +642,7 @@ fn upsert_reservation(conn: &Connection, stored: &StoredReservation) -> anyhow::
         r.fulfilled_at.map(millis),
         r.claim_expires_at.map(millis),
         r.claimed_at.map(millis),
-        Value::Array(allocations).to_string(),
+        allocations.to_string(),
         stored.next_aging.map(millis),
         r.request.meta.owner.as_deref(),
     ])?;
@@ -664,45 +651,8 @@ fn upsert_reservation(conn: &Connection, stored: &StoredReservation) -> anyhow::
 
 fn reservation_from_row(row: &Row<'_>) -> anyhow::Result<StoredReservation> {
     let id = reservation_id(&row.get::<_, String>(0)?)?;
-    let groups: Vec<Value> = serde_json::from_str(&row.get::<_, String>(2)?)?;
-    let groups = groups
-        .iter()
-        .map(|g| {
-            let quantity = g["quantity"]
-                .as_u64()
-                .and_then(|q| u32::try_from(q).ok())
-                .context("a group's quantity")?;
-            let criteria = match (&g["tags"], &g["expr"]) {
-                (Value::Array(tags), _) => Criteria::Tags(
-                    tags.iter()
-                        .map(|t| t.as_str().map(str::to_owned).context("a tag"))
-                        .collect::<anyhow::Result<_>>()?,
-                ),
-                (_, Value::String(expr)) => Criteria::Expr(Expr::parse(expr)?),
-                _ => bail!("a group has neither tags nor expr"),
-            };
-            Ok(Group { criteria, quantity })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let allocations: Vec<Value> = serde_json::from_str(&row.get::<_, String>(15)?)?;
-    let allocations = allocations
-        .iter()
-        .map(|a| {
-            Ok(Allocation {
-                group: a["group"].as_u64().context("an allocation's group")? as usize,
-                resource: ResourceId::new(
-                    a["resource"]
-                        .as_u64()
-                        .and_then(|r| u32::try_from(r).ok())
-                        .context("an allocation's resource")?,
-                ),
-                token: a["token"]
-                    .as_str()
-                    .and_then(LockToken::parse)
-                    .context("an allocation's token")?,
-            })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let groups = groups_from_json(&serde_json::from_str(&row.get::<_, String>(2)?)?)?;
+    let allocations = allocations_from_json(&serde_json::from_str(&row.get::<_, String>(15)?)?)?;
     let secs = |column: usize| -> anyhow::Result<Ttl> {
         Ttl::from_secs(row.get::<_, i64>(column)? as u64).map_err(anyhow::Error::from)
     };
@@ -738,6 +688,75 @@ fn reservation_from_row(row: &Row<'_>) -> anyhow::Result<StoredReservation> {
         }),
         next_aging: row.get::<_, Option<i64>>(16)?.map(timestamp),
     })
+}
+
+/// A reservation's groups as stored (a JSON list); [`groups_from_json`] reads it back.
+pub(super) fn groups_json(r: &Reservation) -> Value {
+    r.request
+        .groups
+        .iter()
+        .map(|g| match &g.criteria {
+            Criteria::Tags(tags) => json!({"tags": tags, "quantity": g.quantity}),
+            Criteria::Expr(expr) => json!({"expr": expr.to_string(), "quantity": g.quantity}),
+        })
+        .collect()
+}
+
+/// A reservation's allocations as stored (a JSON list).
+pub(super) fn allocations_json(r: &Reservation) -> Value {
+    r.allocations
+        .iter()
+        .map(|a| json!({"group": a.group, "resource": a.resource.get(), "token": a.token.reveal()}))
+        .collect()
+}
+
+pub(super) fn groups_from_json(groups: &Value) -> anyhow::Result<Vec<Group>> {
+    let groups = groups
+        .as_array()
+        .context("a reservation's groups are not a list")?;
+    groups
+        .iter()
+        .map(|g| {
+            let quantity = g["quantity"]
+                .as_u64()
+                .and_then(|q| u32::try_from(q).ok())
+                .context("a group's quantity")?;
+            let criteria = match (&g["tags"], &g["expr"]) {
+                (Value::Array(tags), _) => Criteria::Tags(
+                    tags.iter()
+                        .map(|t| t.as_str().map(str::to_owned).context("a tag"))
+                        .collect::<anyhow::Result<_>>()?,
+                ),
+                (_, Value::String(expr)) => Criteria::Expr(Expr::parse(expr)?),
+                _ => bail!("a group has neither tags nor expr"),
+            };
+            Ok(Group { criteria, quantity })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()
+}
+
+pub(super) fn allocations_from_json(allocations: &Value) -> anyhow::Result<Vec<Allocation>> {
+    let allocations = allocations
+        .as_array()
+        .context("a reservation's allocations are not a list")?;
+    allocations
+        .iter()
+        .map(|a| {
+            Ok(Allocation {
+                group: a["group"].as_u64().context("an allocation's group")? as usize,
+                resource: ResourceId::new(
+                    a["resource"]
+                        .as_u64()
+                        .and_then(|r| u32::try_from(r).ok())
+                        .context("an allocation's resource")?,
+                ),
+                token: a["token"]
+                    .as_str()
+                    .and_then(LockToken::parse)
+                    .context("an allocation's token")?,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()
 }
 
 fn insert_ended(conn: &Connection, e: &EndedReservation) -> anyhow::Result<()> {
@@ -839,21 +858,21 @@ fn read_audit(conn: &Connection, retention: usize) -> anyhow::Result<Vec<audit::
     Ok(entries)
 }
 
-fn millis(t: Timestamp) -> i64 {
+pub(super) fn millis(t: Timestamp) -> i64 {
     // Timestamps come from a clock reading plus a capped TTL: far below i64::MAX ms.
     i64::try_from(t.as_millis()).unwrap_or(i64::MAX)
 }
 
-fn timestamp(ms: i64) -> Timestamp {
+pub(super) fn timestamp(ms: i64) -> Timestamp {
     Timestamp::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
-fn reservation_id(text: &str) -> anyhow::Result<ReservationId> {
+pub(super) fn reservation_id(text: &str) -> anyhow::Result<ReservationId> {
     text.parse()
         .with_context(|| format!("{text:?} is not a reservation id"))
 }
 
-fn end_reason(text: &str) -> anyhow::Result<EndReason> {
+pub(super) fn end_reason(text: &str) -> anyhow::Result<EndReason> {
     Ok(match text {
         "cancelled" => EndReason::Cancelled,
         "expired" => EndReason::Expired,

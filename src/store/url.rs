@@ -4,39 +4,108 @@
 //! users come from Python: after `sqlite://` comes `/` and the path, so
 //! `sqlite:///state.db` is `state.db` relative to the working directory and
 //! `sqlite:////var/lib/rentabot/state.db` is absolute.
+//!
+//! `postgres://user:password@host[:port]/database[?param=value&..]` (or `postgresql://`)
+//! is libpq's URL, as tokio-postgres reads it. The password is a secret: what is shown
+//! of the URL (errors, logs, `Debug`) has it replaced by `***`. rentabot speaks to
+//! PostgreSQL without TLS, so `sslmode=require` (or `verify-*`) is refused rather than
+//! silently ignored.
 
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// A parsed `--persist` value.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PersistUrl {
     /// A SQLite database file.
     Sqlite(PathBuf),
+    /// A PostgreSQL database (the schema first in its `search_path`).
+    Postgres(PostgresUrl),
 }
 
 /// What a valid value looks like, for error messages.
-const FORMS: &str = "sqlite:///relative/path.db or sqlite:////absolute/path.db";
+const FORMS: &str = "sqlite:///relative/path.db, sqlite:////absolute/path.db or \
+                     postgres://user:password@host[:port]/database";
 
-/// A `--persist` value that is not a store rentabot can use.
+/// How long connecting may take when the URL does not say (`connect_timeout`).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long sent data may stay unacknowledged before the connection counts as lost,
+/// when the URL does not say (`tcp_user_timeout`): a commit on a cut network fails
+/// after this (503 until the database is back) instead of hanging for the kernel's
+/// default of about 15 minutes.
+pub const DEFAULT_TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Idle time before TCP keepalive probes start, when the URL does not say
+/// (`keepalives_idle`; tokio-postgres' default is 2 hours).
+pub const DEFAULT_KEEPALIVES_IDLE: Duration = Duration::from_secs(30);
+
+/// A `--persist` value that is not a store rentabot can use. It shows the value with
+/// its password, if any, replaced by `***`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("--persist {given:?}: {problem}; use {FORMS}")]
 pub struct InvalidPersistUrl {
     given: String,
-    problem: &'static str,
+    problem: String,
 }
+
+/// A PostgreSQL connection: the client's configuration and the URL as it may be shown.
+#[derive(Clone)]
+pub struct PostgresUrl {
+    /// Boxed: it is large, and `--persist` values are moved around as enums.
+    config: Box<postgres::Config>,
+    /// The URL with the password replaced by `***`: the only form ever shown.
+    shown: String,
+}
+
+impl PostgresUrl {
+    /// The client's configuration (it holds the password).
+    pub fn config(&self) -> &postgres::Config {
+        &self.config
+    }
+
+    /// The URL, password replaced by `***`.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+}
+
+impl fmt::Debug for PostgresUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("PostgresUrl").field(&self.shown).finish()
+    }
+}
+
+/// The URL, password replaced by `***`.
+impl fmt::Display for PostgresUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+impl PartialEq for PostgresUrl {
+    fn eq(&self, other: &Self) -> bool {
+        self.shown == other.shown && self.config.get_password() == other.config.get_password()
+    }
+}
+
+impl Eq for PostgresUrl {}
 
 impl PersistUrl {
     /// # Errors
     /// [`InvalidPersistUrl`] naming what is wrong: an unknown scheme, no path, an
-    /// in-memory database (that is the default without `--persist`), query parameters.
+    /// in-memory database (that is the default without `--persist`), query parameters
+    /// on a SQLite URL; a PostgreSQL URL that does not parse, names no host, or asks
+    /// for TLS.
     pub fn parse(given: &str) -> Result<PersistUrl, InvalidPersistUrl> {
-        let invalid = |problem| InvalidPersistUrl {
-            given: given.to_owned(),
-            problem,
+        if given.starts_with("postgres://") || given.starts_with("postgresql://") {
+            return parse_postgres(given).map(PersistUrl::Postgres);
+        }
+        let invalid = |problem: &str| InvalidPersistUrl {
+            given: redact(given),
+            problem: problem.to_owned(),
         };
         let Some(rest) = given.strip_prefix("sqlite://") else {
-            return Err(invalid("not a sqlite:// URL"));
+            return Err(invalid("not a sqlite:// or postgres:// URL"));
         };
         let Some(path) = rest.strip_prefix('/') else {
             return Err(invalid(
@@ -62,8 +131,87 @@ impl fmt::Display for PersistUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PersistUrl::Sqlite(path) => write!(f, "sqlite:///{}", path.display()),
+            PersistUrl::Postgres(url) => f.write_str(&url.shown),
         }
     }
+}
+
+fn parse_postgres(given: &str) -> Result<PostgresUrl, InvalidPersistUrl> {
+    let shown = redact(given);
+    let invalid = |problem: String| InvalidPersistUrl {
+        given: shown.clone(),
+        problem,
+    };
+    let query = given.split_once('?').map_or("", |(_, q)| q);
+    for (key, value) in query.split('&').filter_map(|p| p.split_once('=')) {
+        if key == "sslmode" && !matches!(value, "disable" | "prefer") {
+            return Err(invalid(format!(
+                "sslmode={value} asks for TLS, and rentabot speaks to PostgreSQL without it: \
+                 reach the database over a network you trust (or a local tunnel) and use \
+                 sslmode=disable"
+            )));
+        }
+    }
+    // tokio-postgres' parse errors name the option, never its value.
+    let mut config: postgres::Config = given
+        .parse()
+        .map_err(|e: postgres::Error| invalid(format!("not a PostgreSQL URL ({e})")))?;
+    if config.get_hosts().is_empty() {
+        return Err(invalid(
+            "no host: name the server, as in postgres://user:password@host/database".into(),
+        ));
+    }
+    if config.get_ssl_mode() == postgres::config::SslMode::Prefer {
+        // What libpq does with `prefer` when the server offers no TLS; say it plainly.
+        config.ssl_mode(postgres::config::SslMode::Disable);
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(DEFAULT_TCP_USER_TIMEOUT);
+    }
+    if !query.split('&').any(|p| p.starts_with("keepalives_idle=")) {
+        config.keepalives_idle(DEFAULT_KEEPALIVES_IDLE);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("rentabot");
+    }
+    Ok(PostgresUrl {
+        config: Box::new(config),
+        shown,
+    })
+}
+
+/// `given` with the password of a URL (`user:password@`, or a `password=` parameter)
+/// replaced by `***`; anything else as it is.
+fn redact(given: &str) -> String {
+    let Some((scheme, rest)) = given.split_once("://") else {
+        return given.to_owned();
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{user}:***@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((key, _)) if key == "password" => format!("{key}=***"),
+                    _ => p.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", params.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{authority}{tail}")
 }
 
 #[cfg(test)]
@@ -98,8 +246,8 @@ mod tests {
     #[test]
     fn values_that_are_no_usable_store_are_refused_with_the_reason() {
         for (given, why) in [
-            ("state.db", "not a sqlite:// URL"),
-            ("mysql://db/x", "not a sqlite:// URL"),
+            ("state.db", "not a sqlite:// or postgres:// URL"),
+            ("mysql://db/x", "not a sqlite:// or postgres:// URL"),
             ("sqlite://state.db", "followed by /"),
             ("sqlite://", "followed by /"),
             ("sqlite:///", "in-memory"),
@@ -110,6 +258,93 @@ mod tests {
             let err = PersistUrl::parse(given).expect_err(given).to_string();
             assert!(err.contains(why), "{given}: {err}");
             assert!(err.contains("sqlite:////absolute"), "{given}: {err}");
+        }
+    }
+
+    fn postgres(given: &str) -> PostgresUrl {
+        match PersistUrl::parse(given) {
+            Ok(PersistUrl::Postgres(url)) => url,
+            other => panic!("{given}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_postgres_url_gives_the_client_its_settings() {
+        let url = postgres("postgres://rb:s3cret@db.lab:5433/rentabot?connect_timeout=3");
+        let config = url.config();
+        assert_eq!(config.get_user(), Some("rb"));
+        assert_eq!(config.get_password(), Some(&b"s3cret"[..]));
+        assert_eq!(config.get_dbname(), Some("rentabot"));
+        assert_eq!(config.get_ports(), [5433]);
+        assert_eq!(config.get_connect_timeout(), Some(&Duration::from_secs(3)));
+        assert_eq!(
+            config.get_tcp_user_timeout(),
+            Some(&DEFAULT_TCP_USER_TIMEOUT)
+        );
+        assert_eq!(config.get_keepalives_idle(), DEFAULT_KEEPALIVES_IDLE);
+        assert_eq!(
+            config.get_ssl_mode(),
+            postgres::config::SslMode::Disable,
+            "no TLS is spoken"
+        );
+        assert!(matches!(
+            PersistUrl::parse("postgresql://rb@localhost/rentabot"),
+            Ok(PersistUrl::Postgres(_))
+        ));
+    }
+
+    #[test]
+    fn a_postgres_password_is_never_shown() {
+        let given = "postgres://rb:s3cret@db.lab/rentabot?application_name=x&password=hunter2";
+        let url = PersistUrl::parse(given).unwrap();
+        for shown in [url.to_string(), format!("{url:?}"), format!("{url:#?}")] {
+            assert!(!shown.contains("s3cret"), "{shown}");
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains("rb:***@db.lab/rentabot"), "{shown}");
+        }
+        // Nor in the errors about a URL that is refused.
+        for bad in [
+            "postgres://rb:s3cret@db.lab/rentabot?sslmode=require",
+            "postgres://rb:s3cret@db.lab:notaport/rentabot",
+            "postgres://rb:s3cret@db.lab/rentabot?nosuchoption=1",
+        ] {
+            let err = PersistUrl::parse(bad).expect_err(bad).to_string();
+            assert!(!err.contains("s3cret"), "{err}");
+            assert!(err.contains("rb:***@db.lab"), "{err}");
+        }
+        // Two URLs that differ only in the password are not the same store setting.
+        assert_ne!(
+            PersistUrl::parse("postgres://rb:a@h/d").unwrap(),
+            PersistUrl::parse("postgres://rb:b@h/d").unwrap()
+        );
+    }
+
+    #[test]
+    fn a_postgres_url_that_asks_for_tls_or_names_no_server_is_refused() {
+        for (given, why) in [
+            (
+                "postgres://rb:pw@h/d?sslmode=require",
+                "sslmode=require asks for TLS",
+            ),
+            (
+                "postgres://rb:pw@h/d?sslmode=verify-full",
+                "sslmode=verify-full",
+            ),
+            ("postgres://rb:pw@h:99999/d", "not a PostgreSQL URL"),
+            ("postgres:///d", "no host"),
+        ] {
+            let err = PersistUrl::parse(given).expect_err(given).to_string();
+            assert!(err.contains(why), "{given}: {err}");
+            assert!(
+                err.contains("postgres://user:password@host"),
+                "{given}: {err}"
+            );
+        }
+        for fine in [
+            "postgres://h/d?sslmode=disable",
+            "postgres://h/d?sslmode=prefer",
+        ] {
+            assert!(PersistUrl::parse(fine).is_ok(), "{fine}");
         }
     }
 }

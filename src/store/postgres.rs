@@ -1,0 +1,1066 @@
+//! The PostgreSQL store: the SQLite store's rows on a database server, the ground the
+//! HA pair (issue 14) will stand on.
+//!
+//! - The tables are SQLite's (`schema/pg/v*.sql`, the same versions), in the schema
+//!   first in the connection's `search_path` (`public` unless the URL's `options` say
+//!   otherwise). `rentabot_meta` tells a rentabot schema from any other and holds its
+//!   version; an empty schema gets the tables at first start, a newer version or a
+//!   schema of another program is refused.
+//! - One service per schema: the writer's connection holds a session advisory lock
+//!   (`LOCK_CLASS`, the schema's name hashed) for as long as it lives, as SQLite's
+//!   `<file>.lock`; a second service is refused at start.
+//! - A batch is one transaction. Rows are coalesced ([`coalesce`]) and written with one
+//!   statement per table (`INSERT .. SELECT FROM unnest($1, $2, ..) ON CONFLICT DO
+//!   UPDATE`), so 4096 changes cost the same handful of round trips as one.
+//! - `state.commits` counts transactions: each commit moves it from the value this
+//!   writer last saw, or is refused (another writer wrote). When a commit's outcome is
+//!   lost with its connection, the next attempt (the writer retries the same batch)
+//!   reconnects and reads the counter: moved by one, the batch landed and is not written
+//!   twice.
+//! - A lost connection fails the commit (503 `store_unavailable` until one succeeds);
+//!   the next attempt, after the writer's backoff, reconnects and takes the advisory
+//!   lock again.
+
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use postgres::types::ToSql;
+use postgres::{Client, NoTls, Row, Statement};
+use serde_json::Value;
+
+use super::sqlite::{
+    allocations_from_json, allocations_json, end_reason, groups_from_json, groups_json, millis,
+    reservation_id, timestamp,
+};
+use super::url::PostgresUrl;
+use super::{Backend, Batch, Loaded, StoreError, coalesce};
+use crate::audit;
+use crate::domain::{
+    Counters, EndedReservation, ExpiredLock, FencingToken, Lease, LockMeta, LockState, LockToken,
+    Maintenance, Origin, Priority, Released, Reservation, ReservationRequest, ReservationStatus,
+    Resource, ResourceId, ResourceSpec, StoredReservation, Ttl,
+};
+use crate::runtime::IdempotencyRecord;
+
+/// The schema, one migration per version: `MIGRATIONS[n]` takes version `n` to `n + 1`.
+/// The same versions as SQLite's. Never edit a released migration; add the next one.
+const MIGRATIONS: &[&str] = &[
+    include_str!("schema/pg/v1.sql"),
+    include_str!("schema/pg/v2.sql"),
+    include_str!("schema/pg/v3.sql"),
+];
+
+/// The newest schema version this build reads and writes.
+pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
+
+/// The first key of rentabot's advisory locks ("RBOT"); the second is the schema's
+/// name hashed, so that services on different schemas of one database do not meet.
+const LOCK_CLASS: i32 = 0x5242_4f54;
+
+/// A PostgreSQL schema, open for the writer thread.
+pub struct PostgresStore {
+    url: PostgresUrl,
+    /// `None` after the connection was lost: the next commit connects again.
+    conn: Option<Conn>,
+    /// Audit rows kept: older ones are deleted as new ones come.
+    audit_retention: i64,
+    /// `state.commits` after this store's latest commit.
+    commits: i64,
+    /// The latest commit failed, perhaps after the server committed it: look before
+    /// writing the batch again.
+    in_doubt: bool,
+}
+
+/// A connection that holds the schema's advisory lock, with its prepared statements.
+struct Conn {
+    client: Client,
+    statements: Statements,
+}
+
+impl PostgresStore {
+    /// Connects, takes the schema, checks and migrates it, and reads it; it keeps the
+    /// latest `audit_retention` audit rows (at least one).
+    ///
+    /// # Errors
+    /// The server cannot be reached or refuses the login; another rentabot serves the
+    /// schema; the schema belongs to another program or a newer rentabot.
+    pub fn open(url: &PostgresUrl, audit_retention: usize) -> anyhow::Result<(Self, Loaded)> {
+        let audit_retention = i64::try_from(audit_retention.max(1)).unwrap_or(i64::MAX);
+        let mut client = connect(url)?;
+        let schema = claim(&mut client, url)?;
+        migrate(&mut client, url, &schema)?;
+        let (loaded, commits) = read(&mut client, audit_retention)
+            .with_context(|| format!("reading schema {schema} of {url}", url = url.shown()))?;
+        let statements = Statements::prepare(&mut client)?;
+        Ok((
+            PostgresStore {
+                url: url.clone(),
+                conn: Some(Conn { client, statements }),
+                audit_retention,
+                commits,
+                in_doubt: false,
+            },
+            loaded,
+        ))
+    }
+}
+
+impl Backend for PostgresStore {
+    fn commit(&mut self, batch: &Batch<'_>) -> Result<(), StoreError> {
+        let result = self.try_commit(batch);
+        if let Err(e) = &result {
+            // Whatever failed, the server may have committed (a lost answer to COMMIT):
+            // the next attempt looks first.
+            self.in_doubt = true;
+            if self.conn.as_ref().is_some_and(|c| c.client.is_closed()) {
+                self.conn = None;
+            }
+            tracing::debug!(error = %format!("{e:#}"), "postgres commit failed");
+        }
+        result.map_err(|e| StoreError::Failed(format!("{e:#}")))
+    }
+}
+
+impl PostgresStore {
+    fn try_commit(&mut self, batch: &Batch<'_>) -> anyhow::Result<()> {
+        let rows = coalesce(batch.changes);
+        if rows.seq.is_none() && batch.answers.is_empty() {
+            return Ok(());
+        }
+        if self.conn.is_none() {
+            let mut client = connect(&self.url)?;
+            claim(&mut client, &self.url)?;
+            let statements = Statements::prepare(&mut client)?;
+            self.conn = Some(Conn { client, statements });
+            tracing::info!(store = %self.url, "reconnected to the state store");
+        }
+        let conn = self.conn.as_mut().expect("connected above");
+        if self.in_doubt {
+            let commits: i64 = conn
+                .client
+                .query_one("SELECT commits FROM state WHERE id = 1", &[])?
+                .get(0);
+            if commits == self.commits + 1 {
+                // The failed attempt committed this very batch: do not write it twice.
+                self.commits = commits;
+                self.in_doubt = false;
+                return Ok(());
+            }
+            if commits != self.commits {
+                bail!(another_writer(&self.url));
+            }
+            self.in_doubt = false;
+        }
+        let s = &conn.statements;
+        let mut tx = conn.client.transaction()?;
+
+        let (mut upserts, mut deletes) = (Columns::new(RESOURCES), Vec::new());
+        for (id, row) in &rows.resources {
+            match row {
+                Some(resource) => upserts.push(resource_values(resource)?),
+                None => deletes.push(i64::from(id.get())),
+            }
+        }
+        if !upserts.is_empty() {
+            tx.execute(&s.upsert_resources, &upserts.params())?;
+        }
+        if !deletes.is_empty() {
+            tx.execute(&s.delete_resources, &[&deletes])?;
+        }
+
+        let (mut upserts, mut deletes) = (Columns::new(RESERVATIONS), Vec::new());
+        for (id, row) in &rows.reservations {
+            match row {
+                Some(stored) => upserts.push(reservation_values(stored)),
+                None => deletes.push(id.to_string()),
+            }
+        }
+        if !upserts.is_empty() {
+            tx.execute(&s.upsert_reservations, &upserts.params())?;
+        }
+        if !deletes.is_empty() {
+            tx.execute(&s.delete_reservations, &[&deletes])?;
+        }
+
+        if !rows.ended.is_empty() {
+            let mut ended = Columns::new(ENDED);
+            for e in &rows.ended {
+                ended.push(vec![
+                    Val::Text(Some(e.id.to_string())),
+                    Val::Text(Some(e.reason.as_str().to_owned())),
+                    Val::Int(Some(millis(e.at))),
+                ]);
+            }
+            tx.execute(&s.append_ended, &ended.params())?;
+            tx.execute(&s.trim_ended, &[&(crate::domain::ENDED_MEMORY as i64)])?;
+        }
+        if !rows.expired.is_empty() {
+            let mut expired = Columns::new(EXPIRED_LOCKS);
+            for x in &rows.expired {
+                expired.push(expired_values(x));
+            }
+            tx.execute(&s.append_expired, &expired.params())?;
+            tx.execute(&s.trim_expired, &[&(crate::domain::EXPIRY_HISTORY as i64)])?;
+        }
+        if !batch.records.is_empty() {
+            let mut records = Columns::new(IDEMPOTENCY);
+            for r in batch.records {
+                records.push(record_values(r)?);
+            }
+            tx.execute(&s.upsert_records, &records.params())?;
+        }
+        tx.execute(&s.forget_records, &[&millis(batch.now)])?;
+
+        // The audit log: one row per event, in this transaction, so that a change and
+        // its record are stored together or not at all; then the requests' answers.
+        let mut audit = Columns::new(AUDIT);
+        for change in batch.changes {
+            for entry in audit::Entry::of_change(change.at, &change.cause, &change.events) {
+                audit.push(audit_values(&entry));
+            }
+        }
+        for entry in batch.answers {
+            audit.push(audit_values(entry));
+        }
+        if !audit.is_empty() {
+            tx.execute(&s.append_audit, &audit.params())?;
+            tx.execute(&s.trim_audit, &[&self.audit_retention])?;
+        }
+
+        // Last, the fence: the counter moves from what this writer last saw, or nothing
+        // of this transaction is committed.
+        let next = self.commits + 1;
+        let updated = match rows.seq {
+            Some(seq) => {
+                let c = rows.counters;
+                tx.execute(
+                    &s.update_state,
+                    &[
+                        &next,
+                        &self.commits,
+                        &(seq as i64),
+                        &(batch.next_event as i64),
+                        &c.map(|c| i64::from(c.next_resource_id)),
+                        &c.map(|c| c.next_fencing as i64),
+                        &c.map(|c| c.next_reservation_seq as i64),
+                    ],
+                )?
+            }
+            None => tx.execute(&s.count_commit, &[&next, &self.commits])?,
+        };
+        if updated != 1 {
+            bail!(another_writer(&self.url));
+        }
+        tx.commit()?;
+        self.commits = next;
+        Ok(())
+    }
+}
+
+fn another_writer(url: &PostgresUrl) -> String {
+    format!(
+        "another rentabot wrote to {} since this one took it: refusing to overwrite its \
+         state (restart this service to load the database again)",
+        url.shown()
+    )
+}
+
+fn connect(url: &PostgresUrl) -> anyhow::Result<Client> {
+    url.config()
+        .connect(NoTls)
+        .with_context(|| format!("connecting to {}", url.shown()))
+}
+
+/// Takes the advisory lock of the connection's schema, for as long as the connection
+/// lives; returns the schema's name.
+fn claim(client: &mut Client, url: &PostgresUrl) -> anyhow::Result<String> {
+    let row = client.query_one(
+        "SELECT current_schema()::text, \
+         pg_try_advisory_lock($1, hashtext(coalesce(current_schema(), '')))",
+        &[&LOCK_CLASS],
+    )?;
+    let Some(schema) = row.get::<_, Option<String>>(0) else {
+        bail!(
+            "no schema of the search_path of {} exists: create it, or name one that does \
+             (options=-csearch_path%3Dname in the URL)",
+            url.shown()
+        );
+    };
+    if !row.get::<_, bool>(1) {
+        bail!(
+            "another rentabot serves schema {schema} of {} (it holds the advisory lock \
+             ({LOCK_CLASS}, hashtext('{schema}'))): one schema, one service",
+            url.shown()
+        );
+    }
+    Ok(schema)
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`] in one transaction, after checking that it
+/// is rentabot's (or empty) and not newer.
+fn migrate(client: &mut Client, url: &PostgresUrl, schema: &str) -> anyhow::Result<()> {
+    let mut tx = client.transaction()?;
+    let tables: Vec<String> = tx
+        .query(
+            "SELECT c.relname::text FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p', 'v', 'm', 'f')",
+            &[],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let version = if tables.iter().any(|t| t == "rentabot_meta") {
+        let row = tx.query_one(
+            "SELECT application, schema_version FROM rentabot_meta WHERE id = 1",
+            &[],
+        )?;
+        let application: String = row.get(0);
+        if application != "rentabot" {
+            bail!(not_ours(url, schema));
+        }
+        usize::try_from(row.get::<_, i32>(1)).unwrap_or(usize::MAX)
+    } else if tables.is_empty() {
+        0
+    } else {
+        bail!(not_ours(url, schema));
+    };
+    if version > SCHEMA_VERSION {
+        bail!(
+            "schema {schema} of {} was written by a newer rentabot (schema version {version}; \
+             this one knows up to {SCHEMA_VERSION}): run that version, or restore a dump made \
+             by this one",
+            url.shown()
+        );
+    }
+    if version == SCHEMA_VERSION {
+        return Ok(());
+    }
+    for (from, migration) in MIGRATIONS.iter().enumerate().skip(version) {
+        tx.batch_execute(migration).with_context(|| {
+            format!(
+                "migrating schema {schema} of {} to version {}",
+                url.shown(),
+                from + 1
+            )
+        })?;
+    }
+    tx.execute(
+        "UPDATE rentabot_meta SET schema_version = $1 WHERE id = 1",
+        &[&(SCHEMA_VERSION as i32)],
+    )?;
+    tx.commit()?;
+    tracing::info!(
+        store = %url,
+        schema,
+        from = version,
+        to = SCHEMA_VERSION,
+        "state schema {}",
+        if version == 0 { "created" } else { "migrated" }
+    );
+    Ok(())
+}
+
+fn not_ours(url: &PostgresUrl, schema: &str) -> String {
+    format!(
+        "schema {schema} of {} holds tables, but not rentabot's (no rentabot_meta): give \
+         --persist a database (or a schema, options=-csearch_path%3Dname) of its own",
+        url.shown()
+    )
+}
+
+/// Reads everything in one snapshot: the state and `state.commits`.
+fn read(client: &mut Client, audit_retention: i64) -> anyhow::Result<(Loaded, i64)> {
+    let mut tx = client
+        .build_transaction()
+        .isolation_level(postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()?;
+    let row = tx.query_one(
+        "SELECT stream_seq, next_event, next_resource_id, next_fencing, next_reservation_seq, \
+         commits FROM state WHERE id = 1",
+        &[],
+    )?;
+    let mut loaded = Loaded {
+        seq: row.get::<_, i64>(0) as u64,
+        next_event: row.get::<_, i64>(1) as u64,
+        ..Loaded::default()
+    };
+    loaded.image.counters = Counters {
+        next_resource_id: u32::try_from(row.get::<_, i64>(2))
+            .context("next_resource_id out of range")?,
+        next_fencing: row.get::<_, i64>(3) as u64,
+        next_reservation_seq: row.get::<_, i64>(4) as u64,
+    };
+    let commits: i64 = row.get(5);
+    for row in tx.query(
+        &format!(
+            "SELECT {} FROM resources ORDER BY id",
+            select_list(RESOURCES)
+        ),
+        &[],
+    )? {
+        let resource = resource_from_row(&row)?;
+        loaded
+            .image
+            .resources
+            .insert(resource.id, Arc::new(resource));
+    }
+    for row in tx.query(
+        &format!(
+            "SELECT {} FROM reservations ORDER BY seq",
+            select_list(RESERVATIONS)
+        ),
+        &[],
+    )? {
+        let stored = reservation_from_row(&row)?;
+        loaded
+            .image
+            .reservations
+            .insert(stored.reservation.id, stored);
+    }
+    for row in tx.query("SELECT id, reason, at FROM ended ORDER BY ord", &[])? {
+        loaded.image.ended.push_back(EndedReservation {
+            id: reservation_id(row.get(0))?,
+            reason: end_reason(row.get(1))?,
+            at: timestamp(row.get(2)),
+        });
+    }
+    for row in tx.query(
+        &format!(
+            "SELECT {} FROM expired_locks ORDER BY ord",
+            select_list(EXPIRED_LOCKS)
+        ),
+        &[],
+    )? {
+        loaded.image.expired.push_back(ExpiredLock {
+            resource: resource_id(row.get(0))?,
+            name: row.get(1),
+            fencing: FencingToken::new(row.get::<_, i64>(2) as u64),
+            acquired_at: timestamp(row.get(3)),
+            expired_at: timestamp(row.get(4)),
+            reservation: row
+                .get::<_, Option<&str>>(5)
+                .map(reservation_id)
+                .transpose()?,
+            meta: LockMeta {
+                holder: row.get(6),
+                note: row.get(7),
+                owner: row.get::<_, Option<&str>>(8).map(Arc::from),
+            },
+        });
+    }
+    for row in tx.query(
+        &format!("SELECT {} FROM idempotency", select_list(IDEMPOTENCY)),
+        &[],
+    )? {
+        let fingerprint: Vec<u8> = row.get(4);
+        loaded.records.push(IdempotencyRecord {
+            owner: row.get(0),
+            method: row.get(1),
+            path: row.get(2),
+            key: row.get(3),
+            fingerprint: fingerprint
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("an idempotency fingerprint is not 32 bytes"))?,
+            status: u16::try_from(row.get::<_, i32>(5)).context("an idempotency status")?,
+            headers: serde_json::from_str(row.get(6))?,
+            body: row.get(7),
+            expires_at: timestamp(row.get(8)),
+        });
+    }
+    let mut audit = Vec::new();
+    for row in tx.query(
+        &format!(
+            "SELECT {} FROM audit ORDER BY ord DESC LIMIT $1",
+            select_list(AUDIT)
+        ),
+        &[&audit_retention],
+    )? {
+        let reservation: Option<&str> = row.get(3);
+        let resource = row
+            .get::<_, Option<i64>>(2)
+            .map(u32::try_from)
+            .transpose()
+            .context("an audit row's resource id")?;
+        let entry = audit::Entry::stored(
+            timestamp(row.get(0)),
+            row.get(1),
+            resource,
+            reservation,
+            row.get(4),
+            row.get(5),
+            row.get(6),
+            row.get(7),
+            row.get(8),
+            row.get(9),
+            row.get(10),
+        )
+        .with_context(|| format!("an audit row names reservation {reservation:?}"))?;
+        audit.push(entry);
+    }
+    audit.reverse();
+    loaded.audit = audit;
+    tx.commit()?;
+    Ok((loaded, commits))
+}
+
+// ---------------------------------------------------------------------------------------
+// Tables, as the statements see them.
+
+/// A table the writer fills from arrays: its columns (name, PostgreSQL type) in the
+/// order the `*_values` functions give them, and the key an upsert replaces on (none:
+/// rows are appended, numbered by `ord`).
+struct Table {
+    name: &'static str,
+    columns: &'static [(&'static str, &'static str)],
+    key: &'static [&'static str],
+}
+
+const RESOURCES: &Table = &Table {
+    name: "resources",
+    columns: &[
+        ("id", "int8"),
+        ("name", "text"),
+        ("description", "text"),
+        ("endpoint", "text"),
+        ("tags", "jsonb"),
+        ("max_lock_secs", "int8"),
+        ("origin", "text"),
+        ("retiring", "bool"),
+        ("lock_token", "text"),
+        ("lock_fencing", "int8"),
+        ("lock_acquired_at", "int8"),
+        ("lock_expires_at", "int8"),
+        ("lock_reservation", "text"),
+        ("lock_holder", "text"),
+        ("lock_note", "text"),
+        ("released", "text"),
+        ("released_at", "int8"),
+        ("released_reason", "text"),
+        ("maint_reason", "text"),
+        ("maint_from", "int8"),
+        ("maint_until", "int8"),
+        ("maint_active", "bool"),
+        ("lock_owner", "text"),
+    ],
+    key: &["id"],
+};
+
+const RESERVATIONS: &Table = &Table {
+    name: "reservations",
+    columns: &[
+        ("id", "text"),
+        ("seq", "int8"),
+        ("groups", "jsonb"),
+        ("priority", "int8"),
+        ("ttl_secs", "int8"),
+        ("max_wait_secs", "int8"),
+        ("auto_claim", "bool"),
+        ("holder", "text"),
+        ("note", "text"),
+        ("created_at", "int8"),
+        ("expires_at", "int8"),
+        ("status", "text"),
+        ("fulfilled_at", "int8"),
+        ("claim_expires_at", "int8"),
+        ("claimed_at", "int8"),
+        ("allocations", "jsonb"),
+        ("next_aging", "int8"),
+        ("owner", "text"),
+    ],
+    key: &["id"],
+};
+
+const ENDED: &Table = &Table {
+    name: "ended",
+    columns: &[("id", "text"), ("reason", "text"), ("at", "int8")],
+    key: &[],
+};
+
+const EXPIRED_LOCKS: &Table = &Table {
+    name: "expired_locks",
+    columns: &[
+        ("resource", "int8"),
+        ("name", "text"),
+        ("fencing", "int8"),
+        ("acquired_at", "int8"),
+        ("expired_at", "int8"),
+        ("reservation", "text"),
+        ("holder", "text"),
+        ("note", "text"),
+        ("owner", "text"),
+    ],
+    key: &[],
+};
+
+const IDEMPOTENCY: &Table = &Table {
+    name: "idempotency",
+    columns: &[
+        ("owner", "text"),
+        ("method", "text"),
+        ("path", "text"),
+        ("key", "text"),
+        ("fingerprint", "bytea"),
+        ("status", "int8"),
+        ("headers", "jsonb"),
+        ("body", "bytea"),
+        ("expires_at", "int8"),
+    ],
+    key: &["owner", "method", "path", "key"],
+};
+
+const AUDIT: &Table = &Table {
+    name: "audit",
+    columns: &[
+        ("at", "int8"),
+        ("event_type", "text"),
+        ("resource_id", "int8"),
+        ("reservation_id", "text"),
+        ("actor", "text"),
+        ("role", "text"),
+        ("client_ip", "text"),
+        ("user_agent", "text"),
+        ("request_id", "text"),
+        ("success", "bool"),
+        ("details", "text"),
+    ],
+    key: &[],
+};
+
+/// The columns to read, JSONB as text (the JSON parser reads it).
+fn select_list(table: &Table) -> String {
+    table
+        .columns
+        .iter()
+        .map(|(name, ty)| match *ty {
+            "jsonb" => format!("{name}::text"),
+            _ => (*name).to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `unnest($1::int8[], $2::text[], ..) AS u(a, b, ..)` and the select list over `u`.
+fn unnest(table: &Table) -> (String, String) {
+    let arrays: Vec<String> = table
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, (_, ty))| {
+            let ty = if *ty == "jsonb" { "text" } else { ty };
+            format!("${}::{ty}[]", i + 1)
+        })
+        .collect();
+    let names: Vec<&str> = table.columns.iter().map(|(n, _)| *n).collect();
+    let select: Vec<String> = table
+        .columns
+        .iter()
+        .map(|(name, ty)| match *ty {
+            "jsonb" => format!("u.{name}::jsonb"),
+            _ => format!("u.{name}"),
+        })
+        .collect();
+    (
+        format!("unnest({}) AS u({})", arrays.join(", "), names.join(", ")),
+        select.join(", "),
+    )
+}
+
+/// Inserts every row of the arrays, replacing those with the same key.
+fn upsert_sql(table: &Table) -> String {
+    let (from, select) = unnest(table);
+    let names: Vec<&str> = table.columns.iter().map(|(n, _)| *n).collect();
+    let updates: Vec<String> = names
+        .iter()
+        .filter(|n| !table.key.contains(n))
+        .map(|n| format!("{n} = EXCLUDED.{n}"))
+        .collect();
+    format!(
+        "INSERT INTO {} ({}) SELECT {select} FROM {from} ON CONFLICT ({}) DO UPDATE SET {}",
+        table.name,
+        names.join(", "),
+        table.key.join(", "),
+        updates.join(", ")
+    )
+}
+
+/// Appends the arrays' rows after the highest `ord`, in array order. One writer per
+/// schema (the advisory lock), so the highest cannot move under it.
+fn append_sql(table: &Table) -> String {
+    let (from, select) = unnest(table);
+    let names: Vec<&str> = table.columns.iter().map(|(n, _)| *n).collect();
+    let from = from.replacen(") AS u(", ") WITH ORDINALITY AS u(", 1);
+    let from = format!("{}, n)", from.trim_end_matches(')'));
+    format!(
+        "INSERT INTO {name} (ord, {}) SELECT top.ord + u.n, {select} FROM {from}, \
+         (SELECT COALESCE(MAX(ord), 0) AS ord FROM {name}) AS top",
+        names.join(", "),
+        name = table.name
+    )
+}
+
+/// Keeps the latest `$1` rows.
+fn trim_sql(table: &Table) -> String {
+    format!(
+        "DELETE FROM {name} WHERE ord <= (SELECT MAX(ord) FROM {name}) - $1",
+        name = table.name
+    )
+}
+
+/// The writer's statements, prepared once per connection.
+struct Statements {
+    upsert_resources: Statement,
+    delete_resources: Statement,
+    upsert_reservations: Statement,
+    delete_reservations: Statement,
+    append_ended: Statement,
+    trim_ended: Statement,
+    append_expired: Statement,
+    trim_expired: Statement,
+    upsert_records: Statement,
+    forget_records: Statement,
+    append_audit: Statement,
+    trim_audit: Statement,
+    update_state: Statement,
+    count_commit: Statement,
+}
+
+impl Statements {
+    fn prepare(client: &mut Client) -> anyhow::Result<Statements> {
+        let mut p = |sql: &str| {
+            client
+                .prepare(sql)
+                .with_context(|| format!("preparing {sql}"))
+        };
+        Ok(Statements {
+            upsert_resources: p(&upsert_sql(RESOURCES))?,
+            delete_resources: p("DELETE FROM resources WHERE id = ANY($1::int8[])")?,
+            upsert_reservations: p(&upsert_sql(RESERVATIONS))?,
+            delete_reservations: p("DELETE FROM reservations WHERE id = ANY($1::text[])")?,
+            append_ended: p(&append_sql(ENDED))?,
+            trim_ended: p(&trim_sql(ENDED))?,
+            append_expired: p(&append_sql(EXPIRED_LOCKS))?,
+            trim_expired: p(&trim_sql(EXPIRED_LOCKS))?,
+            upsert_records: p(&upsert_sql(IDEMPOTENCY))?,
+            forget_records: p("DELETE FROM idempotency WHERE expires_at <= $1")?,
+            append_audit: p(&append_sql(AUDIT))?,
+            trim_audit: p(&trim_sql(AUDIT))?,
+            update_state: p(
+                "UPDATE state SET commits = $1, stream_seq = $3, next_event = $4, \
+                 next_resource_id = COALESCE($5, next_resource_id), \
+                 next_fencing = COALESCE($6, next_fencing), \
+                 next_reservation_seq = COALESCE($7, next_reservation_seq) \
+                 WHERE id = 1 AND commits = $2",
+            )?,
+            count_commit: p("UPDATE state SET commits = $1 WHERE id = 1 AND commits = $2")?,
+        })
+    }
+}
+
+/// One value of a row, typed as its column's array.
+enum Val {
+    Int(Option<i64>),
+    Text(Option<String>),
+    Bool(Option<bool>),
+    Bytes(Vec<u8>),
+}
+
+/// A table's rows, column by column: one array parameter per column.
+enum Column {
+    Int(Vec<Option<i64>>),
+    Text(Vec<Option<String>>),
+    Bool(Vec<Option<bool>>),
+    Bytes(Vec<Vec<u8>>),
+}
+
+struct Columns(Vec<Column>);
+
+impl Columns {
+    fn new(table: &Table) -> Columns {
+        Columns(
+            table
+                .columns
+                .iter()
+                .map(|(_, ty)| match *ty {
+                    "int8" => Column::Int(Vec::new()),
+                    "bool" => Column::Bool(Vec::new()),
+                    "bytea" => Column::Bytes(Vec::new()),
+                    _ => Column::Text(Vec::new()),
+                })
+                .collect(),
+        )
+    }
+
+    /// Adds a row; its values come in the table's column order and types.
+    fn push(&mut self, row: Vec<Val>) {
+        debug_assert_eq!(row.len(), self.0.len(), "one value per column");
+        for (column, value) in self.0.iter_mut().zip(row) {
+            match (column, value) {
+                (Column::Int(c), Val::Int(v)) => c.push(v),
+                (Column::Text(c), Val::Text(v)) => c.push(v),
+                (Column::Bool(c), Val::Bool(v)) => c.push(v),
+                (Column::Bytes(c), Val::Bytes(v)) => c.push(v),
+                _ => unreachable!("a value of another type than its column's"),
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self.0.first() {
+            Some(Column::Int(c)) => c.is_empty(),
+            Some(Column::Text(c)) => c.is_empty(),
+            Some(Column::Bool(c)) => c.is_empty(),
+            Some(Column::Bytes(c)) => c.is_empty(),
+            None => true,
+        }
+    }
+
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.0
+            .iter()
+            .map(|c| -> &(dyn ToSql + Sync) {
+                match c {
+                    Column::Int(v) => v,
+                    Column::Text(v) => v,
+                    Column::Bool(v) => v,
+                    Column::Bytes(v) => v,
+                }
+            })
+            .collect()
+    }
+}
+
+fn text(s: impl Into<String>) -> Val {
+    Val::Text(Some(s.into()))
+}
+
+fn opt_text(s: Option<impl Into<String>>) -> Val {
+    Val::Text(s.map(Into::into))
+}
+
+fn int(n: i64) -> Val {
+    Val::Int(Some(n))
+}
+
+fn resource_values(r: &Resource) -> anyhow::Result<Vec<Val>> {
+    let lease = r.lease();
+    let (released, released_at, released_reason) = match &r.state {
+        LockState::Locked(_) => (None, None, None),
+        LockState::Free(Released::Never) => (Some("never"), None, None),
+        LockState::Free(Released::Unlocked) => (Some("unlocked"), None, None),
+        LockState::Free(Released::Expired(at)) => (Some("expired"), Some(millis(*at)), None),
+        LockState::Free(Released::ForceUnlocked { at, reason }) => (
+            Some("force_unlocked"),
+            Some(millis(*at)),
+            Some(reason.as_str()),
+        ),
+    };
+    let m = r.maintenance.as_ref();
+    Ok(vec![
+        int(i64::from(r.id.get())),
+        text(&r.spec.name),
+        text(&r.spec.description),
+        text(&r.spec.endpoint),
+        text(serde_json::to_string(&r.spec.tags)?),
+        int(r.spec.max_lock_duration.as_secs() as i64),
+        text(match r.origin {
+            Origin::Descriptor => "descriptor",
+            Origin::Api => "api",
+        }),
+        Val::Bool(Some(r.retiring)),
+        opt_text(lease.map(|l| l.token.reveal())),
+        Val::Int(lease.map(|l| l.fencing.get() as i64)),
+        Val::Int(lease.map(|l| millis(l.acquired_at))),
+        Val::Int(lease.map(|l| millis(l.expires_at))),
+        opt_text(lease.and_then(|l| l.reservation).map(|id| id.to_string())),
+        opt_text(lease.and_then(|l| l.meta.holder.as_deref())),
+        opt_text(lease.and_then(|l| l.meta.note.as_deref())),
+        opt_text(released),
+        Val::Int(released_at),
+        opt_text(released_reason),
+        opt_text(m.map(|m| m.reason.as_str())),
+        Val::Int(m.map(|m| millis(m.from))),
+        Val::Int(m.and_then(|m| m.until).map(millis)),
+        Val::Bool(m.map(|m| m.active)),
+        opt_text(lease.and_then(|l| l.meta.owner.as_deref())),
+    ])
+}
+
+fn resource_id(n: i64) -> anyhow::Result<ResourceId> {
+    Ok(ResourceId::new(u32::try_from(n).with_context(|| {
+        format!("resource id {n} out of range")
+    })?))
+}
+
+fn resource_from_row(row: &Row) -> anyhow::Result<Resource> {
+    let id = resource_id(row.get(0))?;
+    let tags: Vec<String> =
+        serde_json::from_str(row.get(4)).with_context(|| format!("the tags of resource {id}"))?;
+    let max = Ttl::from_secs(row.get::<_, i64>(5) as u64)?;
+    let origin = match row.get::<_, &str>(6) {
+        "descriptor" => Origin::Descriptor,
+        "api" => Origin::Api,
+        other => bail!("resource {id}: unknown origin {other:?}"),
+    };
+    let state = match row.get::<_, Option<&str>>(8) {
+        Some(token) => LockState::Locked(Lease {
+            token: LockToken::parse(token)
+                .with_context(|| format!("resource {id}: not a lock token"))?,
+            fencing: FencingToken::new(row.get::<_, i64>(9) as u64),
+            acquired_at: timestamp(row.get(10)),
+            expires_at: timestamp(row.get(11)),
+            reservation: row
+                .get::<_, Option<&str>>(12)
+                .map(reservation_id)
+                .transpose()?,
+            meta: LockMeta {
+                holder: row.get(13),
+                note: row.get(14),
+                owner: row.get::<_, Option<&str>>(22).map(Arc::from),
+            },
+        }),
+        None => LockState::Free(match row.get::<_, Option<&str>>(15) {
+            Some("never") | None => Released::Never,
+            Some("unlocked") => Released::Unlocked,
+            Some("expired") => Released::Expired(timestamp(row.get(16))),
+            Some("force_unlocked") => Released::ForceUnlocked {
+                at: timestamp(row.get(16)),
+                reason: row.get::<_, Option<String>>(17).unwrap_or_default(),
+            },
+            Some(other) => bail!("resource {id}: unknown release {other:?}"),
+        }),
+    };
+    let maintenance = row.get::<_, Option<String>>(18).map(|reason| Maintenance {
+        reason,
+        from: timestamp(row.get(19)),
+        until: row.get::<_, Option<i64>>(20).map(timestamp),
+        active: row.get::<_, Option<bool>>(21).unwrap_or_default(),
+    });
+    Ok(Resource {
+        id,
+        spec: ResourceSpec {
+            name: row.get(1),
+            description: row.get(2),
+            endpoint: row.get(3),
+            tags,
+            max_lock_duration: max,
+        },
+        state,
+        maintenance,
+        retiring: row.get(7),
+        origin,
+    })
+}
+
+fn reservation_values(stored: &StoredReservation) -> Vec<Val> {
+    let r = &stored.reservation;
+    vec![
+        text(r.id.to_string()),
+        int(r.seq as i64),
+        text(groups_json(r).to_string()),
+        int(r.request.priority.get() as i64),
+        int(r.request.ttl.as_secs() as i64),
+        int(r.request.max_wait.as_secs() as i64),
+        Val::Bool(Some(r.request.auto_claim)),
+        opt_text(r.request.meta.holder.as_deref()),
+        opt_text(r.request.meta.note.as_deref()),
+        int(millis(r.created_at)),
+        int(millis(r.expires_at)),
+        text(r.status.as_str()),
+        Val::Int(r.fulfilled_at.map(millis)),
+        Val::Int(r.claim_expires_at.map(millis)),
+        Val::Int(r.claimed_at.map(millis)),
+        text(allocations_json(r).to_string()),
+        Val::Int(stored.next_aging.map(millis)),
+        opt_text(r.request.meta.owner.as_deref()),
+    ]
+}
+
+fn reservation_from_row(row: &Row) -> anyhow::Result<StoredReservation> {
+    let id = reservation_id(row.get(0))?;
+    let groups = groups_from_json(&serde_json::from_str::<Value>(row.get(2))?)
+        .with_context(|| format!("the groups of reservation {id}"))?;
+    let allocations = allocations_from_json(&serde_json::from_str::<Value>(row.get(15))?)
+        .with_context(|| format!("the allocations of reservation {id}"))?;
+    let secs = |column: usize| -> anyhow::Result<Ttl> {
+        Ttl::from_secs(row.get::<_, i64>(column) as u64).map_err(anyhow::Error::from)
+    };
+    let status = match row.get::<_, &str>(11) {
+        "pending" => ReservationStatus::Pending,
+        "fulfilled" => ReservationStatus::Fulfilled,
+        "claimed" => ReservationStatus::Claimed,
+        other => bail!("reservation {id}: unknown status {other:?}"),
+    };
+    Ok(StoredReservation {
+        reservation: Arc::new(Reservation {
+            id,
+            request: ReservationRequest {
+                groups,
+                priority: Priority::new(row.get::<_, i64>(3) as u64)?,
+                ttl: secs(4)?,
+                max_wait: secs(5)?,
+                auto_claim: row.get(6),
+                meta: LockMeta {
+                    holder: row.get(7),
+                    note: row.get(8),
+                    owner: row.get::<_, Option<&str>>(17).map(Arc::from),
+                },
+            },
+            seq: row.get::<_, i64>(1) as u64,
+            created_at: timestamp(row.get(9)),
+            expires_at: timestamp(row.get(10)),
+            status,
+            fulfilled_at: row.get::<_, Option<i64>>(12).map(timestamp),
+            claim_expires_at: row.get::<_, Option<i64>>(13).map(timestamp),
+            claimed_at: row.get::<_, Option<i64>>(14).map(timestamp),
+            allocations,
+        }),
+        next_aging: row.get::<_, Option<i64>>(16).map(timestamp),
+    })
+}
+
+fn expired_values(x: &ExpiredLock) -> Vec<Val> {
+    vec![
+        int(i64::from(x.resource.get())),
+        text(&x.name),
+        int(x.fencing.get() as i64),
+        int(millis(x.acquired_at)),
+        int(millis(x.expired_at)),
+        opt_text(x.reservation.map(|r| r.to_string())),
+        opt_text(x.meta.holder.as_deref()),
+        opt_text(x.meta.note.as_deref()),
+        opt_text(x.meta.owner.as_deref()),
+    ]
+}
+
+fn record_values(r: &IdempotencyRecord) -> anyhow::Result<Vec<Val>> {
+    Ok(vec![
+        text(&r.owner),
+        text(&r.method),
+        text(&r.path),
+        text(&r.key),
+        Val::Bytes(r.fingerprint.to_vec()),
+        int(i64::from(r.status)),
+        text(serde_json::to_string(&r.headers)?),
+        Val::Bytes(r.body.clone()),
+        int(millis(r.expires_at)),
+    ])
+}
+
+fn audit_values(entry: &audit::Entry) -> Vec<Val> {
+    let cause = &entry.cause;
+    vec![
+        int(millis(entry.at)),
+        text(entry.event_type.as_ref()),
+        Val::Int(entry.resource.map(|r| i64::from(r.get()))),
+        opt_text(entry.reservation.map(|r| r.to_string())),
+        text(entry.actor()),
+        opt_text(entry.role()),
+        opt_text(cause.client_ip.map(|ip| ip.to_string())),
+        opt_text(cause.user_agent.as_deref()),
+        opt_text(cause.request_id.as_deref()),
+        Val::Bool(Some(entry.success)),
+        text(Value::Object(entry.details()).to_string()),
+    ]
+}
