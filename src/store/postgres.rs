@@ -1064,3 +1064,314 @@ fn audit_values(entry: &audit::Entry) -> Vec<Val> {
         text(Value::Object(entry.details()).to_string()),
     ]
 }
+
+#[cfg(test)]
+pub(super) mod tests {
+    //! The store against a real PostgreSQL (`RENTABOT_TEST_POSTGRES`, a URL of a role
+    //! that may create databases; .ci/run sets it): each test makes a database of its
+    //! own and drops it. Without the variable they say SKIPPED loudly and pass.
+
+    use super::*;
+    use crate::domain::{Broker, ResourceId};
+    use crate::runtime::{Cause, Change};
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::sqlite::tests::{T0, at, change, every_kind_of_row, recording_broker, ttl};
+    use crate::store::{PersistUrl, url::PostgresUrl};
+
+    /// A database of the test's own, dropped (connections and all) at the end.
+    pub(in crate::store) struct TestDb {
+        base: String,
+        name: String,
+        pub url: PostgresUrl,
+    }
+
+    impl TestDb {
+        /// `None` (and a loud SKIPPED line) without `RENTABOT_TEST_POSTGRES`.
+        pub fn create(test: &str) -> Option<TestDb> {
+            let Ok(base) = std::env::var("RENTABOT_TEST_POSTGRES") else {
+                eprintln!(
+                    "\n\n!!!! SKIPPED {test}: RENTABOT_TEST_POSTGRES is not set (a \
+                     postgres:// URL of a role that may create databases); .ci/run sets \
+                     it !!!!\n\n"
+                );
+                return None;
+            };
+            let name = format!("rb_{}", uuid::Uuid::new_v4().simple());
+            let mut admin = Client::connect(&base, NoTls).expect("RENTABOT_TEST_POSTGRES");
+            admin
+                .batch_execute(&format!("CREATE DATABASE {name}"))
+                .unwrap();
+            let PersistUrl::Postgres(url) =
+                PersistUrl::parse(&with_database(&base, &name)).unwrap()
+            else {
+                panic!("RENTABOT_TEST_POSTGRES is not a postgres:// URL");
+            };
+            Some(TestDb { base, name, url })
+        }
+
+        /// A client of the test's database, as an operator's psql.
+        pub fn psql(&self) -> Client {
+            self.url.config().connect(NoTls).unwrap()
+        }
+    }
+
+    impl Drop for TestDb {
+        fn drop(&mut self) {
+            if let Ok(mut admin) = Client::connect(&self.base, NoTls) {
+                let _ = admin.batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                ));
+            }
+        }
+    }
+
+    /// `url` naming database `name` instead.
+    fn with_database(url: &str, name: &str) -> String {
+        let (scheme, rest) = url.split_once("://").unwrap();
+        let host_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let query = rest[host_end..].find('?').map(|q| &rest[host_end + q..]);
+        format!(
+            "{scheme}://{}/{name}{}",
+            &rest[..host_end],
+            query.unwrap_or("")
+        )
+    }
+
+    fn commit(
+        store: &mut dyn Backend,
+        changes: &[Change],
+        records: &[IdempotencyRecord],
+        answers: &[audit::Entry],
+    ) {
+        store
+            .commit(&Batch {
+                changes,
+                records,
+                next_event: 42,
+                now: T0,
+                answers,
+            })
+            .unwrap();
+    }
+
+    fn refusal() -> audit::Entry {
+        audit::Entry::refused(
+            at(20),
+            Cause::anonymous(),
+            "unlock",
+            Some(ResourceId::new(2)),
+            None,
+            audit::Answer {
+                method: "POST".into(),
+                route: "/api/v1/resources/{id}/unlock".into(),
+                status: 403,
+                code: Some("invalid_lock_token"),
+            },
+        )
+    }
+
+    fn records(loaded: &Loaded) -> Vec<Value> {
+        loaded.audit.iter().map(audit::Entry::record).collect()
+    }
+
+    #[test]
+    fn what_is_committed_reads_back_as_sqlite_reads_it_back() {
+        let Some(db) = TestDb::create("what_is_committed_reads_back_as_sqlite_reads_it_back")
+        else {
+            return;
+        };
+        let (mut pg, loaded) = PostgresStore::open(&db.url, 100).unwrap();
+        assert_eq!(loaded.seq, 0);
+        assert!(loaded.image.resources.is_empty());
+        let dir = tempfile::tempdir().unwrap();
+        let (mut lite, _) = SqliteStore::open(&dir.path().join("state.db")).unwrap();
+
+        let (b, changes, record) = every_kind_of_row();
+        for store in [&mut pg as &mut dyn Backend, &mut lite] {
+            // Two transactions, the second with the record, then a refusal alone.
+            commit(store, &changes[..2], &[], &[]);
+            commit(store, &changes[2..], std::slice::from_ref(&record), &[]);
+            commit(store, &[], &[], &[refusal()]);
+        }
+        drop((pg, lite));
+
+        let (_, from_pg) = PostgresStore::open(&db.url, 100).unwrap();
+        let (_, from_lite) = SqliteStore::open(&dir.path().join("state.db")).unwrap();
+        assert_eq!(from_pg.seq, 4);
+        assert_eq!(from_pg.next_event, 42);
+        assert_eq!(from_pg.image, b.image());
+        assert_eq!(from_pg.records, vec![record]);
+        assert_eq!(from_pg.image, from_lite.image);
+        assert_eq!(
+            (from_pg.seq, from_pg.next_event),
+            (from_lite.seq, from_lite.next_event)
+        );
+        assert_eq!(from_pg.records, from_lite.records);
+        assert!(!from_pg.audit.is_empty());
+        assert_eq!(records(&from_pg), records(&from_lite), "the same audit log");
+        assert_eq!(
+            from_pg.audit.last().unwrap().record(),
+            refusal().record(),
+            "the refusal, stored on its own"
+        );
+        // And the rebuilt broker behaves as the live one: the same next deadline.
+        let restored = Broker::restore(
+            from_pg.image,
+            crate::domain::Policy::default(),
+            Box::new(crate::domain::Seeded::new(9)),
+            false,
+        );
+        restored.check_invariants();
+        assert_eq!(restored.next_deadline(), b.next_deadline());
+    }
+
+    #[test]
+    fn an_empty_database_gets_the_schema_and_a_newer_one_is_refused() {
+        let Some(db) =
+            TestDb::create("an_empty_database_gets_the_schema_and_a_newer_one_is_refused")
+        else {
+            return;
+        };
+        drop(PostgresStore::open(&db.url, 100).unwrap());
+        let mut psql = db.psql();
+        let version: i32 = psql
+            .query_one("SELECT schema_version FROM rentabot_meta", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(version as usize, SCHEMA_VERSION);
+        drop(PostgresStore::open(&db.url, 100).unwrap()); // and opens again as it is
+
+        psql.execute(
+            "UPDATE rentabot_meta SET schema_version = $1",
+            &[&(SCHEMA_VERSION as i32 + 1)],
+        )
+        .unwrap();
+        let err = format!("{:#}", PostgresStore::open(&db.url, 100).err().unwrap());
+        assert!(err.contains("written by a newer rentabot"), "{err}");
+        assert!(!err.contains(":rentabot@"), "no password in {err}");
+    }
+
+    #[test]
+    fn another_programs_schema_and_a_second_service_are_refused() {
+        let Some(db) = TestDb::create("another_programs_schema_and_a_second_service_are_refused")
+        else {
+            return;
+        };
+        let mut psql = db.psql();
+        psql.batch_execute("CREATE TABLE notes (text TEXT)")
+            .unwrap();
+        let err = format!("{:#}", PostgresStore::open(&db.url, 100).err().unwrap());
+        assert!(err.contains("not rentabot's"), "{err}");
+
+        psql.batch_execute("DROP TABLE notes").unwrap();
+        let _first = PostgresStore::open(&db.url, 100).unwrap();
+        let err = format!("{:#}", PostgresStore::open(&db.url, 100).err().unwrap());
+        assert!(
+            err.contains("another rentabot serves schema public"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_commit_whose_answer_was_lost_is_not_written_twice_and_a_second_writer_is_fenced() {
+        let Some(db) = TestDb::create("a_commit_whose_answer_was_lost_is_not_written_twice") else {
+            return;
+        };
+        let (mut store, _) = PostgresStore::open(&db.url, 100).unwrap();
+        let mut b = recording_broker();
+        let first = change(&mut b, 1);
+        commit(&mut store, &[first], &[], &[]);
+        let grant = b.lock(ResourceId::new(1), ttl(60), at(1)).unwrap();
+        b.unlock(ResourceId::new(1), Some(&grant.token.reveal()), at(2))
+            .unwrap();
+        let second = change(&mut b, 2);
+        commit(&mut store, std::slice::from_ref(&second), &[], &[]);
+        let mut psql = db.psql();
+        let audit_rows = |psql: &mut Client| -> i64 {
+            psql.query_one("SELECT count(*) FROM audit", &[])
+                .unwrap()
+                .get(0)
+        };
+        let rows = audit_rows(&mut psql);
+
+        // As if COMMIT went through but its answer was lost: the writer retries the
+        // same batch, and the store finds it there.
+        store.commits -= 1;
+        store.in_doubt = true;
+        commit(&mut store, std::slice::from_ref(&second), &[], &[]);
+        assert_eq!(audit_rows(&mut psql), rows, "not written twice");
+        assert!(!store.in_doubt);
+
+        // Someone else moved the counter: this store's writes are refused.
+        psql.execute("UPDATE state SET commits = commits + 1", &[])
+            .unwrap();
+        b.lock(ResourceId::new(2), ttl(60), at(3)).unwrap();
+        let third = change(&mut b, 3);
+        let err = store
+            .commit(&Batch {
+                changes: &[third],
+                records: &[],
+                next_event: 42,
+                now: T0,
+                answers: &[],
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("another rentabot wrote"), "{err}");
+        let seq: i64 = psql
+            .query_one("SELECT stream_seq FROM state", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(seq, 2, "nothing of the refused batch");
+    }
+
+    #[test]
+    fn a_batch_of_the_most_changes_commits_in_one_transaction() {
+        let Some(db) = TestDb::create("a_batch_of_the_most_changes_commits_in_one_transaction")
+        else {
+            return;
+        };
+        let (mut store, _) = PostgresStore::open(&db.url, 100_000).unwrap();
+        let mut b = recording_broker();
+        let mut changes = vec![change(&mut b, 1)];
+        // Lock and unlock board 1 over and over: each change touches the same row,
+        // which the batch writes once; the audit gets every event.
+        while changes.len() < crate::store::writer::MAX_BATCH {
+            let seq = changes.len() as u64 + 1;
+            let grant = b.lock(ResourceId::new(1), ttl(60), at(seq)).unwrap();
+            b.unlock(ResourceId::new(1), Some(&grant.token.reveal()), at(seq))
+                .unwrap();
+            changes.push(change(&mut b, seq));
+        }
+        let started = std::time::Instant::now();
+        commit(&mut store, &changes, &[], &[]);
+        eprintln!(
+            "{} changes committed in {:?}",
+            changes.len(),
+            started.elapsed()
+        );
+        drop(store);
+        let (_, loaded) = PostgresStore::open(&db.url, 100_000).unwrap();
+        assert_eq!(loaded.image, b.image());
+        assert_eq!(loaded.seq, changes.len() as u64);
+        let events: usize = changes.iter().map(|c| c.events.len()).sum();
+        assert_eq!(loaded.audit.len(), events);
+        assert_eq!(
+            db.psql()
+                .query_one("SELECT commits FROM state", &[])
+                .unwrap()
+                .get::<_, i64>(0),
+            1
+        );
+    }
+
+    #[test]
+    fn the_url_names_a_database_of_its_own() {
+        assert_eq!(
+            with_database("postgres://u:p@h:5/base?x=1", "rb_1"),
+            "postgres://u:p@h:5/rb_1?x=1"
+        );
+        assert_eq!(with_database("postgres://h", "rb_1"), "postgres://h/rb_1");
+    }
+}

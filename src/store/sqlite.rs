@@ -1042,7 +1042,7 @@ fn unhex(text: &str) -> anyhow::Result<Vec<u8>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     //! The store against real files in a temporary directory: what is committed reads
     //! back as the same image, and files that must not be served are refused.
 
@@ -1050,14 +1050,14 @@ mod tests {
     use crate::domain::{Broker, LockTerms, Policy, ReservationRequest, Seeded, Unavailability};
     use crate::runtime::{Cause, Change};
 
-    const T0: Timestamp = Timestamp::from_millis(1_768_471_200_000);
+    pub(in crate::store) const T0: Timestamp = Timestamp::from_millis(1_768_471_200_000);
 
-    fn at(secs: u64) -> Timestamp {
+    pub(in crate::store) fn at(secs: u64) -> Timestamp {
         Timestamp::from_millis(T0.as_millis() + secs * 1000)
     }
 
     /// A broker recording its rows, with a lab of four boards and a psu.
-    fn recording_broker() -> Broker {
+    pub(in crate::store) fn recording_broker() -> Broker {
         let mut b = Broker::restore(
             crate::domain::Image::default(),
             Policy::default(),
@@ -1074,7 +1074,7 @@ mod tests {
     }
 
     /// The broker's latest change, numbered `seq`.
-    fn change(b: &mut Broker, seq: u64) -> Change {
+    pub(in crate::store) fn change(b: &mut Broker, seq: u64) -> Change {
         Change {
             seq,
             at: T0,
@@ -1097,18 +1097,14 @@ mod tests {
             .unwrap();
     }
 
-    fn ttl(secs: u64) -> LockTerms {
+    pub(in crate::store) fn ttl(secs: u64) -> LockTerms {
         Ttl::from_secs(secs).unwrap().into()
     }
 
-    #[test]
-    fn what_is_committed_reads_back_as_the_same_state() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.db");
-        let (mut store, loaded) = SqliteStore::open(&path).unwrap();
-        assert_eq!(loaded.seq, 0);
-        assert!(loaded.image.resources.is_empty());
-
+    /// Changes that write every kind of row (resources locked, free, expired, broken,
+    /// in maintenance; a pending reservation with an expression; ended and expired
+    /// history; counters) and an idempotency record, for the stores' read-back tests.
+    pub(in crate::store) fn every_kind_of_row() -> (Broker, Vec<Change>, IdempotencyRecord) {
         let mut b = recording_broker();
         let mut changes = vec![change(&mut b, 1)];
         b.lock(ResourceId::new(1), ttl(600), at(1)).unwrap();
@@ -1165,6 +1161,18 @@ mod tests {
             body: br#"{"message":"Resource locked"}"#.to_vec(),
             expires_at: at(86_400),
         };
+        (b, changes, record)
+    }
+
+    #[test]
+    fn what_is_committed_reads_back_as_the_same_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let (mut store, loaded) = SqliteStore::open(&path).unwrap();
+        assert_eq!(loaded.seq, 0);
+        assert!(loaded.image.resources.is_empty());
+
+        let (b, changes, record) = every_kind_of_row();
         // Two transactions, the second with the record.
         commit(&mut store, &changes[..2], &[]);
         commit(&mut store, &changes[2..], std::slice::from_ref(&record));
