@@ -27,6 +27,7 @@ mod middleware;
 mod observability;
 mod origin;
 mod ownership;
+mod postgres;
 mod queries;
 mod reservations;
 mod resources;
