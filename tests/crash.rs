@@ -15,6 +15,9 @@
 //! nobody was told it happened) and after a commit but before the answer (the change is
 //! there, and the retry replays it).
 //!
+//! Each runs twice: on SQLite, and on PostgreSQL (`_on_postgres`: a database of its
+//! own on the server `RENTABOT_TEST_POSTGRES` names; SKIPPED, loudly, without it).
+//!
 //! The kill moments and the clients' choices come from a seed printed at the start
 //! (`CRASH_SEED=<n>` replays a run's choices; the server's timing is its own).
 
@@ -39,6 +42,71 @@ const CLIENTS: usize = 6;
 /// Kills per run (the issue asks for at least 20).
 const KILLS: usize = 20;
 
+/// Where the service keeps its state.
+#[derive(Clone)]
+enum Store {
+    /// `state.db` in the test's directory.
+    Sqlite,
+    /// A PostgreSQL database of the test's own (this URL names it).
+    Postgres(String),
+}
+
+/// A PostgreSQL database made for one test and dropped after it, on the server
+/// `RENTABOT_TEST_POSTGRES` names (.ci/run sets it).
+struct PgDb {
+    base: String,
+    name: String,
+    url: String,
+}
+
+impl PgDb {
+    /// `None`, after a loud SKIPPED line, without `RENTABOT_TEST_POSTGRES`.
+    fn create(test: &str) -> Option<PgDb> {
+        let Ok(base) = std::env::var("RENTABOT_TEST_POSTGRES") else {
+            eprintln!(
+                "\n\n!!!! SKIPPED {test}: RENTABOT_TEST_POSTGRES is not set (a postgres:// \
+                 URL of a role that may create databases); .ci/run sets it !!!!\n\n"
+            );
+            return None;
+        };
+        let name = format!("rb_{}", uuid::Uuid::new_v4().simple());
+        let (scheme, rest) = base.split_once("://").expect("a postgres:// URL");
+        let host_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let query = rest[host_end..]
+            .find('?')
+            .map_or("", |q| &rest[host_end + q..]);
+        let url = format!("{scheme}://{}/{name}{query}", &rest[..host_end]);
+        let db = PgDb { base, name, url };
+        db.admin(&format!("CREATE DATABASE {}", db.name));
+        Some(db)
+    }
+
+    /// Runs `sql` on the server's first database, off the test's runtime (the blocking
+    /// client drives one of its own).
+    fn admin(&self, sql: &str) {
+        let (base, sql) = (self.base.clone(), sql.to_owned());
+        std::thread::spawn(move || {
+            postgres::Client::connect(&base, postgres::NoTls)
+                .and_then(|mut c| c.batch_execute(&sql))
+        })
+        .join()
+        .unwrap()
+        .unwrap();
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let (base, name) = (self.base.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            if let Ok(mut c) = postgres::Client::connect(&base, postgres::NoTls) {
+                let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+            }
+        })
+        .join();
+    }
+}
+
 /// The service as a child process. Killed (SIGKILL) when dropped.
 struct Service {
     child: Child,
@@ -55,16 +123,19 @@ impl Drop for Service {
 }
 
 impl Service {
-    /// Starts the service on the lab in `dir` with its state in `dir/state.db`, and
-    /// waits until it answers.
-    fn start(dir: &Path, failpoint: Option<&str>) -> Service {
-        let db = dir.join("state.db");
+    /// Starts the service on the lab in `dir` with its state in `store`, and waits
+    /// until it answers.
+    fn start(dir: &Path, store: &Store, failpoint: Option<&str>) -> Service {
+        let persist = match store {
+            Store::Sqlite => format!("sqlite:///{}", dir.join("state.db").display()),
+            Store::Postgres(url) => url.clone(),
+        };
         let mut command = support::rentabot();
         command
             .arg("--config")
             .arg(dir.join("lab.yaml"))
             .arg("--persist")
-            .arg(format!("sqlite:///{}", db.display()))
+            .arg(persist)
             .args(["--host", "127.0.0.1", "--port", "0", "--log-level", "info"])
             .current_dir(dir)
             .env("NO_COLOR", "1")
@@ -315,6 +386,20 @@ fn seed() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_moments_loses_no_acknowledged_answer() {
+    kill_9_at_random_moments(&Store::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_random_moments_loses_no_acknowledged_answer_on_postgres() {
+    let Some(db) =
+        PgDb::create("kill_9_at_random_moments_loses_no_acknowledged_answer_on_postgres")
+    else {
+        return;
+    };
+    kill_9_at_random_moments(&Store::Postgres(db.url.clone())).await;
+}
+
+async fn kill_9_at_random_moments(store: &Store) {
     let dir = tempfile::tempdir().unwrap();
     lab(dir.path());
     let mut rng = Rng(seed());
@@ -330,7 +415,7 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_answer() {
     let mut maybe_unlocked: HashSet<String> = HashSet::new();
 
     for round in 0..=KILLS {
-        let service = Service::start(dir.path(), None);
+        let service = Service::start(dir.path(), store, None);
         let base = service.base.clone();
         let now = state(&http, &base).await;
 
@@ -479,8 +564,8 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_answer() {
 /// Sends one lock request with an Idempotency-Key to a service that will crash on its
 /// `n`th commit (before or after it, per `failpoint`), and returns the key, the body,
 /// and whether an answer came back.
-async fn lock_into_failpoint(dir: &Path, failpoint: &str) -> (String, Value, bool) {
-    let service = Service::start(dir, Some(failpoint));
+async fn lock_into_failpoint(dir: &Path, store: &Store, failpoint: &str) -> (String, Value, bool) {
+    let service = Service::start(dir, store, Some(failpoint));
     let http = client();
     let key = "fp-1".to_owned();
     let body = json!({"ttl": 600});
@@ -505,12 +590,26 @@ fn fresh_lab() -> (tempfile::TempDir, PathBuf) {
 
 #[tokio::test]
 async fn a_crash_before_the_commit_loses_the_change_and_its_answer() {
+    crash_before_the_commit(&Store::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_crash_before_the_commit_loses_the_change_and_its_answer_on_postgres() {
+    let Some(db) =
+        PgDb::create("a_crash_before_the_commit_loses_the_change_and_its_answer_on_postgres")
+    else {
+        return;
+    };
+    crash_before_the_commit(&Store::Postgres(db.url.clone())).await;
+}
+
+async fn crash_before_the_commit(store: &Store) {
     let (_dir, path) = fresh_lab();
     // Commit 1 is the descriptor merged at start; commit 2 is the lock.
-    let (key, body, answered) = lock_into_failpoint(&path, "before-commit:2").await;
+    let (key, body, answered) = lock_into_failpoint(&path, store, "before-commit:2").await;
     assert!(!answered, "no answer for a change that was never committed");
 
-    let service = Service::start(&path, None);
+    let service = Service::start(&path, store, None);
     let http = client();
     assert!(
         state(&http, &service.base)
@@ -535,11 +634,23 @@ async fn a_crash_before_the_commit_loses_the_change_and_its_answer() {
 
 #[tokio::test]
 async fn a_crash_after_the_commit_keeps_the_change_and_the_retry_replays_it() {
+    crash_after_the_commit(&Store::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_crash_after_the_commit_keeps_the_change_and_the_retry_replays_it_on_postgres() {
+    let Some(db) = PgDb::create("a_crash_after_the_commit_keeps_the_change_on_postgres") else {
+        return;
+    };
+    crash_after_the_commit(&Store::Postgres(db.url.clone())).await;
+}
+
+async fn crash_after_the_commit(store: &Store) {
     let (_dir, path) = fresh_lab();
-    let (key, body, answered) = lock_into_failpoint(&path, "after-commit:2").await;
+    let (key, body, answered) = lock_into_failpoint(&path, store, "after-commit:2").await;
     assert!(!answered, "the process died before answering");
 
-    let service = Service::start(&path, None);
+    let service = Service::start(&path, store, None);
     let http = client();
     let locked: Vec<String> = state(&http, &service.base)
         .await

@@ -22,6 +22,7 @@
 //!   lock again.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use postgres::types::ToSql;
@@ -57,6 +58,12 @@ pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 /// name hashed, so that services on different schemas of one database do not meet.
 const LOCK_CLASS: i32 = 0x5242_4f54;
 
+/// How long a starting service waits for the schema's lock: long enough for the
+/// session of a predecessor that was killed to end (milliseconds: the server sees the
+/// connection close), short enough that a second service started by mistake is told so
+/// promptly.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
 /// A PostgreSQL schema, open for the writer thread.
 pub struct PostgresStore {
     url: PostgresUrl,
@@ -85,9 +92,18 @@ impl PostgresStore {
     /// The server cannot be reached or refuses the login; another rentabot serves the
     /// schema; the schema belongs to another program or a newer rentabot.
     pub fn open(url: &PostgresUrl, audit_retention: usize) -> anyhow::Result<(Self, Loaded)> {
+        Self::open_waiting(url, audit_retention, LOCK_WAIT)
+    }
+
+    /// [`PostgresStore::open`], waiting at most `wait` for the schema's lock.
+    fn open_waiting(
+        url: &PostgresUrl,
+        audit_retention: usize,
+        wait: Duration,
+    ) -> anyhow::Result<(Self, Loaded)> {
         let audit_retention = i64::try_from(audit_retention.max(1)).unwrap_or(i64::MAX);
         let mut client = connect(url)?;
-        let schema = claim(&mut client, url)?;
+        let schema = claim(&mut client, url, wait)?;
         migrate(&mut client, url, &schema)?;
         let (loaded, commits) = read(&mut client, audit_retention)
             .with_context(|| format!("reading schema {schema} of {url}", url = url.shown()))?;
@@ -129,7 +145,9 @@ impl PostgresStore {
         }
         if self.conn.is_none() {
             let mut client = connect(&self.url)?;
-            claim(&mut client, &self.url)?;
+            // Not waiting: the writer's backoff retries, and while it waits nothing is
+            // acknowledged anyway.
+            claim(&mut client, &self.url, Duration::ZERO)?;
             let statements = Statements::prepare(&mut client)?;
             self.conn = Some(Conn { client, statements });
             tracing::info!(store = %self.url, "reconnected to the state store");
@@ -272,28 +290,54 @@ fn connect(url: &PostgresUrl) -> anyhow::Result<Client> {
 }
 
 /// Takes the advisory lock of the connection's schema, for as long as the connection
-/// lives; returns the schema's name.
-fn claim(client: &mut Client, url: &PostgresUrl) -> anyhow::Result<String> {
-    let row = client.query_one(
-        "SELECT current_schema()::text, \
-         pg_try_advisory_lock($1, hashtext(coalesce(current_schema(), '')))",
-        &[&LOCK_CLASS],
-    )?;
-    let Some(schema) = row.get::<_, Option<String>>(0) else {
+/// lives, waiting at most `wait` for another service to let it go (zero: not at all);
+/// returns the schema's name.
+fn claim(client: &mut Client, url: &PostgresUrl, wait: Duration) -> anyhow::Result<String> {
+    let schema: Option<String> = client
+        .query_one("SELECT current_schema()::text", &[])?
+        .get(0);
+    let Some(schema) = schema else {
         bail!(
             "no schema of the search_path of {} exists: create it, or name one that does \
              (options=-csearch_path%3Dname in the URL)",
             url.shown()
         );
     };
-    if !row.get::<_, bool>(1) {
-        bail!(
+    let held_elsewhere = || {
+        anyhow::anyhow!(
             "another rentabot serves schema {schema} of {} (it holds the advisory lock \
              ({LOCK_CLASS}, hashtext('{schema}'))): one schema, one service",
             url.shown()
-        );
+        )
+    };
+    if wait.is_zero() {
+        let taken: bool = client
+            .query_one(
+                "SELECT pg_try_advisory_lock($1, hashtext(current_schema()))",
+                &[&LOCK_CLASS],
+            )?
+            .get(0);
+        return if taken {
+            Ok(schema)
+        } else {
+            Err(held_elsewhere())
+        };
     }
-    Ok(schema)
+    // Waiting in the server: the lock is ours the moment the other session ends (a
+    // service restarted after a crash finds its predecessor's session still closing).
+    client.batch_execute(&format!("SET lock_timeout = {}", wait.as_millis().max(1)))?;
+    let taken = client.execute(
+        "SELECT pg_advisory_lock($1, hashtext(current_schema()))",
+        &[&LOCK_CLASS],
+    );
+    client.batch_execute("RESET lock_timeout")?;
+    match taken {
+        Ok(_) => Ok(schema),
+        Err(e) if e.code() == Some(&postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+            Err(held_elsewhere())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Brings the schema to [`SCHEMA_VERSION`] in one transaction, after checking that it
@@ -1265,12 +1309,22 @@ pub(super) mod tests {
         assert!(err.contains("not rentabot's"), "{err}");
 
         psql.batch_execute("DROP TABLE notes").unwrap();
-        let _first = PostgresStore::open(&db.url, 100).unwrap();
-        let err = format!("{:#}", PostgresStore::open(&db.url, 100).err().unwrap());
-        assert!(
-            err.contains("another rentabot serves schema public"),
-            "{err}"
-        );
+        let first = PostgresStore::open(&db.url, 100).unwrap();
+        for wait in [Duration::ZERO, Duration::from_millis(50)] {
+            let second = PostgresStore::open_waiting(&db.url, 100, wait);
+            let err = format!("{:#}", second.err().unwrap());
+            assert!(
+                err.contains("another rentabot serves schema public"),
+                "{err}"
+            );
+        }
+        // A service that waits gets the schema as soon as the first one is gone.
+        let waiting = std::thread::spawn({
+            let url = db.url.clone();
+            move || PostgresStore::open_waiting(&url, 100, Duration::from_secs(20)).map(|_| ())
+        });
+        drop(first);
+        waiting.join().unwrap().unwrap();
     }
 
     #[test]
