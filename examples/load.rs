@@ -31,7 +31,8 @@
 //! - `--durable` (in-process only) adds `durable`: the by-id cycle against a second
 //!   in-process server started with `--persist` on a SQLite file in a temporary
 //!   directory, interleaved with the others, with its ratio to in-memory by-id and the
-//!   store's commits (count, changes per commit, latency).
+//!   store's commits (count, changes per commit, latency). `--durable-url URL` puts that
+//!   server's state in another store: `postgres://user:password@127.0.0.1/db`.
 //! - `--auth` (in-process only) adds `keyed`: the by-id cycle against a third in-process
 //!   server started with an `--auth-config` of 8 API keys (rate limits on, set far above
 //!   the load), every request carrying `X-API-Key`, with its ratio to by-id.
@@ -168,6 +169,11 @@ struct Args {
     /// (a file in a temporary directory, fsync on every commit as in production).
     #[arg(long, conflicts_with = "url")]
     durable: bool,
+    /// `durable` with its state in this store instead of a temporary SQLite file, e.g.
+    /// postgres://user:password@127.0.0.1/db (implies --durable). Give it an empty
+    /// database: whatever state it holds is restored, and left there.
+    #[arg(long, conflicts_with = "url", value_name = "URL")]
+    durable_url: Option<String>,
 
     /// Also run `keyed`: by-id against a server with an auth config, sending a key.
     #[arg(long, conflicts_with = "url")]
@@ -238,10 +244,15 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         }
     };
     // The durable server and the directory of its state file, which lives as long as it.
-    let durable = if args.durable {
+    let durable = if args.durable || args.durable_url.is_some() {
         let dir = tempfile::tempdir().context("creating the durable server's directory")?;
-        let url = format!("sqlite:///{}", dir.path().join("state.db").display());
+        let url = match &args.durable_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite:///{}", dir.path().join("state.db").display()),
+        };
         let persist = PersistUrl::parse(&url)?;
+        // Shown with its password redacted.
+        let url = persist.to_string();
         let (base, handle) = start_server(
             args,
             Variant {

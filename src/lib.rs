@@ -11,7 +11,7 @@
 //!            expiry timer, descriptor reloads (API and SIGHUP).
 //! audit/     the audit log: records from committed changes and refused requests, the
 //!            bounded ring queries read, the JSON-lines file.
-//! store/     persistence: consumes the change stream (SQLite, group commit), restores.
+//! store/     persistence: consumes the change stream (SQLite or PostgreSQL, group commit), restores.
 //! api/       thin actix-web handlers for the Rent-A-Bot 1.0 API and its extensions,
 //!            wire types, errors, the OpenAPI document, middleware.
 //! web/       the live dashboard at `/`: server-rendered HTML, its script and stylesheet.

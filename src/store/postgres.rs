@@ -39,7 +39,7 @@ use crate::audit;
 use crate::domain::{
     Counters, EndedReservation, ExpiredLock, FencingToken, Lease, LockMeta, LockState, LockToken,
     Maintenance, Origin, Priority, Released, Reservation, ReservationRequest, ReservationStatus,
-    Resource, ResourceId, ResourceSpec, StoredReservation, Ttl,
+    Resource, ResourceId, ResourceSpec, StoredReservation, Timestamp, Ttl,
 };
 use crate::runtime::IdempotencyRecord;
 
@@ -76,7 +76,13 @@ pub struct PostgresStore {
     /// The latest commit failed, perhaps after the server committed it: look before
     /// writing the batch again.
     in_doubt: bool,
+    /// When expired `Idempotency-Key` answers are next deleted.
+    forget_at: Timestamp,
 }
+
+/// How often expired `Idempotency-Key` answers are deleted: each delete is a round trip,
+/// and they are kept for hours (a second's more makes no difference).
+const FORGET_EVERY: Duration = Duration::from_secs(1);
 
 /// A connection that holds the schema's advisory lock, with its prepared statements.
 struct Conn {
@@ -115,6 +121,7 @@ impl PostgresStore {
                 audit_retention,
                 commits,
                 in_doubt: false,
+                forget_at: Timestamp::from_millis(0),
             },
             loaded,
         ))
@@ -209,16 +216,16 @@ impl PostgresStore {
                     Val::Int(Some(millis(e.at))),
                 ]);
             }
-            tx.execute(&s.append_ended, &ended.params())?;
-            tx.execute(&s.trim_ended, &[&(crate::domain::ENDED_MEMORY as i64)])?;
+            let keep = crate::domain::ENDED_MEMORY as i64;
+            tx.execute(&s.append_ended, &ended.params_and(&keep))?;
         }
         if !rows.expired.is_empty() {
             let mut expired = Columns::new(EXPIRED_LOCKS);
             for x in &rows.expired {
                 expired.push(expired_values(x));
             }
-            tx.execute(&s.append_expired, &expired.params())?;
-            tx.execute(&s.trim_expired, &[&(crate::domain::EXPIRY_HISTORY as i64)])?;
+            let keep = crate::domain::EXPIRY_HISTORY as i64;
+            tx.execute(&s.append_expired, &expired.params_and(&keep))?;
         }
         if !batch.records.is_empty() {
             let mut records = Columns::new(IDEMPOTENCY);
@@ -227,7 +234,11 @@ impl PostgresStore {
             }
             tx.execute(&s.upsert_records, &records.params())?;
         }
-        tx.execute(&s.forget_records, &[&millis(batch.now)])?;
+        if batch.now >= self.forget_at {
+            // At most once a second: a round trip, and answers are kept for hours.
+            tx.execute(&s.forget_records, &[&millis(batch.now)])?;
+            self.forget_at = batch.now.checked_add(FORGET_EVERY).unwrap_or(batch.now);
+        }
 
         // The audit log: one row per event, in this transaction, so that a change and
         // its record are stored together or not at all; then the requests' answers.
@@ -241,8 +252,7 @@ impl PostgresStore {
             audit.push(audit_values(entry));
         }
         if !audit.is_empty() {
-            tx.execute(&s.append_audit, &audit.params())?;
-            tx.execute(&s.trim_audit, &[&self.audit_retention])?;
+            tx.execute(&s.append_audit, &audit.params_and(&self.audit_retention))?;
         }
 
         // Last, the fence: the counter moves from what this writer last saw, or nothing
@@ -729,25 +739,22 @@ fn upsert_sql(table: &Table) -> String {
     )
 }
 
-/// Appends the arrays' rows after the highest `ord`, in array order. One writer per
-/// schema (the advisory lock), so the highest cannot move under it.
+/// Appends the arrays' rows after the highest `ord`, in array order, and keeps the
+/// latest `$N` rows (N: one after the columns), in one statement: rows of the batch
+/// that would be trimmed at once are not inserted. One writer per schema (the advisory
+/// lock), so the highest `ord` cannot move under it.
 fn append_sql(table: &Table) -> String {
     let (from, select) = unnest(table);
     let names: Vec<&str> = table.columns.iter().map(|(n, _)| *n).collect();
     let from = from.replacen(") AS u(", ") WITH ORDINALITY AS u(", 1);
     let from = format!("{}, n)", from.trim_end_matches(')'));
+    let keep = table.columns.len() + 1;
     format!(
-        "INSERT INTO {name} (ord, {}) SELECT top.ord + u.n, {select} FROM {from}, \
-         (SELECT COALESCE(MAX(ord), 0) AS ord FROM {name}) AS top",
+        "WITH added AS (INSERT INTO {name} (ord, {}) SELECT top.ord + u.n, {select} \
+         FROM {from}, (SELECT COALESCE(MAX(ord), 0) AS ord FROM {name}) AS top \
+         WHERE u.n > cardinality($1) - ${keep}::int8 RETURNING ord) \
+         DELETE FROM {name} WHERE ord <= (SELECT MAX(ord) FROM added) - ${keep}::int8",
         names.join(", "),
-        name = table.name
-    )
-}
-
-/// Keeps the latest `$1` rows.
-fn trim_sql(table: &Table) -> String {
-    format!(
-        "DELETE FROM {name} WHERE ord <= (SELECT MAX(ord) FROM {name}) - $1",
         name = table.name
     )
 }
@@ -759,13 +766,10 @@ struct Statements {
     upsert_reservations: Statement,
     delete_reservations: Statement,
     append_ended: Statement,
-    trim_ended: Statement,
     append_expired: Statement,
-    trim_expired: Statement,
     upsert_records: Statement,
     forget_records: Statement,
     append_audit: Statement,
-    trim_audit: Statement,
     update_state: Statement,
     count_commit: Statement,
 }
@@ -783,13 +787,10 @@ impl Statements {
             upsert_reservations: p(&upsert_sql(RESERVATIONS))?,
             delete_reservations: p("DELETE FROM reservations WHERE id = ANY($1::text[])")?,
             append_ended: p(&append_sql(ENDED))?,
-            trim_ended: p(&trim_sql(ENDED))?,
             append_expired: p(&append_sql(EXPIRED_LOCKS))?,
-            trim_expired: p(&trim_sql(EXPIRED_LOCKS))?,
             upsert_records: p(&upsert_sql(IDEMPOTENCY))?,
             forget_records: p("DELETE FROM idempotency WHERE expires_at <= $1")?,
             append_audit: p(&append_sql(AUDIT))?,
-            trim_audit: p(&trim_sql(AUDIT))?,
             update_state: p(
                 "UPDATE state SET commits = $1, stream_seq = $3, next_event = $4, \
                  next_resource_id = COALESCE($5, next_resource_id), \
@@ -858,6 +859,13 @@ impl Columns {
             Some(Column::Bytes(c)) => c.is_empty(),
             None => true,
         }
+    }
+
+    /// [`Columns::params`] and one more, after them.
+    fn params_and<'a>(&'a self, last: &'a (dyn ToSql + Sync)) -> Vec<&'a (dyn ToSql + Sync)> {
+        let mut params = self.params();
+        params.push(last);
+        params
     }
 
     fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
@@ -1418,6 +1426,36 @@ pub(super) mod tests {
                 .get::<_, i64>(0),
             1
         );
+    }
+
+    #[test]
+    fn the_audit_table_keeps_the_retention_and_reads_back_the_newest() {
+        let Some(db) = TestDb::create("the_audit_table_keeps_the_retention") else {
+            return;
+        };
+        let kinds = |db: &TestDb| -> Vec<String> {
+            db.psql()
+                .query("SELECT event_type FROM audit ORDER BY ord", &[])
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect()
+        };
+        let (mut store, _) = PostgresStore::open(&db.url, 3).unwrap();
+        let mut b = recording_broker();
+        let first = change(&mut b, 1); // five rows, two too many
+        commit(&mut store, &[first], &[], &[]);
+        assert_eq!(kinds(&db), ["resource_added"; 3]);
+        let grant = b.lock(ResourceId::new(1), ttl(60), at(1)).unwrap();
+        b.unlock(ResourceId::new(1), Some(&grant.token.reveal()), at(2))
+            .unwrap();
+        let second = change(&mut b, 2);
+        commit(&mut store, &[second], &[], &[]);
+        assert_eq!(kinds(&db), ["resource_added", "locked", "unlocked"]);
+        drop(store);
+        let (_, loaded) = PostgresStore::open(&db.url, 2).unwrap();
+        let kinds: Vec<&str> = loaded.audit.iter().map(|e| e.event_type.as_ref()).collect();
+        assert_eq!(kinds, ["locked", "unlocked"], "the newest, oldest first");
     }
 
     #[test]
