@@ -771,3 +771,49 @@ fn version_prints_the_package_version_and_the_git_commit() {
         );
     }
 }
+
+/// A PostgreSQL password given to the binary never comes out of it: not in a refusal of
+/// the URL (clap's own error would repeat the value), not when the server cannot be
+/// reached, not in `--help` with RENTABOT_PERSIST set, not from the SQLite-only tools.
+#[test]
+fn a_postgres_password_is_never_printed() {
+    let (_dir, descriptor) = one_board_lab();
+    let descriptor = descriptor.to_str().unwrap();
+    let secret = "s3cret-pw";
+    let tls = format!("postgres://rb:{secret}@127.0.0.1:1/lab?sslmode=require");
+    // Port 1: nothing listens, the connection is refused at once.
+    let unreachable = format!("postgres://rb:{secret}@127.0.0.1:1/lab");
+    for (args, env, says) in [
+        (
+            vec!["--config", descriptor, "--port", "0", "--persist", &tls],
+            vec![],
+            "sslmode=require asks for TLS",
+        ),
+        (
+            vec!["--config", descriptor, "--port", "0"],
+            vec![("RENTABOT_PERSIST", unreachable.as_str())],
+            "connecting to postgres://rb:***@127.0.0.1:1/lab",
+        ),
+        (vec!["export", "--persist", &unreachable], vec![], "pg_dump"),
+    ] {
+        let out = run_with_env(&args, &env);
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(stderr.contains("rb:***@"), "{args:?}: {stderr}");
+        for output in [&stdout, &stderr] {
+            assert!(
+                !output.contains(secret),
+                "{args:?} printed the password: {output}"
+            );
+        }
+    }
+    let help = run_with_env(&["--help"], &[("RENTABOT_PERSIST", unreachable.as_str())]);
+    assert!(help.status.success());
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("[env: RENTABOT_PERSIST]"), "{help}");
+    assert!(!help.contains(secret), "{help}");
+}
