@@ -386,7 +386,13 @@ async fn run_throughput(args: &Args, servers: &Servers, loads: &[Load]) -> anyho
     for stats in merged.values() {
         ok &= stats.errors == 0;
     }
-    print_ratio(&rates, &merged, Load::Durable, Load::ById, 0.50);
+    // Issue 10's target for SQLite; issue 14's for PostgreSQL (a server, a round trip).
+    let on_postgres = args
+        .durable_url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("postgres"));
+    let durable_target = if on_postgres { 0.30 } else { 0.50 };
+    print_ratio(&rates, &merged, Load::Durable, Load::ById, durable_target);
     print_ratio(&rates, &merged, Load::Keyed, Load::ById, 0.90);
     print_ratio(&rates, &merged, Load::ById, Load::Unmetered, 0.95);
     if let (Some(before), Some((_, handle))) = (&commits_before, &servers.durable) {
