@@ -141,7 +141,7 @@ pub struct ServeArgs {
 
     /// Keep the state in this store, and restore it at start: sqlite:///relative/path.db
     /// or sqlite:////absolute/path.db (three slashes, then the path), or
-    /// postgres://user:password@host[:port]/database (no TLS; prefer RENTABOT_PERSIST to
+    /// postgres://user:password@host/database (no TLS; prefer RENTABOT_PERSIST to
     /// keep the password off the command line). Without it the state lives in memory and
     /// a restart forgets it.
     #[arg(long, env = "RENTABOT_PERSIST", hide_env_values = true, value_name = "URL", value_parser = PersistParser)]

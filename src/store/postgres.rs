@@ -10,7 +10,7 @@
 //!   (`LOCK_CLASS`, the schema's name hashed) for as long as it lives, as SQLite's
 //!   `<file>.lock`; a second service is refused at start.
 //! - A batch is one statement, so one transaction and one round trip: rows are
-//!   coalesced ([`coalesce`]) and passed as one array per column, written by a
+//!   coalesced (`coalesce`) and passed as one array per column, written by a
 //!   data-modifying `WITH` clause per table (`INSERT .. SELECT FROM unnest($1, $2, ..)
 //!   ON CONFLICT DO UPDATE`, deletes, history appends), so 4096 changes cost the same
 //!   round trip as one (`commit_sql`). Round trips, not the server's work, were what a
