@@ -117,12 +117,18 @@ impl PostgresStore {
         migrate(&mut client, url, &schema)?;
         let (loaded, commits) = read(&mut client, audit_retention)
             .with_context(|| format!("reading schema {schema} of {url}", url = url.shown()))?;
-        // The commits trim the audit table from where it was; bring it to this
-        // retention once (it may have been larger).
-        client.execute(
-            "DELETE FROM audit WHERE ord <= (SELECT MAX(ord) FROM audit) - $1",
-            &[&audit_retention],
-        )?;
+        // The commits trim the history tables from where they were; bring them to
+        // this build's bounds and this retention once (they may have been larger).
+        for (table, keep) in [
+            ("audit", audit_retention),
+            ("ended", crate::domain::ENDED_MEMORY as i64),
+            ("expired_locks", crate::domain::EXPIRY_HISTORY as i64),
+        ] {
+            client.execute(
+                &format!("DELETE FROM {table} WHERE ord <= (SELECT MAX(ord) FROM {table}) - $1"),
+                &[&keep],
+            )?;
+        }
         let statements = Statements::prepare(&mut client)?;
         Ok((
             PostgresStore {
@@ -1452,19 +1458,21 @@ pub(super) mod tests {
         );
     }
 
+    fn kinds_in(db: &TestDb) -> Vec<String> {
+        db.psql()
+            .query("SELECT event_type FROM audit ORDER BY ord", &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+
     #[test]
     fn the_audit_table_keeps_the_retention_and_reads_back_the_newest() {
         let Some(db) = TestDb::create("the_audit_table_keeps_the_retention") else {
             return;
         };
-        let kinds = |db: &TestDb| -> Vec<String> {
-            db.psql()
-                .query("SELECT event_type FROM audit ORDER BY ord", &[])
-                .unwrap()
-                .iter()
-                .map(|r| r.get(0))
-                .collect()
-        };
+        let kinds = kinds_in;
         let (mut store, _) = PostgresStore::open(&db.url, 3).unwrap();
         let mut b = recording_broker();
         let first = change(&mut b, 1); // five rows, two too many
@@ -1480,6 +1488,11 @@ pub(super) mod tests {
         let (_, loaded) = PostgresStore::open(&db.url, 2).unwrap();
         let kinds: Vec<&str> = loaded.audit.iter().map(|e| e.event_type.as_ref()).collect();
         assert_eq!(kinds, ["locked", "unlocked"], "the newest, oldest first");
+        assert_eq!(
+            kinds_in(&db),
+            ["locked", "unlocked"],
+            "the table trimmed to the new retention at open"
+        );
     }
 
     #[test]
