@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -115,12 +116,20 @@ class Server:
     def locked(self, rid: int) -> bool:
         return self.resource(rid)["lock-token"] != ""
 
-    def wait_for(self, what: str, check):
-        deadline = time.monotonic() + PATIENCE
-        while not check():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"waited {PATIENCE}s for {what}")
-            time.sleep(0.05)
+    def events(self):
+        """The event stream from this moment on (the service subscribes before it answers)."""
+        req = urllib.request.Request(self.url + "/api/v1/events", headers={"X-API-Key": ADMIN_KEY})
+        return urllib.request.urlopen(req, timeout=PATIENCE)
+
+    @staticmethod
+    def wait_for_event(stream, what: str, match) -> dict:
+        """The first event of `stream` that `match` accepts; each read is bounded by PATIENCE."""
+        for line in stream:
+            if line.startswith(b"data: "):
+                event = json.loads(line[len(b"data: "):])
+                if match(event):
+                    return event
+        raise AssertionError(f"the event stream ended before {what}")
 
 
 def env_lines(text: str) -> dict:
@@ -187,7 +196,19 @@ class Base(unittest.TestCase):
                     left.append(stat.parent.name)
             return left
 
-        self.server.wait_for(f"the processes of group {proc.pid} to end: {group()}", lambda: not group())
+        # Each one's exit, through a pidfd (readable once the process has ended): no polling.
+        deadline = time.monotonic() + PATIENCE
+        for pid in group():
+            try:
+                fd = os.pidfd_open(int(pid))
+            except ProcessLookupError:
+                continue
+            try:
+                left = max(0.0, deadline - time.monotonic())
+                if not select.select([fd], [], [], left)[0]:
+                    raise AssertionError(f"process {pid} of group {proc.pid} still runs: {group()}")
+            finally:
+                os.close(fd)
 
     def read_until(self, stream, needle: str) -> str:
         """Lines from a pipe until one contains needle (bounded by the caller's timeout)."""
@@ -357,12 +378,14 @@ class With(Base):
         self.assertFalse(self.server.locked(1))
 
     def test_stdin_reaches_the_command_and_the_lock_is_extended_while_it_runs(self):
+        events = self.server.events()
         proc = self.start("with", "--id", "3", "--ttl", "3", "--", "bash", "-c", 'echo ready; read -r line; echo "got $line"')
         try:
             self.read_until(proc.stdout, "ready")
-            first = self.server.resource(3)["lock-expires-at"]
-            # Extended every ttl/3 = 1 s: the expiry moves.
-            self.server.wait_for("an extension", lambda: self.server.resource(3)["lock-expires-at"] != first)
+            # Extended every ttl/3 = 1 s, while the command still waits for its input.
+            with events:
+                self.server.wait_for_event(events, "an extension of resource 3",
+                                           lambda e: e["type"] == "extended" and e["resource_id"] == 3)
             out, err = proc.communicate("hello\n", timeout=PATIENCE)
         finally:
             proc.kill()
@@ -674,11 +697,13 @@ class Readme(Base):
         _, curl = self.blocks("bash")
         held = env_lines(self.script("lock", "--id", "1").stdout)
         self.script("lock", "--id", "2")
+        events = self.server.events()
         proc = subprocess.Popen(["bash", "-euo", "pipefail", "-c", curl], env=self.env(), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         try:
-            self.server.wait_for("the queued reservation",
-                                 lambda: self.server.api("GET", "/reservations?status=pending")[1]["reservations"])
+            with events:
+                self.server.wait_for_event(events, "the queued reservation",
+                                           lambda e: e["type"] == "reservation_created")
             self.script("unlock", env=self.env(**held))
             out, err = proc.communicate(timeout=PATIENCE)
         finally:
