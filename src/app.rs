@@ -22,11 +22,14 @@ use crate::cli::{ServeArgs, limits};
 use crate::config;
 use crate::domain::{Broker, Clock, Policy, ResourceSpec};
 use crate::metrics::{self, Exporter, Metrics};
+use crate::runtime::ha::{HaStatus, Lease};
 use crate::runtime::{
     BrokerHandle, Cause, Committer, DescriptorSource, IdempotencyRecord, InMemory, Ledger,
     Observer, Observers, OsEntropy, Publisher, RequestScope, Shutdown, SystemClock,
     run_expiry_timer,
 };
+use crate::store::leader::{self, Leader, Leadership};
+use crate::store::url::PostgresUrl;
 use crate::store::writer::WriterContext;
 use crate::store::{self, Failpoint, Loaded, MemoryStore, PersistUrl};
 use crate::{api, web as pages};
@@ -74,6 +77,42 @@ pub struct Settings {
     /// Count for `GET /metrics` (the default). Off: no `/metrics` route and nothing
     /// counted, which only the load tool uses, to measure what metrics cost.
     pub metrics: bool,
+    /// The HA pair's settings, used with a `postgres://` store.
+    pub ha: HaSettings,
+}
+
+/// The HA pair's settings (`--ha-leader-timeout`, `--ha-grace`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HaSettings {
+    pub leader: leader::Settings,
+    /// After a takeover, deadlines due within this are postponed to its end.
+    pub grace: Duration,
+}
+
+/// The default `--ha-grace`: more than the clock skew of nodes kept by NTP (milliseconds),
+/// short enough that nobody waits for a lock that truly ran out.
+pub const DEFAULT_HA_GRACE: Duration = Duration::from_secs(2);
+
+/// How long `build` waits to become the active service of a PostgreSQL store: long
+/// enough for the session of a predecessor that was killed to end (milliseconds: the
+/// server sees the connection close), short enough that a second service started by
+/// mistake is told so promptly. `rentabot serve` waits as a standby instead.
+const ELECTION_WAIT: Duration = Duration::from_secs(10);
+
+impl Default for HaSettings {
+    fn default() -> Self {
+        HaSettings {
+            leader: leader::Settings::default(),
+            grace: DEFAULT_HA_GRACE,
+        }
+    }
+}
+
+/// A service's term as the active one of an HA pair.
+#[derive(Clone)]
+pub struct Term {
+    pub lease: Lease,
+    pub status: Arc<HaStatus>,
 }
 
 /// The audit log's settings.
@@ -125,6 +164,7 @@ impl Default for Settings {
             auth: None,
             audit: AuditSettings::default(),
             metrics: true,
+            ha: HaSettings::default(),
         }
     }
 }
@@ -170,6 +210,11 @@ pub struct App {
     reloader: Option<JoinHandle<()>>,
     /// Stops the service on SIGINT/SIGTERM; only when the app handles signals.
     terminator: Option<JoinHandle<()>>,
+    /// The term it serves, on a PostgreSQL store: it stops when deposed.
+    term: Option<Term>,
+    /// The leader thread, when the app elected itself ([`build`] on PostgreSQL); stopped
+    /// after the last commit.
+    leader: Option<Leader>,
 }
 
 /// Stops the service cleanly: what SIGTERM does, and what tests call.
@@ -227,11 +272,27 @@ fn start_broker(
     settings: &Settings,
     resources: Vec<ResourceSpec>,
     clock: Arc<dyn Clock>,
+    term: Option<&Term>,
 ) -> anyhow::Result<Started> {
+    let epoch = term.map(|t| t.lease.epoch());
     let (backend, mut loaded): (Option<Box<dyn store::Backend>>, _) = match &settings.persist {
         Persist::Url(url) => {
-            let (backend, loaded) = store::open(url, settings.audit.retention)
+            let (backend, mut loaded) = store::open(url, settings.audit.retention, epoch)
                 .with_context(|| format!("opening the state store {url}"))?;
+            if let Some(epoch) = epoch {
+                // A takeover: no lock ends early because this node's clock runs ahead.
+                let until = clock
+                    .now()
+                    .checked_add(settings.ha.grace)
+                    .unwrap_or_else(|| clock.now());
+                let moved = loaded.image.postpone_deadlines(until);
+                tracing::info!(
+                    epoch,
+                    postponed = moved,
+                    grace_secs = settings.ha.grace.as_secs_f64(),
+                    "took over: deadlines due within the grace are postponed to its end"
+                );
+            }
             tracing::info!(
                 store = %url,
                 resources = loaded.image.resources.len(),
@@ -288,6 +349,7 @@ fn start_broker(
                     failpoint,
                     stopping: stopping.clone(),
                     ended: ended_tx,
+                    lease: term.map(|t| t.lease.clone()),
                 },
             )?;
             let store = StoreThread {
@@ -363,6 +425,69 @@ pub fn build(
     resources: Vec<ResourceSpec>,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<App> {
+    let listener = bind(settings)?;
+    let Persist::Url(PersistUrl::Postgres(url)) = &settings.persist else {
+        return build_on(settings, resources, clock, listener, None);
+    };
+    // On PostgreSQL the service must be the active one: elect it now, waiting a while
+    // for a predecessor's session to end.
+    let status = HaStatus::new();
+    let leadership = elect(url, settings.ha.leader, ELECTION_WAIT)?;
+    let lease = status.take_over(leadership.epoch());
+    let leader = Leader::spawn_leading(
+        url.clone(),
+        settings.ha.leader,
+        status.clone(),
+        leadership,
+        lease.clone(),
+    )?;
+    let term = Term { lease, status };
+    let mut app = build_on(settings, resources, clock, listener, Some(term))?;
+    app.leader = Some(leader);
+    Ok(app)
+}
+
+/// Binds the address `settings` name.
+fn bind(settings: &Settings) -> anyhow::Result<TcpListener> {
+    TcpListener::bind((settings.host.as_str(), settings.port))
+        .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))
+}
+
+/// Becomes the active service of `url`'s schema, waiting at most `wait`.
+fn elect(
+    url: &PostgresUrl,
+    settings: leader::Settings,
+    wait: Duration,
+) -> anyhow::Result<Leadership> {
+    let deadline = std::time::Instant::now() + wait;
+    // The blocking client drives a runtime of its own: not on the caller's.
+    let won = std::thread::scope(|s| {
+        s.spawn(|| {
+            Leadership::campaign(url, settings, &mut || std::time::Instant::now() < deadline)
+        })
+        .join()
+    })
+    .map_err(|_| anyhow::anyhow!("electing on {url} panicked"))??;
+    won.ok_or_else(|| {
+        anyhow::anyhow!(
+            "another rentabot is active on {url} (it holds the schema's advisory lock): \
+             `rentabot serve` would wait as its standby"
+        )
+    })
+}
+
+/// [`build`] on a bound listener, as the active service of `term` on a PostgreSQL
+/// store (`None` otherwise).
+///
+/// # Errors
+/// As [`build`].
+pub fn build_on(
+    settings: &Settings,
+    resources: Vec<ResourceSpec>,
+    clock: Arc<dyn Clock>,
+    listener: TcpListener,
+    term: Option<Term>,
+) -> anyhow::Result<App> {
     let auth = match &settings.auth {
         Some(path) => Auth::load(path, clock.clone()).map_err(|e| anyhow::anyhow!("{e}"))?,
         None => Auth::open(),
@@ -380,10 +505,9 @@ pub fn build(
         started_at_seq,
         audit,
         metrics,
-    } = start_broker(settings, resources, clock)?;
-    let listener = TcpListener::bind((settings.host.as_str(), settings.port))
-        .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;
+    } = start_broker(settings, resources, clock, term.as_ref())?;
     let port = listener.local_addr()?.port();
+    let ha = term.as_ref().map(|t| web::Data::from(t.status.clone()));
 
     let data = api::broker::Registered::data(handle.clone());
     let source = DescriptorSource::new(settings.descriptor.clone());
@@ -404,6 +528,7 @@ pub fn build(
                 broker: handle.clone(),
                 waiting: Some(shutdown.clone()),
                 audit: Some(audit.clone()),
+                ha: term.as_ref().map(|t| t.status.clone()),
             }),
         )
     });
@@ -427,6 +552,11 @@ pub fn build(
             .app_data(idempotency.clone())
             .app_data(audit_data.clone())
             .app_data(stopping.clone())
+            .configure(|cfg| {
+                if let Some(ha) = &ha {
+                    cfg.app_data(ha.clone());
+                }
+            })
             .app_data(api::params::BodyTimeout(requests.body_timeout))
             .configure(api::configure)
             .configure(pages::configure)
@@ -481,6 +611,8 @@ pub fn build(
         timer,
         reloader,
         terminator,
+        term,
+        leader: None,
     })
 }
 
@@ -641,8 +773,17 @@ impl App {
             mut timer,
             reloader,
             terminator,
+            term,
+            leader,
             ..
         } = self;
+        let deposed = async {
+            match &term {
+                Some(term) => term.lease.deposed().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(deposed);
         let (mut writer_ended, store) = match store {
             Some(StoreThread {
                 thread,
@@ -663,23 +804,32 @@ impl App {
                 failed = Some(anyhow::anyhow!("the expiry timer ended: {cause}"));
                 None
             }
+            () = &mut deposed => None,
             () = async {
                 match writer_ended.as_mut() {
                     Some(ended) => { let _ = ended.await; }
                     None => std::future::pending().await,
                 }
             } => {
-                failed = Some(anyhow::anyhow!("the store's writer ended"));
+                if !term.as_ref().is_some_and(|t| t.lease.is_deposed()) {
+                    failed = Some(anyhow::anyhow!("the store's writer ended"));
+                }
                 None
             }
         };
         let served = match served {
             Some(served) => served,
+            None if failed.is_none() => {
+                // Deposed: another service is active. Stop as SIGTERM would (the writer
+                // finds its commits refused: nothing more is acknowledged).
+                tracing::warn!("deposed: stopping the active service");
+                // The server future handles the stop: poll it while the stop waits.
+                tokio::join!(stopper.stop(), &mut server).1
+            }
             None => {
                 let e = failed.as_ref().expect("set with None");
                 tracing::error!(error.cause_chain = ?e, "a task the service needs ended: stopping");
-                stopper.server.stop(false).await;
-                server.await
+                tokio::join!(stopper.server.stop(false), &mut server).1
             }
         };
         cancel.cancel();
@@ -713,6 +863,12 @@ impl App {
         tokio::task::spawn_blocking(move || audit.close())
             .await
             .unwrap_or_else(|_| tracing::error!("closing the audit log panicked"));
+        if let Some(leader) = leader {
+            // After the last commit: the lock frees, and a standby takes over at once.
+            tokio::task::spawn_blocking(move || leader.stop())
+                .await
+                .unwrap_or_else(|_| tracing::error!("stopping the leader thread panicked"));
+        }
         tracing::info!("stopped");
         if let Some(e) = failed {
             return Err(e);
@@ -771,6 +927,12 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             retention: args.audit_retention,
         },
         metrics: true,
+        ha: HaSettings {
+            leader: leader::Settings {
+                timeout: Duration::from_secs(args.ha_leader_timeout),
+            },
+            grace: Duration::from_secs(args.ha_grace),
+        },
     };
     // The main runtime only runs the accept loop and the timer; actix runs its HTTP
     // workers on threads of its own.
@@ -778,6 +940,10 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    if let Persist::Url(PersistUrl::Postgres(url)) = &settings.persist {
+        let url = url.clone();
+        return runtime.block_on(serve_pair(&settings, &url, resources));
+    }
     runtime.block_on(async {
         let app = build(&settings, resources, Arc::new(SystemClock::new()))?;
         app.ready().await?;
@@ -788,6 +954,104 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         );
         app.run_until_stopped().await
     })
+}
+
+/// `rentabot serve` on PostgreSQL: one of the HA pair. A standby (answering 503, not
+/// ready) until the leader thread wins the election, then the active service (built as
+/// at a restart, from the tables) until it is deposed or stopped; deposed, a standby
+/// again. One listener throughout: connections that arrive while the roles change wait
+/// in its backlog.
+async fn serve_pair(
+    settings: &Settings,
+    url: &PostgresUrl,
+    resources: Vec<ResourceSpec>,
+) -> anyhow::Result<()> {
+    let listener = bind(settings)?;
+    // A wrong URL stops the start; once running, a lost database is waited out.
+    std::thread::scope(|s| s.spawn(|| Leadership::probe(url)).join())
+        .map_err(|_| anyhow::anyhow!("connecting to {url} panicked"))??;
+    let status = HaStatus::new();
+    let leader = Leader::spawn(url.clone(), settings.ha.leader, status.clone())?;
+    let stop = CancellationToken::new();
+    let mut signals = StopSignals::install()?;
+    let signalled = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let first = signals.next().await;
+            tracing::info!("{first} received");
+            stop.cancel();
+        }
+    });
+    tracing::info!(
+        "listening on http://{}:{} (API explorer at /docs), as a standby until elected",
+        settings.host,
+        listener.local_addr()?.port()
+    );
+    let mut last_epoch = 0;
+    let outcome = loop {
+        let standby = crate::standby::start(listener.try_clone()?, status.clone())?;
+        tracing::info!(epoch = last_epoch, "serving as a standby");
+        let lease = tokio::select! {
+            lease = status.next_lease(last_epoch) => Some(lease),
+            () = stop.cancelled() => None,
+        };
+        standby.stop().await;
+        let Some(lease) = lease else {
+            break Ok(());
+        };
+        last_epoch = lease.epoch();
+        let term = Term {
+            lease: lease.clone(),
+            status: status.clone(),
+        };
+        let started = std::time::Instant::now();
+        let app = match build_on(
+            settings,
+            resources.clone(),
+            Arc::new(SystemClock::new()),
+            listener.try_clone()?,
+            Some(term),
+        ) {
+            Ok(app) => app,
+            Err(e) => {
+                // Let another service try: this one steps down and campaigns again.
+                tracing::error!(error.cause_chain = ?e, "cannot serve as the active service");
+                lease.depose();
+                continue;
+            }
+        };
+        if let Err(e) = app.ready().await {
+            tracing::error!(error.cause_chain = ?e, "the takeover's changes were not committed");
+        }
+        tracing::info!(
+            epoch = lease.epoch(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "serving as the active rentabot"
+        );
+        let stopper = app.stopper();
+        let stopping = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                stop.cancelled().await;
+                stopper.stop().await;
+            }
+        });
+        let served = app.run_until_stopped().await;
+        stopping.abort();
+        if stop.is_cancelled() || served.is_err() {
+            break served;
+        }
+        // Deposed, or the server stopped by itself: a standby again, and the lock goes
+        // to whoever campaigns first.
+        lease.depose();
+    };
+    signalled.abort();
+    // After the last commit: the lock frees, and a standby takes over at once.
+    tokio::task::spawn_blocking(move || leader.stop())
+        .await
+        .context("stopping the leader thread")?;
+    tracing::info!("stopped");
+    outcome
 }
 
 fn load(path: &Path) -> anyhow::Result<Vec<ResourceSpec>> {

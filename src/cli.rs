@@ -147,6 +147,21 @@ pub struct ServeArgs {
     #[arg(long, env = "RENTABOT_PERSIST", hide_env_values = true, value_name = "URL", value_parser = PersistParser)]
     pub persist: Option<PersistUrl>,
 
+    /// With a postgres:// store (the HA pair): seconds the active service's leader
+    /// session may stay silent (the process paused, the network cut) before PostgreSQL
+    /// ends it and a standby takes over. It pings at a third of this; it is also the
+    /// leader connection's TCP user timeout. A dead process is replaced at once.
+    #[arg(long, env = "RENTABOT_HA_LEADER_TIMEOUT", value_name = "SECS", default_value_t = 3,
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub ha_leader_timeout: u64,
+
+    /// With a postgres:// store: after a takeover, lock expiries, claim windows and
+    /// queue waits due within this many seconds are postponed to its end, so that no
+    /// lock ends early because the new active's clock runs ahead of the old one's.
+    #[arg(long, env = "RENTABOT_HA_GRACE", value_name = "SECS", default_value_t = 2,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub ha_grace: u64,
+
     /// Require API keys (or JWTs) as this YAML file says: keys, roles, rate limits. Read
     /// again on SIGHUP and POST /api/v1/admin/reload. Without it the service is open to
     /// anyone who can reach it, as Rent-A-Bot 1.0 was.

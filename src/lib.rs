@@ -40,6 +40,7 @@ pub mod domain;
 pub mod health_probe;
 pub mod metrics;
 pub mod runtime;
+pub mod standby;
 pub mod store;
 pub mod telemetry;
 pub mod tools;

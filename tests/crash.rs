@@ -18,6 +18,13 @@
 //! Each runs twice: on SQLite, and on PostgreSQL (`_on_postgres`: a database of its
 //! own on the server `RENTABOT_TEST_POSTGRES` names; SKIPPED, loudly, without it).
 //!
+//! The HA pair (PostgreSQL) runs the same load and checks against two services on one
+//! database: the active one is killed (SIGKILL) or paused (SIGSTOP, then SIGCONT once
+//! the standby took over) at random moments, and the standby must take over with every
+//! acknowledged answer still true, no resource granted twice, fencing tokens and epochs
+//! only growing; the paused one must step down to standby. The takeover times (from the
+//! fault to the line the new active logs once it serves) are printed, p50 and p99.
+//!
 //! The kill moments and the clients' choices come from a seed printed at the start
 //! (`CRASH_SEED=<n>` replays a run's choices; the server's timing is its own).
 
@@ -41,6 +48,16 @@ const BOARDS: u32 = 6;
 const CLIENTS: usize = 6;
 /// Kills per run (the issue asks for at least 20).
 const KILLS: usize = 20;
+/// Kills of the HA pair's active service (the issue asks for at least 10); `HA_KILLS`
+/// asks for more (BENCHMARKS.md's takeover times).
+const HA_KILLS: usize = 12;
+/// Pauses of the HA pair's active service: each waits for the leader timeout.
+const HA_PAUSES: usize = 3;
+/// `--ha-leader-timeout` of the pair: a paused active is replaced after about this.
+const HA_LEADER_TIMEOUT: &str = "2";
+/// What a service of the pair logs once it serves as the active one, and as a standby.
+const ACTIVE_LINE: &str = "serving as the active rentabot";
+const STANDBY_LINE: &str = "serving as a standby";
 
 /// Where the service keeps its state.
 #[derive(Clone)]
@@ -110,9 +127,12 @@ impl Drop for PgDb {
 /// The service as a child process. Killed (SIGKILL) when dropped.
 struct Service {
     child: Child,
-    /// Keeps the reader thread draining the child's stdout (a full pipe would block it).
-    _log: Receiver<String>,
+    /// The child's stdout, line by line (the reader thread drains the pipe, so a full
+    /// pipe never blocks it).
+    log: Receiver<String>,
     base: String,
+    /// `http://host:port`, for `/health`.
+    root: String,
 }
 
 impl Drop for Service {
@@ -124,8 +144,18 @@ impl Drop for Service {
 
 impl Service {
     /// Starts the service on the lab in `dir` with its state in `store`, and waits
-    /// until it answers.
+    /// until it answers (on PostgreSQL: until it is the active one).
     fn start(dir: &Path, store: &Store, failpoint: Option<&str>) -> Service {
+        let service = Service::spawn(dir, store, failpoint);
+        if matches!(store, Store::Postgres(_)) {
+            service.wait_for(ACTIVE_LINE);
+        }
+        service
+    }
+
+    /// Starts the service and waits until it listens (on PostgreSQL, perhaps as a
+    /// standby).
+    fn spawn(dir: &Path, store: &Store, failpoint: Option<&str>) -> Service {
         let persist = match store {
             Store::Sqlite => format!("sqlite:///{}", dir.join("state.db").display()),
             Store::Postgres(url) => url.clone(),
@@ -137,6 +167,7 @@ impl Service {
             .arg("--persist")
             .arg(persist)
             .args(["--host", "127.0.0.1", "--port", "0", "--log-level", "info"])
+            .args(["--ha-leader-timeout", HA_LEADER_TIMEOUT])
             .current_dir(dir)
             .env("NO_COLOR", "1")
             .env_remove("RENTABOT_FAILPOINT")
@@ -148,9 +179,51 @@ impl Service {
         let (address, _) = support::wait_until_listening(&log, PATIENCE);
         Service {
             child,
-            _log: log,
+            log,
             base: format!("http://{address}/api/v1"),
+            root: format!("http://{address}"),
         }
+    }
+
+    /// Reads the log up to a line that holds `needle`, for at most [`PATIENCE`].
+    fn wait_for(&self, needle: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(line) => seen.push(line),
+                Err(e) => panic!(
+                    "no {needle:?} in the log within {PATIENCE:?} ({e}); it said:\n{}",
+                    seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Sends `signal` (SIGSTOP, SIGCONT) to the process.
+    fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("a pid");
+        // SAFETY: kill(2) on a child this test spawned and has not reaped.
+        assert_eq!(
+            unsafe { libc::kill(pid, signal) },
+            0,
+            "kill({pid}, {signal})"
+        );
+    }
+
+    /// The epoch `/health` reports (0 off the HA pair).
+    async fn epoch(&self, http: &Client) -> u64 {
+        let health: Value = http
+            .get(format!("{}/health", self.root))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        health["epoch"].as_u64().unwrap_or(0)
     }
 
     fn kill(mut self) {
@@ -252,8 +325,8 @@ async fn run_client(base: String, seed: u64, mut mine: Vec<Held>, ledger: Arc<Mu
                 .json(&body)
                 .send()
                 .await;
-            match sent {
-                Ok(r) if r.status() == StatusCode::OK => {
+            match answered(sent) {
+                Some(r) if r.status() == StatusCode::OK => {
                     let answer: Value = r.json().await.unwrap_or(Value::Null);
                     if answer.is_null() {
                         ledger.lock().unwrap().unanswered.push((key, body));
@@ -270,9 +343,9 @@ async fn run_client(base: String, seed: u64, mut mine: Vec<Held>, ledger: Arc<Mu
                     l.held.insert(held.token.clone(), held.clone());
                     mine.push(held);
                 }
-                Ok(r) if r.status() == StatusCode::FORBIDDEN => {} // all boards taken
-                Ok(r) => panic!("lock answered {}", r.status()),
-                Err(_) => {
+                Some(r) if r.status() == StatusCode::FORBIDDEN => {} // all boards taken
+                Some(r) => panic!("lock answered {}", r.status()),
+                None => {
                     ledger.lock().unwrap().unanswered.push((key, body));
                     return;
                 }
@@ -288,8 +361,8 @@ async fn run_client(base: String, seed: u64, mut mine: Vec<Held>, ledger: Arc<Mu
                     ))
                     .send()
                     .await;
-                match sent {
-                    Ok(r) if r.status() == StatusCode::OK => {
+                match answered(sent) {
+                    Some(r) if r.status() == StatusCode::OK => {
                         let Ok(answer) = r.json::<Value>().await else {
                             // Cut off mid-body: the extension may or may not stand.
                             let mut l = ledger.lock().unwrap();
@@ -302,8 +375,8 @@ async fn run_client(base: String, seed: u64, mut mine: Vec<Held>, ledger: Arc<Mu
                             answer["new-expires-at"].as_str().unwrap().to_owned(),
                         );
                     }
-                    Ok(r) => panic!("extend of a held lock answered {}", r.status()),
-                    Err(_) => {
+                    Some(r) => panic!("extend of a held lock answered {}", r.status()),
+                    None => {
                         // Unknown: the old expiry or the new one. Forget the expectation.
                         let mut l = ledger.lock().unwrap();
                         l.expires.remove(&held.token);
@@ -321,12 +394,12 @@ async fn run_client(base: String, seed: u64, mut mine: Vec<Held>, ledger: Arc<Mu
                     .send()
                     .await;
                 let mut l = ledger.lock().unwrap();
-                match sent {
-                    Ok(r) if r.status() == StatusCode::OK => {
+                match answered(sent) {
+                    Some(r) if r.status() == StatusCode::OK => {
                         l.held.remove(&held.token);
                     }
-                    Ok(r) => panic!("unlock of a held lock answered {}", r.status()),
-                    Err(_) => {
+                    Some(r) => panic!("unlock of a held lock answered {}", r.status()),
+                    None => {
                         l.maybe_unlocked.insert(held.token);
                         return;
                     }
@@ -334,6 +407,13 @@ async fn run_client(base: String, seed: u64, mut mine: Vec<Held>, ledger: Arc<Mu
             }
         }
     }
+}
+
+/// The response, unless the request went unanswered: no response, or 503 (nothing was
+/// acknowledged: a store that fails, or a deposed active of the HA pair).
+fn answered(sent: reqwest::Result<reqwest::Response>) -> Option<reqwest::Response> {
+    sent.ok()
+        .filter(|r| r.status() != StatusCode::SERVICE_UNAVAILABLE)
 }
 
 fn held_from(answer: &Value) -> Held {
@@ -386,7 +466,36 @@ fn seed() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_moments_loses_no_acknowledged_answer() {
-    kill_9_at_random_moments(&Store::Sqlite).await;
+    faults_at_random_moments(&Store::Sqlite, Fault::Restart).await;
+}
+
+/// What happens to the service at a random moment of each round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    /// One service, killed and started again.
+    Restart,
+    /// The HA pair: the active one is killed; the standby takes over and a new standby
+    /// is started.
+    KillActive,
+    /// The HA pair: the active one is paused until the standby took over, then resumed:
+    /// it must step down and be the next round's standby.
+    PauseActive,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ha_pair_survives_kill_9_of_the_active_with_every_acknowledged_answer_true() {
+    let Some(db) = PgDb::create("an_ha_pair_survives_kill_9_of_the_active") else {
+        return;
+    };
+    faults_at_random_moments(&Store::Postgres(db.url.clone()), Fault::KillActive).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ha_pair_survives_a_paused_active_which_steps_down_and_acknowledges_nothing() {
+    let Some(db) = PgDb::create("an_ha_pair_survives_a_paused_active") else {
+        return;
+    };
+    faults_at_random_moments(&Store::Postgres(db.url.clone()), Fault::PauseActive).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -396,10 +505,22 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_answer_on_postgres() {
     else {
         return;
     };
-    kill_9_at_random_moments(&Store::Postgres(db.url.clone())).await;
+    faults_at_random_moments(&Store::Postgres(db.url.clone()), Fault::Restart).await;
 }
 
-async fn kill_9_at_random_moments(store: &Store) {
+async fn faults_at_random_moments(store: &Store, fault: Fault) {
+    let rounds = match fault {
+        Fault::Restart => KILLS,
+        Fault::KillActive => std::env::var("HA_KILLS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(HA_KILLS),
+        Fault::PauseActive => HA_PAUSES,
+    };
+    // The HA pair: the active service of the coming round, and its standby.
+    let (mut active, mut standby): (Option<Service>, Option<Service>) = (None, None);
+    let mut epoch = 0u64;
+    let mut takeovers: Vec<Duration> = Vec::new();
     let dir = tempfile::tempdir().unwrap();
     lab(dir.path());
     let mut rng = Rng(seed());
@@ -414,8 +535,33 @@ async fn kill_9_at_random_moments(store: &Store) {
     // Held locks whose unlock went unanswered: released or not, the restart tells.
     let mut maybe_unlocked: HashSet<String> = HashSet::new();
 
-    for round in 0..=KILLS {
-        let service = Service::start(dir.path(), store, None);
+    for round in 0..=rounds {
+        let service = match (fault, active.take()) {
+            (Fault::Restart, _) => Service::start(dir.path(), store, None),
+            (_, Some(service)) => service,
+            (_, None) => {
+                let first = Service::start(dir.path(), store, None);
+                standby = Some(Service::spawn(dir.path(), store, None));
+                first
+            }
+        };
+        if fault != Fault::Restart {
+            // Epochs only grow: each takeover moves the store's by one at least.
+            let now = service.epoch(&http).await;
+            assert!(now > epoch, "round {round}: epoch {now} after {epoch}");
+            epoch = now;
+            let standby = standby.as_ref().expect("a standby");
+            let refused = http
+                .get(format!("{}/resources", standby.base))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                refused.status(),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "a standby serves nothing"
+            );
+        }
         let base = service.base.clone();
         let now = state(&http, &base).await;
 
@@ -476,7 +622,7 @@ async fn kill_9_at_random_moments(store: &Store) {
         held.retain(|token, lock| now[&lock.resource].0 == *token);
         maybe_unlocked.clear();
 
-        if round == KILLS {
+        if round == rounds {
             break;
         }
         // 3. Load, then a kill at a random moment. The clients start with the locks
@@ -516,7 +662,30 @@ async fn kill_9_at_random_moments(store: &Store) {
             .unwrap_or_else(|_| {
                 panic!("round {round}: fewer than {kill_after} grants in {PATIENCE:?}")
             });
-        service.kill();
+        let faulted = Instant::now();
+        match fault {
+            Fault::Restart => service.kill(),
+            Fault::KillActive => {
+                service.kill();
+                let next = standby.take().expect("a standby");
+                next.wait_for(ACTIVE_LINE);
+                takeovers.push(faulted.elapsed());
+                standby = Some(Service::spawn(dir.path(), store, None));
+                active = Some(next);
+            }
+            Fault::PauseActive => {
+                service.signal(libc::SIGSTOP);
+                let next = standby.take().expect("a standby");
+                next.wait_for(ACTIVE_LINE);
+                takeovers.push(faulted.elapsed());
+                // Resumed, it finds its session gone and its commits refused: the
+                // answers it still gives are 503s, and it becomes the standby.
+                service.signal(libc::SIGCONT);
+                service.wait_for(STANDBY_LINE);
+                standby = Some(service);
+                active = Some(next);
+            }
+        }
         for client in clients {
             let _ = client.await;
         }
@@ -557,8 +726,22 @@ async fn kill_9_at_random_moments(store: &Store) {
         expires.extend(ledger.expires.drain());
         unanswered.append(&mut ledger.unanswered);
     }
-    assert!(grants > KILLS, "the load granted locks ({grants})");
-    eprintln!("{KILLS} kills, {grants} acknowledged grants, highest fencing {highest_fencing}");
+    assert!(grants > rounds, "the load granted locks ({grants})");
+    eprintln!(
+        "{fault:?}: {rounds} rounds, {grants} acknowledged grants, highest fencing \
+         {highest_fencing}, last epoch {epoch}"
+    );
+    if !takeovers.is_empty() {
+        takeovers.sort();
+        let at = |q: f64| takeovers[((takeovers.len() - 1) as f64 * q).round() as usize];
+        eprintln!(
+            "{fault:?}: takeover p50 {:?}, p99 {:?}, max {:?} over {} takeovers",
+            at(0.5),
+            at(0.99),
+            takeovers[takeovers.len() - 1],
+            takeovers.len()
+        );
+    }
 }
 
 /// Sends one lock request with an Idempotency-Key to a service that will crash on its

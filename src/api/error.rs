@@ -86,6 +86,12 @@ pub enum ApiError {
     #[error(transparent)]
     Unavailable(#[from] crate::runtime::Unavailable),
 
+    /// 503: this service is a standby of an HA pair (`reason` says why it is not the
+    /// active one). Retry: the active one is behind the same address once the load
+    /// balancer sees who is ready.
+    #[error("standby: {reason}")]
+    Standby { reason: String },
+
     /// 401, 403 or 429 from the auth gate (`api/middleware.rs`): no or a wrong
     /// credential, a role below the route's, over the rate limit.
     #[error(transparent)]
@@ -267,6 +273,12 @@ impl ApiError {
                 )
                 .with("reason", reason.to_string())
             }
+            ApiError::Standby { reason } => Parts::new(
+                S::SERVICE_UNAVAILABLE,
+                "standby",
+                "Service Unavailable: this rentabot is a standby of an HA pair; the active one serves. Retry (with the same Idempotency-Key): during a takeover the active one answers within seconds",
+            )
+            .with("reason", reason.as_str()),
             ApiError::Unavailable(crate::runtime::Unavailable::Timeout(waited)) => Parts::new(
                 S::SERVICE_UNAVAILABLE,
                 "commit_timeout",
@@ -701,7 +713,7 @@ impl ResponseError for ApiError {
             ) => {
                 response.insert_header((RETRY_AFTER, retry_after_secs.to_string()));
             }
-            ApiError::Unavailable(_) => {
+            ApiError::Unavailable(_) | ApiError::Standby { .. } => {
                 response.insert_header((RETRY_AFTER, "1"));
             }
             ApiError::Auth(e) => {

@@ -17,17 +17,40 @@ use super::broker::Registered;
 use super::dto::Status;
 use super::endpoint;
 use crate::audit::AuditLog;
+use crate::runtime::ha::HaStatus;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(endpoint("/health").get(health))
         .service(endpoint("/readiness").get(readiness));
 }
 
-/// 200 while the process serves HTTP.
+/// The liveness probe's answer.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    status: &'static str,
+    /// With a `postgres://` store (the HA pair): `active`, or `standby` (whose every
+    /// other answer is 503).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    /// With a `postgres://` store: the epoch of this service's latest term as the
+    /// active one (0: never active).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epoch: Option<u64>,
+}
+
+/// 200 while the process serves HTTP. With a `postgres://` store, also its role in the
+/// HA pair.
 #[utoipa::path(get, path = "/health", tag = "health",
-    responses((status = 200, body = Status, example = json!({"status": "ok"}))))]
-pub async fn health() -> HttpResponse {
-    HttpResponse::Ok().json(Status { status: "ok" })
+    responses((status = 200, body = Health, example = json!({"status": "ok"}))))]
+pub async fn health(ha: Option<Data<HaStatus>>) -> HttpResponse {
+    HttpResponse::Ok().json(Health {
+        status: "ok",
+        role: ha
+            .as_ref()
+            .map(|ha| if ha.is_active() { "active" } else { "standby" }),
+        epoch: ha.map(|ha| ha.epoch()),
+    })
 }
 
 /// The readiness probe's refusal.
@@ -50,8 +73,13 @@ pub struct NotReady {
 pub async fn readiness(
     broker: Option<Data<Registered>>,
     audit: Option<Data<AuditLog>>,
+    ha: Option<Data<HaStatus>>,
 ) -> HttpResponse {
     let mut reasons = broker.map_or_else(Vec::new, |b| b.0.unready_reasons());
+    // Deposed, and stopping: the active one is elsewhere.
+    if let Some(ha) = ha.filter(|ha| !ha.is_active()) {
+        reasons.push(ha.standby_reason());
+    }
     reasons.extend(audit.map_or_else(Vec::new, |a| a.unready_reasons()));
     if reasons.is_empty() {
         HttpResponse::Ok().json(Status { status: "ready" })

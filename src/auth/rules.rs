@@ -767,6 +767,7 @@ mod tests {
                 broker: handle,
                 waiting: None,
                 audit: None,
+                ha: None,
             }))
             .configure(api::configure)
             .configure(crate::web::configure)

@@ -109,6 +109,44 @@ impl Delta {
 }
 
 impl Image {
+    /// Moves every deadline earlier than `until` to `until`: lock expiries, the maximum
+    /// wait of pending reservations and the claim window of fulfilled ones. What the HA
+    /// pair's new active does at takeover (`until` = takeover + grace): its clock may
+    /// run ahead of the deposed one's, and a lock must not end early because of a
+    /// takeover (etcd and Consul extend leases on failover the same way). A deadline
+    /// already passed moves too: by the deposed active's clock it may not have been.
+    /// Returns how many deadlines moved.
+    pub fn postpone_deadlines(&mut self, until: Timestamp) -> usize {
+        use super::reservation::ReservationStatus;
+        use super::resource::LockState;
+        let mut moved = 0;
+        for resource in self.resources.values_mut() {
+            if resource.lease().is_some_and(|l| l.expires_at < until) {
+                if let LockState::Locked(lease) = &mut Arc::make_mut(resource).state {
+                    lease.expires_at = until;
+                }
+                moved += 1;
+            }
+        }
+        for stored in self.reservations.values_mut() {
+            let r = &stored.reservation;
+            let wait = r.status == ReservationStatus::Pending && r.expires_at < until;
+            let claim = r.status == ReservationStatus::Fulfilled
+                && r.claim_expires_at.is_some_and(|at| at < until);
+            if wait || claim {
+                let r = Arc::make_mut(&mut stored.reservation);
+                if wait {
+                    r.expires_at = until;
+                }
+                if claim {
+                    r.claim_expires_at = Some(until);
+                }
+                moved += 1;
+            }
+        }
+        moved
+    }
+
     /// The state after `delta`.
     pub fn apply(&mut self, delta: &Delta) {
         for (id, row) in &delta.resources {

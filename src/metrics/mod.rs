@@ -41,6 +41,7 @@ use crate::auth::Rule;
 use crate::domain::events::Event;
 use crate::domain::reservation::ReservationId;
 use crate::domain::resource::{Resource, ResourceState};
+use crate::runtime::ha::HaStatus;
 use crate::runtime::{BrokerHandle, Committed, GaugeInputs, Ledger, Observer, Shutdown, Waiting};
 
 mod collect;
@@ -653,6 +654,52 @@ pub struct Exporter {
     /// Whose health `rentabot_ready` includes, as `/readiness` does (`None`: the
     /// broker's alone).
     pub audit: Option<Arc<AuditLog>>,
+    /// The HA pair's role, with a `postgres://` store: the `rentabot_ha_*` family.
+    pub ha: Option<Arc<HaStatus>>,
+}
+
+/// The HA pair's family (`rentabot_ha_*`), encoded on its own: a standby's whole
+/// scrape, and the end of an active one's. Returns the body and its content type.
+pub fn render_standby(status: &HaStatus, openmetrics: bool) -> (String, &'static str) {
+    let mut registry = Registry::default();
+    let is_active = Gauge::<i64>::default();
+    let epoch = Gauge::<i64>::default();
+    let takeovers = Counter::<u64>::default();
+    registry.register(
+        "rentabot_ha_is_active",
+        "1 on the active service of the HA pair (the one whose commits the store takes), \
+         0 on a standby",
+        is_active.clone(),
+    );
+    registry.register(
+        "rentabot_ha_epoch",
+        "The epoch of this service's latest term as the active one (0: never active); \
+         every takeover moves the store's epoch by one",
+        epoch.clone(),
+    );
+    registry.register(
+        "rentabot_ha_takeovers",
+        "Times this service became the active one of the HA pair",
+        takeovers.clone(),
+    );
+    is_active.set(i64::from(status.is_active()));
+    epoch.set(i64::try_from(status.epoch()).unwrap_or(i64::MAX));
+    takeovers.inc_by(status.takeovers());
+    let mut out = String::with_capacity(1024);
+    let encoded = if openmetrics {
+        prometheus_client::encoding::text::encode(&mut out, &registry)
+    } else {
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)
+    };
+    encoded.expect("encoding into a String");
+    (
+        out,
+        if openmetrics {
+            OPENMETRICS_TEXT
+        } else {
+            PROMETHEUS_TEXT
+        },
+    )
 }
 
 /// Mounts `GET /metrics` (the auth gate applies its rule: open unless
@@ -672,12 +719,20 @@ async fn scrape(req: HttpRequest, exporter: Data<Exporter>) -> HttpResponse {
     let exporter = exporter.into_inner();
     // Counting 100 000 resources takes milliseconds: off the worker's event loop.
     let body = web::block(move || {
-        exporter.metrics.render(
+        let mut body = exporter.metrics.render(
             &exporter.broker,
             exporter.waiting.as_ref(),
             exporter.audit.as_deref(),
             openmetrics,
-        )
+        );
+        if let Some(ha) = &exporter.ha {
+            // One exposition: OpenMetrics ends once, with the HA family's `# EOF`.
+            if openmetrics && body.ends_with("# EOF\n") {
+                body.truncate(body.len() - "# EOF\n".len());
+            }
+            body.push_str(&render_standby(ha, openmetrics).0);
+        }
+        body
     })
     .await;
     match body {

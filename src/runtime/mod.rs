@@ -3,6 +3,7 @@
 
 pub mod clock;
 pub mod entropy;
+pub mod ha;
 pub mod handle;
 pub mod reload;
 pub mod scope;

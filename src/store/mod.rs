@@ -11,6 +11,7 @@
 //! the indexes from it. SQLite ([`sqlite`]) is the single-node store; PostgreSQL
 //! ([`postgres`]), the same rows on a database server, is what the HA pair stands on.
 
+pub mod leader;
 pub mod memory;
 pub mod postgres;
 pub mod sqlite;
@@ -60,6 +61,10 @@ pub enum StoreError {
     /// The commit may succeed if tried again (a busy or full disk, a lost connection).
     #[error("{0}")]
     Failed(String),
+    /// The store refuses this service's commits for good: another service took over
+    /// (the HA pair's epoch moved on). Nothing of the commit is stored.
+    #[error("{0}")]
+    Deposed(String),
 }
 
 /// A place changes are committed to.
@@ -72,7 +77,8 @@ pub trait Backend: Send + 'static {
 }
 
 /// Opens the store `url` names, checks it and reads it. It keeps the latest
-/// `audit_retention` audit entries.
+/// `audit_retention` audit entries. A PostgreSQL store is opened by the active service
+/// only, with the `epoch` of its term ([`leader`]).
 ///
 /// # Errors
 /// A store that cannot be opened or created, is corrupt, or was written by a newer
@@ -80,6 +86,7 @@ pub trait Backend: Send + 'static {
 pub fn open(
     url: &PersistUrl,
     audit_retention: usize,
+    epoch: Option<u64>,
 ) -> anyhow::Result<(Box<dyn Backend>, Loaded)> {
     match url {
         PersistUrl::Sqlite(path) => {
@@ -87,11 +94,14 @@ pub fn open(
             Ok((Box::new(store), loaded))
         }
         PersistUrl::Postgres(url) => {
+            let Some(epoch) = epoch else {
+                anyhow::bail!("{url} is opened by the active service of the HA pair only");
+            };
             // The blocking client drives a runtime of its own, which cannot run inside
             // the caller's (`app::build` is called on one): open on a thread of its own.
             // The writer thread, a plain thread, uses it afterwards.
             let (store, loaded) = std::thread::scope(|s| {
-                s.spawn(|| postgres::PostgresStore::open(url, audit_retention))
+                s.spawn(|| postgres::PostgresStore::open(url, audit_retention, epoch))
                     .join()
             })
             .map_err(|_| anyhow::anyhow!("opening {url} panicked"))??;

@@ -1,29 +1,30 @@
 //! The PostgreSQL store: the SQLite store's rows on a database server, the ground the
-//! HA pair (issue 14) will stand on.
+//! HA pair stands on.
 //!
 //! - The tables are SQLite's (`schema/pg/v*.sql`, the same versions), in the schema
 //!   first in the connection's `search_path` (`public` unless the URL's `options` say
 //!   otherwise). `rentabot_meta` tells a rentabot schema from any other and holds its
 //!   version; an empty schema gets the tables at first start, a newer version or a
 //!   schema of another program is refused.
-//! - One service per schema: the writer's connection holds a session advisory lock
-//!   (`LOCK_CLASS`, the schema's name hashed) for as long as it lives, as SQLite's
-//!   `<file>.lock`; a second service is refused at start.
+//! - Any number of services may share a schema; one is active (`leader.rs`: it holds
+//!   the schema's advisory lock on a connection of its own and moved `state.epoch` when
+//!   it took it). Only the active one opens this store, with its epoch.
 //! - A batch is one statement, so one transaction and one round trip: rows are
 //!   coalesced (`coalesce`) and passed as one array per column, written by a
 //!   data-modifying `WITH` clause per table (`INSERT .. SELECT FROM unnest($1, $2, ..)
 //!   ON CONFLICT DO UPDATE`, deletes, history appends), so 4096 changes cost the same
 //!   round trip as one (`commit_sql`). Round trips, not the server's work, were what a
 //!   commit cost: a transaction of a statement per table measured 1.2 ms a commit.
-//! - `state.commits` counts transactions: each commit moves it from the value this
-//!   writer last saw, or is refused (another writer wrote: the statement divides by
-//!   zero and nothing of it is stored). When a commit's outcome is
-//!   lost with its connection, the next attempt (the writer retries the same batch)
-//!   reconnects and reads the counter: moved by one, the batch landed and is not written
-//!   twice.
+//! - The fence: every commit updates the `state` row `WHERE epoch = <this store's
+//!   epoch> AND commits = <the count it last saw>`, or is refused whole (the statement
+//!   divides by zero). A newer epoch means another service took over: the commit is
+//!   refused as [`StoreError::Deposed`], and since answers wait for commits, nothing of
+//!   it was acknowledged. `state.commits` counts transactions: when a commit's outcome
+//!   is lost with its connection, the next attempt (the writer retries the same batch)
+//!   reconnects and reads the counter: moved by one, the batch landed and is not
+//!   written twice.
 //! - A lost connection fails the commit (503 `store_unavailable` until one succeeds);
-//!   the next attempt, after the writer's backoff, reconnects and takes the advisory
-//!   lock again.
+//!   the next attempt, after the writer's backoff, reconnects.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,25 +49,17 @@ use crate::domain::{
 use crate::runtime::IdempotencyRecord;
 
 /// The schema, one migration per version: `MIGRATIONS[n]` takes version `n` to `n + 1`.
-/// The same versions as SQLite's. Never edit a released migration; add the next one.
+/// Versions 1-3 are SQLite's; 4 adds the HA epoch. Never edit a released migration; add
+/// the next one.
 const MIGRATIONS: &[&str] = &[
     include_str!("schema/pg/v1.sql"),
     include_str!("schema/pg/v2.sql"),
     include_str!("schema/pg/v3.sql"),
+    include_str!("schema/pg/v4.sql"),
 ];
 
 /// The newest schema version this build reads and writes.
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
-
-/// The first key of rentabot's advisory locks ("RBOT"); the second is the schema's
-/// name hashed, so that services on different schemas of one database do not meet.
-const LOCK_CLASS: i32 = 0x5242_4f54;
-
-/// How long a starting service waits for the schema's lock: long enough for the
-/// session of a predecessor that was killed to end (milliseconds: the server sees the
-/// connection close), short enough that a second service started by mistake is told so
-/// promptly.
-const LOCK_WAIT: Duration = Duration::from_secs(10);
 
 /// A PostgreSQL schema, open for the writer thread.
 pub struct PostgresStore {
@@ -77,6 +70,8 @@ pub struct PostgresStore {
     audit_retention: i64,
     /// `state.commits` after this store's latest commit.
     commits: i64,
+    /// The epoch this store writes under: its service's term as the active one.
+    epoch: i64,
     /// The latest commit failed, perhaps after the server committed it: look before
     /// writing the batch again.
     in_doubt: bool,
@@ -88,35 +83,32 @@ pub struct PostgresStore {
 /// and they are kept for hours (a second's more makes no difference).
 const FORGET_EVERY: Duration = Duration::from_secs(1);
 
-/// A connection that holds the schema's advisory lock, with its prepared statements.
+/// The writer's connection, with its prepared statements.
 struct Conn {
     client: Client,
     statements: Statements,
 }
 
 impl PostgresStore {
-    /// Connects, takes the schema, checks and migrates it, and reads it; it keeps the
-    /// latest `audit_retention` audit rows (at least one).
+    /// Connects and reads the schema, for the active service of `epoch` (which took the
+    /// schema's lock and migrated it: [`super::leader::Leadership`]); it keeps the latest
+    /// `audit_retention` audit rows (at least one).
     ///
     /// # Errors
-    /// The server cannot be reached or refuses the login; another rentabot serves the
-    /// schema; the schema belongs to another program or a newer rentabot.
-    pub fn open(url: &PostgresUrl, audit_retention: usize) -> anyhow::Result<(Self, Loaded)> {
-        Self::open_waiting(url, audit_retention, LOCK_WAIT)
-    }
-
-    /// [`PostgresStore::open`], waiting at most `wait` for the schema's lock.
-    fn open_waiting(
+    /// The server cannot be reached or refuses the login; the schema is not at this
+    /// build's version; the epoch moved on (another service took over meanwhile).
+    pub fn open(
         url: &PostgresUrl,
         audit_retention: usize,
-        wait: Duration,
+        epoch: u64,
     ) -> anyhow::Result<(Self, Loaded)> {
         let audit_retention = i64::try_from(audit_retention.max(1)).unwrap_or(i64::MAX);
         let mut client = connect(url)?;
-        let schema = claim(&mut client, url, wait)?;
-        migrate(&mut client, url, &schema)?;
-        let (loaded, commits) = read(&mut client, audit_retention)
-            .with_context(|| format!("reading schema {schema} of {url}", url = url.shown()))?;
+        let (loaded, commits, stored_epoch) = read(&mut client, audit_retention)
+            .with_context(|| format!("reading {url}", url = url.shown()))?;
+        if stored_epoch != epoch as i64 {
+            bail!(deposed(url, epoch, stored_epoch));
+        }
         // The commits trim the history tables from where they were; bring them to
         // this build's bounds and this retention once (they may have been larger).
         for (table, keep) in [
@@ -136,6 +128,7 @@ impl PostgresStore {
                 conn: Some(Conn { client, statements }),
                 audit_retention,
                 commits,
+                epoch: epoch as i64,
                 in_doubt: false,
                 forget_at: Timestamp::from_millis(0),
             },
@@ -147,7 +140,14 @@ impl PostgresStore {
 impl Backend for PostgresStore {
     fn commit(&mut self, batch: &Batch<'_>) -> Result<(), StoreError> {
         let result = self.try_commit(batch);
-        if let Err(e) = &result {
+        if let Err(Fail::Deposed(stored)) = &result {
+            return Err(StoreError::Deposed(deposed(
+                &self.url,
+                self.epoch as u64,
+                *stored,
+            )));
+        }
+        if let Err(Fail::Other(e)) = &result {
             // Whatever failed, the server may have committed (a lost answer to COMMIT):
             // the next attempt looks first.
             self.in_doubt = true;
@@ -156,31 +156,49 @@ impl Backend for PostgresStore {
             }
             tracing::debug!(error = %format!("{e:#}"), "postgres commit failed");
         }
-        result.map_err(|e| StoreError::Failed(format!("{e:#}")))
+        result.map_err(|e| match e {
+            Fail::Other(e) => StoreError::Failed(format!("{e:#}")),
+            Fail::Deposed(_) => unreachable!("returned above"),
+        })
+    }
+}
+
+/// Why [`PostgresStore::try_commit`] failed.
+enum Fail {
+    /// The epoch moved on to this one: another service is active.
+    Deposed(i64),
+    Other(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Fail {
+    fn from(e: E) -> Fail {
+        Fail::Other(e.into())
     }
 }
 
 impl PostgresStore {
-    fn try_commit(&mut self, batch: &Batch<'_>) -> anyhow::Result<()> {
+    fn try_commit(&mut self, batch: &Batch<'_>) -> Result<(), Fail> {
         let rows = coalesce(batch.changes);
         if rows.seq.is_none() && batch.answers.is_empty() {
             return Ok(());
         }
         if self.conn.is_none() {
             let mut client = connect(&self.url)?;
-            // Not waiting: the writer's backoff retries, and while it waits nothing is
-            // acknowledged anyway.
-            claim(&mut client, &self.url, Duration::ZERO)?;
             let statements = Statements::prepare(&mut client)?;
             self.conn = Some(Conn { client, statements });
             tracing::info!(store = %self.url, "reconnected to the state store");
         }
         let conn = self.conn.as_mut().expect("connected above");
         if self.in_doubt {
-            let commits: i64 = conn
+            let row = conn
                 .client
-                .query_one("SELECT commits FROM state WHERE id = 1", &[])?
-                .get(0);
+                .query_one("SELECT commits, epoch FROM state WHERE id = 1", &[])?;
+            let (commits, epoch): (i64, i64) = (row.get(0), row.get(1));
+            if epoch != self.epoch {
+                // Landed or not, another service took over since: refuse (the client
+                // retries there, with its Idempotency-Key).
+                return Err(Fail::Deposed(epoch));
+            }
             if commits == self.commits + 1 {
                 // The failed attempt committed this very batch: do not write it twice.
                 self.commits = commits;
@@ -188,7 +206,7 @@ impl PostgresStore {
                 return Ok(());
             }
             if commits != self.commits {
-                bail!(another_writer(&self.url));
+                return Err(anyhow::anyhow!(another_writer(&self.url)).into());
             }
             self.in_doubt = false;
         }
@@ -246,9 +264,10 @@ impl PostgresStore {
         );
         let next = self.commits + 1;
         let c = rows.counters;
-        let state: [&(dyn ToSql + Sync); 7] = [
+        let state: [&(dyn ToSql + Sync); 8] = [
             &next,
             &self.commits,
+            &self.epoch,
             &rows.seq.map(|seq| seq as i64),
             &rows.seq.map(|_| batch.next_event as i64),
             &c.map(|c| i64::from(c.next_resource_id)),
@@ -270,8 +289,16 @@ impl PostgresStore {
         match conn.client.execute(&conn.statements.commit, &params) {
             Ok(_) => {}
             Err(e) if e.code() == Some(&postgres::error::SqlState::DIVISION_BY_ZERO) => {
-                // The fence: `state.commits` was not what this writer last saw.
-                bail!(another_writer(&self.url));
+                // The fence: the epoch moved on, or (never, with one active service)
+                // `state.commits` is not what this writer last saw.
+                let epoch: i64 = conn
+                    .client
+                    .query_one("SELECT epoch FROM state WHERE id = 1", &[])?
+                    .get(0);
+                if epoch != self.epoch {
+                    return Err(Fail::Deposed(epoch));
+                }
+                return Err(anyhow::anyhow!(another_writer(&self.url)).into());
             }
             Err(e) => return Err(e.into()),
         }
@@ -281,6 +308,14 @@ impl PostgresStore {
         self.commits = next;
         Ok(())
     }
+}
+
+fn deposed(url: &PostgresUrl, mine: u64, stored: i64) -> String {
+    format!(
+        "deposed: {} is at epoch {stored}, and this rentabot was active at epoch {mine}: \
+         another one took over, and this one acknowledges nothing more",
+        url.shown()
+    )
 }
 
 fn another_writer(url: &PostgresUrl) -> String {
@@ -297,60 +332,23 @@ fn connect(url: &PostgresUrl) -> anyhow::Result<Client> {
         .with_context(|| format!("connecting to {}", url.shown()))
 }
 
-/// Takes the advisory lock of the connection's schema, for as long as the connection
-/// lives, waiting at most `wait` for another service to let it go (zero: not at all);
-/// returns the schema's name.
-fn claim(client: &mut Client, url: &PostgresUrl, wait: Duration) -> anyhow::Result<String> {
+/// The schema the connection writes to (the first of its `search_path` that exists).
+pub(super) fn current_schema(client: &mut Client, url: &PostgresUrl) -> anyhow::Result<String> {
     let schema: Option<String> = client
         .query_one("SELECT current_schema()::text", &[])?
         .get(0);
-    let Some(schema) = schema else {
-        bail!(
+    schema.ok_or_else(|| {
+        anyhow::anyhow!(
             "no schema of the search_path of {} exists: create it, or name one that does \
              (options=-csearch_path%3Dname in the URL)",
             url.shown()
-        );
-    };
-    let held_elsewhere = || {
-        anyhow::anyhow!(
-            "another rentabot serves schema {schema} of {} (it holds the advisory lock \
-             ({LOCK_CLASS}, hashtext('{schema}'))): one schema, one service",
-            url.shown()
         )
-    };
-    if wait.is_zero() {
-        let taken: bool = client
-            .query_one(
-                "SELECT pg_try_advisory_lock($1, hashtext(current_schema()))",
-                &[&LOCK_CLASS],
-            )?
-            .get(0);
-        return if taken {
-            Ok(schema)
-        } else {
-            Err(held_elsewhere())
-        };
-    }
-    // Waiting in the server: the lock is ours the moment the other session ends (a
-    // service restarted after a crash finds its predecessor's session still closing).
-    client.batch_execute(&format!("SET lock_timeout = {}", wait.as_millis().max(1)))?;
-    let taken = client.execute(
-        "SELECT pg_advisory_lock($1, hashtext(current_schema()))",
-        &[&LOCK_CLASS],
-    );
-    client.batch_execute("RESET lock_timeout")?;
-    match taken {
-        Ok(_) => Ok(schema),
-        Err(e) if e.code() == Some(&postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
-            Err(held_elsewhere())
-        }
-        Err(e) => Err(e.into()),
-    }
+    })
 }
 
 /// Brings the schema to [`SCHEMA_VERSION`] in one transaction, after checking that it
 /// is rentabot's (or empty) and not newer.
-fn migrate(client: &mut Client, url: &PostgresUrl, schema: &str) -> anyhow::Result<()> {
+pub(super) fn migrate(client: &mut Client, url: &PostgresUrl, schema: &str) -> anyhow::Result<()> {
     let mut tx = client.transaction()?;
     let tables: Vec<String> = tx
         .query(
@@ -421,8 +419,8 @@ fn not_ours(url: &PostgresUrl, schema: &str) -> String {
     )
 }
 
-/// Reads everything in one snapshot: the state and `state.commits`.
-fn read(client: &mut Client, audit_retention: i64) -> anyhow::Result<(Loaded, i64)> {
+/// Reads everything in one snapshot: the state, `state.commits` and `state.epoch`.
+fn read(client: &mut Client, audit_retention: i64) -> anyhow::Result<(Loaded, i64, i64)> {
     let mut tx = client
         .build_transaction()
         .isolation_level(postgres::IsolationLevel::RepeatableRead)
@@ -430,7 +428,7 @@ fn read(client: &mut Client, audit_retention: i64) -> anyhow::Result<(Loaded, i6
         .start()?;
     let row = tx.query_one(
         "SELECT stream_seq, next_event, next_resource_id, next_fencing, next_reservation_seq, \
-         commits FROM state WHERE id = 1",
+         commits, epoch FROM state WHERE id = 1",
         &[],
     )?;
     let mut loaded = Loaded {
@@ -444,7 +442,7 @@ fn read(client: &mut Client, audit_retention: i64) -> anyhow::Result<(Loaded, i6
         next_fencing: row.get::<_, i64>(3) as u64,
         next_reservation_seq: row.get::<_, i64>(4) as u64,
     };
-    let commits: i64 = row.get(5);
+    let (commits, epoch): (i64, i64) = (row.get(5), row.get(6));
     for row in tx.query(
         &format!(
             "SELECT {} FROM resources ORDER BY id",
@@ -554,7 +552,7 @@ fn read(client: &mut Client, audit_retention: i64) -> anyhow::Result<(Loaded, i6
     audit.reverse();
     loaded.audit = audit;
     tx.commit()?;
-    Ok((loaded, commits))
+    Ok((loaded, commits, epoch))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -724,9 +722,12 @@ fn unnest(table: &Table, first: usize) -> (String, String) {
 /// history rows kept, the time before which remembered answers are forgotten (NULL:
 /// not now), then the state row. Data-modifying `WITH` clauses run once and to
 /// completion in one snapshot, and one statement is one transaction: a batch costs one
-/// round trip whatever it holds. The last line is the fence: when `state.commits` is
-/// not the value this writer last saw, the update matches no row and the division by
-/// zero aborts the whole statement.
+/// round trip whatever it holds. The last line is the fence: when `state.epoch` is not
+/// this store's (another service took over) or `state.commits` not the value this
+/// writer last saw, the update matches no row and the division by zero aborts the whole
+/// statement. Under READ COMMITTED an update that meets the takeover's update of the
+/// same row waits for it and re-checks its condition on the new row: it cannot land
+/// under the old epoch once the takeover committed.
 fn commit_sql() -> String {
     let mut next = 1;
     let mut take = |n: usize| {
@@ -802,7 +803,7 @@ fn commit_sql() -> String {
     let first = take(AUDIT.columns.len());
     let keep = take(1);
     append(AUDIT, first, keep, &mut ctes);
-    let s = take(7);
+    let s = take(8);
     ctes.push(format!(
         "fenced AS (UPDATE state SET commits = ${}::int8, \
          stream_seq = COALESCE(${}::int8, stream_seq), \
@@ -810,14 +811,15 @@ fn commit_sql() -> String {
          next_resource_id = COALESCE(${}::int8, next_resource_id), \
          next_fencing = COALESCE(${}::int8, next_fencing), \
          next_reservation_seq = COALESCE(${}::int8, next_reservation_seq) \
-         WHERE id = 1 AND commits = ${}::int8 RETURNING 1)",
+         WHERE id = 1 AND commits = ${}::int8 AND epoch = ${}::int8 RETURNING 1)",
         s,
-        s + 2,
         s + 3,
         s + 4,
         s + 5,
         s + 6,
+        s + 7,
         s + 1,
+        s + 2,
     ));
     format!(
         "WITH {} SELECT 1 / (SELECT count(*)::int FROM fenced)",
@@ -1156,6 +1158,7 @@ pub(super) mod tests {
     use super::*;
     use crate::domain::{Broker, ResourceId};
     use crate::runtime::{Cause, Change};
+    use crate::store::leader::{self, Leadership};
     use crate::store::sqlite::SqliteStore;
     use crate::store::sqlite::tests::{T0, at, change, every_kind_of_row, recording_broker, ttl};
     use crate::store::{PersistUrl, url::PostgresUrl};
@@ -1220,6 +1223,18 @@ pub(super) mod tests {
         )
     }
 
+    /// Takes the schema as its active service does: the leadership (the caller keeps it:
+    /// dropping it ends the session) and the store at its epoch.
+    pub(in crate::store) fn open_active(
+        db: &TestDb,
+        audit_retention: usize,
+    ) -> anyhow::Result<(Leadership, PostgresStore, Loaded)> {
+        let leadership = Leadership::campaign(&db.url, leader::Settings::default(), &mut || true)?
+            .expect("it waits until it leads");
+        let (store, loaded) = PostgresStore::open(&db.url, audit_retention, leadership.epoch())?;
+        Ok((leadership, store, loaded))
+    }
+
     fn commit(
         store: &mut dyn Backend,
         changes: &[Change],
@@ -1263,7 +1278,7 @@ pub(super) mod tests {
         else {
             return;
         };
-        let (mut pg, loaded) = PostgresStore::open(&db.url, 100).unwrap();
+        let (lead, mut pg, loaded) = open_active(&db, 100).unwrap();
         assert_eq!(loaded.seq, 0);
         assert!(loaded.image.resources.is_empty());
         let dir = tempfile::tempdir().unwrap();
@@ -1276,9 +1291,9 @@ pub(super) mod tests {
             commit(store, &changes[2..], std::slice::from_ref(&record), &[]);
             commit(store, &[], &[], &[refusal()]);
         }
-        drop((pg, lite));
+        drop((pg, lite, lead));
 
-        let (_, from_pg) = PostgresStore::open(&db.url, 100).unwrap();
+        let (_, _, from_pg) = open_active(&db, 100).unwrap();
         let (_, from_lite) = SqliteStore::open(&dir.path().join("state.db")).unwrap();
         assert_eq!(from_pg.seq, 4);
         assert_eq!(from_pg.next_event, 42);
@@ -1315,62 +1330,67 @@ pub(super) mod tests {
         else {
             return;
         };
-        drop(PostgresStore::open(&db.url, 100).unwrap());
+        drop(open_active(&db, 100).unwrap());
         let mut psql = db.psql();
         let version: i32 = psql
             .query_one("SELECT schema_version FROM rentabot_meta", &[])
             .unwrap()
             .get(0);
         assert_eq!(version as usize, SCHEMA_VERSION);
-        drop(PostgresStore::open(&db.url, 100).unwrap()); // and opens again as it is
+        drop(open_active(&db, 100).unwrap()); // and opens again as it is
 
         psql.execute(
             "UPDATE rentabot_meta SET schema_version = $1",
             &[&(SCHEMA_VERSION as i32 + 1)],
         )
         .unwrap();
-        let err = format!("{:#}", PostgresStore::open(&db.url, 100).err().unwrap());
+        let err = format!("{:#}", open_active(&db, 100).err().unwrap());
         assert!(err.contains("written by a newer rentabot"), "{err}");
         assert!(!err.contains(":rentabot@"), "no password in {err}");
     }
 
     #[test]
-    fn another_programs_schema_and_a_second_service_are_refused() {
-        let Some(db) = TestDb::create("another_programs_schema_and_a_second_service_are_refused")
+    fn another_programs_schema_is_refused_and_a_second_service_waits_its_turn() {
+        let Some(db) = TestDb::create("another_programs_schema_is_refused_and_a_second_service")
         else {
             return;
         };
         let mut psql = db.psql();
         psql.batch_execute("CREATE TABLE notes (text TEXT)")
             .unwrap();
-        let err = format!("{:#}", PostgresStore::open(&db.url, 100).err().unwrap());
+        let err = format!("{:#}", open_active(&db, 100).err().unwrap());
         assert!(err.contains("not rentabot's"), "{err}");
 
         psql.batch_execute("DROP TABLE notes").unwrap();
-        let first = PostgresStore::open(&db.url, 100).unwrap();
-        for wait in [Duration::ZERO, Duration::from_millis(50)] {
-            let second = PostgresStore::open_waiting(&db.url, 100, wait);
-            let err = format!("{:#}", second.err().unwrap());
-            assert!(
-                err.contains("another rentabot serves schema public"),
-                "{err}"
-            );
-        }
-        // A service that waits gets the schema as soon as the first one is gone.
+        let (first, _, _) = open_active(&db, 100).unwrap();
+        // A second one waits (here: two turns of the lock's wait, then gives up).
+        let mut turns = 0;
+        let second = Leadership::campaign(&db.url, leader::Settings::default(), &mut || {
+            turns += 1;
+            turns <= 2
+        })
+        .unwrap();
+        assert!(second.is_none(), "the lock is held");
+        // A standby that waits gets the schema as soon as the active one's session ends,
+        // at the next epoch.
         let waiting = std::thread::spawn({
             let url = db.url.clone();
-            move || PostgresStore::open_waiting(&url, 100, Duration::from_secs(20)).map(|_| ())
+            move || {
+                Leadership::campaign(&url, leader::Settings::default(), &mut || true)
+                    .map(|l| l.expect("waits").epoch())
+            }
         });
+        let epoch = first.epoch();
         drop(first);
-        waiting.join().unwrap().unwrap();
+        assert_eq!(waiting.join().unwrap().unwrap(), epoch + 1);
     }
 
     #[test]
-    fn a_commit_whose_answer_was_lost_is_not_written_twice_and_a_second_writer_is_fenced() {
+    fn a_commit_whose_answer_was_lost_is_not_written_twice_and_a_deposed_writer_is_fenced() {
         let Some(db) = TestDb::create("a_commit_whose_answer_was_lost_is_not_written_twice") else {
             return;
         };
-        let (mut store, _) = PostgresStore::open(&db.url, 100).unwrap();
+        let (lead, mut store, _) = open_active(&db, 100).unwrap();
         let mut b = recording_broker();
         let first = change(&mut b, 1);
         commit(&mut store, &[first], &[], &[]);
@@ -1395,22 +1415,26 @@ pub(super) mod tests {
         assert_eq!(audit_rows(&mut psql), rows, "not written twice");
         assert!(!store.in_doubt);
 
-        // Someone else moved the counter: this store's writes are refused.
-        psql.execute("UPDATE state SET commits = commits + 1", &[])
-            .unwrap();
+        // The session ends (the process paused too long, the network cut) and another
+        // service takes over: this store's writes are refused, for good.
+        drop(lead);
+        let (_next, _, _) = open_active(&db, 100).unwrap();
         b.lock(ResourceId::new(2), ttl(60), at(3)).unwrap();
         let third = change(&mut b, 3);
-        let err = store
-            .commit(&Batch {
-                changes: &[third],
-                records: &[],
-                next_event: 42,
-                now: T0,
-                answers: &[],
-            })
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("another rentabot wrote"), "{err}");
+        let batch = Batch {
+            changes: std::slice::from_ref(&third),
+            records: &[],
+            next_event: 42,
+            now: T0,
+            answers: &[],
+        };
+        let err = store.commit(&batch).unwrap_err();
+        assert!(matches!(err, StoreError::Deposed(_)), "{err}");
+        assert!(err.to_string().contains("deposed"), "{err}");
+        // Also when the outcome of the last commit was in doubt.
+        store.in_doubt = true;
+        let err = store.commit(&batch).unwrap_err();
+        assert!(matches!(err, StoreError::Deposed(_)), "{err}");
         let seq: i64 = psql
             .query_one("SELECT stream_seq FROM state", &[])
             .unwrap()
@@ -1424,7 +1448,7 @@ pub(super) mod tests {
         else {
             return;
         };
-        let (mut store, _) = PostgresStore::open(&db.url, 100_000).unwrap();
+        let (_lead, mut store, _) = open_active(&db, 100_000).unwrap();
         let mut b = recording_broker();
         let mut changes = vec![change(&mut b, 1)];
         // Lock and unlock board 1 over and over: each change touches the same row,
@@ -1443,8 +1467,8 @@ pub(super) mod tests {
             changes.len(),
             started.elapsed()
         );
-        drop(store);
-        let (_, loaded) = PostgresStore::open(&db.url, 100_000).unwrap();
+        drop((store, _lead));
+        let (_, _, loaded) = open_active(&db, 100_000).unwrap();
         assert_eq!(loaded.image, b.image());
         assert_eq!(loaded.seq, changes.len() as u64);
         let events: usize = changes.iter().map(|c| c.events.len()).sum();
@@ -1473,7 +1497,7 @@ pub(super) mod tests {
             return;
         };
         let kinds = kinds_in;
-        let (mut store, _) = PostgresStore::open(&db.url, 3).unwrap();
+        let (lead, mut store, _) = open_active(&db, 3).unwrap();
         let mut b = recording_broker();
         let first = change(&mut b, 1); // five rows, two too many
         commit(&mut store, &[first], &[], &[]);
@@ -1484,8 +1508,8 @@ pub(super) mod tests {
         let second = change(&mut b, 2);
         commit(&mut store, &[second], &[], &[]);
         assert_eq!(kinds(&db), ["resource_added", "locked", "unlocked"]);
-        drop(store);
-        let (_, loaded) = PostgresStore::open(&db.url, 2).unwrap();
+        drop((store, lead));
+        let (_, _, loaded) = open_active(&db, 2).unwrap();
         let kinds: Vec<&str> = loaded.audit.iter().map(|e| e.event_type.as_ref()).collect();
         assert_eq!(kinds, ["locked", "unlocked"], "the newest, oldest first");
         assert_eq!(

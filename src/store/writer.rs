@@ -24,9 +24,11 @@ use std::time::Duration;
 
 use anyhow::bail;
 
+use super::StoreError;
 use super::{Backend, Batch};
 use crate::audit;
 use crate::domain::Clock;
+use crate::runtime::ha::Lease;
 use crate::runtime::{Change, Committer, IdempotencyRecord, Ledger, Publisher};
 
 /// The most changes committed in one transaction: bounds a transaction's size and the
@@ -153,6 +155,8 @@ pub struct WriterContext {
     pub stopping: Arc<AtomicBool>,
     /// Dropped when the thread ends, however it ends (its receiver learns of it).
     pub ended: tokio::sync::oneshot::Sender<()>,
+    /// The HA term this writer commits under: deposed when the store refuses it.
+    pub lease: Option<Lease>,
 }
 
 /// Starts the writer thread. It ends when every [`Writer`] is dropped and the queue is
@@ -334,7 +338,8 @@ fn take(
     true
 }
 
-/// Commits one batch, retrying while it fails. `false` if it gave up (stopping).
+/// Commits one batch, retrying while it fails. `false` if it gave up: stopping, or
+/// deposed (another service took over: the store will refuse every commit of this one).
 fn commit(
     backend: &mut dyn Backend,
     changes: &[Change],
@@ -354,6 +359,14 @@ fn commit(
         };
         match backend.commit(&batch) {
             Ok(()) => return true,
+            Err(StoreError::Deposed(reason)) => {
+                tracing::error!(error = %reason, "commit refused: stepping down, answering 503");
+                cx.ledger.fail(&reason);
+                if let Some(lease) = &cx.lease {
+                    lease.depose();
+                }
+                return false;
+            }
             Err(e) => {
                 let reason = e.to_string();
                 if cx.ledger.failure().is_none() {

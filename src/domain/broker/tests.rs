@@ -509,3 +509,50 @@ fn lock_by_criteria_applies_the_ttl_limit_of_the_chosen_resource() {
 fn duplicate_names_are_a_programming_error() {
     Broker::new([ResourceSpec::named("a"), ResourceSpec::named("a")]);
 }
+
+#[test]
+fn a_takeover_postpones_the_deadlines_due_within_its_grace_and_no_other() {
+    let mut b = lab();
+    let soon = b.lock(id(1), secs(1), T0).unwrap();
+    let late = b.lock(id(2), secs(100), T0).unwrap();
+    let past = b.lock(id(4), secs(1), T0).unwrap();
+    // A reservation that waits for board-1 (taken), at most 2 s.
+    let mut wait = crate::domain::broker::test_support::request(&["arm"], 2);
+    wait.max_wait = secs(2);
+    let waiting = b.reserve(wait, T0).unwrap(); // board-1 and board-3: one is taken
+    // A takeover at 1.5 s (board-1's and board-4's locks ran out at 1 s) with a grace
+    // of 2 s.
+    let until = at_ms(3_500);
+    let mut image = b.image();
+    assert_eq!(image.postpone_deadlines(until), 3, "two locks and the wait");
+    assert_eq!(restored_wait(&image, waiting), until);
+    let mut restored = Broker::restore(
+        image,
+        b.policy(),
+        Box::new(crate::domain::Seeded::new(1)),
+        false,
+    );
+    restored.check_invariants();
+    let expiry = |b: &Broker, n: u32| b.resource(id(n)).unwrap().lease().unwrap().expires_at;
+    assert_eq!(expiry(&restored, 1), until);
+    assert_eq!(expiry(&restored, 4), until, "already past: moved too");
+    assert_eq!(
+        expiry(&restored, 2),
+        T0.checked_add(Duration::from_secs(100)).unwrap(),
+        "not due"
+    );
+    assert_eq!(restored.next_deadline(), Some(until));
+    // Nothing ends before the grace is over; everything due ends at its end.
+    restored.expire_due(at_ms(3_499));
+    assert!(restored.resource(id(1)).unwrap().is_locked());
+    assert!(restored.resource(id(4)).unwrap().is_locked());
+    restored.expire_due(until);
+    assert!(!restored.resource(id(1)).unwrap().is_locked());
+    assert!(!restored.resource(id(4)).unwrap().is_locked());
+    assert!(restored.resource(id(2)).unwrap().is_locked());
+    let _ = (soon, late, past);
+}
+
+fn restored_wait(image: &crate::domain::Image, r: ReservationId) -> Timestamp {
+    image.reservations[&r].reservation.expires_at
+}

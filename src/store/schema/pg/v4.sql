@@ -1,0 +1,12 @@
+-- Schema version 4 (PostgreSQL only; SQLite stays at 3): the HA pair's epoch.
+--
+-- The instance that takes the schema's advisory lock (the active one) moves `epoch` by
+-- one, in the session that holds the lock, before it reads the state; every commit
+-- names the epoch it was started under (`WHERE epoch = $n` on this row). The epoch sits
+-- on the `state` row, which every commit updates, and not on `rentabot_meta`: the
+-- takeover's update and a deposed active's commit then meet on one row lock, so one of
+-- them waits for the other. Either the commit lands first, and the new active reads it;
+-- or the epoch moves first, and the commit (re-checked on the new row) matches nothing
+-- and is refused whole. No acknowledged commit can slip in between the takeover and its
+-- read.
+ALTER TABLE state ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0;
