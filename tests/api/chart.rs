@@ -3,7 +3,10 @@
 //! StatefulSet runs one non-root pod with its state on a claim, takes its descriptor
 //! and auth config from a ConfigMap and a Secret, sets every setting of `rentabot serve`
 //! only through values the schema knows, and rolls when its inline config changes;
-//! values.schema.json and the templates refuse what would not work.
+//! values.schema.json and the templates refuse what would not work. With the state on
+//! PostgreSQL (values persistence.postgres) it renders an active/standby pair instead:
+//! a Deployment of `replicas` pods with no claim, a PodDisruptionBudget and an
+//! anti-affinity (docs/OPERATIONS.md § High availability on PostgreSQL).
 //!
 //! Without the library (RENTABOT_HELM_PYTHON names a Python that has it; `.ci/run`
 //! makes one) the tests say so loudly and pass. tests/helm.sh validates the same
