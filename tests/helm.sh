@@ -8,7 +8,9 @@
 # 2. validate every rendered manifest with `kubernetes-validate --strict -k 1.30.0`.
 #    ServiceMonitor and PrometheusRule (monitoring.coreos.com/v1) are custom resources
 #    whose schemas it does not bundle: they are skipped here, said so, and their shape
-#    is checked by tests/api/chart.rs and tests/api/observability.rs;
+#    is checked by tests/api/chart.rs and tests/api/observability.rs. values-ha.yaml
+#    is the active/standby pair on PostgreSQL (a Deployment of two, a
+#    PodDisruptionBudget): rendered and validated here, not run (no database here);
 # 3. run the pod the chart renders with tests/helm/values-podman.yaml under `podman
 #    kube play` (tests/helm/kube_play.py: the StatefulSet as its pod, the claim as a
 #    podman volume, a hostPort on 127.0.0.1), from the image $RENTABOT_IMAGE

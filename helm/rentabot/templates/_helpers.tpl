@@ -74,8 +74,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/*
 The settings of values `config`, by the environment variable each one sets (src/cli.rs);
-values.schema.json lists the same keys. RENTABOT_HOST, _PORT, _PERSIST, _CONFIG and
-_AUTH_CONFIG are the chart's own. auditLog is a switch: the file goes to /data.
+values.schema.json lists the same keys. RENTABOT_HOST, _PORT, _PERSIST, _CONFIG,
+_AUTH_CONFIG, _HA_LEADER_TIMEOUT and _HA_GRACE are the chart's own. auditLog is a switch: the file goes to /data.
 */}}
 {{- define "rentabot.configEnvNames" -}}
 logLevel: RENTABOT_LOG_LEVEL
@@ -96,8 +96,9 @@ otlpEndpoint: RENTABOT_OTLP_ENDPOINT
 {{- end -}}
 
 {{/*
-The container's environment: where to listen, the state file, the descriptor and the
-auth config, then values `config` and extraEnv. Numbers are printed as integers (Helm
+The container's environment: where to listen, the state (the SQLite file, or the
+postgres:// URL from its Secret and the HA settings of values `ha`), the descriptor and
+the auth config, then values `config` and extraEnv. Numbers are printed as integers (Helm
 reads values as floats, which would print 1000000 as 1e+06).
 */}}
 {{- define "rentabot.env" -}}
@@ -105,8 +106,26 @@ reads values as floats, which would print 1000000 as 1e+06).
   value: "0.0.0.0"
 - name: RENTABOT_PORT
   value: "8000"
+{{- if include "rentabot.postgres" . }}
+- name: RENTABOT_PERSIST
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "rentabot.postgresSecret" . }}
+      key: {{ .Values.persistence.postgres.secretKey }}
+{{- with .Values.ha }}
+{{- if not (kindIs "invalid" .leaderTimeout) }}
+- name: RENTABOT_HA_LEADER_TIMEOUT
+  value: {{ .leaderTimeout | int64 | toString | quote }}
+{{- end }}
+{{- if not (kindIs "invalid" .grace) }}
+- name: RENTABOT_HA_GRACE
+  value: {{ .grace | int64 | toString | quote }}
+{{- end }}
+{{- end }}
+{{- else }}
 - name: RENTABOT_PERSIST
   value: sqlite:////data/rentabot.db
+{{- end }}
 {{- if include "rentabot.descriptorConfigMap" . }}
 - name: RENTABOT_CONFIG
   value: /etc/rentabot/descriptor/{{ .Values.descriptorKey }}
@@ -141,4 +160,65 @@ reads values as floats, which would print 1000000 as 1e+06).
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
+{{- end -}}
+
+{{/*
+"true" when the state is on PostgreSQL (values persistence.postgres.enabled: a
+Deployment of `replicas` pods, one active and the others standby); empty with SQLite (the
+StatefulSet of one pod).
+*/}}
+{{- define "rentabot.postgres" -}}
+{{- if and .Values.persistence.postgres .Values.persistence.postgres.enabled -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* The Secret holding the postgres:// URL: existingSecret, or the chart's (url). */}}
+{{- define "rentabot.postgresSecret" -}}
+{{- if .Values.persistence.postgres.existingSecret -}}
+{{- .Values.persistence.postgres.existingSecret -}}
+{{- else -}}
+{{- printf "%s-postgres" (include "rentabot.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+What the schema cannot say, refused by the templates too (`helm template
+--skip-schema-validation` renders nothing that would not work): more than one replica
+without PostgreSQL, PostgreSQL without a URL, an audit file without a volume for it.
+*/}}
+{{- define "rentabot.validate" -}}
+{{- if include "rentabot.postgres" . }}
+{{- if not (or .Values.persistence.postgres.existingSecret .Values.persistence.postgres.url) }}
+{{- fail "persistence.postgres.enabled needs the postgres:// URL: persistence.postgres.existingSecret (a Secret holding it under persistence.postgres.secretKey) or persistence.postgres.url" }}
+{{- end }}
+{{- if lt (int .Values.replicas) 1 }}
+{{- fail (printf "replicas must be at least 1, not %v" .Values.replicas) }}
+{{- end }}
+{{- if .Values.config.auditLog }}
+{{- fail "config.auditLog needs the SQLite volume /data: with persistence.postgres the audit trail is in the database (config.auditRetention records, GET /api/v1/audit)" }}
+{{- end }}
+{{- else if ne (int .Values.replicas) 1 }}
+{{- fail (printf "replicas must be 1, not %v: the state is one SQLite file that only one rentabot may open; for an active/standby pair put it on PostgreSQL (persistence.postgres)" .Values.replicas) }}
+{{- end }}
+{{- end -}}
+
+{{/*
+The pod's affinity: values `affinity`, plus, with PostgreSQL and more than one replica,
+an anti-affinity that spreads the replicas over nodes (kubernetes.io/hostname): preferred
+or required as values ha.antiAffinity says. A podAntiAffinity of values `affinity` wins.
+*/}}
+{{- define "rentabot.affinity" -}}
+{{- $affinity := deepCopy (.Values.affinity | default dict) -}}
+{{- if and (include "rentabot.postgres" .) (gt (int .Values.replicas) 1) (not (hasKey $affinity "podAntiAffinity")) -}}
+{{- $term := dict "topologyKey" "kubernetes.io/hostname" "labelSelector" (dict "matchLabels" (include "rentabot.selectorLabels" . | fromYaml)) -}}
+{{- if eq .Values.ha.antiAffinity "required" -}}
+{{- $_ := set $affinity "podAntiAffinity" (dict "requiredDuringSchedulingIgnoredDuringExecution" (list $term)) -}}
+{{- else if eq .Values.ha.antiAffinity "preferred" -}}
+{{- $_ := set $affinity "podAntiAffinity" (dict "preferredDuringSchedulingIgnoredDuringExecution" (list (dict "weight" 100 "podAffinityTerm" $term))) -}}
+{{- end -}}
+{{- end -}}
+{{- if $affinity -}}
+{{- toYaml $affinity -}}
+{{- end -}}
 {{- end -}}
