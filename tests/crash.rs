@@ -874,3 +874,124 @@ async fn crash_after_the_commit(store: &Store) {
     );
     drop(service);
 }
+
+/// The pair's contract, step by step: the standby refuses (503 `standby`, Retry-After,
+/// not ready, alive with its role, the HA metrics only); the active one reports its role
+/// and epoch; after a kill the standby serves every acknowledged lock, replays a lock's
+/// answer to a retry with its Idempotency-Key, and postpones a lock that was about to
+/// expire to the end of the grace.
+#[tokio::test]
+async fn a_standby_refuses_until_the_active_dies_then_serves_what_it_acknowledged() {
+    let Some(db) = PgDb::create("a_standby_refuses_until_the_active_dies") else {
+        return;
+    };
+    let store = Store::Postgres(db.url.clone());
+    let (_dir, path) = fresh_lab();
+    let http = client();
+    let active = Service::start(&path, &store, None);
+    let standby = Service::spawn(&path, &store, None);
+    standby.wait_for(STANDBY_LINE);
+
+    let refused = http
+        .post(format!("{}/resources/lock?tag=board", standby.base))
+        .json(&json!({"ttl": 600}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["code"], "standby", "{body}");
+    let get = |url: String| {
+        let http = http.clone();
+        async move {
+            let r = http.get(url).send().await.unwrap();
+            (r.status(), r.text().await.unwrap())
+        }
+    };
+    let (status, ready) = get(format!("{}/readiness", standby.root)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{ready}");
+    let (status, health) = get(format!("{}/health", standby.root)).await;
+    assert_eq!(status, StatusCode::OK);
+    let health: Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(health["role"], "standby");
+    let (_, metrics) = get(format!("{}/metrics", standby.root)).await;
+    assert!(metrics.contains("rentabot_ha_is_active 0"), "{metrics}");
+    assert!(
+        !metrics.contains("rentabot_ready"),
+        "a standby is not 'not ready': {metrics}"
+    );
+
+    let (_, health) = get(format!("{}/health", active.root)).await;
+    let health: Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(health["role"], "active");
+    let epoch = health["epoch"].as_u64().unwrap();
+    assert!(epoch >= 1);
+    let (_, metrics) = get(format!("{}/metrics", active.root)).await;
+    assert!(metrics.contains("rentabot_ha_is_active 1"), "{metrics}");
+    assert!(
+        metrics.contains(&format!("rentabot_ha_epoch {epoch}")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("rentabot_ha_takeovers_total 1"),
+        "{metrics}"
+    );
+
+    // Two locks on the active one: a long one with an Idempotency-Key, and one that is
+    // about to run out.
+    let lock = |ttl: u64, key: &'static str| {
+        let (http, base) = (http.clone(), active.base.clone());
+        async move {
+            let r = http
+                .post(format!("{base}/resources/lock?tag=board"))
+                .header("Idempotency-Key", key)
+                .json(&json!({"ttl": ttl}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let long = lock(3600, "ha-long").await;
+    let short = lock(1, "ha-short").await;
+    let short_expiry = short["expires-at"].as_str().unwrap().to_owned();
+
+    active.kill();
+    let took = standby.wait_for(ACTIVE_LINE);
+    assert!(took.contains(&format!("epoch={}", epoch + 1)), "{took}");
+    let now = state(&http, &standby.base).await;
+    let long_resource = long["resource"]["id"].as_u64().unwrap();
+    assert_eq!(now[&long_resource].0, long["lock-token"].as_str().unwrap());
+    // Whenever the takeover came (before or after the second ran out by the old
+    // clock), the short lock is still held, its expiry moved to the grace's end.
+    let short_resource = short["resource"]["id"].as_u64().unwrap();
+    let (token, expiry) = &now[&short_resource];
+    assert_eq!(
+        token,
+        short["lock-token"].as_str().unwrap(),
+        "not expired at takeover"
+    );
+    assert!(
+        expiry.as_str() > short_expiry.as_str(),
+        "postponed: {expiry} after {short_expiry}"
+    );
+
+    let retry = http
+        .post(format!("{}/resources/lock?tag=board", standby.base))
+        .header("Idempotency-Key", "ha-long")
+        .json(&json!({"ttl": 3600}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retry.status(), StatusCode::OK);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    let replayed: Value = retry.json().await.unwrap();
+    assert_eq!(
+        replayed["lock-token"], long["lock-token"],
+        "the original answer"
+    );
+    let (_, metrics) = get(format!("{}/metrics", standby.root)).await;
+    assert!(metrics.contains("rentabot_ha_is_active 1"), "{metrics}");
+}
