@@ -23,7 +23,10 @@
 //! the standby took over) at random moments, and the standby must take over with every
 //! acknowledged answer still true, no resource granted twice, fencing tokens and epochs
 //! only growing; the paused one must step down to standby. The takeover times (from the
-//! fault to the line the new active logs once it serves) are printed, p50 and p99.
+//! fault to the line the new active logs once it serves) are printed, p50 and p99. A
+//! third variant cuts the active's connections to PostgreSQL (iptables on loopback; it
+//! needs root, and says SKIPPED without), restores them once the standby took over, and
+//! expects the same, the cut-off one stepping down.
 //!
 //! The kill moments and the clients' choices come from a seed printed at the start
 //! (`CRASH_SEED=<n>` replays a run's choices; the server's timing is its own).
@@ -480,6 +483,86 @@ enum Fault {
     /// The HA pair: the active one is paused until the standby took over, then resumed:
     /// it must step down and be the next round's standby.
     PauseActive,
+    /// The HA pair: the active one's connections to PostgreSQL are cut (iptables drops
+    /// their packets) until the standby took over, then restored: it must step down.
+    CutActive,
+}
+
+/// A network cut between one process and PostgreSQL: every TCP connection it has to
+/// the server's port, at the moment of the cut, drops its packets both ways (iptables
+/// on loopback). Connections it opens later are not cut. Restored when dropped.
+struct Cut {
+    rules: Vec<Vec<String>>,
+}
+
+impl Cut {
+    /// Whether this machine can cut connections (root, iptables); SKIPPED loudly if not.
+    fn possible(test: &str) -> bool {
+        let works = std::process::Command::new("iptables")
+            .args(["-L", "OUTPUT", "-n"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !works {
+            eprintln!(
+                "\n\n!!!! SKIPPED {test}: iptables does not work here (it needs root and \
+                 Debian's iptables); .ci/run installs it !!!!\n\n"
+            );
+        }
+        works
+    }
+
+    fn between(pid: u32, server_port: u16) -> Cut {
+        let ss = std::process::Command::new("ss")
+            .args(["-tnpH", "state", "established"])
+            .output()
+            .expect("ss runs");
+        let ss = String::from_utf8_lossy(&ss.stdout);
+        let mut rules = Vec::new();
+        for line in ss.lines().filter(|l| l.contains(&format!("pid={pid},"))) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let port = |field: &str| field.rsplit_once(':').map(|(_, p)| p.to_owned());
+            let (Some(local), Some(peer)) = (port(fields[2]), port(fields[3])) else {
+                continue;
+            };
+            if peer != server_port.to_string() {
+                continue;
+            }
+            for (sport, dport) in [(&local, &peer), (&peer, &local)] {
+                let rule: Vec<String> = [
+                    "OUTPUT", "-o", "lo", "-p", "tcp", "--sport", sport, "--dport", dport, "-j",
+                    "DROP",
+                ]
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect();
+                let mut insert = vec!["-I".to_owned()];
+                insert.extend(rule.iter().cloned());
+                let ok = std::process::Command::new("iptables")
+                    .args(&insert)
+                    .status()
+                    .unwrap();
+                assert!(ok.success(), "iptables {insert:?}");
+                rules.push(rule);
+            }
+        }
+        assert!(
+            rules.len() >= 4,
+            "the leader's and the writer's connections: {ss}"
+        );
+        Cut { rules }
+    }
+}
+
+impl Drop for Cut {
+    fn drop(&mut self) {
+        for rule in &self.rules {
+            let mut delete = vec!["-D".to_owned()];
+            delete.extend(rule.iter().cloned());
+            let _ = std::process::Command::new("iptables")
+                .args(&delete)
+                .status();
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -488,6 +571,27 @@ async fn an_ha_pair_survives_kill_9_of_the_active_with_every_acknowledged_answer
         return;
     };
     faults_at_random_moments(&Store::Postgres(db.url.clone()), Fault::KillActive).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ha_pair_survives_a_network_cut_of_the_active_which_steps_down() {
+    let test = "an_ha_pair_survives_a_network_cut_of_the_active";
+    if !Cut::possible(test) {
+        return;
+    }
+    let Some(db) = PgDb::create(test) else {
+        return;
+    };
+    faults_at_random_moments(&Store::Postgres(db.url.clone()), Fault::CutActive).await;
+}
+
+/// The port of the PostgreSQL server `store` names.
+fn postgres_port(store: &Store) -> u16 {
+    let Store::Postgres(url) = store else {
+        panic!("not on PostgreSQL")
+    };
+    let config: postgres::Config = url.parse().unwrap();
+    config.get_ports().first().copied().unwrap_or(5432)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -515,7 +619,7 @@ async fn faults_at_random_moments(store: &Store, fault: Fault) {
             .ok()
             .and_then(|n| n.parse().ok())
             .unwrap_or(HA_KILLS),
-        Fault::PauseActive => HA_PAUSES,
+        Fault::PauseActive | Fault::CutActive => HA_PAUSES,
     };
     // The HA pair: the active service of the coming round, and its standby.
     let (mut active, mut standby): (Option<Service>, Option<Service>) = (None, None);
@@ -681,6 +785,18 @@ async fn faults_at_random_moments(store: &Store, fault: Fault) {
                 // Resumed, it finds its session gone and its commits refused: the
                 // answers it still gives are 503s, and it becomes the standby.
                 service.signal(libc::SIGCONT);
+                service.wait_for(STANDBY_LINE);
+                standby = Some(service);
+                active = Some(next);
+            }
+            Fault::CutActive => {
+                let cut = Cut::between(service.child.id(), postgres_port(store));
+                let next = standby.take().expect("a standby");
+                next.wait_for(ACTIVE_LINE);
+                takeovers.push(faulted.elapsed());
+                // Restored, the cut-off one's commits reach the database and are
+                // refused; it steps down.
+                drop(cut);
                 service.wait_for(STANDBY_LINE);
                 standby = Some(service);
                 active = Some(next);
