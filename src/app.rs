@@ -974,6 +974,11 @@ async fn serve_pair(
     let leader = Leader::spawn(url.clone(), settings.ha.leader, status.clone())?;
     let stop = CancellationToken::new();
     let mut signals = StopSignals::install()?;
+    // A standby has nothing to reload, but SIGHUP must not end it (its default action):
+    // listening replaces that, for the life of the process.
+    #[cfg(unix)]
+    let _hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
     let signalled = tokio::spawn({
         let stop = stop.clone();
         async move {

@@ -100,6 +100,11 @@ impl Leadership {
         // a third of the timeout, then one a second, two unanswered and it is dead.
         let idle = Duration::from_secs(settings.timeout.as_secs().div_ceil(3).max(1));
         config
+            // So that pg_stat_activity tells the leader's session from the writer's.
+            .application_name(&format!(
+                "{} leader",
+                url.config().get_application_name().unwrap_or("rentabot")
+            ))
             .keepalives(true)
             .keepalives_idle(idle)
             .keepalives_interval(Duration::from_secs(1))
