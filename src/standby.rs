@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use actix_web::dev::ServerHandle;
 use actix_web::http::KeepAlive;
-use actix_web::http::header::{ACCEPT, CONTENT_TYPE};
+use actix_web::http::header::CONTENT_TYPE;
 use actix_web::web::{self, Data};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer};
 use serde_json::json;
@@ -78,11 +78,7 @@ async fn readiness(status: Data<HaStatus>) -> HttpResponse {
 }
 
 async fn metrics(req: HttpRequest, status: Data<HaStatus>) -> HttpResponse {
-    let openmetrics = req
-        .headers()
-        .get_all(ACCEPT)
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("application/openmetrics-text"));
+    let openmetrics = crate::metrics::wants_openmetrics(&req);
     let (body, content_type) = crate::metrics::render_standby(&status, openmetrics);
     HttpResponse::Ok()
         .insert_header((CONTENT_TYPE, content_type))

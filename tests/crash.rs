@@ -567,22 +567,26 @@ impl Drop for Cut {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ha_pair_survives_kill_9_of_the_active_with_every_acknowledged_answer_true() {
-    let Some(db) = PgDb::create("an_ha_pair_survives_kill_9_of_the_active") else {
-        return;
-    };
-    faults_at_random_moments(&Store::Postgres(db.url.clone()), Fault::KillActive).await;
+    on_postgres(
+        "an_ha_pair_survives_kill_9_of_the_active",
+        Fault::KillActive,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ha_pair_survives_a_network_cut_of_the_active_which_steps_down() {
     let test = "an_ha_pair_survives_a_network_cut_of_the_active";
-    if !Cut::possible(test) {
-        return;
+    if Cut::possible(test) {
+        on_postgres(test, Fault::CutActive).await;
     }
-    let Some(db) = PgDb::create(test) else {
-        return;
-    };
-    faults_at_random_moments(&Store::Postgres(db.url.clone()), Fault::CutActive).await;
+}
+
+/// [`faults_at_random_moments`] on a database of `test`'s own (SKIPPED without one).
+async fn on_postgres(test: &str, fault: Fault) {
+    if let Some(db) = PgDb::create(test) {
+        faults_at_random_moments(&Store::Postgres(db.url.clone()), fault).await;
+    }
 }
 
 /// The port of the PostgreSQL server `store` names.
@@ -596,20 +600,16 @@ fn postgres_port(store: &Store) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ha_pair_survives_a_paused_active_which_steps_down_and_acknowledges_nothing() {
-    let Some(db) = PgDb::create("an_ha_pair_survives_a_paused_active") else {
-        return;
-    };
-    faults_at_random_moments(&Store::Postgres(db.url.clone()), Fault::PauseActive).await;
+    on_postgres("an_ha_pair_survives_a_paused_active", Fault::PauseActive).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_moments_loses_no_acknowledged_answer_on_postgres() {
-    let Some(db) =
-        PgDb::create("kill_9_at_random_moments_loses_no_acknowledged_answer_on_postgres")
-    else {
-        return;
-    };
-    faults_at_random_moments(&Store::Postgres(db.url.clone()), Fault::Restart).await;
+    on_postgres(
+        "kill_9_at_random_moments_loses_no_acknowledged_answer_on_postgres",
+        Fault::Restart,
+    )
+    .await;
 }
 
 async fn faults_at_random_moments(store: &Store, fault: Fault) {

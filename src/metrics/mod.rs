@@ -708,14 +708,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/metrics", web::get().to(scrape));
 }
 
+/// Whether the scraper asks for OpenMetrics (its `Accept` names it); else the
+/// Prometheus text format 0.0.4.
+pub fn wants_openmetrics(req: &HttpRequest) -> bool {
+    req.headers()
+        .get_all(ACCEPT)
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"))
+}
+
 /// `GET /metrics`: see README § Metrics. OpenMetrics when `Accept` names
 /// `application/openmetrics-text`, the Prometheus text format 0.0.4 otherwise.
 async fn scrape(req: HttpRequest, exporter: Data<Exporter>) -> HttpResponse {
-    let openmetrics = req
-        .headers()
-        .get_all(ACCEPT)
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("application/openmetrics-text"));
+    let openmetrics = wants_openmetrics(&req);
     let exporter = exporter.into_inner();
     // Counting 100 000 resources takes milliseconds: off the worker's event loop.
     let body = web::block(move || {
