@@ -2,7 +2,8 @@
 //! (README § Grafana and alerts): the rules pass `promtool check rules` and their unit
 //! tests, every query of the dashboard and the rules parses and names only metrics a
 //! real scrape holds, the dashboard has the shape Grafana loads, every exported metric
-//! is on the dashboard, and no alert fires on a real idle service.
+//! is on the dashboard (the HA pair's family from a real standby's scrape), and no
+//! alert fires on a real idle service or an idle HA pair.
 //!
 //! promtool comes from the Debian package `prometheus` (CI installs it); without it the
 //! tests that need it say so loudly and pass, as `metrics::promtool_accepts_a_real_scrape`
@@ -579,7 +580,32 @@ async fn everything_exported() -> Exported {
         .await;
     assert_eq!(refused.status, 401);
     exported.add(&guarded.exposition().await);
+
+    // The HA pair's family (`rentabot_ha_*`), which only a postgres:// store exports: a
+    // standby's whole scrape, from its real server, which needs no database.
+    exported.add(&standby_scrape(rentabot::runtime::ha::HaStatus::new()).await);
     exported
+}
+
+/// `GET /metrics` on a standby's server (`rentabot::standby`) for `status`: the HA
+/// pair's family alone. It is `metrics::render_standby`'s output, the very function an
+/// active service's scrape ends with (`metrics::Exporter::ha`), so the family is the
+/// same on both members of a pair.
+async fn standby_scrape(status: std::sync::Arc<rentabot::runtime::ha::HaStatus>) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let standby = rentabot::standby::start(listener, status).expect("the standby serves");
+    let reply = reqwest::get(format!("http://{address}/metrics"))
+        .await
+        .expect("the standby answers");
+    assert_eq!(reply.status(), 200);
+    let text = reply.text().await.unwrap();
+    standby.stop().await;
+    assert!(
+        text.contains("# TYPE rentabot_ha_is_active gauge"),
+        "{text}"
+    );
+    text
 }
 
 /// Series Prometheus makes itself, not the service.
@@ -653,14 +679,49 @@ async fn no_alert_fires_on_a_real_idle_service() {
     if !has_promtool("no_alert_fires_on_a_real_idle_service") {
         return;
     }
+    let scrape = idle_scrape().await;
+    let series = input_series("rb-0:8000", &scrape);
+    assert!(series.len() > 50, "{scrape}");
+    assert_no_alert_fires(series, &format!("alerts on an idle service:\n{scrape}"));
+}
+
+/// An idle HA pair, held for two hours: rb-0 active since its first takeover (an idle
+/// service's scrape, ending with the HA family as `metrics::Exporter` appends it), and
+/// rb-1 a standby (its real server's scrape), fires no alert.
+#[tokio::test]
+async fn no_alert_fires_on_a_real_idle_pair() {
+    if !has_promtool("no_alert_fires_on_a_real_idle_pair") {
+        return;
+    }
+    let leader = rentabot::runtime::ha::HaStatus::new();
+    let _lease = leader.take_over(1);
+    let active = idle_scrape().await + &rentabot::metrics::render_standby(&leader, false).0;
+    assert!(active.contains("rentabot_ha_is_active 1"), "{active}");
+    let standby = standby_scrape(rentabot::runtime::ha::HaStatus::new()).await;
+    assert!(standby.contains("rentabot_ha_is_active 0"), "{standby}");
+
+    let mut series = input_series("rb-0:8000", &active);
+    series.extend(input_series("rb-1:8000", &standby));
+    assert_no_alert_fires(
+        series,
+        &format!("alerts on an idle pair:\n{active}\n{standby}"),
+    );
+}
+
+/// The scrape of a real idle service, after what an idle service sees: a readiness
+/// probe and a scrape.
+async fn idle_scrape() -> String {
     let store = rentabot::store::MemoryStore::new();
     let app = crate::helpers::spawn_app_on(&store, lab()).await;
-    // What an idle service has seen: its probes and scrapes.
     assert_eq!(app.get("/readiness").await.status, 200);
     app.exposition().await;
-    let scrape = app.exposition().await;
+    app.exposition().await
+}
 
-    let target = r#"job="rentabot",instance="rb-0:8000""#;
+/// `scrape`'s samples as promtool input series of the target `instance` of job
+/// `rentabot`, each held for two hours, and its `up`.
+fn input_series(instance: &str, scrape: &str) -> Vec<Value> {
+    let target = format!(r#"job="rentabot",instance="{instance}""#);
     let mut series = vec![json!({"series": format!("up{{{target}}}"), "values": "1x120"})];
     for line in scrape.lines().filter(|l| !l.starts_with('#')) {
         let (name, value) = line.rsplit_once(' ').expect("name value");
@@ -671,7 +732,11 @@ async fn no_alert_fires_on_a_real_idle_service() {
         let value: f64 = value.parse().expect("a number");
         series.push(json!({"series": labelled, "values": format!("{value}x120")}));
     }
-    assert!(series.len() > 50, "{scrape}");
+    series
+}
+
+/// Runs every alert over `series` for two hours, expecting none to fire.
+fn assert_no_alert_fires(series: Vec<Value>, what: &str) {
     let cases: Vec<Value> = alert_rules()
         .into_iter()
         .flat_map(|(name, _)| {
@@ -687,7 +752,7 @@ async fn no_alert_fires_on_a_real_idle_service() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("idle.test.yaml"), tests.to_string()).unwrap();
     let out = promtool(dir.path(), &["test", "rules", "idle.test.yaml"]);
-    assert_success(&format!("alerts on an idle service:\n{scrape}"), &out);
+    assert_success(what, &out);
 }
 
 /// The new gauges, exactly: locks by how soon they end, the oldest wait, readiness and
