@@ -246,14 +246,7 @@ impl Metrics {
         let http_duration = Family::<RouteLabels, Histogram>::new_with_constructor(
             (|| Histogram::new(HTTP_DURATION_BUCKETS)) as fn() -> Histogram,
         );
-        registry.register(
-            "rentabot_build",
-            "The running build: its version and the git commit it was built from",
-            Info::new(vec![
-                ("version", env!("CARGO_PKG_VERSION")),
-                ("commit", env!("RENTABOT_BUILD_COMMIT")),
-            ]),
-        );
+        register_build(&mut registry);
         registry.register(
             "rentabot_resources",
             "Resources by state (retiring, locked, unavailable, draining, held, free; each resource in the first that applies)",
@@ -658,48 +651,80 @@ pub struct Exporter {
     pub ha: Option<Arc<HaStatus>>,
 }
 
-/// The HA pair's family (`rentabot_ha_*`), encoded on its own: a standby's whole
-/// scrape, and the end of an active one's. Returns the body and its content type.
-pub fn render_standby(status: &HaStatus, openmetrics: bool) -> (String, &'static str) {
-    let mut registry = Registry::default();
+/// `rentabot_build_info`: on every scrape, a standby's too (dashboards list instances
+/// by it).
+fn register_build(registry: &mut Registry) {
+    registry.register(
+        "rentabot_build",
+        "The running build: its version and the git commit it was built from",
+        Info::new(vec![
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("commit", env!("RENTABOT_BUILD_COMMIT")),
+        ]),
+    );
+}
+
+/// The HA pair's family (`rentabot_ha_*`), as `status` says now.
+fn register_ha(registry: &mut Registry, status: &HaStatus) {
     let is_active = Gauge::<i64>::default();
     let epoch = Gauge::<i64>::default();
     let takeovers = Counter::<u64>::default();
+    is_active.set(i64::from(status.is_active()));
+    epoch.set(i64::try_from(status.epoch()).unwrap_or(i64::MAX));
+    takeovers.inc_by(status.takeovers());
     registry.register(
         "rentabot_ha_is_active",
         "1 on the active service of the HA pair (the one whose commits the store takes), \
          0 on a standby",
-        is_active.clone(),
+        is_active,
     );
     registry.register(
         "rentabot_ha_epoch",
         "The epoch of this service's latest term as the active one (0: never active); \
          every takeover moves the store's epoch by one",
-        epoch.clone(),
+        epoch,
     );
     registry.register(
         "rentabot_ha_takeovers",
         "Times this service became the active one of the HA pair",
-        takeovers.clone(),
+        takeovers,
     );
-    is_active.set(i64::from(status.is_active()));
-    epoch.set(i64::try_from(status.epoch()).unwrap_or(i64::MAX));
-    takeovers.inc_by(status.takeovers());
+}
+
+fn encode(registry: &Registry, openmetrics: bool) -> String {
     let mut out = String::with_capacity(1024);
     let encoded = if openmetrics {
-        prometheus_client::encoding::text::encode(&mut out, &registry)
+        prometheus_client::encoding::text::encode(&mut out, registry)
     } else {
-        prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)
+        prometheus_client::encoding::prometheus_text::encode(&mut out, registry)
     };
+    // Writing to a String cannot fail.
     encoded.expect("encoding into a String");
+    out
+}
+
+/// A standby's whole scrape: the build and the HA pair's family, nothing of a broker it
+/// does not run (no `rentabot_ready`: a standby is not a service that failed). Returns
+/// the body and its content type.
+pub fn render_standby(status: &HaStatus, openmetrics: bool) -> (String, &'static str) {
+    let mut registry = Registry::default();
+    register_build(&mut registry);
+    register_ha(&mut registry, status);
     (
-        out,
+        encode(&registry, openmetrics),
         if openmetrics {
             OPENMETRICS_TEXT
         } else {
             PROMETHEUS_TEXT
         },
     )
+}
+
+/// The HA pair's family alone: the end of an active service's scrape.
+pub fn render_ha(status: &HaStatus, openmetrics: bool) -> String {
+    let mut registry = Registry::default();
+    register_ha(&mut registry, status);
+    encode(&registry, openmetrics)
 }
 
 /// Mounts `GET /metrics` (the auth gate applies its rule: open unless
@@ -735,7 +760,7 @@ async fn scrape(req: HttpRequest, exporter: Data<Exporter>) -> HttpResponse {
             if openmetrics && body.ends_with("# EOF\n") {
                 body.truncate(body.len() - "# EOF\n".len());
             }
-            body.push_str(&render_standby(ha, openmetrics).0);
+            body.push_str(&render_ha(ha, openmetrics));
         }
         body
     })

@@ -587,10 +587,10 @@ async fn everything_exported() -> Exported {
     exported
 }
 
-/// `GET /metrics` on a standby's server (`rentabot::standby`) for `status`: the HA
-/// pair's family alone. It is `metrics::render_standby`'s output, the very function an
-/// active service's scrape ends with (`metrics::Exporter::ha`), so the family is the
-/// same on both members of a pair.
+/// `GET /metrics` on a standby's server (`rentabot::standby`) for `status`: the build
+/// and the HA pair's family (`metrics::render_standby`). The family is
+/// `metrics::render_ha`, the very function an active service's scrape ends with
+/// (`metrics::Exporter::ha`), so it is the same on both members of a pair.
 async fn standby_scrape(status: std::sync::Arc<rentabot::runtime::ha::HaStatus>) -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap();
@@ -695,7 +695,8 @@ async fn no_alert_fires_on_a_real_idle_pair() {
     }
     let leader = rentabot::runtime::ha::HaStatus::new();
     let _lease = leader.take_over(1);
-    let active = idle_scrape().await + &rentabot::metrics::render_standby(&leader, false).0;
+    // As the active's scrape is made: its registry, then the HA family.
+    let active = idle_scrape().await + &rentabot::metrics::render_ha(&leader, false);
     assert!(active.contains("rentabot_ha_is_active 1"), "{active}");
     let standby = standby_scrape(rentabot::runtime::ha::HaStatus::new()).await;
     assert!(standby.contains("rentabot_ha_is_active 0"), "{standby}");
