@@ -84,7 +84,7 @@ pub struct Leadership {
 
 impl Leadership {
     /// Connects and waits for the schema's lock while `keep_waiting()` says so (asked
-    /// every [`LOCK_TURN`] at most); then brings the schema to this build's version and
+    /// every second at most); then brings the schema to this build's version and
     /// moves the epoch. `Ok(None)`: told to stop before the lock came.
     ///
     /// # Errors
