@@ -14,7 +14,9 @@
 //!   data-modifying `WITH` clause per table (`INSERT .. SELECT FROM unnest($1, $2, ..)
 //!   ON CONFLICT DO UPDATE`, deletes, history appends), so 4096 changes cost the same
 //!   round trip as one (`commit_sql`). Round trips, not the server's work, were what a
-//!   commit cost: a transaction of a statement per table measured 1.2 ms a commit.
+//!   commit cost: a transaction of a statement per table measured 1.2 ms a commit. The
+//!   statement holds only the parts the batch writes (one prepared per batch shape),
+//!   and the writer numbers the history tables' rows itself, trimming them in bulk.
 //! - The fence: every commit updates the `state` row `WHERE epoch = <this store's
 //!   epoch> AND commits = <the count it last saw>`, or is refused whole (the statement
 //!   divides by zero). A newer epoch means another service took over: the commit is
@@ -77,6 +79,68 @@ pub struct PostgresStore {
     in_doubt: bool,
     /// When expired `Idempotency-Key` answers are next deleted.
     forget_at: Timestamp,
+    /// Where the history tables (`ended`, `expired_locks`, `audit`) stand: their rows
+    /// are numbered here, not read from the table at each commit. `None` until read
+    /// (at open, and again after a failed commit, whose rows may or may not be there).
+    histories: Option<[History; 3]>,
+}
+
+/// A history table's rows, as this writer (the only one) left them: `ord` runs from
+/// `from` to `top` without gaps (empty: `from = top + 1`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct History {
+    from: i64,
+    top: i64,
+}
+
+/// The history tables, in the order of [`PostgresStore::histories`], and the rows each
+/// keeps (the audit table's is the store's retention, given apart).
+const HISTORIES: [&Table; 3] = [ENDED, EXPIRED_LOCKS, AUDIT];
+
+/// How many rows past its bound a history table may hold before a commit trims it: the
+/// trim is a statement part of its own, so batching it saves the executor that part on
+/// most commits. Reads take only the newest `keep` rows (`read`), so the retention is
+/// what a restart sees whatever the table holds; small bounds (tests) are kept exactly.
+fn trim_slack(keep: i64) -> i64 {
+    (keep / 16).min(256)
+}
+
+impl History {
+    /// Appends `rows` (already cut to the newest `keep`), and says which `ord`s to
+    /// delete, if the table is now past its bound and slack: `(first ord of the new
+    /// rows, the range to trim)`.
+    fn append(&mut self, rows: i64, keep: i64) -> (i64, Option<(i64, i64)>) {
+        let first = self.top + 1;
+        self.top += rows;
+        let held = self.top - self.from + 1;
+        if held > keep + trim_slack(keep) {
+            let trim = (self.from, self.top - keep);
+            self.from = self.top - keep + 1;
+            (first, Some(trim))
+        } else {
+            (first, None)
+        }
+    }
+}
+
+/// The history tables' [`History`] as stored.
+fn read_histories(client: &mut Client) -> anyhow::Result<[History; 3]> {
+    let sql = HISTORIES
+        .iter()
+        .map(|t| {
+            format!(
+                "(SELECT COALESCE(MIN(ord), 1) FROM {0}), (SELECT COALESCE(MAX(ord), 0) FROM {0})",
+                t.name
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let row = client.query_one(&format!("SELECT {sql}"), &[])?;
+    let at = |i: usize| History {
+        from: row.get(2 * i),
+        top: row.get(2 * i + 1),
+    };
+    Ok([at(0), at(1), at(2)])
 }
 
 /// How often expired `Idempotency-Key` answers are deleted: each delete is a round trip,
@@ -131,6 +195,7 @@ impl PostgresStore {
                 epoch: epoch as i64,
                 in_doubt: false,
                 forget_at: Timestamp::from_millis(0),
+                histories: None,
             },
             loaded,
         ))
@@ -151,6 +216,7 @@ impl Backend for PostgresStore {
             // Whatever failed, the server may have committed (a lost answer to COMMIT):
             // the next attempt looks first.
             self.in_doubt = true;
+            self.histories = None;
             if self.conn.as_ref().is_some_and(|c| c.client.is_closed()) {
                 self.conn = None;
             }
@@ -190,6 +256,8 @@ impl PostgresStore {
         }
         let conn = self.conn.as_mut().expect("connected above");
         if self.in_doubt {
+            // Whatever became of the failed attempt, number the history rows afresh.
+            self.histories = None;
             let row = conn
                 .client
                 .query_one("SELECT commits, epoch FROM state WHERE id = 1", &[])?;
@@ -210,6 +278,10 @@ impl PostgresStore {
             }
             self.in_doubt = false;
         }
+        let histories = match self.histories {
+            Some(h) => h,
+            None => *self.histories.insert(read_histories(&mut conn.client)?),
+        };
         let (mut resources, mut gone_resources) = (Columns::new(RESOURCES), Vec::new());
         for (id, row) in &rows.resources {
             match row {
@@ -245,7 +317,7 @@ impl PostgresStore {
         for r in latest.into_values() {
             records.push(record_values(r)?);
         }
-        // At most once a second (answers are kept for hours): NULL deletes nothing.
+        // At most once a second (answers are kept for hours); `None`: not in this batch.
         let forget = (batch.now >= self.forget_at).then(|| millis(batch.now));
         // The audit log: one row per event, in this transaction, so that a change and
         // its record are stored together or not at all; then the requests' answers.
@@ -258,10 +330,27 @@ impl PostgresStore {
         for entry in batch.answers {
             audit.push(audit_values(entry));
         }
-        let (keep_ended, keep_expired) = (
+        // The history rows are numbered after the table's newest, and the oldest are
+        // deleted once the table is past its bound by the slack (`trim_slack`).
+        let mut after = histories;
+        let mut appended = [(0, None); 3];
+        let keeps = [
             crate::domain::ENDED_MEMORY as i64,
             crate::domain::EXPIRY_HISTORY as i64,
-        );
+            self.audit_retention,
+        ];
+        for (i, columns) in [&mut ended, &mut expired, &mut audit]
+            .into_iter()
+            .enumerate()
+        {
+            // Rows this batch would trim at once are not written at all.
+            columns.keep_last(keeps[i]);
+            let rows = columns.rows() as i64;
+            if rows > 0 {
+                appended[i] = after[i].append(rows, keeps[i]);
+            }
+        }
+        let trims = appended.map(|(_, trim)| trim.map(|(lo, hi)| [lo, hi]));
         let next = self.commits + 1;
         let c = rows.counters;
         let state: [&(dyn ToSql + Sync); 8] = [
@@ -274,19 +363,64 @@ impl PostgresStore {
             &c.map(|c| c.next_fencing as i64),
             &c.map(|c| c.next_reservation_seq as i64),
         ];
+        // Only the parts the batch has: most batches write resources, the audit log and
+        // the state row, and a part left empty still costs the server executor time (a
+        // generic plan's `DELETE .. WHERE id = ANY($n)` scans the whole table).
+        let shape = Shape::default()
+            .with(Part::Resources, resources.rows() > 0)
+            .with(Part::GoneResources, !gone_resources.is_empty())
+            .with(Part::Reservations, reservations.rows() > 0)
+            .with(Part::GoneReservations, !gone_reservations.is_empty())
+            .with(Part::Ended, ended.rows() > 0)
+            .with(Part::EndedTrim, trims[0].is_some())
+            .with(Part::Expired, expired.rows() > 0)
+            .with(Part::ExpiredTrim, trims[1].is_some())
+            .with(Part::Records, records.rows() > 0)
+            .with(Part::Forget, forget.is_some())
+            .with(Part::Audit, audit.rows() > 0)
+            .with(Part::AuditTrim, trims[2].is_some());
         // In the order of `commit_sql`.
-        let mut params = resources.params();
-        params.push(&gone_resources);
-        params.extend(reservations.params());
-        params.push(&gone_reservations);
-        params.extend(ended.params_and(&keep_ended));
-        params.extend(expired.params_and(&keep_expired));
-        params.extend(records.params());
-        params.push(&forget);
-        params.extend(audit.params_and(&self.audit_retention));
+        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
+        if shape.has(Part::Resources) {
+            params.extend(resources.params());
+        }
+        if shape.has(Part::GoneResources) {
+            params.push(&gone_resources);
+        }
+        if shape.has(Part::Reservations) {
+            params.extend(reservations.params());
+        }
+        if shape.has(Part::GoneReservations) {
+            params.push(&gone_reservations);
+        }
+        if shape.has(Part::Ended) {
+            params.extend(ended.params_and(&appended[0].0));
+        }
+        if let Some([lo, hi]) = &trims[0] {
+            params.extend([lo as &(dyn ToSql + Sync), hi]);
+        }
+        if shape.has(Part::Expired) {
+            params.extend(expired.params_and(&appended[1].0));
+        }
+        if let Some([lo, hi]) = &trims[1] {
+            params.extend([lo as &(dyn ToSql + Sync), hi]);
+        }
+        if shape.has(Part::Records) {
+            params.extend(records.params());
+        }
+        if shape.has(Part::Forget) {
+            params.push(&forget);
+        }
+        if shape.has(Part::Audit) {
+            params.extend(audit.params_and(&appended[2].0));
+        }
+        if let Some([lo, hi]) = &trims[2] {
+            params.extend([lo as &(dyn ToSql + Sync), hi]);
+        }
         params.extend(state);
         // One statement, so one round trip and its own transaction: all of it or none.
-        match conn.client.execute(&conn.statements.commit, &params) {
+        let statement = conn.statements.commit(&mut conn.client, shape)?;
+        match conn.client.execute(&statement, &params) {
             Ok(_) => {}
             Err(e) if e.code() == Some(&postgres::error::SqlState::DIVISION_BY_ZERO) => {
                 // The fence: the epoch moved on, or (never, with one active service)
@@ -306,6 +440,7 @@ impl PostgresStore {
             self.forget_at = batch.now.checked_add(FORGET_EVERY).unwrap_or(batch.now);
         }
         self.commits = next;
+        self.histories = Some(after);
         Ok(())
     }
 }
@@ -717,10 +852,12 @@ fn unnest(table: &Table, first: usize) -> (String, String) {
     )
 }
 
-/// The statement that commits a batch, and its parameters in order: each table's
-/// columns as arrays (empty arrays write nothing), the ids deleted, the number of
-/// history rows kept, the time before which remembered answers are forgotten (NULL:
-/// not now), then the state row. Data-modifying `WITH` clauses run once and to
+/// The statement that commits a batch of `shape`, and its parameters in order: for each
+/// part the batch has, the table's columns as arrays, the ids deleted, the number of
+/// history rows kept, the time before which remembered answers are forgotten; then the
+/// state row. Parts a batch lacks are left out of the statement (an empty part still
+/// costs executor time: a generic plan deletes `WHERE id = ANY($n)` by a scan of the
+/// whole table). Data-modifying `WITH` clauses run once and to
 /// completion in one snapshot, and one statement is one transaction: a batch costs one
 /// round trip whatever it holds. The last line is the fence: when `state.epoch` is not
 /// this store's (another service took over) or `state.commits` not the value this
@@ -728,7 +865,7 @@ fn unnest(table: &Table, first: usize) -> (String, String) {
 /// statement. Under READ COMMITTED an update that meets the takeover's update of the
 /// same row waits for it and re-checks its condition on the new row: it cannot land
 /// under the old epoch once the takeover committed.
-fn commit_sql() -> String {
+fn commit_sql(shape: Shape) -> String {
     let mut next = 1;
     let mut take = |n: usize| {
         let first = next;
@@ -753,56 +890,81 @@ fn commit_sql() -> String {
             name = table.name,
         ));
     };
-    // Appends after the highest `ord`, in array order, and keeps the latest `$keep`
-    // rows; rows the batch would trim at once are not inserted. One writer per schema
-    // (the advisory lock), so the highest `ord` cannot move under it. The trim names
-    // both ends of the range it deletes (everything below it went at earlier commits,
-    // or at open): the plan is generic, and with one end only it would scan the table.
-    let append = |table: &Table, first: usize, keep: usize, ctes: &mut Vec<String>| {
+    // Appends in array order, numbered from the parameter after the arrays (the
+    // writer numbers the rows: one writer per schema, the advisory lock).
+    let append = |table: &Table, first: usize, ctes: &mut Vec<String>| {
         let (from, select) = unnest(table, first);
         let names: Vec<&str> = table.columns.iter().map(|(n, _)| *n).collect();
         let from = from.replacen(") AS u(", ") WITH ORDINALITY AS u(", 1);
         let from = format!("{}, n)", from.trim_end_matches(')'));
+        let base = first + table.columns.len();
         ctes.push(format!(
-            "{name}_added AS (INSERT INTO {name} (ord, {}) SELECT top.ord + u.n, {select} \
-             FROM {from}, (SELECT COALESCE(MAX(ord), 0) AS ord FROM {name}) AS top \
-             WHERE u.n > cardinality(${first}) - ${keep}::int8 RETURNING ord)",
+            "{name}_added AS (INSERT INTO {name} (ord, {}) SELECT ${base}::int8 + u.n - 1, \
+             {select} FROM {from})",
             names.join(", "),
             name = table.name,
         ));
+    };
+    // Deletes the oldest rows, from the first to the last `ord` given (the plan is
+    // generic: naming both ends keeps it to the range of the primary key).
+    let trim = |table: &Table, lo: usize, ctes: &mut Vec<String>| {
         ctes.push(format!(
-            "{name}_trimmed AS (DELETE FROM {name} \
-             WHERE ord <= (SELECT MAX(ord) FROM {name}_added) - ${keep}::int8 \
-             AND ord > (SELECT MAX(ord) FROM {name}_added) - ${keep}::int8 - cardinality(${first}))",
+            "{name}_trimmed AS (DELETE FROM {name} WHERE ord >= ${lo}::int8 AND ord <= ${}::int8)",
+            lo + 1,
             name = table.name,
         ));
     };
-    let first = take(RESOURCES.columns.len());
-    upsert(RESOURCES, first, &mut ctes);
-    let gone = take(1);
-    ctes.push(format!(
-        "resources_deleted AS (DELETE FROM resources WHERE id = ANY(${gone}::int8[]))"
-    ));
-    let first = take(RESERVATIONS.columns.len());
-    upsert(RESERVATIONS, first, &mut ctes);
-    let gone = take(1);
-    ctes.push(format!(
-        "reservations_deleted AS (DELETE FROM reservations WHERE id = ANY(${gone}::text[]))"
-    ));
-    for table in [ENDED, EXPIRED_LOCKS] {
-        let first = take(table.columns.len());
-        let keep = take(1);
-        append(table, first, keep, &mut ctes);
+    if shape.has(Part::Resources) {
+        let first = take(RESOURCES.columns.len());
+        upsert(RESOURCES, first, &mut ctes);
     }
-    let first = take(IDEMPOTENCY.columns.len());
-    upsert(IDEMPOTENCY, first, &mut ctes);
-    let forget = take(1);
-    ctes.push(format!(
-        "forgotten AS (DELETE FROM idempotency WHERE expires_at <= ${forget}::int8)"
-    ));
-    let first = take(AUDIT.columns.len());
-    let keep = take(1);
-    append(AUDIT, first, keep, &mut ctes);
+    if shape.has(Part::GoneResources) {
+        let gone = take(1);
+        ctes.push(format!(
+            "resources_deleted AS (DELETE FROM resources WHERE id = ANY(${gone}::int8[]))"
+        ));
+    }
+    if shape.has(Part::Reservations) {
+        let first = take(RESERVATIONS.columns.len());
+        upsert(RESERVATIONS, first, &mut ctes);
+    }
+    if shape.has(Part::GoneReservations) {
+        let gone = take(1);
+        ctes.push(format!(
+            "reservations_deleted AS (DELETE FROM reservations WHERE id = ANY(${gone}::text[]))"
+        ));
+    }
+    for (part, trimmed, table) in [
+        (Part::Ended, Part::EndedTrim, ENDED),
+        (Part::Expired, Part::ExpiredTrim, EXPIRED_LOCKS),
+    ] {
+        if shape.has(part) {
+            let first = take(table.columns.len() + 1);
+            append(table, first, &mut ctes);
+        }
+        if shape.has(trimmed) {
+            let lo = take(2);
+            trim(table, lo, &mut ctes);
+        }
+    }
+    if shape.has(Part::Records) {
+        let first = take(IDEMPOTENCY.columns.len());
+        upsert(IDEMPOTENCY, first, &mut ctes);
+    }
+    if shape.has(Part::Forget) {
+        let forget = take(1);
+        ctes.push(format!(
+            "forgotten AS (DELETE FROM idempotency WHERE expires_at <= ${forget}::int8)"
+        ));
+    }
+    if shape.has(Part::Audit) {
+        let first = take(AUDIT.columns.len() + 1);
+        append(AUDIT, first, &mut ctes);
+    }
+    if shape.has(Part::AuditTrim) {
+        let lo = take(2);
+        trim(AUDIT, lo, &mut ctes);
+    }
     let s = take(8);
     ctes.push(format!(
         "fenced AS (UPDATE state SET commits = ${}::int8, \
@@ -827,21 +989,68 @@ fn commit_sql() -> String {
     )
 }
 
-/// The writer's statement, prepared once per connection.
+/// What a batch writes besides the state row: one bit per optional part of
+/// [`commit_sql`].
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash, Debug)]
+struct Shape(u16);
+
+#[derive(Clone, Copy)]
+enum Part {
+    Resources,
+    GoneResources,
+    Reservations,
+    GoneReservations,
+    Ended,
+    EndedTrim,
+    Expired,
+    ExpiredTrim,
+    Records,
+    Forget,
+    Audit,
+    AuditTrim,
+}
+
+impl Shape {
+    fn with(self, part: Part, present: bool) -> Shape {
+        if present {
+            Shape(self.0 | 1 << part as u16)
+        } else {
+            self
+        }
+    }
+
+    fn has(self, part: Part) -> bool {
+        self.0 & (1 << part as u16) != 0
+    }
+}
+
+/// The writer's statements, one per batch shape met, each prepared on this connection
+/// at its first use (at most 2^12 shapes; a handful in practice: a lock+unlock load
+/// meets resources + audit, with or without the once-a-second forget).
 struct Statements {
-    commit: Statement,
+    commit: std::collections::HashMap<Shape, Statement>,
 }
 
 impl Statements {
     fn prepare(client: &mut Client) -> anyhow::Result<Statements> {
-        // The statement's plan does not depend on its arrays' contents: plan it once.
+        // A statement's plan does not depend on its arrays' contents: plan it once.
         client.batch_execute("SET plan_cache_mode = force_generic_plan")?;
-        let sql = commit_sql();
         Ok(Statements {
-            commit: client
-                .prepare(&sql)
-                .with_context(|| format!("preparing {sql}"))?,
+            commit: std::collections::HashMap::new(),
         })
+    }
+
+    /// The statement for batches of `shape` (a cheap handle: `Statement` is an `Arc`).
+    fn commit(&mut self, client: &mut Client, shape: Shape) -> anyhow::Result<Statement> {
+        if let Some(statement) = self.commit.get(&shape) {
+            return Ok(statement.clone());
+        }
+        let sql = commit_sql(shape);
+        let statement = client
+            .prepare(&sql)
+            .with_context(|| format!("preparing {sql}"))?;
+        self.commit.insert(shape, statement.clone());
+        Ok(statement)
     }
 }
 
@@ -893,6 +1102,35 @@ impl Columns {
         }
     }
 
+    /// How many rows it holds.
+    fn rows(&self) -> usize {
+        match self.0.first() {
+            Some(Column::Int(c)) => c.len(),
+            Some(Column::Text(c)) => c.len(),
+            Some(Column::Bool(c)) => c.len(),
+            Some(Column::Bytes(c)) => c.len(),
+            None => 0,
+        }
+    }
+
+    /// Drops all but the last `keep` rows.
+    fn keep_last(&mut self, keep: i64) {
+        let drop = self
+            .rows()
+            .saturating_sub(usize::try_from(keep).unwrap_or(usize::MAX));
+        if drop == 0 {
+            return;
+        }
+        for column in &mut self.0 {
+            match column {
+                Column::Int(c) => drop_first(c, drop),
+                Column::Text(c) => drop_first(c, drop),
+                Column::Bool(c) => drop_first(c, drop),
+                Column::Bytes(c) => drop_first(c, drop),
+            }
+        }
+    }
+
     /// [`Columns::params`] and one more, after them.
     fn params_and<'a>(&'a self, last: &'a (dyn ToSql + Sync)) -> Vec<&'a (dyn ToSql + Sync)> {
         let mut params = self.params();
@@ -913,6 +1151,10 @@ impl Columns {
             })
             .collect()
     }
+}
+
+fn drop_first<T>(v: &mut Vec<T>, n: usize) {
+    v.drain(..n);
 }
 
 fn text(s: impl Into<String>) -> Val {
@@ -1517,6 +1759,64 @@ pub(super) mod tests {
             ["locked", "unlocked"],
             "the table trimmed to the new retention at open"
         );
+    }
+
+    #[test]
+    fn a_history_table_is_trimmed_past_its_slack_and_read_back_to_its_retention() {
+        let Some(db) = TestDb::create("a_history_table_is_trimmed_past_its_slack") else {
+            return;
+        };
+        let keep = 64;
+        let slack = trim_slack(keep as i64);
+        assert!(slack > 0, "a bound this large gets some slack");
+        let (lead, mut store, _) = open_active(&db, keep).unwrap();
+        let mut b = recording_broker();
+        let first = change(&mut b, 1);
+        commit(&mut store, &[first], &[], &[]);
+        let audit = |db: &TestDb| -> (i64, i64, i64) {
+            let row = db
+                .psql()
+                .query_one("SELECT count(*), MIN(ord), MAX(ord) FROM audit", &[])
+                .unwrap();
+            (row.get(0), row.get(1), row.get(2))
+        };
+        let mut most = 0;
+        let mut trimmed = false;
+        for seq in 2..=80 {
+            let grant = b.lock(ResourceId::new(1), ttl(60), at(seq)).unwrap();
+            b.unlock(ResourceId::new(1), Some(&grant.token.reveal()), at(seq))
+                .unwrap();
+            let next = change(&mut b, seq);
+            commit(&mut store, &[next], &[], &[]);
+            let (rows, low, high) = audit(&db);
+            assert_eq!(high - low + 1, rows, "no gaps in ord");
+            assert!(
+                rows <= keep as i64 + slack,
+                "{rows} rows: past the bound and slack"
+            );
+            trimmed |= rows < most;
+            most = most.max(rows);
+        }
+        assert!(trimmed, "trimmed at least once");
+        // A commit that fails in doubt numbers its rows from the table again.
+        store.in_doubt = true;
+        let grant = b.lock(ResourceId::new(1), ttl(60), at(81)).unwrap();
+        b.unlock(ResourceId::new(1), Some(&grant.token.reveal()), at(81))
+            .unwrap();
+        let last = change(&mut b, 81);
+        commit(&mut store, std::slice::from_ref(&last), &[], &[]);
+        let (rows, low, high) = audit(&db);
+        assert_eq!(high - low + 1, rows, "no gaps in ord");
+        drop((store, lead));
+        let (_, _, loaded) = open_active(&db, keep).unwrap();
+        assert_eq!(loaded.audit.len(), keep, "the retention, read back");
+        let kinds: Vec<&str> = loaded.audit.iter().map(|e| e.event_type.as_ref()).collect();
+        assert_eq!(
+            kinds[kinds.len() - 2..],
+            ["locked", "unlocked"],
+            "the newest last"
+        );
+        assert_eq!(audit(&db).0, keep as i64, "and trimmed to it at open");
     }
 
     #[test]
