@@ -891,7 +891,7 @@ fn commit_sql(shape: Shape) -> String {
         ));
     };
     // Appends in array order, numbered from the parameter after the arrays (the
-    // writer numbers the rows: one writer per schema, the advisory lock).
+    // writer numbers the rows: one writer per epoch: the fence refuses any other).
     let append = |table: &Table, first: usize, ctes: &mut Vec<String>| {
         let (from, select) = unnest(table, first);
         let names: Vec<&str> = table.columns.iter().map(|(n, _)| *n).collect();
