@@ -444,13 +444,17 @@ keep_extending() {
 # waiting reservation is withdrawn, a lock already taken released (on EXIT). While CMD
 # runs, it is passed on to CMD as SIGTERM (a background command of a non-interactive
 # shell ignores SIGINT) and the script goes on to wait for CMD.
-HELD='' CHILD='' INTERRUPTED='' SIGNALLED=''
+HELD='' CHILD='' INTERRUPTED='' SIGNALLED='' STARTING=''
 # (No `return` in here: from a trap's function, under set -e, bash ends the script.)
 on_signal() {
     SIGNALLED=1
     if [ -n "$CHILD" ]; then
         INTERRUPTED=1
         kill -TERM "$CHILD" 2> /dev/null || true
+    elif [ -n "$STARTING" ]; then
+        # CMD is being started and its pid is not known yet (a trap may run between
+        # `CMD &` and `CHILD=$!`): do_with passes the signal on once it is.
+        :
     else
         abandon_reservation
         exit "$1"
@@ -468,8 +472,12 @@ do_with() {
     write_outputs
     local keeper status=0 again keeper_status=0
     # Explicit stdin: `&` alone would give CMD /dev/null.
+    STARTING=1
     "${CMD[@]}" 0<&0 9<&- &
     CHILD=$!
+    # A signal that came while CMD was being started had no pid to go to: without
+    # this, the script would exit and leave CMD running (holding the step's output).
+    [ -z "$SIGNALLED" ] || kill -TERM "$CHILD" 2> /dev/null || true
     keep_extending "$CHILD" 0< /dev/null &
     keeper=$!
     # A trapped signal makes `wait` return early (128 + the signal): wait again, for
