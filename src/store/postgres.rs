@@ -38,15 +38,15 @@ use serde_json::Value;
 
 use super::sqlite::{
     allocations_from_json, allocations_json, end_reason, groups_from_json, groups_json, millis,
-    reservation_id, timestamp,
+    origin_from, origin_text, released_columns, released_from, reservation_id, timestamp,
 };
 use super::url::PostgresUrl;
 use super::{Backend, Batch, Loaded, StoreError, coalesce};
 use crate::audit;
 use crate::domain::{
     Counters, EndedReservation, ExpiredLock, FencingToken, Lease, LockMeta, LockState, LockToken,
-    Maintenance, Origin, Priority, Released, Reservation, ReservationRequest, ReservationStatus,
-    Resource, ResourceId, ResourceSpec, StoredReservation, Timestamp, Ttl,
+    Maintenance, Priority, Reservation, ReservationRequest, ReservationStatus, Resource,
+    ResourceId, ResourceSpec, StoredReservation, Timestamp, Ttl,
 };
 use crate::runtime::IdempotencyRecord;
 
@@ -1171,17 +1171,7 @@ fn int(n: i64) -> Val {
 
 fn resource_values(r: &Resource) -> anyhow::Result<Vec<Val>> {
     let lease = r.lease();
-    let (released, released_at, released_reason) = match &r.state {
-        LockState::Locked(_) => (None, None, None),
-        LockState::Free(Released::Never) => (Some("never"), None, None),
-        LockState::Free(Released::Unlocked) => (Some("unlocked"), None, None),
-        LockState::Free(Released::Expired(at)) => (Some("expired"), Some(millis(*at)), None),
-        LockState::Free(Released::ForceUnlocked { at, reason }) => (
-            Some("force_unlocked"),
-            Some(millis(*at)),
-            Some(reason.as_str()),
-        ),
-    };
+    let (released, released_at, released_reason) = released_columns(&r.state);
     let m = r.maintenance.as_ref();
     Ok(vec![
         int(i64::from(r.id.get())),
@@ -1190,10 +1180,7 @@ fn resource_values(r: &Resource) -> anyhow::Result<Vec<Val>> {
         text(&r.spec.endpoint),
         text(serde_json::to_string(&r.spec.tags)?),
         int(r.spec.max_lock_duration.as_secs() as i64),
-        text(match r.origin {
-            Origin::Descriptor => "descriptor",
-            Origin::Api => "api",
-        }),
+        text(origin_text(r.origin)),
         Val::Bool(Some(r.retiring)),
         opt_text(lease.map(|l| l.token.reveal())),
         Val::Int(lease.map(|l| l.fencing.get() as i64)),
@@ -1224,11 +1211,7 @@ fn resource_from_row(row: &Row) -> anyhow::Result<Resource> {
     let tags: Vec<String> =
         serde_json::from_str(row.get(4)).with_context(|| format!("the tags of resource {id}"))?;
     let max = Ttl::from_secs(row.get::<_, i64>(5) as u64)?;
-    let origin = match row.get::<_, &str>(6) {
-        "descriptor" => Origin::Descriptor,
-        "api" => Origin::Api,
-        other => bail!("resource {id}: unknown origin {other:?}"),
-    };
+    let origin = origin_from(row.get(6)).map_err(|e| anyhow::anyhow!("resource {id}: {e}"))?;
     let state = match row.get::<_, Option<&str>>(8) {
         Some(token) => LockState::Locked(Lease {
             token: LockToken::parse(token)
@@ -1246,16 +1229,10 @@ fn resource_from_row(row: &Row) -> anyhow::Result<Resource> {
                 owner: row.get::<_, Option<&str>>(22).map(Arc::from),
             },
         }),
-        None => LockState::Free(match row.get::<_, Option<&str>>(15) {
-            Some("never") | None => Released::Never,
-            Some("unlocked") => Released::Unlocked,
-            Some("expired") => Released::Expired(timestamp(row.get(16))),
-            Some("force_unlocked") => Released::ForceUnlocked {
-                at: timestamp(row.get(16)),
-                reason: row.get::<_, Option<String>>(17).unwrap_or_default(),
-            },
-            Some(other) => bail!("resource {id}: unknown release {other:?}"),
-        }),
+        None => LockState::Free(
+            released_from(row.get(15), row.get(16), row.get(17))
+                .map_err(|e| anyhow::anyhow!("resource {id}: {e}"))?,
+        ),
     };
     let maintenance = row.get::<_, Option<String>>(18).map(|reason| Maintenance {
         reason,

@@ -498,17 +498,7 @@ const RESOURCE_COLUMNS: &str = "id, name, description, endpoint, tags, max_lock_
 
 fn upsert_resource(conn: &Connection, r: &Resource) -> anyhow::Result<()> {
     let lease = r.lease();
-    let (released, released_at, released_reason) = match &r.state {
-        LockState::Locked(_) => (None, None, None),
-        LockState::Free(Released::Never) => (Some("never"), None, None),
-        LockState::Free(Released::Unlocked) => (Some("unlocked"), None, None),
-        LockState::Free(Released::Expired(at)) => (Some("expired"), Some(millis(*at)), None),
-        LockState::Free(Released::ForceUnlocked { at, reason }) => (
-            Some("force_unlocked"),
-            Some(millis(*at)),
-            Some(reason.as_str()),
-        ),
-    };
+    let (released, released_at, released_reason) = released_columns(&r.state);
     let m = r.maintenance.as_ref();
     conn.prepare_cached(&format!(
         "INSERT OR REPLACE INTO resources ({RESOURCE_COLUMNS}) VALUES \
@@ -522,10 +512,7 @@ fn upsert_resource(conn: &Connection, r: &Resource) -> anyhow::Result<()> {
         r.spec.endpoint,
         serde_json::to_string(&r.spec.tags)?,
         r.spec.max_lock_duration.as_secs() as i64,
-        match r.origin {
-            Origin::Descriptor => "descriptor",
-            Origin::Api => "api",
-        },
+        origin_text(r.origin),
         r.retiring,
         lease.map(|l| l.token.reveal()),
         lease.map(|l| l.fencing.get() as i64),
@@ -558,11 +545,7 @@ fn resource_from_row(row: &Row<'_>) -> rusqlite::Result<Resource> {
     let tags: Vec<String> =
         serde_json::from_str(&row.get::<_, String>(4)?).map_err(|e| bad(4, e))?;
     let max = Ttl::from_secs(row.get::<_, i64>(5)? as u64).map_err(|e| bad(5, e))?;
-    let origin = match row.get::<_, String>(6)?.as_str() {
-        "descriptor" => Origin::Descriptor,
-        "api" => Origin::Api,
-        other => return Err(bad(6, format!("unknown origin {other:?}"))),
-    };
+    let origin = origin_from(&row.get::<_, String>(6)?).map_err(|e| bad(6, e))?;
     let state = match row.get::<_, Option<String>>(8)? {
         Some(token) => LockState::Locked(Lease {
             token: LockToken::parse(&token).ok_or_else(|| bad(8, "not a lock token"))?,
@@ -579,16 +562,14 @@ fn resource_from_row(row: &Row<'_>) -> rusqlite::Result<Resource> {
                 owner: row.get::<_, Option<String>>(22)?.map(Arc::from),
             },
         }),
-        None => LockState::Free(match row.get::<_, Option<String>>(15)?.as_deref() {
-            Some("never") | None => Released::Never,
-            Some("unlocked") => Released::Unlocked,
-            Some("expired") => Released::Expired(timestamp(row.get(16)?)),
-            Some("force_unlocked") => Released::ForceUnlocked {
-                at: timestamp(row.get(16)?),
-                reason: row.get::<_, Option<String>>(17)?.unwrap_or_default(),
-            },
-            Some(other) => return Err(bad(15, format!("unknown release {other:?}"))),
-        }),
+        None => LockState::Free(
+            released_from(
+                row.get::<_, Option<String>>(15)?.as_deref(),
+                row.get(16)?,
+                row.get(17)?,
+            )
+            .map_err(|e| bad(15, e))?,
+        ),
     };
     let maintenance = match row.get::<_, Option<String>>(18)? {
         Some(reason) => Some(Maintenance {
@@ -870,6 +851,60 @@ pub(super) fn timestamp(ms: i64) -> Timestamp {
 pub(super) fn reservation_id(text: &str) -> anyhow::Result<ReservationId> {
     text.parse()
         .with_context(|| format!("{text:?} is not a reservation id"))
+}
+
+/// A resource's `origin` column (both stores).
+pub(super) fn origin_text(origin: Origin) -> &'static str {
+    match origin {
+        Origin::Descriptor => "descriptor",
+        Origin::Api => "api",
+    }
+}
+
+/// The inverse of [`origin_text`].
+pub(super) fn origin_from(text: &str) -> Result<Origin, String> {
+    match text {
+        "descriptor" => Ok(Origin::Descriptor),
+        "api" => Ok(Origin::Api),
+        other => Err(format!("unknown origin {other:?}")),
+    }
+}
+
+/// How a free resource was last released, as its `released`, `released_at` and
+/// `released_reason` columns (both stores); all `None` while it is locked.
+pub(super) fn released_columns(
+    state: &LockState,
+) -> (Option<&'static str>, Option<i64>, Option<&str>) {
+    match state {
+        LockState::Locked(_) => (None, None, None),
+        LockState::Free(Released::Never) => (Some("never"), None, None),
+        LockState::Free(Released::Unlocked) => (Some("unlocked"), None, None),
+        LockState::Free(Released::Expired(at)) => (Some("expired"), Some(millis(*at)), None),
+        LockState::Free(Released::ForceUnlocked { at, reason }) => (
+            Some("force_unlocked"),
+            Some(millis(*at)),
+            Some(reason.as_str()),
+        ),
+    }
+}
+
+/// The inverse of [`released_columns`] for a free resource.
+pub(super) fn released_from(
+    kind: Option<&str>,
+    at: Option<i64>,
+    reason: Option<String>,
+) -> Result<Released, String> {
+    let at = || timestamp(at.unwrap_or(0));
+    match kind {
+        Some("never") | None => Ok(Released::Never),
+        Some("unlocked") => Ok(Released::Unlocked),
+        Some("expired") => Ok(Released::Expired(at())),
+        Some("force_unlocked") => Ok(Released::ForceUnlocked {
+            at: at(),
+            reason: reason.unwrap_or_default(),
+        }),
+        Some(other) => Err(format!("unknown release {other:?}")),
+    }
 }
 
 pub(super) fn end_reason(text: &str) -> anyhow::Result<EndReason> {
