@@ -31,7 +31,11 @@
 //! The kill moments and the clients' choices come from a seed printed at the start
 //! (`CRASH_SEED=<n>` replays a run's choices; the server's timing is its own).
 
+#[path = "support/pg.rs"]
+mod pg;
 mod support;
+
+use pg::PgDb;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -69,62 +73,6 @@ enum Store {
     Sqlite,
     /// A PostgreSQL database of the test's own (this URL names it).
     Postgres(String),
-}
-
-/// A PostgreSQL database made for one test and dropped after it, on the server
-/// `RENTABOT_TEST_POSTGRES` names (.ci/run sets it).
-struct PgDb {
-    base: String,
-    name: String,
-    url: String,
-}
-
-impl PgDb {
-    /// `None`, after a loud SKIPPED line, without `RENTABOT_TEST_POSTGRES`.
-    fn create(test: &str) -> Option<PgDb> {
-        let Ok(base) = std::env::var("RENTABOT_TEST_POSTGRES") else {
-            eprintln!(
-                "\n\n!!!! SKIPPED {test}: RENTABOT_TEST_POSTGRES is not set (a postgres:// \
-                 URL of a role that may create databases); .ci/run sets it !!!!\n\n"
-            );
-            return None;
-        };
-        let name = format!("rb_{}", uuid::Uuid::new_v4().simple());
-        let (scheme, rest) = base.split_once("://").expect("a postgres:// URL");
-        let host_end = rest.find(['/', '?']).unwrap_or(rest.len());
-        let query = rest[host_end..]
-            .find('?')
-            .map_or("", |q| &rest[host_end + q..]);
-        let url = format!("{scheme}://{}/{name}{query}", &rest[..host_end]);
-        let db = PgDb { base, name, url };
-        db.admin(&format!("CREATE DATABASE {}", db.name));
-        Some(db)
-    }
-
-    /// Runs `sql` on the server's first database, off the test's runtime (the blocking
-    /// client drives one of its own).
-    fn admin(&self, sql: &str) {
-        let (base, sql) = (self.base.clone(), sql.to_owned());
-        std::thread::spawn(move || {
-            postgres::Client::connect(&base, postgres::NoTls)
-                .and_then(|mut c| c.batch_execute(&sql))
-        })
-        .join()
-        .unwrap()
-        .unwrap();
-    }
-}
-
-impl Drop for PgDb {
-    fn drop(&mut self) {
-        let (base, name) = (self.base.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            if let Ok(mut c) = postgres::Client::connect(&base, postgres::NoTls) {
-                let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
-            }
-        })
-        .join();
-    }
 }
 
 /// The service as a child process. Killed (SIGKILL) when dropped.

@@ -2,6 +2,8 @@
 //! service on 127.0.0.1 with a manual clock. One binary, so the crate links once.
 
 mod helpers;
+#[path = "../support/pg.rs"]
+mod pg;
 
 mod admin;
 mod audit;

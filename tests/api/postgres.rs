@@ -18,46 +18,42 @@ use serde_json::{Value, json};
 use tokio::time::{Instant, timeout};
 
 use crate::helpers::*;
+use crate::pg::{PgDb, on_a_thread};
 
 /// The safety net around every wait. Longer than the writer's longest backoff (5 s).
 const PATIENCE: Duration = Duration::from_secs(30);
 
-/// A database of the test's own, dropped (connections and all) when the test ends.
-struct TestDb {
-    base: String,
-    name: String,
-    url: String,
+/// A database of the test's own ([`PgDb`]), its blocking calls moved off the runtime.
+struct TestDb(PgDb);
+
+impl std::ops::Deref for TestDb {
+    type Target = PgDb;
+    fn deref(&self) -> &PgDb {
+        &self.0
+    }
 }
 
 impl TestDb {
     /// `None`, after a loud SKIPPED line, without `RENTABOT_TEST_POSTGRES`.
     async fn create(test: &str) -> Option<TestDb> {
-        let Ok(base) = std::env::var("RENTABOT_TEST_POSTGRES") else {
-            eprintln!(
-                "\n\n!!!! SKIPPED {test}: RENTABOT_TEST_POSTGRES is not set (a postgres:// \
-                 URL of a role that may create databases); .ci/run sets it !!!!\n\n"
-            );
-            return None;
-        };
-        let name = format!("rb_{}", uuid::Uuid::new_v4().simple());
-        let url = with_database(&base, &name);
-        let db = TestDb { base, name, url };
-        let sql = format!("CREATE DATABASE {}", db.name);
-        db.admin(move |c| c.batch_execute(&sql).unwrap()).await;
-        Some(db)
+        let test = test.to_owned();
+        tokio::task::spawn_blocking(move || PgDb::create(&test).map(TestDb))
+            .await
+            .unwrap()
     }
 
     fn persist(&self) -> Persist {
         Persist::Url(PersistUrl::parse(&self.url).unwrap())
     }
 
-    /// Runs `f` on a connection to the server's first database (not the test's).
+    /// Runs `f` on a connection to the server's first database (not the test's), while
+    /// the runtime goes on serving the app.
     async fn admin<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Client) -> R + Send + 'static,
     ) -> R {
         let base = self.base.clone();
-        tokio::task::spawn_blocking(move || f(&mut Client::connect(&base, NoTls).unwrap()))
+        tokio::task::spawn_blocking(move || on_a_thread(&base, f))
             .await
             .unwrap()
     }
@@ -68,7 +64,7 @@ impl TestDb {
         f: impl FnOnce(&mut Client) -> R + Send + 'static,
     ) -> R {
         let url = self.url.clone();
-        tokio::task::spawn_blocking(move || f(&mut Client::connect(&url, NoTls).unwrap()))
+        tokio::task::spawn_blocking(move || on_a_thread(&url, f))
             .await
             .unwrap()
     }
@@ -77,32 +73,6 @@ impl TestDb {
         self.psql(move |c| c.query_one(sql, &[]).unwrap().get(0))
             .await
     }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        // Off the runtime: the blocking client drives one of its own.
-        let (base, name) = (self.base.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            if let Ok(mut admin) = Client::connect(&base, NoTls) {
-                let _ =
-                    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
-            }
-        })
-        .join();
-    }
-}
-
-/// `url` naming database `name` instead.
-fn with_database(url: &str, name: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap();
-    let host_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let query = rest[host_end..].find('?').map(|q| &rest[host_end + q..]);
-    format!(
-        "{scheme}://{}/{name}{}",
-        &rest[..host_end],
-        query.unwrap_or("")
-    )
 }
 
 async fn start_on(db: &TestDb, resources: Vec<ResourceSpec>) -> TestApp {
