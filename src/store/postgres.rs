@@ -204,28 +204,25 @@ impl PostgresStore {
 
 impl Backend for PostgresStore {
     fn commit(&mut self, batch: &Batch<'_>) -> Result<(), StoreError> {
-        let result = self.try_commit(batch);
-        if let Err(Fail::Deposed(stored)) = &result {
-            return Err(StoreError::Deposed(deposed(
+        match self.try_commit(batch) {
+            Ok(()) => Ok(()),
+            Err(Fail::Deposed(stored)) => Err(StoreError::Deposed(deposed(
                 &self.url,
                 self.epoch as u64,
-                *stored,
-            )));
-        }
-        if let Err(Fail::Other(e)) = &result {
-            // Whatever failed, the server may have committed (a lost answer to COMMIT):
-            // the next attempt looks first.
-            self.in_doubt = true;
-            self.histories = None;
-            if self.conn.as_ref().is_some_and(|c| c.client.is_closed()) {
-                self.conn = None;
+                stored,
+            ))),
+            Err(Fail::Other(e)) => {
+                // Whatever failed, the server may have committed (a lost answer to
+                // COMMIT): the next attempt looks first.
+                self.in_doubt = true;
+                self.histories = None;
+                if self.conn.as_ref().is_some_and(|c| c.client.is_closed()) {
+                    self.conn = None;
+                }
+                tracing::debug!(error = %format!("{e:#}"), "postgres commit failed");
+                Err(StoreError::Failed(format!("{e:#}")))
             }
-            tracing::debug!(error = %format!("{e:#}"), "postgres commit failed");
         }
-        result.map_err(|e| match e {
-            Fail::Other(e) => StoreError::Failed(format!("{e:#}")),
-            Fail::Deposed(_) => unreachable!("returned above"),
-        })
     }
 }
 
