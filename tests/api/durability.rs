@@ -150,45 +150,7 @@ async fn a_failing_store_fails_closed_then_recovers_with_nothing_lost() {
 async fn a_service_started_on_the_same_store_restores_what_was_acknowledged() {
     let store = MemoryStore::new();
     let first = spawn_app_on(&store, lab()).await;
-    let held = first.locked(ARM_1, 600).await;
-    let meta = json!({"ttl": 600, "holder": "ci/job/7", "note": "soak"});
-    first
-        .send(
-            first
-                .client
-                .post(first.url("/api/v1/resources/3/lock"))
-                .json(&meta),
-        )
-        .await
-        .expect_json(200);
-    let queued = first
-        .send(
-            first
-                .client
-                .post(first.url("/api/v1/reservations"))
-                .json(&json!({"tags": ["arm"], "quantity": 2, "priority": 2})),
-        )
-        .await
-        .expect_json(201);
-    let window = json!({"reason": "rewiring", "until": "2026-01-15T12:00:00Z"});
-    first
-        .send(
-            first
-                .client
-                .post(first.url("/api/v1/resources/1/unavailable"))
-                .json(&window),
-        )
-        .await
-        .expect_json(200);
-    first
-        .send(
-            first
-                .client
-                .post(first.url("/api/v1/resources"))
-                .json(&json!({"name": "board-arm-3", "tags": ["ci", "arm"]})),
-        )
-        .await
-        .expect_json(201);
+    let (held, queued) = first.make_every_kind_of_state().await;
     first.advance(Duration::from_secs(5));
     let resources = first.get("/api/v1/resources").await.text;
     let reservations = first.get("/api/v1/reservations").await.text;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use reqwest::header::HeaderMap;
 use reqwest::{Client, RequestBuilder, StatusCode};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use rentabot::api::RequestPolicy;
 use rentabot::app::{self, AuditSettings, Persist, Settings, Stopper};
@@ -321,6 +321,46 @@ impl TestApp {
             None,
         )
         .await
+    }
+
+    /// What a restart must bring back, one of each: a lock on ARM_1 (returned), a lock
+    /// with a holder and a note on board 3, a reservation queued for two arm boards
+    /// (returned), a maintenance window on board 1, and a resource added by the API
+    /// (board-arm-3, which the queued reservation then waits for).
+    pub async fn make_every_kind_of_state(&self) -> (Held, Value) {
+        let held = self.locked(ARM_1, 600).await;
+        let meta = json!({"ttl": 600, "holder": "ci/job/7", "note": "soak"});
+        self.send(
+            self.client
+                .post(self.url("/api/v1/resources/3/lock"))
+                .json(&meta),
+        )
+        .await
+        .expect_json(200);
+        let queued = self
+            .send(
+                self.client
+                    .post(self.url("/api/v1/reservations"))
+                    .json(&json!({"tags": ["arm"], "quantity": 2, "priority": 2})),
+            )
+            .await
+            .expect_json(201);
+        let window = json!({"reason": "rewiring", "until": "2026-01-15T12:00:00Z"});
+        self.send(
+            self.client
+                .post(self.url("/api/v1/resources/1/unavailable"))
+                .json(&window),
+        )
+        .await
+        .expect_json(200);
+        self.send(
+            self.client
+                .post(self.url("/api/v1/resources"))
+                .json(&json!({"name": "board-arm-3", "tags": ["ci", "arm"]})),
+        )
+        .await
+        .expect_json(201);
+        (held, queued)
     }
 
     /// Locks `id` for `ttl` seconds, expecting success.

@@ -146,45 +146,7 @@ async fn a_service_started_on_the_same_database_restores_everything_acknowledged
         },
     )
     .await;
-    let held = first.locked(ARM_1, 600).await;
-    let meta = json!({"ttl": 600, "holder": "ci/job/7", "note": "soak"});
-    first
-        .send(
-            first
-                .client
-                .post(first.url("/api/v1/resources/3/lock"))
-                .json(&meta),
-        )
-        .await
-        .expect_json(200);
-    let queued = first
-        .send(
-            first
-                .client
-                .post(first.url("/api/v1/reservations"))
-                .json(&json!({"tags": ["arm"], "quantity": 2, "priority": 2})),
-        )
-        .await
-        .expect_json(201);
-    let window = json!({"reason": "rewiring", "until": "2026-01-15T12:00:00Z"});
-    first
-        .send(
-            first
-                .client
-                .post(first.url("/api/v1/resources/1/unavailable"))
-                .json(&window),
-        )
-        .await
-        .expect_json(200);
-    first
-        .send(
-            first
-                .client
-                .post(first.url("/api/v1/resources"))
-                .json(&json!({"name": "board-arm-3", "tags": ["ci", "arm"]})),
-        )
-        .await
-        .expect_json(201);
+    let (held, queued) = first.make_every_kind_of_state().await;
     // A lock that runs out (the expired history), and a keyed one (a remembered answer).
     first.locked(PRINTER, 2).await;
     first.advance(Duration::from_secs(5));
