@@ -277,7 +277,15 @@ fn start_broker(
     let epoch = term.map(|t| t.lease.epoch());
     let (backend, mut loaded): (Option<Box<dyn store::Backend>>, _) = match &settings.persist {
         Persist::Url(url) => {
-            let (backend, mut loaded) = store::open(url, settings.audit.retention, epoch)
+            // The writer's connections are watched as the leader's is: cut off, it gives
+            // up its commit as the term ends, not 30 s later.
+            let watched = match url {
+                PersistUrl::Postgres(pg) => {
+                    PersistUrl::Postgres(pg.watched(settings.ha.leader.timeout))
+                }
+                PersistUrl::Sqlite(_) => url.clone(),
+            };
+            let (backend, mut loaded) = store::open(&watched, settings.audit.retention, epoch)
                 .with_context(|| format!("opening the state store {url}"))?;
             if let Some(epoch) = epoch {
                 // A takeover: no lock ends early because this node's clock runs ahead.
@@ -820,9 +828,16 @@ impl App {
         let served = match served {
             Some(served) => served,
             None if failed.is_none() => {
-                // Deposed: another service is active. Stop as SIGTERM would (the writer
-                // finds its commits refused: nothing more is acknowledged).
+                // Deposed: another service is active, or will be. Nothing more is
+                // acknowledged: the requests waiting for a commit are answered 503 now
+                // (their changes may still land, before the new term: a retry with the
+                // same Idempotency-Key learns the outcome there). Then stop as SIGTERM
+                // would; the writer finds its commits refused, or its connection lost.
                 tracing::warn!("deposed: stopping the active service");
+                handle.refuse_commits(
+                    "deposed: this rentabot is no longer the active one of the HA pair \
+                     (its leader session ended, or another one took over)",
+                );
                 // The server future handles the stop: poll it while the stop waits.
                 tokio::join!(stopper.stop(), &mut server).1
             }

@@ -149,8 +149,10 @@ pub struct ServeArgs {
 
     /// With a postgres:// store (the HA pair): seconds the active service's leader
     /// session may stay silent (the process paused, the network cut) before PostgreSQL
-    /// ends it and a standby takes over. It pings at a third of this; it is also the
-    /// leader connection's TCP user timeout. A dead process is replaced at once.
+    /// ends it and a standby takes over. It pings at a third of this; it is also the TCP
+    /// user timeout of its connections (the leader's and the writer's), so a cut-off
+    /// active answers 503 and steps down after as long. A dead process is replaced at
+    /// once.
     #[arg(long, env = "RENTABOT_HA_LEADER_TIMEOUT", value_name = "SECS", default_value_t = 3,
           value_parser = clap::value_parser!(u64).range(1..=300))]
     pub ha_leader_timeout: u64,

@@ -258,6 +258,8 @@ struct Ledger {
     unanswered: Vec<(String, Value)>,
     /// Every fencing token acknowledged in this run of the service.
     fencing: Vec<u64>,
+    /// The code and reason of every 503 the clients got.
+    refused: Vec<String>,
 }
 
 /// Runs one client until the service goes away: lock by tag (with an Idempotency-Key),
@@ -276,7 +278,7 @@ async fn run_client(base: String, seed: u64, mut mine: Vec<Held>, ledger: Arc<Mu
                 .json(&body)
                 .send()
                 .await;
-            match answered(sent) {
+            match answered(sent, &ledger).await {
                 Some(r) if r.status() == StatusCode::OK => {
                     let answer: Value = r.json().await.unwrap_or(Value::Null);
                     if answer.is_null() {
@@ -312,7 +314,7 @@ async fn run_client(base: String, seed: u64, mut mine: Vec<Held>, ledger: Arc<Mu
                     ))
                     .send()
                     .await;
-                match answered(sent) {
+                match answered(sent, &ledger).await {
                     Some(r) if r.status() == StatusCode::OK => {
                         let Ok(answer) = r.json::<Value>().await else {
                             // Cut off mid-body: the extension may or may not stand.
@@ -344,8 +346,9 @@ async fn run_client(base: String, seed: u64, mut mine: Vec<Held>, ledger: Arc<Mu
                     ))
                     .send()
                     .await;
+                let answer = answered(sent, &ledger).await;
                 let mut l = ledger.lock().unwrap();
-                match answered(sent) {
+                match answer {
                     Some(r) if r.status() == StatusCode::OK => {
                         l.held.remove(&held.token);
                     }
@@ -361,10 +364,20 @@ async fn run_client(base: String, seed: u64, mut mine: Vec<Held>, ledger: Arc<Mu
 }
 
 /// The response, unless the request went unanswered: no response, or 503 (nothing was
-/// acknowledged: a store that fails, or a deposed active of the HA pair).
-fn answered(sent: reqwest::Result<reqwest::Response>) -> Option<reqwest::Response> {
-    sent.ok()
-        .filter(|r| r.status() != StatusCode::SERVICE_UNAVAILABLE)
+/// acknowledged: a store that fails, or a deposed active of the HA pair), whose code and
+/// reason go to the ledger.
+async fn answered(
+    sent: reqwest::Result<reqwest::Response>,
+    ledger: &Mutex<Ledger>,
+) -> Option<reqwest::Response> {
+    let response = sent.ok()?;
+    if response.status() != StatusCode::SERVICE_UNAVAILABLE {
+        return Some(response);
+    }
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    let refusal = format!("{} {}", body["code"], body["reason"]);
+    ledger.lock().unwrap().refused.push(refusal);
+    None
 }
 
 fn held_from(answer: &Value) -> Held {
@@ -742,10 +755,11 @@ async fn faults_at_random_moments(store: &Store, fault: Fault) {
                 let next = standby.take().expect("a standby");
                 next.wait_for(ACTIVE_LINE);
                 takeovers.push(faulted.elapsed());
-                // Restored, the cut-off one's commits reach the database and are
-                // refused; it steps down.
-                drop(cut);
+                // Still cut off, it finds its leader session gone: it answers 503 to
+                // the requests waiting for a commit, gives up the commit in flight (its
+                // connections are watched as the leader's is) and steps down.
                 service.wait_for(STANDBY_LINE);
+                drop(cut);
                 standby = Some(service);
                 active = Some(next);
             }
@@ -757,6 +771,19 @@ async fn faults_at_random_moments(store: &Store, fault: Fault) {
             .unwrap_or_else(|_| panic!("clients are done"))
             .into_inner()
             .unwrap();
+        if fault == Fault::CutActive {
+            // The clients waited seconds for the cut-off one's commits: it answered them
+            // 503 as its commit timed out or its term ended, whichever came first (not a
+            // connection closed as it stopped, with no answer).
+            assert!(
+                ledger
+                    .refused
+                    .iter()
+                    .any(|r| r.starts_with("\"store_unavailable\"")),
+                "round {round}: no client was answered 503 by the cut-off active: {:?}",
+                ledger.refused
+            );
+        }
         // Tokens only grow: every grant of this run is above every earlier one.
         if let Some(&lowest) = ledger.fencing.iter().min() {
             assert!(

@@ -230,6 +230,12 @@ impl BrokerHandle {
         self.shared.ledger.stats().snapshot()
     }
 
+    /// From now on, until a commit succeeds, requests waiting for a commit (and later
+    /// ones) are answered 503 for `reason`, as when the store fails.
+    pub fn refuse_commits(&self, reason: &str) {
+        self.shared.ledger.fail(reason);
+    }
+
     /// Why commits fail, while they do.
     pub fn store_failure(&self) -> Option<Arc<str>> {
         self.shared.ledger.failure()

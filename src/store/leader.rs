@@ -95,21 +95,13 @@ impl Leadership {
         settings: Settings,
         keep_waiting: &mut dyn FnMut() -> bool,
     ) -> anyhow::Result<Option<Leadership>> {
-        let mut config = url.config().clone();
-        // Keepalive probes count whole seconds (the kernel refuses zero): the first after
-        // a third of the timeout, then one a second, two unanswered and it is dead.
-        let idle = Duration::from_secs(settings.timeout.as_secs().div_ceil(3).max(1));
-        config
-            // So that pg_stat_activity tells the leader's session from the writer's.
-            .application_name(&format!(
-                "{} leader",
-                url.config().get_application_name().unwrap_or("rentabot")
-            ))
-            .keepalives(true)
-            .keepalives_idle(idle)
-            .keepalives_interval(Duration::from_secs(1))
-            .keepalives_retries(2)
-            .tcp_user_timeout(settings.timeout);
+        // A connection of its own, watched so that a dead server is noticed within the
+        // timeout, and named so that pg_stat_activity tells it from the writer's.
+        let mut config = url.watched(settings.timeout).config().clone();
+        config.application_name(&format!(
+            "{} leader",
+            url.config().get_application_name().unwrap_or("rentabot")
+        ));
         let mut client = config
             .connect(NoTls)
             .with_context(|| format!("connecting to {}", url.shown()))?;

@@ -63,6 +63,26 @@ impl PostgresUrl {
         &self.config
     }
 
+    /// The same URL, its connections watched for a silent peer: a connection counts as
+    /// lost once sent data stays unacknowledged for `timeout` (`tcp_user_timeout`), or
+    /// the server stops answering keepalive probes (the first after a third of
+    /// `timeout`, then one a second, two unanswered). The HA pair's leader and writer
+    /// connections are: a cut-off active gives up its commits as its leader session is
+    /// lost, instead of after the URL's (or the default) 30 s.
+    pub fn watched(&self, timeout: Duration) -> PostgresUrl {
+        let mut watched = self.clone();
+        // Keepalive probes count whole seconds (the kernel refuses zero).
+        let idle = Duration::from_secs(timeout.as_secs().div_ceil(3).max(1));
+        watched
+            .config
+            .keepalives(true)
+            .keepalives_idle(idle)
+            .keepalives_interval(Duration::from_secs(1))
+            .keepalives_retries(2)
+            .tcp_user_timeout(timeout);
+        watched
+    }
+
     /// The URL, password replaced by `***`.
     pub fn shown(&self) -> &str {
         &self.shown
@@ -266,6 +286,29 @@ mod tests {
             Ok(PersistUrl::Postgres(url)) => url,
             other => panic!("{given}: {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_watched_url_gives_up_on_a_silent_peer_within_its_timeout() {
+        let url = postgres("postgres://rb:s3cret@db.lab/rentabot?tcp_user_timeout=60");
+        let watched = url.watched(Duration::from_secs(3));
+        let config = watched.config();
+        assert_eq!(config.get_tcp_user_timeout(), Some(&Duration::from_secs(3)));
+        assert!(config.get_keepalives());
+        assert_eq!(config.get_keepalives_idle(), Duration::from_secs(1));
+        assert_eq!(
+            config.get_keepalives_interval(),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(config.get_keepalives_retries(), Some(2));
+        // Everything else is the URL's.
+        assert_eq!(config.get_user(), Some("rb"));
+        assert_eq!(watched.shown(), url.shown());
+        let slow = url
+            .watched(Duration::from_secs(10))
+            .config()
+            .get_keepalives_idle();
+        assert_eq!(slow, Duration::from_secs(4), "a third, rounded up");
     }
 
     #[test]
