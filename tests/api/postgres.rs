@@ -373,3 +373,73 @@ async fn a_lost_database_fails_closed_then_recovers_with_nothing_lost() {
     // And it serves again.
     app.locked(X86_1, 60).await;
 }
+
+#[tokio::test]
+async fn a_deposed_active_answers_the_requests_waiting_for_a_commit_at_once() {
+    let Some(db) = TestDb::create("a_deposed_active_answers_the_waiting_requests").await else {
+        return;
+    };
+    let app = start_on(&db, lab()).await;
+    app.locked(PRINTER, 60).await;
+
+    // An operator's transaction holds the `state` row: the writer's next commit (its
+    // fence updates that row) waits for it, however long.
+    let (release, released) = mpsc::channel::<()>();
+    let (held, holding) = tokio::sync::oneshot::channel();
+    let url = db.url.clone();
+    let holder = tokio::task::spawn_blocking(move || {
+        on_a_thread(&url, move |c| {
+            let mut t = c.transaction().unwrap();
+            t.query_one("SELECT 1 FROM state WHERE id = 1 FOR UPDATE", &[])
+                .unwrap();
+            held.send(()).unwrap();
+            let _ = released.recv();
+            t.rollback().unwrap();
+        })
+    });
+    holding.await.unwrap();
+    // The lock runs, and its commit waits on the row; then the leader's session ends
+    // (as when the server times a paused leader out): the service is deposed. The
+    // request waiting for its commit is told so while the commit still waits: nothing
+    // was acknowledged, and nothing hangs until the stop gives up on it.
+    let depose = async {
+        let deadline = Instant::now() + PATIENCE;
+        while db
+            .query_i64(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                 AND application_name = 'rentabot' AND wait_event_type = 'Lock'",
+            )
+            .await
+            == 0
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the writer never waited on the row"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        db.psql(|c| {
+            c.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND application_name = 'rentabot leader'",
+                &[],
+            )
+            .unwrap()
+        })
+        .await;
+    };
+    let (answer, ()) = timeout(PATIENCE, async { tokio::join!(app.lock(ARM_1), depose) })
+        .await
+        .expect("answered while the commit still waits");
+    let body = answer.expect_json(503);
+    assert_eq!(body["code"], "store_unavailable", "{body}");
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no longer the active one"),
+        "{body}"
+    );
+    release.send(()).unwrap();
+    holder.await.unwrap();
+}
