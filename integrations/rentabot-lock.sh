@@ -59,37 +59,78 @@ die() {
     exit "$code"
 }
 usage() { die "$EX_USAGE" "$* (see the comment at the top of $0 for usage)"; }
-now() { date +%s; }
+# Sets NOW to the time in seconds.
+now() { printf -v NOW '%(%s)T' -1; }
+
+# No `$(...)` in this script once it watches signals: bash 5.2 (Debian 12's 5.2.15) may
+# run a trap while it parses a command substitution, and then fails to parse the trap
+# ("unexpected EOF while looking for matching `)'"): stopped at that moment, the script
+# would exit 2 without withdrawing its reservation or releasing its lock. Output is read
+# through files in WORK instead (a directory of its own, made before any trap is set).
+WORK=
+# Makes WORK (mode 700) and removes it at exit (`watch_signals` does both: it replaces
+# this EXIT trap). mkdir, not mktemp: mktemp's name would come through a `$(...)`.
+make_work() {
+    local try
+    for try in 1 2 3 4 5 6 7 8; do
+        WORK=${TMPDIR:-/tmp}/rentabot-lock.$$.$RANDOM$try
+        if mkdir -m 700 "$WORK" 2> /dev/null; then
+            trap 'rm -rf "$WORK"' EXIT
+            return 0
+        fi
+    done
+    die "$EX_UNREACHABLE" "cannot make a directory in ${TMPDIR:-/tmp} for curl's answers"
+}
+# capture VAR CMD [ARGS...]: VAR=$(CMD ARGS...), through a file; CMD's status.
+capture() {
+    # Named here: in a redirection, $BASHPID would be the forked command's.
+    local _var=$1 _status=0 _file=$WORK/capture.$BASHPID
+    shift
+    "$@" > "$_file" || _status=$?
+    read_file "$_var" "$_file"
+    return "$_status"
+}
+# read_file VAR FILE: VAR=$(cat FILE), trailing newlines dropped as `$(...)` drops them.
+read_file() {
+    local _text=
+    IFS= read -r -d '' _text < "$2" || true
+    while [[ $_text == *$'\n' ]]; do _text=${_text%$'\n'}; done
+    printf -v "$1" '%s' "$_text"
+}
 
 CURL_PID=
 URL=${RENTABOT_URL:-http://127.0.0.1:8000}
 URL=${URL%/}
 API="$URL/api/v1"
 
-# A string as a double-quoted value of curl's config syntax.
+# cfg_quote VAR STRING: STRING as a double-quoted value of curl's config syntax.
 cfg_quote() {
-    local s=${1//\\/\\\\}
-    printf '"%s"' "${s//\"/\\\"}"
+    local s=${2//\\/\\\\}
+    printf -v "$1" '"%s"' "${s//\"/\\\"}"
 }
 
 # api METHOD PATH [JSON [TIMEOUT]]: one request. Sets STATUS (000 when there was no
 # answer), BODY, and CURL_ERROR. The key, the lock token (SEND_TOKEN, as X-Lock-Token)
 # and the body go through curl's config on stdin, not its arguments.
 api() {
-    local method=$1 path=$2 data=${3-} timeout=${4:-$REQUEST_TIMEOUT} cfg err out
-    cfg="url = $(cfg_quote "$API$path")"$'\n'"request = \"$method\""$'\n'
+    local method=$1 path=$2 data=${3-} timeout=${4:-$REQUEST_TIMEOUT} cfg err out quoted
+    cfg_quote quoted "$API$path"
+    cfg="url = $quoted"$'\n'"request = \"$method\""$'\n'
     if [ -n "${RENTABOT_API_KEY-}" ]; then
-        cfg+="header = $(cfg_quote "X-API-Key: $RENTABOT_API_KEY")"$'\n'
+        cfg_quote quoted "X-API-Key: $RENTABOT_API_KEY"
+        cfg+="header = $quoted"$'\n'
     fi
     if [ -n "${SEND_TOKEN-}" ]; then
-        cfg+="header = $(cfg_quote "X-Lock-Token: $SEND_TOKEN")"$'\n'
+        cfg_quote quoted "X-Lock-Token: $SEND_TOKEN"
+        cfg+="header = $quoted"$'\n'
     fi
     if [ -n "$data" ]; then
         cfg+='header = "Content-Type: application/json"'$'\n'
-        cfg+="data-binary = $(cfg_quote "$data")"$'\n'
+        cfg_quote quoted "$data"
+        cfg+="data-binary = $quoted"$'\n'
     fi
-    err=$(mktemp)
-    out=$(mktemp)
+    err=$WORK/err.$BASHPID
+    out=$WORK/out.$BASHPID
     # In the background, and waited for: a signal's trap then runs at once, not after a
     # long-poll of up to a minute.
     curl -sS --config - --max-time "$timeout" --connect-timeout 10 \
@@ -97,39 +138,41 @@ api() {
     CURL_PID=$!
     wait "$CURL_PID" || true
     CURL_PID=
-    BODY=$(cat "$out")
-    CURL_ERROR=$(cat "$err")
+    read_file BODY "$out"
+    read_file CURL_ERROR "$err"
     rm -f "$err" "$out"
     STATUS=${BODY##*$'\n'}
     BODY=${BODY%$'\n'*}
     [[ $STATUS =~ ^[0-9]{3}$ ]] || STATUS=000
 }
 
-# The error in BODY, as "message (status code)".
+# Sets WHY to the error in BODY, as "message (status code)".
 explain() {
-    local message code
-    message=$(jq -r '.message // empty' <<< "$BODY" 2> /dev/null || true)
-    code=$(jq -r '.code // empty' <<< "$BODY" 2> /dev/null || true)
-    printf '%s (%s%s)' "${message:-${BODY:0:200}}" "$STATUS" "${code:+ $code}"
+    local message
+    capture message jq -r '.message // empty' <<< "$BODY" 2> /dev/null || true
+    code
+    printf -v WHY '%s (%s%s)' "${message:-${BODY:0:200}}" "$STATUS" "${CODE:+ $CODE}"
 }
-code() { jq -r '.code // empty' <<< "$BODY" 2> /dev/null || true; }
+# Sets CODE to the error code in BODY (empty if none).
+code() { capture CODE jq -r '.code // empty' <<< "$BODY" 2> /dev/null || true; }
 
 # Exits with the right status for an answer that is not a success and not "busy".
 fail() {
     local what=$1
+    explain
     case $STATUS in
         000) die "$EX_UNREACHABLE" "$what: cannot reach rentabot at $URL: ${CURL_ERROR:-no answer}" ;;
-        401) die "$EX_AUTH" "$what: the API key was refused: $(explain); set RENTABOT_API_KEY to a valid key" ;;
-        403) [ "$(code)" = forbidden ] && die "$EX_AUTH" "$what: this key's role may not do that: $(explain)" ;;
-        5??) die "$EX_UNREACHABLE" "$what: rentabot failed: $(explain)" ;;
+        401) die "$EX_AUTH" "$what: the API key was refused: $WHY; set RENTABOT_API_KEY to a valid key" ;;
+        403) [ "$CODE" = forbidden ] && die "$EX_AUTH" "$what: this key's role may not do that: $WHY" ;;
+        5??) die "$EX_UNREACHABLE" "$what: rentabot failed: $WHY" ;;
     esac
-    die "$EX_REFUSED" "$what: refused: $(explain)"
+    die "$EX_REFUSED" "$what: refused: $WHY"
 }
 
 # True for an answer that says "not now": locked, held for a reservation, unavailable.
 busy() {
     case $STATUS in
-        403) [ "$(code)" != forbidden ] && [ "$(code)" != not_owner ] && [ "$(code)" != origin_not_allowed ] ;;
+        403) code && [ "$CODE" != forbidden ] && [ "$CODE" != not_owner ] && [ "$CODE" != origin_not_allowed ] ;;
         409) true ;;
         *) false ;;
     esac
@@ -191,7 +234,10 @@ check_lock_options() {
         elif [ -n "${GITHUB_RUN_ID-}" ]; then
             HOLDER="${GITHUB_SERVER_URL:-https://github.com}/${GITHUB_REPOSITORY-}/actions/runs/$GITHUB_RUN_ID"
         else
-            HOLDER="${USER:-$(id -un 2> /dev/null || echo ci)}@$(hostname 2> /dev/null || echo localhost)"
+            local user=${USER-} host=
+            [ -n "$user" ] || capture user id -un 2> /dev/null || true
+            capture host hostname 2> /dev/null || true
+            HOLDER="${user:-ci}@${host:-localhost}"
         fi
     fi
     HOLDER=${HOLDER:0:256}
@@ -203,20 +249,29 @@ terms() { jq -nc --argjson ttl "$TTL" --arg holder "$HOLDER" --arg note "$NOTE" 
 
 # One direct lock attempt; sets GOT_ID and TOKEN on success.
 try_lock() {
-    local path
+    local path value body
     if [ -n "$ID" ]; then
         path="/resources/$ID/lock"
-    elif [ -n "$NAME" ]; then
-        path="/resources/lock?name=$(jq -rn --arg v "$NAME" '$v|@uri')"
-    elif [ -n "$TAGS" ]; then
-        path="/resources/lock?tag=$(jq -rn --arg v "$TAGS" '$v|@uri')"
     else
-        path="/resources/lock?expr=$(jq -rn --arg v "$EXPR" '$v|@uri')"
+        if [ -n "$NAME" ]; then
+            path="/resources/lock?name="
+            value=$NAME
+        elif [ -n "$TAGS" ]; then
+            path="/resources/lock?tag="
+            value=$TAGS
+        else
+            path="/resources/lock?expr="
+            value=$EXPR
+        fi
+        # shellcheck disable=SC2016 # jq's $v, not the shell's
+        capture value jq -rn --arg v "$value" '$v|@uri'
+        path+=$value
     fi
-    api POST "$path" "$(terms)"
+    capture body terms
+    api POST "$path" "$body"
     if [ "$STATUS" = 200 ]; then
-        GOT_ID=$(jq -r .resource.id <<< "$BODY")
-        TOKEN=$(jq -r '."lock-token"' <<< "$BODY")
+        capture GOT_ID jq -r .resource.id <<< "$BODY"
+        capture TOKEN jq -r '."lock-token"' <<< "$BODY"
         return 0
     fi
     busy || fail "lock"
@@ -225,10 +280,14 @@ try_lock() {
 
 # By id or name: retry every POLL seconds until the wait runs out.
 lock_by_polling() {
-    local deadline=$(($(now) + WAIT)) said=
+    local deadline said=
+    now
+    deadline=$((NOW + WAIT))
     until try_lock; do
-        [ "$(now)" -lt "$deadline" ] || die "$EX_BUSY" "still busy after waiting ${WAIT}s: $(explain)"
-        [ -n "$said" ] || say "busy: $(explain); retrying every ${POLL}s for up to ${WAIT}s"
+        explain
+        now
+        [ "$NOW" -lt "$deadline" ] || die "$EX_BUSY" "still busy after waiting ${WAIT}s: $WHY"
+        [ -n "$said" ] || say "busy: $WHY; retrying every ${POLL}s for up to ${WAIT}s"
         said=1
         pause "$POLL"
     done
@@ -240,11 +299,9 @@ lock_by_polling() {
 PAUSE_OPEN=
 pause() {
     if [ -z "$PAUSE_OPEN" ]; then
-        local dir
-        dir=$(mktemp -d)
-        mkfifo "$dir/pause"
-        exec 9<> "$dir/pause"
-        rm -rf "$dir"
+        mkfifo "$WORK/pause.$BASHPID"
+        exec 9<> "$WORK/pause.$BASHPID"
+        rm -f "$WORK/pause.$BASHPID"
         PAUSE_OPEN=1
     fi
     read -r -t "$1" -u 9 _ || true
@@ -261,8 +318,10 @@ abandon_reservation() {
     api DELETE "/reservations/$rid"
     if [ "$STATUS" = 409 ]; then
         api GET "/reservations/$rid"
-        local t
-        for t in $(jq -r '.lock_tokens[]? // empty' <<< "$BODY" 2> /dev/null); do
+        local t tokens=()
+        capture t jq -r '.lock_tokens[]? // empty' <<< "$BODY" 2> /dev/null || true
+        read -r -d '' -a tokens <<< "$t" || true
+        for t in ${tokens[@]+"${tokens[@]}"}; do
             api POST /resources/unlock-batch "{\"lock_tokens\": [\"$t\"]}"
         done
     fi
@@ -271,38 +330,42 @@ abandon_reservation() {
 
 # By tags or expression: a reservation that locks for us once served (auto_claim).
 lock_by_reservation() {
-    local body status position
-    body=$(terms | jq -c --arg tags "$TAGS" --arg expr "$EXPR" --argjson wait "$WAIT" \
+    local body status position waiting
+    capture body terms
+    # shellcheck disable=SC2016 # jq's variables, not the shell's
+    capture body jq -c --arg tags "$TAGS" --arg expr "$EXPR" --argjson wait "$WAIT" \
         '. + {max_wait_time: $wait, auto_claim: true}
-           + (if $tags != "" then {tags: $tags} else {expr: $expr} end)')
+           + (if $tags != "" then {tags: $tags} else {expr: $expr} end)' <<< "$body"
     api POST /reservations "$body"
     [ "$STATUS" = 201 ] || fail "reserve"
-    RID=$(jq -r .reservation_id <<< "$BODY")
-    status=$(jq -r .status <<< "$BODY")
+    capture RID jq -r .reservation_id <<< "$BODY"
+    capture status jq -r .status <<< "$BODY"
     if [ "$status" = pending ]; then
-        position=$(jq -r '.position_in_queue // "?"' <<< "$BODY")
-        say "waiting in the queue (reservation $RID, position $position, up to ${WAIT}s): $(jq -r \
+        capture position jq -r '.position_in_queue // "?"' <<< "$BODY"
+        capture waiting jq -r \
             '.waiting_for | "\(.matching) match, \(.locked) locked, \(.held_for_earlier) held for earlier requests, \(.unavailable) unavailable"' \
-            <<< "$BODY" 2> /dev/null || echo "busy")"
+            <<< "$BODY" 2> /dev/null || waiting=busy
+        say "waiting in the queue (reservation $RID, position $position, up to ${WAIT}s): $waiting"
     fi
     while [ "$status" = pending ]; do
         # Answers as soon as the status changes, or after LONG_POLL seconds.
         api GET "/reservations/$RID?wait=$LONG_POLL&status=pending" "" $((REQUEST_TIMEOUT + LONG_POLL))
         case $STATUS in
-            200) status=$(jq -r .status <<< "$BODY") ;;
+            200) capture status jq -r .status <<< "$BODY" ;;
             404)
                 local ended
-                ended=$(jq -r '.ended // empty' <<< "$BODY" 2> /dev/null || true)
+                capture ended jq -r '.ended // empty' <<< "$BODY" 2> /dev/null || true
                 RID=
                 [ "$ended" = expired ] && die "$EX_BUSY" "still busy after waiting ${WAIT}s in the queue (reservation expired)"
-                die "$EX_REFUSED" "the reservation ended while waiting (${ended:-unknown}): $(explain)"
+                explain
+                die "$EX_REFUSED" "the reservation ended while waiting (${ended:-unknown}): $WHY"
                 ;;
             *) fail "wait for the reservation" ;;
         esac
     done
     RID=
-    GOT_ID=$(jq -r '.resource_ids[0]' <<< "$BODY")
-    TOKEN=$(jq -r '.lock_tokens[0]' <<< "$BODY")
+    capture GOT_ID jq -r '.resource_ids[0]' <<< "$BODY"
+    capture TOKEN jq -r '.lock_tokens[0]' <<< "$BODY"
 }
 
 # Locks as the options say and sets the RENTABOT_* variables.
@@ -310,7 +373,10 @@ do_lock() {
     check_lock_options
     GOT_ID=
     if [ "$WAIT" -eq 0 ]; then
-        try_lock || die "$EX_BUSY" "busy (--wait 0, not waiting): $(explain)"
+        try_lock || {
+            explain
+            die "$EX_BUSY" "busy (--wait 0, not waiting): $WHY"
+        }
     elif [ -n "$ID" ] || [ -n "$NAME" ]; then
         lock_by_polling
     else
@@ -319,18 +385,20 @@ do_lock() {
     # Ours from here: a signal or an error before the caller has it releases it.
     RESOURCE=$GOT_ID
     HELD=1
-    LOCKED_AT=$(now)
+    now
+    LOCKED_AT=$NOW
     api GET "/resources/$GOT_ID"
     if [ "$STATUS" != 200 ]; then
-        say "locked resource $GOT_ID, but could not read it: $(explain)"
+        explain
+        say "locked resource $GOT_ID, but could not read it: $WHY"
         BODY='{"resource": {}}'
     fi
     RENTABOT_RESOURCE_ID=$GOT_ID
     RENTABOT_LOCK_TOKEN=$TOKEN
-    RENTABOT_RESOURCE_NAME=$(jq -r '.resource.name // ""' <<< "$BODY")
-    RENTABOT_RESOURCE_ENDPOINT=$(jq -r '.resource.endpoint // ""' <<< "$BODY")
-    RENTABOT_FENCING_TOKEN=$(jq -r '.resource."fencing-token" // ""' <<< "$BODY")
-    RENTABOT_LOCK_EXPIRES_AT=$(jq -r '.resource."lock-expires-at" // ""' <<< "$BODY")
+    capture RENTABOT_RESOURCE_NAME jq -r '.resource.name // ""' <<< "$BODY"
+    capture RENTABOT_RESOURCE_ENDPOINT jq -r '.resource.endpoint // ""' <<< "$BODY"
+    capture RENTABOT_FENCING_TOKEN jq -r '.resource."fencing-token" // ""' <<< "$BODY"
+    capture RENTABOT_LOCK_EXPIRES_AT jq -r '.resource."lock-expires-at" // ""' <<< "$BODY"
     export RENTABOT_RESOURCE_ID RENTABOT_LOCK_TOKEN RENTABOT_RESOURCE_NAME \
         RENTABOT_RESOURCE_ENDPOINT RENTABOT_FENCING_TOKEN RENTABOT_LOCK_EXPIRES_AT
     say "locked resource $GOT_ID ($RENTABOT_RESOURCE_NAME) for ${TTL}s, fencing token $RENTABOT_FENCING_TOKEN"
@@ -379,15 +447,18 @@ do_unlock() {
                 ;;
             000 | 5?? | 429)
                 if [ "$attempt" -lt 4 ]; then
-                    say "unlock: $(explain), retrying in ${delay}s"
+                    explain
+                    say "unlock: $WHY, retrying in ${delay}s"
                     pause "$delay"
                     delay=$((delay * 2))
                 fi
                 ;;
             403)
-                case $(code) in
+                code
+                case $CODE in
                     not_locked | invalid_lock_token)
-                        say "resource $RESOURCE: the lock had already ended (expired or force-unlocked): $(explain)"
+                        explain
+                        say "resource $RESOURCE: the lock had already ended (expired or force-unlocked): $WHY"
                         return 0
                         ;;
                 esac
@@ -404,7 +475,9 @@ do_extend() {
     number --ttl "$TTL"
     SEND_TOKEN=$TOKEN api POST "/resources/$RESOURCE/extend?additional-ttl=$TTL"
     [ "$STATUS" = 200 ] || fail "extend"
-    say "extended resource $RESOURCE: $(jq -r '"ends at \(."new-expires-at")"' <<< "$BODY")"
+    local ends
+    capture ends jq -r '"ends at \(."new-expires-at")"' <<< "$BODY"
+    say "extended resource $RESOURCE: $ends"
 }
 
 # Runs in the background while CMD runs: extends the lock every TTL/3 seconds (at
@@ -419,22 +492,25 @@ keep_extending() {
         pause "$every"
         # CMD is gone (and this script with it, or it would have stopped us): done.
         kill -0 "$child" 2> /dev/null || exit 0
-        started=$(now)
+        now
+        started=$NOW
         SEND_TOKEN=$TOKEN api POST "/resources/$RESOURCE/extend?additional-ttl=$TTL"
         if [ "$STATUS" = 200 ]; then
             expires=$((started + TTL))
             continue
         fi
-        if [ "$(code)" = total_above_max ]; then
-            say "cannot extend any more (the resource's max-lock-duration): the lock ends in $((expires - $(now)))s"
-            pause $((expires - $(now) > 0 ? expires - $(now) : 1))
-        elif [[ $STATUS =~ ^(000|5..|429)$ ]] && [ "$(now)" -lt "$expires" ]; then
-            say "extend: $(explain), retrying in ${every}s"
+        explain
+        now
+        if [ "$CODE" = total_above_max ]; then
+            say "cannot extend any more (the resource's max-lock-duration): the lock ends in $((expires - NOW))s"
+            pause $((expires - NOW > 0 ? expires - NOW : 1))
+        elif [[ $STATUS =~ ^(000|5..|429)$ ]] && [ "$NOW" -lt "$expires" ]; then
+            say "extend: $WHY, retrying in ${every}s"
             continue
         fi
         # Ignore the TERM that CMD's end will bring: the verdict is EX_LOST.
         trap '' TERM
-        say "the lock on resource $RESOURCE is lost ($(explain)): stopping the command"
+        say "the lock on resource $RESOURCE is lost ($WHY): stopping the command"
         kill -TERM "$child" 2> /dev/null || true
         exit "$EX_LOST"
     done
@@ -465,6 +541,7 @@ release_on_exit() {
     if [ -n "$HELD" ]; then
         (do_unlock) || say "resource $RESOURCE stays locked until its lock expires (${RENTABOT_LOCK_EXPIRES_AT:-after its ttl})"
     fi
+    rm -rf "$WORK"
 }
 
 do_with() {
@@ -511,6 +588,7 @@ main() {
     [ $# -ge 1 ] || usage "give a subcommand: lock, unlock, extend or with"
     local sub=$1
     shift
+    make_work
     case $sub in
         lock)
             parse lock "$@"
