@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# rentabot-lock.sh: lock a rentabot resource from a CI job, with nothing but bash, curl
-# and jq. The Jenkins shared library (integrations/jenkins) and the GitHub Action
-# (integrations/github-action) both run this script; so can any other CI.
+# rentabot-lock.sh: lock a rentabot resource from a CI job, with nothing but bash (4.2 or
+# later), curl and jq. The Jenkins shared library (integrations/jenkins) and the GitHub
+# Action (integrations/github-action) both run this script; so can any other CI.
 #
 #   rentabot-lock.sh lock   SELECT [--ttl S] [--wait S] [--poll S] [--note T] [--holder H]
 #                           [--output FILE]... [--format env|shell|json|none]
