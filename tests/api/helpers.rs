@@ -283,6 +283,12 @@ impl TestApp {
         self.send(self.client.post(self.url(path))).await
     }
 
+    /// POST `body` as JSON.
+    pub async fn post_json(&self, path: &str, body: Value) -> Reply {
+        self.send(self.client.post(self.url(path)).json(&body))
+            .await
+    }
+
     /// POST `body` with the given content type, or none.
     pub async fn post_body(&self, path: &str, body: &[u8], content_type: Option<&str>) -> Reply {
         let mut request = self.client.post(self.url(path)).body(body.to_vec());
@@ -330,33 +336,23 @@ impl TestApp {
     pub async fn make_every_kind_of_state(&self) -> (Held, Value) {
         let held = self.locked(ARM_1, 600).await;
         let meta = json!({"ttl": 600, "holder": "ci/job/7", "note": "soak"});
-        self.send(
-            self.client
-                .post(self.url("/api/v1/resources/3/lock"))
-                .json(&meta),
-        )
-        .await
-        .expect_json(200);
+        self.post_json("/api/v1/resources/3/lock", meta)
+            .await
+            .expect_json(200);
         let queued = self
-            .send(
-                self.client
-                    .post(self.url("/api/v1/reservations"))
-                    .json(&json!({"tags": ["arm"], "quantity": 2, "priority": 2})),
+            .post_json(
+                "/api/v1/reservations",
+                json!({"tags": ["arm"], "quantity": 2, "priority": 2}),
             )
             .await
             .expect_json(201);
         let window = json!({"reason": "rewiring", "until": "2026-01-15T12:00:00Z"});
-        self.send(
-            self.client
-                .post(self.url("/api/v1/resources/1/unavailable"))
-                .json(&window),
-        )
-        .await
-        .expect_json(200);
-        self.send(
-            self.client
-                .post(self.url("/api/v1/resources"))
-                .json(&json!({"name": "board-arm-3", "tags": ["ci", "arm"]})),
+        self.post_json("/api/v1/resources/1/unavailable", window)
+            .await
+            .expect_json(200);
+        self.post_json(
+            "/api/v1/resources",
+            json!({"name": "board-arm-3", "tags": ["ci", "arm"]}),
         )
         .await
         .expect_json(201);

@@ -16,11 +16,6 @@ fn t(secs: u64) -> String {
 }
 
 impl TestApp {
-    async fn post_json(&self, path: &str, body: Value) -> Reply {
-        self.send(self.client.post(self.url(path)).json(&body))
-            .await
-    }
-
     async fn mark_unavailable(&self, id: u32, body: Value) -> Reply {
         self.post_json(&format!("/api/v1/resources/{id}/unavailable"), body)
             .await

@@ -7,10 +7,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::helpers::{
-    ARM_1, ARM_2, COFFEE, Options, Reply, T0, TestApp, X86_1, lab, spawn_app, spawn_app_with,
+    ARM_1, ARM_2, COFFEE, Options, T0, TestApp, X86_1, lab, spawn_app, spawn_app_with,
     spawn_app_with_descriptor, start,
 };
 use rentabot::domain::{ResourceSpec, Timestamp};
@@ -67,10 +67,6 @@ async fn page(app: &TestApp, query: &str) -> String {
     reply.text
 }
 
-async fn post_json(app: &TestApp, path: &str, body: Value) -> Reply {
-    app.send(app.client.post(app.url(path)).json(&body)).await
-}
-
 fn iso(t: Timestamp) -> String {
     t.to_rfc3339()
 }
@@ -101,32 +97,29 @@ async fn every_state_renders_with_its_data_state_and_details() {
     let path = dir.path().join("lab.yaml");
     std::fs::write(&path, STATES_LAB).unwrap();
     let app = spawn_app_with_descriptor(&path).await;
-    post_json(
-        &app,
+    app.post_json(
         "/api/v1/resources/2/lock",
         json!({"ttl": 600, "holder": "ci/job/<42>", "note": "soak & test"}),
     )
     .await
     .expect_json(200);
-    let reservation = post_json(
-        &app,
-        "/api/v1/reservations",
-        json!({"tags": ["pair"], "quantity": 2}),
-    )
-    .await
-    .expect_json(201)["reservation_id"]
+    let reservation = app
+        .post_json(
+            "/api/v1/reservations",
+            json!({"tags": ["pair"], "quantity": 2}),
+        )
+        .await
+        .expect_json(201)["reservation_id"]
         .as_str()
         .unwrap()
         .to_owned();
-    post_json(
-        &app,
+    app.post_json(
         "/api/v1/resources/4/unavailable",
         json!({"reason": "firmware", "from": iso(at(3600)), "until": iso(at(7200))}),
     )
     .await
     .expect_json(200);
-    post_json(
-        &app,
+    app.post_json(
         "/api/v1/resources/5/unavailable",
         json!({"reason": "toner <low>", "until": iso(at(10_800))}),
     )
@@ -271,33 +264,33 @@ async fn the_queue_shows_position_priority_wants_and_estimate_and_fulfilled_thei
     let app = spawn_app().await;
     app.locked(ARM_1, 600).await;
     app.locked(ARM_2, 1200).await;
-    let urgent = post_json(
-        &app,
-        "/api/v1/reservations",
-        json!({"tags": ["arm"], "priority": 3, "holder": "nightly"}),
-    )
-    .await
-    .expect_json(201)["reservation_id"]
+    let urgent = app
+        .post_json(
+            "/api/v1/reservations",
+            json!({"tags": ["arm"], "priority": 3, "holder": "nightly"}),
+        )
+        .await
+        .expect_json(201)["reservation_id"]
         .as_str()
         .unwrap()
         .to_owned();
-    let relaxed = post_json(
-        &app,
-        "/api/v1/reservations",
-        json!({"tags": ["arm"], "quantity": 2, "priority": 7}),
-    )
-    .await
-    .expect_json(201)["reservation_id"]
+    let relaxed = app
+        .post_json(
+            "/api/v1/reservations",
+            json!({"tags": ["arm"], "quantity": 2, "priority": 7}),
+        )
+        .await
+        .expect_json(201)["reservation_id"]
         .as_str()
         .unwrap()
         .to_owned();
-    let served = post_json(
-        &app,
-        "/api/v1/reservations",
-        json!({"groups": [{"tags": ["x86"], "quantity": 1}], "auto_claim": true}),
-    )
-    .await
-    .expect_json(201)["reservation_id"]
+    let served = app
+        .post_json(
+            "/api/v1/reservations",
+            json!({"groups": [{"tags": ["x86"], "quantity": 1}], "auto_claim": true}),
+        )
+        .await
+        .expect_json(201)["reservation_id"]
         .as_str()
         .unwrap()
         .to_owned();
