@@ -390,17 +390,17 @@ impl PostgresStore {
         if shape.has(Part::GoneReservations) {
             params.push(&gone_reservations);
         }
-        if shape.has(Part::Ended) {
-            params.extend(ended.params_and(&appended[0].0));
-        }
-        if let Some([lo, hi]) = &trims[0] {
-            params.extend([lo as &(dyn ToSql + Sync), hi]);
-        }
-        if shape.has(Part::Expired) {
-            params.extend(expired.params_and(&appended[1].0));
-        }
-        if let Some([lo, hi]) = &trims[1] {
-            params.extend([lo as &(dyn ToSql + Sync), hi]);
+        // The two history tables `commit_sql` writes in one loop, in its order.
+        for (i, (part, columns)) in [(Part::Ended, &ended), (Part::Expired, &expired)]
+            .into_iter()
+            .enumerate()
+        {
+            if shape.has(part) {
+                params.extend(columns.params_and(&appended[i].0));
+            }
+            if let Some([lo, hi]) = &trims[i] {
+                params.extend([lo as &(dyn ToSql + Sync), hi]);
+            }
         }
         if shape.has(Part::Records) {
             params.extend(records.params());
